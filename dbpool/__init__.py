@@ -1,0 +1,24 @@
+"""Pooled, validated, observable MySQL/MariaDB and SQLite connections for threaded code."""
+
+from .config import load_settings, set_password_decoder
+from .drivers import Driver
+from .errors import ConfigError, ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .pool import ConnectionPool, PooledConnection, get_global_pool, make_pool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "ConnectionPool",
+    "Driver",
+    "PoolClosed",
+    "PoolError",
+    "PoolTimeout",
+    "PooledConnection",
+    "ValidationError",
+    "get_global_pool",
+    "load_settings",
+    "make_pool",
+    "set_password_decoder",
+]

@@ -1,0 +1,701 @@
+"""The connection pool: one interface, two DBUtils strategies (shared and persistent)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+from dbutils.persistent_db import PersistentDB
+from dbutils.pooled_db import PooledDB
+
+from .config import MODES, Settings, load_settings
+from .drivers import Driver, get_driver
+from .errors import ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .stats import PoolStats
+
+log = logging.getLogger("dbpool")
+
+# Longest single sleep of a waiter, so that slots freed outside any call
+# (a thread that ended while holding a persistent connection) are noticed.
+_WAIT_SLICE = 0.05
+# Connections opened together should not all expire in the same second.
+_RECYCLE_JITTER = 0.05
+# Pause between two failed connects, so a refusing server is not hammered.
+_CONNECT_BACKOFF = 0.05
+
+
+class _NeverRaised(Exception):
+    """Stands for DBUtils' failover errors: we never let it fail over."""
+
+
+def _never_fatal(error: BaseException) -> bool:
+    # DBUtils' failover re-executes a statement that failed on a dead connection.
+    # The statement may have run already; the caller must see the error instead.
+    return False
+
+
+class _Handle:
+    """The object DBUtils pools: a slot whose driver connection dbpool may replace.
+
+    DBUtils keeps these as if they were DB-API connections. The driver
+    connection inside (``raw``) is opened, validated, reset and closed by the
+    pool outside every lock, which DBUtils' own steady connections cannot do.
+    """
+
+    __slots__ = (
+        "borrows",
+        "close_on_release",
+        "created",
+        "dropped",
+        "epoch",
+        "expires",
+        "raw",
+        "returned",
+        "slots",
+    )
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots = slots
+        self.raw: Any = None
+        self.created = 0.0
+        self.expires = float("inf")
+        self.returned = 0.0
+        self.epoch = -1
+        self.borrows = 0
+        self.dropped = False
+        self.close_on_release = False
+
+    def close(self) -> None:
+        """Called by DBUtils when it lets the slot go (maybe under its lock, maybe in ``__del__``)."""
+        if not self.dropped:
+            self.dropped = True
+            # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
+            self.slots.graveyard.append(self)
+
+
+class _Slots:
+    """A DB-API-shaped factory of empty handles, given to DBUtils as its creator."""
+
+    threadsafety = 1
+    OperationalError = InterfaceError = InternalError = _NeverRaised
+
+    def __init__(self) -> None:
+        self.graveyard: deque[_Handle] = deque()
+        self.live: set[_Handle] = set()
+
+    def connect(self) -> _Handle:
+        # Called by DBUtils while the pool lock is held: no I/O here.
+        handle = _Handle(self)
+        self.live.add(handle)
+        return handle
+
+
+_DBUTILS_OPTIONS: dict[str, Any] = {
+    "ping": 0,  # validation happens outside DBUtils' lock
+    "failures": _NeverRaised,
+    "isfatal": _never_fatal,
+}
+
+
+class _SharedStore:
+    """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
+
+    PooledDB hands out idle connections first in, first out. That rotates
+    work over every kept connection, so none idles long enough to meet the
+    server's ``wait_timeout``; connections beyond ``size`` are closed at return.
+    """
+
+    thread_affine = False
+
+    def __init__(self, slots: _Slots, size: int) -> None:
+        # reset=False: rollback happens in the pool, outside DBUtils' lock.
+        # maxcached=size: a handle given back to a full pool is dropped, not kept.
+        self._db = PooledDB(slots, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
+        self.size = size
+        self.idle = 0
+
+    def ready(self) -> bool:
+        return self.idle > 0
+
+    def full(self) -> bool:
+        return self.idle >= self.size
+
+    def take(self) -> tuple[Any, _Handle]:
+        token = self._db.connection(shareable=False)
+        if self.idle:
+            self.idle -= 1
+        return token, token.dbapi_connection
+
+    def put(self, token: Any, handle: _Handle) -> None:
+        token.close()
+        if not handle.dropped:
+            self.idle += 1
+
+    def thread_handle(self) -> None:
+        return None
+
+    def forget_thread(self) -> None:
+        return None
+
+    def close_idle(self) -> None:
+        self._db.close()
+        self.idle = 0
+
+
+class _PersistentStore:
+    """Persistent mode: DBUtils' PersistentDB keeps one handle per thread."""
+
+    thread_affine = True
+
+    def __init__(self, slots: _Slots) -> None:
+        # threading.local: DBUtils' default pure-Python local takes a lock on every access.
+        self._db = PersistentDB(slots, closeable=True, threadlocal=threading.local,
+                                **_DBUTILS_OPTIONS)
+
+    def ready(self) -> bool:
+        return hasattr(self._db.thread, "connection")
+
+    def full(self) -> bool:
+        return False
+
+    def take(self) -> tuple[Any, _Handle]:
+        steady = self._db.connection()
+        return steady, steady.dbapi_connection
+
+    def put(self, token: Any, handle: _Handle) -> None:
+        return None
+
+    def thread_handle(self) -> _Handle | None:
+        steady = getattr(self._db.thread, "connection", None)
+        return None if steady is None else steady.dbapi_connection  # type: ignore[no-any-return]
+
+    def forget_thread(self) -> None:
+        steady = getattr(self._db.thread, "connection", None)
+        if steady is not None:
+            del self._db.thread.connection
+            steady.close()  # DBUtils closes the handle, which frees the slot
+
+    def close_idle(self) -> None:
+        return None
+
+
+class PooledConnection:
+    """A connection lent by the pool; a DB-API 2 connection of the driver.
+
+    ``close()`` gives it back to the pool. Other attributes come from the
+    driver's connection, which ``dbapi_connection`` returns outright.
+    """
+
+    __slots__ = ("__weakref__", "_lease", "_pool", "_raw")
+
+    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle) -> None:
+        self._pool = pool
+        self._raw = handle.raw
+        self._lease = [(token, handle)]
+
+    def _live(self) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise PoolError("this connection was already given back to the pool")
+        return raw
+
+    @property
+    def dbapi_connection(self) -> Any:
+        """The driver's own connection object."""
+        return self._live()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """A cursor of the driver's connection."""
+        return self._live().cursor(*args, **kwargs)
+
+    def commit(self) -> None:
+        self._live().commit()
+
+    def rollback(self) -> None:
+        self._live().rollback()
+
+    def close(self) -> None:
+        """Give the connection back to the pool (a second call does nothing)."""
+        self._pool.release(self)
+
+    def _detach(self) -> tuple[Any, _Handle] | None:
+        # list.pop is atomic, so two racing releases cannot both get the lease.
+        try:
+            lease = self._lease.pop()
+        except IndexError:
+            return None
+        self._raw = None
+        return lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._live(), name)
+
+    def __enter__(self) -> PooledConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "returned" if self._raw is None else "in use"
+        return f"<PooledConnection {self._pool.name} {state}>"
+
+
+class ConnectionPool:
+    """A bounded pool of validated connections, shared by threads or bound to them.
+
+    size: connections kept idle; max_overflow: extra ones allowed under load,
+    closed when given back to a full pool. timeout: seconds ``acquire`` waits.
+    recycle: seconds after which a connection is replaced (0: never).
+    driver: "pymysql", "mysql-connector" or "sqlite". config_name: the entry of
+    the YAML config to use; ``config``: its path. mode: "shared" (one pool for
+    all threads, on DBUtils' PooledDB) or "persistent" (a connection per
+    thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
+    reset: "rollback" or "session" at return. Other keywords are connection
+    parameters (host, port, user, password, database, charset, path, ...)
+    that override the config entry. Options not given come from the entry's
+    ``pool:`` section, then from the defaults.
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        config_name: str = "primary",
+        timeout: float | None = None,
+        max_overflow: int | None = None,
+        recycle: float | None = None,
+        driver: str | Driver | None = None,
+        *,
+        config: str | None = None,
+        mode: str | None = None,
+        pre_ping: bool | None = None,
+        ping_interval: float | None = None,
+        reset: str | None = None,
+        leak_threshold: float | None = None,
+        **params: Any,
+    ) -> None:
+        given = {
+            "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
+            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval, "reset": reset,
+            "leak_threshold": leak_threshold,
+        }
+        pool_options = {key: value for key, value in given.items() if value is not None}
+        custom = driver if isinstance(driver, Driver) else None
+        for alias, name in (("ip", "host"), ("db", "database")):
+            if alias in params:
+                params.setdefault(name, params.pop(alias))
+        self.settings: Settings = load_settings(
+            config_name,
+            config=config,
+            driver="pymysql" if custom is not None else driver,
+            pool_options=pool_options,
+            params=params,
+        )
+        options = self.settings.pool
+        self._driver = custom or get_driver(self.settings.driver)
+        self._params = dict(self.settings.params)
+        self.mode = options.mode
+        self.size = options.size
+        self.max_size = options.max_size
+        self.timeout = options.timeout
+        self.recycle = options.recycle
+        self.name = f"{config_name!r} ({self._driver.describe(self._params)})"
+        self._pre_ping = options.pre_ping
+        self._ping_interval = options.ping_interval
+        self._reset_session = options.reset == "session"
+
+        self._cond = threading.Condition(threading.Lock())
+        self._slots = _Slots()
+        self._store: _SharedStore | _PersistentStore
+        if self.mode == "persistent":
+            self._store = _PersistentStore(self._slots)
+        else:
+            self._store = _SharedStore(self._slots, self.size)
+        self._stats = PoolStats()
+        self._in_use = 0  # lent connections (acquired - released)
+        self._waiting = 0
+        self._epoch = 0  # close_all() moves it on; older connections are replaced
+        self._closed = False
+        self._local = threading.local()  # the `with pool as conn` stack of each thread
+        # A pool dropped without dispose() still closes its connections.
+        weakref.finalize(self, _close_connections, self._slots, self._driver)
+        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
+                  self.size, self.max_size)
+
+    # -- lending -----------------------------------------------------------
+
+    def acquire(self, timeout: float | None = None, max_retries: int = 3) -> PooledConnection:
+        """A validated connection, waiting at most ``timeout`` seconds (None: the pool's).
+
+        A connection that fails validation is closed and replaced, up to
+        ``max_retries`` times. Raises PoolTimeout when none is free in time.
+        """
+        if max_retries < 0:
+            raise ValueError(f"max_retries cannot be negative (got {max_retries})")
+        if timeout is None:
+            timeout = self.timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        if self._slots.graveyard:
+            self._bury()
+        token, handle = self._checkout(deadline, timeout)
+        try:
+            self._make_ready(handle, deadline, max_retries)
+        except BaseException:
+            self._checkin(token, handle, failed=True)
+            raise
+        conn = PooledConnection(self, token, handle)
+        with self._cond:
+            self._in_use += 1
+            self._stats.record_wait(time.monotonic() - start)
+        log.debug("acquired a connection from %s", self.name)
+        return conn
+
+    def connection(self, timeout: float | None = None) -> PooledConnection:
+        """Like ``acquire()``; the connection is also a context manager that gives itself back."""
+        return self.acquire(timeout)
+
+    def release(self, conn: PooledConnection | None) -> None:
+        """Give a connection back, rolling back any open transaction first.
+
+        ``release(None)`` and releasing twice do nothing.
+        """
+        if conn is None:
+            return
+        if not isinstance(conn, PooledConnection) or conn._pool is not self:
+            raise PoolError(f"release() got {conn!r}, which is not a connection of pool {self.name}")
+        lease = conn._detach()
+        if lease is None:
+            log.debug("ignored a second release of a connection of %s", self.name)
+            return
+        token, handle = lease
+        self._checkin(token, handle, failed=False)
+        log.debug("released a connection to %s", self.name)
+
+    def __enter__(self) -> PooledConnection:
+        conn = self.acquire()
+        stack = self._local.__dict__.setdefault("stack", [])
+        stack.append(conn)
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release(self._local.stack.pop())
+
+    def close_thread_connection(self) -> None:
+        """Persistent mode: close the calling thread's connection and free its slot.
+
+        If the thread is still using it, it is closed when given back.
+        Does nothing in shared mode, where connections are not bound to threads.
+        """
+        handle = self._store.thread_handle()
+        if handle is None:
+            return
+        with self._cond:
+            if handle.borrows:
+                handle.close_on_release = True
+                return
+        self._store.forget_thread()
+        self._bury()
+
+    def close_all(self) -> None:
+        """Close every idle connection now, and every lent one when it comes back.
+
+        The pool stays usable and opens new connections as needed.
+        """
+        with self._cond:
+            self._epoch += 1
+            raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
+            self._store.close_idle()
+        for raw in raws:
+            self._driver.close(raw)
+        self._bury()
+        log.debug("closed %d idle connections of %s", len(raws), self.name)
+
+    def dispose(self) -> None:
+        """Close the pool for good: waiters and later calls get PoolClosed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.close_all()
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters and current figures; see the README for each key."""
+        with self._cond:
+            stats = self._stats.snapshot()
+            handles = list(self._slots.live)
+            in_use = self._in_use
+            waiting = self._waiting
+        open_count = sum(1 for h in handles if h.raw is not None)
+        idle = sum(1 for h in handles if h.raw is not None and not h.borrows)
+        stats.update(
+            total_connections=open_count,
+            pool_size=idle,
+            max_size=self.max_size,
+            in_use=in_use,
+            waiting=waiting,
+            size=self.size,
+            mode=self.mode,
+        )
+        return stats
+
+    def __repr__(self) -> str:
+        return f"<ConnectionPool {self.mode} {self.name} size={self.size} max_size={self.max_size}>"
+
+    # -- the critical sections ---------------------------------------------
+
+    def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
+        """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+        with self._cond:  # critical section: counts and DBUtils' in-memory lists only
+            while True:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                if self._store.ready() or len(self._slots.live) < self.max_size:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._stats.timeouts += 1
+                    raise PoolTimeout(self._timeout_message(timeout))
+                self._waiting += 1
+                try:
+                    self._cond.wait(min(remaining, _WAIT_SLICE))
+                finally:
+                    self._waiting -= 1
+                if self._slots.graveyard:
+                    self._cond.release()
+                    try:
+                        self._bury()
+                    finally:
+                        self._cond.acquire()
+            token, handle = self._store.take()
+            handle.borrows += 1
+            return token, handle
+
+    def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
+        """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
+        raw = handle.raw
+        if raw is not None and handle.borrows == 1:
+            reason = self._retire_reason(handle, failed)
+            if reason is None:
+                try:
+                    if self._reset_session:
+                        self._driver.reset_session(raw)
+                    elif self._driver.in_transaction(raw):
+                        raw.rollback()
+                except self._driver.errors as exc:
+                    reason = "broken"
+                    log.debug("reset failed on a connection of %s: %s", self.name, exc)
+            if reason is not None:
+                self._retire(handle, reason)
+        handle.returned = time.monotonic()
+        with self._cond:  # critical section
+            if not failed:
+                self._in_use -= 1
+                self._stats.released += 1
+            handle.borrows -= 1
+            self._store.put(token, handle)
+            self._cond.notify()
+        if handle.borrows == 0 and handle.close_on_release:
+            handle.close_on_release = False
+            self._store.forget_thread()
+        if self._slots.graveyard:
+            self._bury()
+
+    def _retire_reason(self, handle: _Handle, failed: bool) -> str | None:
+        if failed:
+            return "broken"
+        if self._closed or handle.epoch != self._epoch:
+            return "closed"
+        if time.monotonic() >= handle.expires:
+            return "recycled"
+        # An unlocked read: a stale answer at worst keeps or closes one connection too many,
+        # and DBUtils drops a handle given back to a full pool in any case.
+        if self._store.full():
+            return "overflow"
+        return None
+
+    def _timeout_message(self, timeout: float) -> str:
+        held = len(self._slots.live)
+        text = (f"Connection pool timeout after {timeout:.1f}s "
+                f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
+        if self._store.thread_affine:
+            text += (
+                f" in pool {self.name}: in persistent mode each connection stays with its "
+                "thread until the thread ends or calls close_thread_connection()"
+            )
+        else:
+            text += f" in pool {self.name}"
+        return text
+
+    # -- I/O outside the lock ------------------------------------------------
+
+    def _make_ready(self, handle: _Handle, deadline: float, max_retries: int) -> None:
+        """Give the handle a live connection: reuse, validate, or (re)open it."""
+        failures = 0
+        while True:
+            if handle.raw is not None:
+                reason = self._retire_reason(handle, failed=False)
+                if reason in ("closed", "recycled"):
+                    self._retire(handle, reason)
+            if handle.raw is None:
+                try:
+                    self._open(handle, deadline)
+                    return
+                except ConnectError:
+                    raise
+                except (OSError, *self._driver.errors) as exc:
+                    failures += 1
+                    if failures > max_retries or time.monotonic() >= deadline:
+                        raise ConnectError(
+                            f"cannot connect to {self.name} after {failures} attempts: "
+                            f"{self._scrub(exc)}") from exc
+                    time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
+                    continue
+            if not self._pre_ping or self._alive(handle):
+                return
+            failures += 1
+            with self._cond:
+                self._stats.validation_failures += 1
+            log.debug("a connection of %s failed validation; replacing it", self.name)
+            self._retire(handle, "broken")
+            if failures > max_retries:
+                raise ValidationError(
+                    f"no valid connection from {self.name} after {failures} attempts")
+
+    def _alive(self, handle: _Handle) -> bool:
+        """Check a connection: a socket look when it was used moments ago, else a ping."""
+        raw = handle.raw
+        seen = self._driver.probe(raw)
+        if seen is False:
+            return False
+        if seen is True and time.monotonic() - handle.returned < self._ping_interval:
+            return True
+        try:
+            self._driver.ping(raw)
+        except Exception:
+            return False
+        return True
+
+    def _open(self, handle: _Handle, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        try:
+            raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+        except self._driver.errors as exc:
+            with self._cond:
+                self._stats.connect_failures += 1
+            if self._driver.is_permanent(exc):
+                raise ConnectError(f"cannot connect to {self.name}: {self._scrub(exc)}") from exc
+            raise
+        now = time.monotonic()
+        handle.raw = raw
+        handle.created = handle.returned = now
+        handle.epoch = self._epoch
+        if self.recycle:
+            handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
+        with self._cond:
+            self._stats.created += 1
+        log.debug("opened a connection to %s", self.name)
+
+    def _retire(self, handle: _Handle, reason: str) -> None:
+        """Close a handle's connection; the handle itself stays to be refilled or dropped."""
+        raw = handle.raw
+        handle.raw = None
+        handle.expires = float("inf")
+        if raw is not None:
+            self._driver.close(raw)
+        with self._cond:
+            if reason == "recycled":
+                self._stats.recycled += 1
+            elif reason == "overflow":
+                self._stats.closed_overflow += 1
+            elif reason == "broken":
+                self._stats.closed_broken += 1
+        log.debug("closed a connection of %s (%s)", self.name, reason)
+
+    @staticmethod
+    def _take_raw(handle: _Handle) -> Any:
+        raw, handle.raw = handle.raw, None
+        return raw
+
+    def _bury(self) -> None:
+        """Close the connections of handles DBUtils let go, and free their slots."""
+        graveyard = self._slots.graveyard
+        dead: list[_Handle] = []
+        while graveyard:
+            try:
+                dead.append(graveyard.popleft())
+            except IndexError:
+                break
+        if not dead:
+            return
+        with self._cond:
+            raws = [self._take_raw(h) for h in dead]
+            for handle in dead:
+                self._slots.live.discard(handle)
+            self._cond.notify(len(dead))
+        for raw in raws:
+            if raw is not None:
+                self._driver.close(raw)
+
+    def _scrub(self, exc: BaseException) -> str:
+        """An error's text with the password blanked, should a driver ever echo it."""
+        text = str(exc)
+        password = self._params.get("password")
+        if password:
+            text = text.replace(str(password), "***")
+        return text
+
+
+def _close_connections(slots: _Slots, driver: Driver) -> None:
+    for handle in list(slots.live):
+        raw, handle.raw = handle.raw, None
+        if raw is not None:
+            driver.close(raw)
+
+
+def make_pool(mode: str = "shared", **options: Any) -> ConnectionPool:
+    """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB)."""
+    if mode not in MODES:
+        valid = ", ".join(repr(m) for m in MODES)
+        raise ValueError(f"unknown pool mode {mode!r}; valid modes: {valid}")
+    return ConnectionPool(mode=mode, **options)
+
+
+_global_pool: ConnectionPool | None = None
+_global_lock = threading.Lock()
+
+
+def get_global_pool(
+    size: int | None = None,
+    config_name: str = "primary",
+    timeout: float | None = None,
+    max_overflow: int | None = None,
+    recycle: float | None = None,
+    driver: str | None = None,
+) -> ConnectionPool:
+    """The process-wide pool, made by the first call; later calls return it whatever they pass.
+
+    Options left out come from the config entry, then from the defaults
+    (size 10, timeout 30, max_overflow 5, recycle 3600, driver pymysql).
+    """
+    global _global_pool
+    pool = _global_pool
+    if pool is None:
+        with _global_lock:
+            pool = _global_pool
+            if pool is None:
+                pool = _global_pool = ConnectionPool(
+                    size=size, config_name=config_name, timeout=timeout,
+                    max_overflow=max_overflow, recycle=recycle, driver=driver)
+    return pool
+

@@ -1,0 +1,66 @@
+"""Counters and wait-time figures behind ``ConnectionPool.get_stats()``."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+# Recent acquisitions kept for the percentile; enough for a stable p99, small enough to sort.
+_WAIT_SAMPLES = 2048
+
+
+class PoolStats:
+    """Event counters of one pool; the owner updates them while holding its lock."""
+
+    __slots__ = (
+        "acquired",
+        "created",
+        "released",
+        "recycled",
+        "timeouts",
+        "connect_failures",
+        "validation_failures",
+        "closed_broken",
+        "closed_overflow",
+        "_wait_total",
+        "_waits",
+    )
+
+    def __init__(self) -> None:
+        self.created = 0
+        self.recycled = 0
+        self.acquired = 0
+        self.released = 0
+        self.timeouts = 0
+        self.connect_failures = 0
+        self.validation_failures = 0
+        self.closed_broken = 0
+        self.closed_overflow = 0
+        self._wait_total = 0.0
+        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+
+    def record_wait(self, seconds: float) -> None:
+        """Count one successful acquisition that took ``seconds``."""
+        self.acquired += 1
+        self._wait_total += seconds
+        self._waits.append(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters and wait figures as a plain dict (times in milliseconds)."""
+        waits = sorted(self._waits)
+        p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
+        mean = self._wait_total / self.acquired if self.acquired else 0.0
+        return {
+            "created": self.created,
+            "recycled": self.recycled,
+            "acquired": self.acquired,
+            "released": self.released,
+            "timeouts": self.timeouts,
+            "connect_failures": self.connect_failures,
+            "validation_failures": self.validation_failures,
+            "closed_broken": self.closed_broken,
+            "closed_overflow": self.closed_overflow,
+            "wait_ms_mean": round(mean * 1000.0, 3),
+            "wait_ms_p99": round(p99 * 1000.0, 3),
+        }
