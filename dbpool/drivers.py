@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import select
 import sqlite3
@@ -61,10 +62,8 @@ class Driver:
 
     def close(self, raw: Any) -> None:
         """Close a raw connection, ignoring the errors of a connection already broken."""
-        try:
+        with contextlib.suppress(Exception):
             raw.close()
-        except Exception:  # noqa: S110 - a broken connection is closed either way
-            pass
 
     def is_permanent(self, exc: BaseException) -> bool:
         """Whether a connect error is one that retrying cannot fix (bad login, unknown database)."""
@@ -131,7 +130,7 @@ class PyMySQLDriver(Driver):
         lock = threading.Lock()
         cached: list[ssl.SSLContext] = []
 
-        class Connection(base):  # type: ignore[misc,valid-type]
+        class Connection(base):  # type: ignore[misc]
             def _create_ssl_ctx(self, sslp: Any) -> Any:
                 if sslp:
                     return super()._create_ssl_ctx(sslp)

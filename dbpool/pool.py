@@ -72,7 +72,7 @@ class _Handle:
         self.close_on_release = False
 
     def close(self) -> None:
-        """Called by DBUtils when it lets the slot go (maybe under its lock, maybe in ``__del__``)."""
+        """Called by DBUtils when it lets the slot go (under its lock, or in ``__del__``)."""
         if not self.dropped:
             self.dropped = True
             # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
@@ -173,7 +173,7 @@ class _PersistentStore:
 
     def thread_handle(self) -> _Handle | None:
         steady = getattr(self._db.thread, "connection", None)
-        return None if steady is None else steady.dbapi_connection  # type: ignore[no-any-return]
+        return None if steady is None else steady.dbapi_connection
 
     def forget_thread(self) -> None:
         steady = getattr(self._db.thread, "connection", None)
@@ -287,13 +287,14 @@ class ConnectionPool:
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
+        driver_name = "pymysql" if isinstance(driver, Driver) else driver
         for alias, name in (("ip", "host"), ("db", "database")):
             if alias in params:
                 params.setdefault(name, params.pop(alias))
         self.settings: Settings = load_settings(
             config_name,
             config=config,
-            driver="pymysql" if custom is not None else driver,
+            driver=driver_name,
             pool_options=pool_options,
             params=params,
         )
@@ -369,7 +370,8 @@ class ConnectionPool:
         if conn is None:
             return
         if not isinstance(conn, PooledConnection) or conn._pool is not self:
-            raise PoolError(f"release() got {conn!r}, which is not a connection of pool {self.name}")
+            raise PoolError(
+                f"release() got {conn!r}, which is not a connection of pool {self.name}")
         lease = conn._detach()
         if lease is None:
             log.debug("ignored a second release of a connection of %s", self.name)
@@ -553,7 +555,7 @@ class ConnectionPool:
                     return
                 except ConnectError:
                     raise
-                except (OSError, *self._driver.errors) as exc:
+                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     failures += 1
                     if failures > max_retries or time.monotonic() >= deadline:
                         raise ConnectError(

@@ -14,17 +14,17 @@ class PoolStats:
     """Event counters of one pool; the owner updates them while holding its lock."""
 
     __slots__ = (
-        "acquired",
-        "created",
-        "released",
-        "recycled",
-        "timeouts",
-        "connect_failures",
-        "validation_failures",
-        "closed_broken",
-        "closed_overflow",
         "_wait_total",
         "_waits",
+        "acquired",
+        "closed_broken",
+        "closed_overflow",
+        "connect_failures",
+        "created",
+        "recycled",
+        "released",
+        "timeouts",
+        "validation_failures",
     )
 
     def __init__(self) -> None:

@@ -63,7 +63,7 @@ def in_thread(fn: Any) -> Any:
     def run() -> None:
         try:
             box.append((True, fn()))
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+        except BaseException as exc:
             box.append((False, exc))
 
     thread = threading.Thread(target=run)
@@ -83,7 +83,8 @@ def test_release_connection(new_pool: Any) -> None:
     conn = pool.acquire()
     pool.release(conn)
     stats = pool.get_stats()
-    assert (stats["acquired"], stats["released"], stats["in_use"], stats["pool_size"]) == (1, 1, 0, 1)
+    counts = (stats["acquired"], stats["released"], stats["in_use"], stats["pool_size"])
+    assert counts == (1, 1, 0, 1)
 
 
 def test_acquire_release_multiple_reuses_one_connection(new_pool: Any, driver: FakeDriver) -> None:
@@ -212,7 +213,8 @@ def test_stats_keys_and_counts(new_pool: Any) -> None:
                 "total_connections", "pool_size", "max_size", "in_use", "waiting",
                 "validation_failures", "wait_ms_mean", "wait_ms_p99"):
         assert key in stats
-    assert (stats["created"], stats["in_use"], stats["pool_size"], stats["max_size"]) == (2, 2, 0, 3)
+    counts = (stats["created"], stats["in_use"], stats["pool_size"], stats["max_size"])
+    assert counts == (2, 2, 0, 3)
     pool.release(a)
     pool.release(b)
     assert pool.get_stats()["pool_size"] == 2
@@ -451,7 +453,8 @@ def test_persistent_close_thread_connection_frees_the_slot(new_pool: Any,
     pool = new_pool(mode="persistent", size=1, max_overflow=0, timeout=0.5)
     with pool as conn:
         mine = conn.dbapi_connection
-    assert in_thread(lambda: pytest.raises(PoolTimeout, pool.acquire)) is not None
+    with pytest.raises(PoolTimeout):
+        in_thread(pool.acquire)
     pool.close_thread_connection()
     assert mine.closed
     other = in_thread(lambda: pool.acquire())
@@ -477,7 +480,7 @@ def test_dispose_rejects_waiters_and_later_calls(new_pool: Any) -> None:
     def wait() -> None:
         try:
             pool.acquire()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     waiter = threading.Thread(target=wait)
