@@ -81,8 +81,8 @@ class Driver:
         return f"{self.name}://{user}@{host}:{port}/{database}"
 
 
-def _poll_readable(sock: Any) -> bool | None:
-    """Whether a socket has something to read right now (an idle MySQL socket should not)."""
+def _probe_socket(sock: Any) -> bool:
+    """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
     if sock is None:
         return False
     try:
@@ -93,7 +93,8 @@ def _poll_readable(sock: Any) -> bool | None:
         return False
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
+    # Any event on an idle connection is an EOF, a reset or a kill notice.
+    return not poller.poll(0)
 
 
 def _mysql_kwargs(params: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
@@ -146,8 +147,7 @@ class PyMySQLDriver(Driver):
         return self._connection_class(**kwargs)
 
     def probe(self, raw: Any) -> bool | None:
-        readable = _poll_readable(raw._sock)
-        return None if readable is None else not readable
+        return _probe_socket(raw._sock)
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
@@ -155,7 +155,12 @@ class PyMySQLDriver(Driver):
     def in_transaction(self, raw: Any) -> bool:
         from pymysql.constants import SERVER_STATUS
 
+        # PyMySQL updates server_status from OK packets only, not from the EOF that
+        # ends a result set, so a SELECT that opened a transaction under autocommit=0
+        # leaves no trace. Without autocommit, assume a transaction may be open.
         status = raw.server_status or 0
+        if not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
+            return True
         return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
     def reset_session(self, raw: Any) -> None:
@@ -192,11 +197,9 @@ class MySQLConnectorDriver(Driver):
         return self._module.connect(**kwargs)
 
     def probe(self, raw: Any) -> bool | None:
-        socket = getattr(raw, "_socket", None)
-        if socket is None or not hasattr(socket, "sock"):
-            return None
-        readable = _poll_readable(socket.sock)
-        return None if readable is None else not readable
+        if not hasattr(raw, "_socket"):
+            return None  # the C extension keeps its socket out of reach
+        return _probe_socket(getattr(raw._socket, "sock", None))
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)

@@ -1,0 +1,417 @@
+"""Find and read ``config.yaml``, validate pool options, and build connection ``Settings``.
+
+Every problem is a ``ConfigError`` that names its origin and cause; no message or
+``repr`` produced here ever contains a password.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from dbpool.errors import ConfigError
+
+DRIVERS: tuple[str, ...] = ("pymysql", "mysql-connector", "sqlite")
+MODES: tuple[str, ...] = ("shared", "persistent")
+RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
+DEFAULT_SQLITE_PATH = "dbpool.sqlite3"
+
+_MYSQL_DRIVERS = ("pymysql", "mysql-connector")
+# Keys that mean "connect to this server"; without any of them and without a config
+# file, the embedded SQLite database is used.
+_CONNECTION_KEYS = ("host", "port", "user", "password", "database", "path")
+_ALIASES = {"ip": "host", "db": "database"}
+_STRING_KEYS = ("host", "user", "database", "charset")
+# Entry keys that steer loading and are not connection parameters.
+_ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
+_SECRET_MARKERS = ("pass", "secret", "token")
+
+_password_decoder: Callable[[str], str] | None = None
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a pool behaves; every value is checked when the object is built."""
+
+    mode: str = "shared"
+    size: int = 10
+    max_overflow: int = 5
+    timeout: float = 30.0
+    recycle: float = 3600.0
+    pre_ping: bool = True
+    ping_interval: float = 1.0
+    reset: str = "rollback"
+    leak_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, MODES)
+        _check_count("size", self.size)
+        _check_count("max_overflow", self.max_overflow)
+        _check_seconds("timeout", self.timeout)
+        _check_seconds("recycle", self.recycle)
+        _check_seconds("ping_interval", self.ping_interval)
+        if not isinstance(self.pre_ping, bool):
+            raise ConfigError(f"pre_ping must be true or false (got {self.pre_ping!r})")
+        _check_choice("reset", self.reset, RESET_POLICIES)
+        if self.leak_threshold is not None:
+            _check_seconds("leak_threshold", self.leak_threshold)
+            if self.leak_threshold == 0:
+                raise ConfigError("leak_threshold must be positive, or None to disable it (got 0)")
+        if self.max_size < 1:
+            raise ConfigError(
+                f"size + max_overflow must be at least 1 (got {self.size} + {self.max_overflow})"
+            )
+
+    @property
+    def max_size(self) -> int:
+        """The hard bound on live connections: ``size + max_overflow``."""
+        return self.size + self.max_overflow
+
+
+POOL_OPTION_NAMES: frozenset[str] = frozenset(field.name for field in fields(PoolOptions))
+
+
+def validate_pool_options(values: Mapping[str, Any], *, where: str) -> PoolOptions:
+    """Build PoolOptions from a mapping, rejecting unknown keys and bad values.
+
+    ``where`` names the origin in messages, e.g. ``"ConnectionPool()"``.
+    """
+    unknown = sorted(str(key) for key in values if key not in POOL_OPTION_NAMES)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown pool option {_listing(unknown)}; "
+            f"valid options: {_listing(sorted(POOL_OPTION_NAMES))}"
+        )
+    try:
+        return PoolOptions(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything needed to open connections for one named configuration."""
+
+    config_name: str
+    driver: str
+    params: Mapping[str, Any]
+    pool: PoolOptions
+    source: str | None
+
+    def describe(self) -> str:
+        """A URL-like summary for messages and logs, without the password."""
+        params = self.params
+        if self.driver == "sqlite":
+            path = str(params.get("path", ""))
+            return f"sqlite://{path}" if path.startswith("/") else f"sqlite:///{path}"
+        host = str(params.get("host", ""))
+        netloc = f"[{host}]" if ":" in host else host
+        if params.get("user"):
+            netloc = f"{params['user']}@{netloc}"
+        if params.get("port") is not None:
+            netloc = f"{netloc}:{params['port']}"
+        return f"{self.driver}://{netloc}/{params.get('database') or ''}"
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(config_name={self.config_name!r}, driver={self.driver!r}, "
+            f"params={_masked(self.params)!r}, pool={self.pool!r}, source={self.source!r})"
+        )
+
+
+def set_password_decoder(decoder: Callable[[str], str] | None) -> None:
+    """Set the process-wide decoder of encrypted (``^``-prefixed) passwords; None removes it."""
+    global _password_decoder
+    if decoder is not None and not callable(decoder):
+        raise TypeError(f"password decoder must be callable or None (got {type(decoder).__name__})")
+    _password_decoder = decoder
+
+
+def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the config file to use: ``config``, else ``$DBPOOL_CONFIG``, else ``./config.yaml``.
+
+    A path given explicitly or through the environment must exist: falling back to another
+    file would silently connect somewhere else. No ``./config.yaml`` gives None.
+    """
+    if config is not None:
+        return _existing_file(config, "the config argument")
+    # An empty variable counts as unset, as compose files often leave them empty.
+    from_env = os.environ.get("DBPOOL_CONFIG")
+    if from_env:
+        return _existing_file(from_env, "$DBPOOL_CONFIG")
+    local = Path.cwd() / "config.yaml"
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_name: str = "primary",
+    *,
+    config: str | os.PathLike[str] | None = None,
+    driver: str | None = None,
+    pool_options: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the settings of ``config_name``: arguments, then the config entry, then defaults.
+
+    ``params`` use the neutral names (``host``, ``port``, ``user``, ``password``, ``database``,
+    ``charset``, ``path``, ...) and win over the entry and the environment. For MySQL drivers
+    ``DBPOOL_<NAME>_PASSWORD``, ``_USER`` and ``_HOST`` override the entry, and an entry's
+    ``password_env`` names a variable holding its password. A configured password starting
+    with ``^`` goes through the decoder set with ``set_password_decoder``.
+    """
+    path = find_config_file(config)
+    given = _connection_params(params or {}, where="arguments")
+    if driver is not None:
+        _check_choice("driver", driver, DRIVERS, where="arguments")
+
+    if path is None:
+        entry: Mapping[Any, Any] = {}
+        where = f"config {config_name!r}"
+    else:
+        entry = _read_entry(path, config_name)
+        where = f"config {config_name!r} in {path}"
+
+    pool = _pool_options(entry, pool_options or {}, where)
+    entry_driver = entry.get("driver")
+    if entry_driver is not None:
+        _check_choice("driver", entry_driver, DRIVERS, where=where)
+    if driver is None:
+        driver = entry_driver
+    if driver is None:
+        # With no file, a lone `path` names a SQLite database; server keys mean MySQL.
+        server_keys = [key for key in _CONNECTION_KEYS if key != "path"]
+        wants_server = path is not None or any(key in given for key in server_keys)
+        driver = "pymysql" if wants_server else "sqlite"
+
+    from_entry = _connection_params(
+        {key: value for key, value in entry.items() if key not in _ENTRY_ONLY_KEYS}, where=where
+    )
+    if driver in _MYSQL_DRIVERS:
+        _apply_environment(
+            from_entry, entry, config_name, where, caller_password="password" in given
+        )
+    resolved = {**from_entry, **given}
+
+    if driver == "sqlite":
+        if "path" in given:
+            resolved["path"] = _sqlite_path(given["path"], Path.cwd(), "arguments")
+        elif path is None:
+            resolved["path"] = str(Path.cwd() / DEFAULT_SQLITE_PATH)
+        elif "path" in from_entry:
+            resolved["path"] = _sqlite_path(from_entry["path"], path.parent, where)
+        else:
+            raise ConfigError(f"{where}: driver 'sqlite' needs a 'path' (':memory:' is allowed)")
+
+    return Settings(
+        config_name=config_name,
+        driver=driver,
+        params=MappingProxyType(resolved),
+        pool=pool,
+        source=None if path is None else str(path),
+    )
+
+
+def _existing_file(value: str | os.PathLike[str], origin: str) -> Path:
+    path = Path(value).expanduser().absolute()
+    if not path.exists():
+        raise ConfigError(f"config file {path} (from {origin}) does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} (from {origin}) is not a file")
+    return path
+
+
+def _read_entry(path: Path, config_name: str) -> Mapping[Any, Any]:
+    """Return the ``database:`` entry named ``config_name`` from the YAML file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = "" if mark is None else f" at line {mark.line + 1}"
+        problem = getattr(exc, "problem", None) or "cannot parse it"
+        # `from None`: yaml's own message quotes the offending line, which may hold a password.
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping with a 'database:' key "
+            f"(got {_kind(data)})"
+        )
+    databases = data.get("database")
+    if not isinstance(databases, Mapping):
+        raise ConfigError(
+            f"config file {path} has no 'database:' mapping of config names "
+            f"(got {_kind(databases)})"
+        )
+    if config_name not in databases:
+        names = _listing(sorted(str(name) for name in databases)) or "(none)"
+        raise ConfigError(f"config {config_name!r} not found in {path}; configs there: {names}")
+    entry = databases[config_name]
+    if not isinstance(entry, Mapping):
+        raise ConfigError(
+            f"config {config_name!r} in {path} must be a mapping of connection settings "
+            f"(got {_kind(entry)})"
+        )
+    return entry
+
+
+def _pool_options(
+    entry: Mapping[Any, Any], overrides: Mapping[str, Any], where: str
+) -> PoolOptions:
+    """Merge the entry's ``pool:`` section with the caller's options (which win)."""
+    section = entry.get("pool")
+    if section is None:  # a bare `pool:` line in YAML
+        section = {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where}: 'pool:' must be a mapping (got {_kind(section)})")
+    # Check the file on its own first, so its mistakes are reported against the file.
+    validate_pool_options(section, where=where)
+    return validate_pool_options({**section, **overrides}, where="arguments")
+
+
+def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """Rename aliases to the neutral names and check the values whose type is known."""
+    # None means "not set" (a bare `port:` in YAML, or a keyword argument left at None).
+    raw = {key: value for key, value in raw.items() if value is not None}
+    for alias, name in _ALIASES.items():
+        if alias in raw and name in raw and raw[alias] != raw[name]:
+            raise ConfigError(
+                f"{where}: {alias!r} and {name!r} differ ({raw[alias]!r} vs {raw[name]!r}); "
+                "give only one"
+            )
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: setting names must be strings (got {key!r})")
+        params[_ALIASES.get(key, key)] = value
+    for key in _STRING_KEYS:
+        if key in params and not isinstance(params[key], str):
+            raise ConfigError(f"{where}: {key} must be a string (got {params[key]!r})")
+    if "password" in params and not isinstance(params["password"], str):
+        raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
+    port = params.get("port")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        raise ConfigError(f"{where}: port must be an integer from 1 to 65535 (got {port!r})")
+    return params
+
+
+def _apply_environment(
+    params: dict[str, Any],
+    entry: Mapping[Any, Any],
+    config_name: str,
+    where: str,
+    *,
+    caller_password: bool,
+) -> None:
+    """Apply ``password_env`` and ``DBPOOL_<NAME>_*`` to ``params``, then decode the password."""
+    prefix = "DBPOOL_" + re.sub(r"[^A-Za-z0-9]", "_", config_name).upper() + "_"
+    overrides = {
+        key: os.environ[prefix + key.upper()]
+        for key in ("host", "user", "password")
+        if os.environ.get(prefix + key.upper())  # empty counts as unset
+    }
+    # Read password_env (and decode below) only when the result is used: a password given by
+    # the caller or by DBPOOL_<NAME>_PASSWORD replaces it, and a stale entry must not block it.
+    if not caller_password and "password" not in overrides:
+        variable = entry.get("password_env")
+        if variable is not None:
+            if not isinstance(variable, str):
+                raise ConfigError(
+                    f"{where}: password_env must be a variable name (got {variable!r})"
+                )
+            if variable not in os.environ:
+                raise ConfigError(f"{where}: password_env names ${variable}, which is not set")
+            params["password"] = os.environ[variable]
+    params.update(overrides)
+    password = params.get("password")
+    if not caller_password and isinstance(password, str) and password.startswith("^"):
+        params["password"] = _decode_password(password[1:], config_name)
+
+
+def _decode_password(encrypted: str, config_name: str) -> str:
+    decoder = _password_decoder
+    if decoder is None:
+        raise ConfigError(
+            f"password of config {config_name!r} is encrypted (starts with '^') but no password "
+            "decoder is set; call dbpool.set_password_decoder(...)"
+        )
+    try:
+        decoded = decoder(encrypted)
+    except Exception as exc:
+        # The type only: the decoder's own message may quote what it was given.
+        raise ConfigError(
+            f"password decoder failed for config {config_name!r} ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(decoded, str):
+        raise ConfigError(
+            f"password decoder returned {type(decoded).__name__}, not str, "
+            f"for config {config_name!r}"
+        )
+    return decoded
+
+
+def _sqlite_path(value: Any, base: Path, where: str) -> str:
+    """Make a SQLite path absolute against ``base``, so a later chdir cannot move the database."""
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(f"{where}: path must be a string (got {value!r})")
+    text = os.fspath(value)
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: path must be a string (got {value!r})")
+    if text == ":memory:" or text.startswith("file:"):
+        return text
+    return str(base / Path(text).expanduser())
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], where: str = "") -> None:
+    if value not in choices:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}{name} must be one of {_listing(choices)} (got {value!r})")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer (got {value!r})")
+    if value < 0:
+        raise ConfigError(f"{name} cannot be negative (got {value})")
+
+
+def _check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds (got {value!r})")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number of seconds (got {value!r})")
+    if value < 0:
+        raise ConfigError(f"{name} cannot be negative (got {value})")
+
+
+def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A copy of ``params`` fit for a repr: secret-looking values, nested too, become ``'***'``."""
+    masked: dict[Any, Any] = {}
+    for key, value in params.items():
+        if isinstance(key, str) and any(marker in key.lower() for marker in _SECRET_MARKERS):
+            masked[key] = "***"
+        elif isinstance(value, Mapping):
+            masked[key] = _masked(value)
+        else:
+            masked[key] = value
+    return masked
+
+
+def _listing(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

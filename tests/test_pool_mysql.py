@@ -1,0 +1,308 @@
+"""The pool against a real MariaDB, in both modes, with both MySQL drivers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+import yaml
+
+from dbpool import ConnectError, ConnectionPool, PoolTimeout, make_pool
+
+MODES = ["shared", "persistent"]
+DRIVERS = ["pymysql", "mysql-connector"]
+DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pools() -> Iterator[list[ConnectionPool]]:
+    made: list[ConnectionPool] = []
+    yield made
+    for pool in made:
+        pool.dispose()
+
+
+@pytest.fixture
+def new_pool(pools: list[ConnectionPool], mysql_params: dict[str, Any], driver: str,
+             mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def new(**options: Any) -> ConnectionPool:
+        settings = {**mysql_params, "driver": driver, "mode": mode, **options}
+        pool = make_pool(**settings)
+        pools.append(pool)
+        return pool
+
+    return new
+
+
+@pytest.fixture
+def table(admin: pymysql.connections.Connection, mysql_params: dict[str, Any]) -> Iterator[str]:
+    name = f"{mysql_params['database']}.t_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB")
+        cur.execute(f"INSERT INTO {name} VALUES (1, 0)")
+    yield name
+    with admin.cursor() as cur:
+        cur.execute(f"DROP TABLE {name}")
+
+
+def query(conn: Any, sql: str, params: Any = None) -> list[Any]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def connection_id(conn: Any) -> int:
+    return int(query(conn, "SELECT CONNECTION_ID()")[0][0])
+
+
+def kill(admin: pymysql.connections.Connection, conn_id: int) -> None:
+    with admin.cursor() as cur:
+        cur.execute(f"KILL CONNECTION {conn_id}")
+    # Wait (bounded) until the server has really dropped it.
+    for _ in range(100):
+        with admin.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                        (conn_id,))
+            if cur.fetchone()[0] == 0:
+                return
+        time.sleep(0.01)
+
+
+def server_connections(admin: pymysql.connections.Connection, user: str,
+                       expect: int | None = None) -> int:
+    """The server's count of the user's sessions, polled a while for ``expect``.
+
+    The server notices closed connections asynchronously.
+    """
+    for _ in range(200):
+        with admin.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s",
+                        (user,))
+            count = int(cur.fetchone()[0])
+        if expect is None or count == expect:
+            break
+        time.sleep(0.02)
+    return count
+
+
+def test_query_and_stats(new_pool: Any) -> None:
+    pool = new_pool(size=2)
+    with pool as conn:
+        assert query(conn, "SELECT %s + 1", (41,))[0][0] == 42
+    stats = pool.get_stats()
+    assert (stats["created"], stats["acquired"], stats["released"]) == (1, 1, 1)
+    assert (stats["total_connections"], stats["pool_size"], stats["in_use"]) == (1, 1, 0)
+
+
+def test_killed_connection_replaced_transparently(new_pool: Any, admin: Any) -> None:
+    pool = new_pool()
+    with pool as conn:
+        first = connection_id(conn)
+    kill(admin, first)
+    with pool as conn:
+        second = connection_id(conn)
+    assert second != first
+    stats = pool.get_stats()
+    assert stats["validation_failures"] == 1
+    assert stats["total_connections"] == 1
+
+
+def test_wait_timeout_expired_connection_replaced(new_pool: Any) -> None:
+    pool = new_pool()
+    with pool as conn:
+        query(conn, "SET SESSION wait_timeout = 1")
+        first = connection_id(conn)
+    time.sleep(2.5)  # the server closes the idle session
+    with pool as conn:
+        assert connection_id(conn) != first
+    assert pool.get_stats()["validation_failures"] == 1
+
+
+def test_statement_never_runs_twice(new_pool: Any, admin: Any, table: str) -> None:
+    """A statement on a connection killed under it fails; it is not silently re-run."""
+    pool = new_pool()
+    conn = pool.acquire()
+    try:
+        kill(admin, connection_id(conn))
+        with pytest.raises(DRIVER_ERRORS):
+            query(conn, f"UPDATE {table} SET n = n + 1 WHERE id = 1")
+    finally:
+        pool.release(conn)
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT n FROM {table}")
+        assert cur.fetchone()[0] == 0
+    with pool as conn:  # the pool replaced the dead connection
+        query(conn, f"UPDATE {table} SET n = n + 1 WHERE id = 1")
+        conn.commit()
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT n FROM {table}")
+        assert cur.fetchone()[0] == 1
+
+
+def test_open_transaction_rolled_back_on_release(new_pool: Any, table: str) -> None:
+    pool = new_pool(size=1, max_overflow=0)
+    with pool as conn:
+        query(conn, "START TRANSACTION")
+        query(conn, f"UPDATE {table} SET n = 99 WHERE id = 1")
+    with pool as conn:
+        assert query(conn, f"SELECT n FROM {table}")[0][0] == 0
+        query(conn, f"UPDATE {table} SET n = 7 WHERE id = 1")
+        conn.commit()
+    with pool as conn:
+        assert query(conn, f"SELECT n FROM {table}")[0][0] == 7
+
+
+def test_threads_share_one_pool_object(new_pool: Any, admin: Any,
+                                       mysql_params: dict[str, Any]) -> None:
+    pool = new_pool(size=4, max_overflow=2, timeout=20)
+    holders: dict[int, str] = {}
+    lock = threading.Lock()
+    problems: list[str] = []
+
+    def work(i: int) -> int:
+        with pool as conn:
+            cid = connection_id(conn)
+            me = threading.current_thread().name
+            with lock:
+                if cid in holders and holders[cid] != me:
+                    problems.append(f"connection {cid} lent to {holders[cid]} and {me}")
+                holders[cid] = me
+            value = int(query(conn, "SELECT %s", (i,))[0][0])
+            with lock:
+                holders.pop(cid, None)
+            return value
+
+    with ThreadPoolExecutor(max_workers=6) as executor:
+        assert sorted(executor.map(work, range(300))) == list(range(300))
+    stats = pool.get_stats()
+    assert problems == []
+    assert stats["acquired"] == stats["released"] == 300
+    assert stats["total_connections"] <= 6
+    total = stats["total_connections"]
+    assert server_connections(admin, mysql_params["user"], expect=total) == total
+
+
+def test_bound_holds_on_the_server(new_pool: Any, admin: Any,
+                                   mysql_params: dict[str, Any]) -> None:
+    pool = new_pool(size=2, max_overflow=1, timeout=0.3)
+    user = mysql_params["user"]
+    holding = threading.Barrier(4)
+    done = threading.Event()
+
+    def hold() -> None:  # a thread each: persistent mode lends one connection per thread
+        with pool:
+            holding.wait(10)
+            done.wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(3)]
+    for thread in holders:
+        thread.start()
+    holding.wait(10)
+    try:
+        with pytest.raises(PoolTimeout, match=r"\(3/3 connections in use"):
+            pool.acquire()
+        assert server_connections(admin, user, expect=3) == 3
+    finally:
+        done.set()
+        for thread in holders:
+            thread.join()
+    pool.close_all()
+    assert pool.get_stats()["total_connections"] == 0
+    assert server_connections(admin, user, expect=0) == 0
+
+
+def test_recycle_replaces_old_connections(new_pool: Any) -> None:
+    pool = new_pool(recycle=1)
+    with pool as conn:
+        first = connection_id(conn)
+    time.sleep(1.1)
+    with pool as conn:
+        assert connection_id(conn) != first
+    assert pool.get_stats()["recycled"] == 1
+
+
+def test_bad_password_fails_fast_without_leaking_it(new_pool: Any) -> None:
+    secret = "Wr0ng-Pa55-word"
+    pool = new_pool(password=secret, timeout=10)
+    start = time.monotonic()
+    with pytest.raises(ConnectError, match="Access denied") as info:
+        pool.acquire()
+    assert time.monotonic() - start < 5
+    shown = [str(info.value), repr(info.value), repr(pool), str(pool.get_stats()),
+             repr(pool.settings)]
+    assert all(secret not in text for text in shown)
+
+
+def test_unknown_database_fails_fast(new_pool: Any) -> None:
+    pool = new_pool(database="no_such_db")
+    with pytest.raises(ConnectError, match="no_such_db"):
+        pool.acquire()
+    assert pool.get_stats()["connect_failures"] == 1
+
+
+def test_unreachable_server_names_the_cause(new_pool: Any) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pool = new_pool(port=port, timeout=5)
+    with pytest.raises(ConnectError, match=f"127.0.0.1:{port}.*after 4 attempts"):
+        pool.acquire()
+
+
+def test_config_file_entry(mysql_params: dict[str, Any], driver: str, mode: str,
+                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {
+        "ip": mysql_params["host"], "port": mysql_params["port"], "user": mysql_params["user"],
+        "password": mysql_params["password"], "db": mysql_params["database"], "driver": driver,
+        "pool": {"size": 3, "max_overflow": 1, "timeout": 5, "mode": mode},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"database": {"reporting": entry}}))
+    monkeypatch.setenv("DBPOOL_CONFIG", str(path))
+    pool = ConnectionPool(config_name="reporting")
+    try:
+        assert (pool.size, pool.max_size, pool.timeout, pool.mode) == (3, 4, 5, mode)
+        with pool as conn:
+            assert query(conn, "SELECT DATABASE()")[0][0] == mysql_params["database"]
+    finally:
+        pool.dispose()
+
+
+def test_pymysql_tls_context_built_once(new_pool: Any, driver: str) -> None:
+    if driver != "pymysql":
+        pytest.skip("PyMySQL-specific")
+    pool = new_pool(recycle=0)
+    a, b = pool.acquire(), pool.acquire()
+    try:
+        if not getattr(a.dbapi_connection, "ssl", False):
+            pytest.skip("this PyMySQL does not negotiate TLS by default")
+        assert a.dbapi_connection.ctx is b.dbapi_connection.ctx
+    finally:
+        pool.release(a)
+        pool.release(b)

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Run dbpool's whole test suite, on a bare Debian machine too:
+#
+#   bash tools/test.sh [pytest args...]
+#
+# 1. installs MariaDB (apt-get install mariadb-server) if mariadbd is missing,
+#    unless DBPOOL_TEST_MYSQL names an existing server or DBPOOL_SKIP_MYSQL=1;
+# 2. creates or reuses the virtualenv .venv and installs dbpool into it with
+#    its test extras (skipped when setup.cfg and pyproject.toml are unchanged);
+# 3. runs ruff, mypy and pytest (by default the full default suite: the fast,
+#    mysql and faults tiers; slow tests need --run-slow).
+#
+# Installing system packages needs root, or sudo. Any failing step fails the run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+STAMP=$VENV/.dbpool-install-stamp
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here: install $* by hand"
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -q
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -q -y --no-install-recommends "$@"
+}
+
+find_sbin() {  # find_sbin NAME...: succeed if any NAME is on PATH or in an sbin dir
+    local name dir
+    for name in "$@"; do
+        command -v "$name" >/dev/null 2>&1 && return 0
+        for dir in /usr/sbin /usr/local/sbin /sbin; do
+            [ -x "$dir/$name" ] && return 0
+        done
+    done
+    return 1
+}
+
+# -- 1. MariaDB ------------------------------------------------------------------
+if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] \
+    && ! { find_sbin mariadbd mysqld && find_sbin mariadb-install-db mysql_install_db; }; then
+    step "installing mariadb-server"
+    # The tests start servers of their own: keep the package from starting one.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d \
+            && chmod 755 /usr/sbin/policy-rc.d'
+        made_policy=1
+    fi
+    status=0
+    apt_install mariadb-server || status=$?
+    if [ "$made_policy" -eq 1 ]; then
+        as_root rm -f /usr/sbin/policy-rc.d
+    fi
+    [ "$status" -eq 0 ] || die "installing mariadb-server failed"
+    find_sbin mariadbd mysqld || die "mariadb-server is installed but mariadbd is not found"
+fi
+
+# -- 2. virtualenv ---------------------------------------------------------------
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
+    step "creating virtualenv $VENV"
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV"; then
+        # Debian's python3 has venv's ensurepip in a package of its own.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        "$PYTHON" -m venv "$VENV"
+    fi
+fi
+
+want_stamp=$(cat setup.cfg pyproject.toml <("$VENV/bin/python" --version) | sha256sum)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_stamp" ] \
+    || ! "$VENV/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool")' \
+        >/dev/null 2>&1; then
+    step "pip install -e '.[test]'"
+    rm -f "$STAMP"
+    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    printf '%s\n' "$want_stamp" > "$STAMP"
+fi
+
+# -- 3. checks -------------------------------------------------------------------
+lint_dirs=()
+for dir in dbpool tests benchmarks; do
+    [ -d "$dir" ] && lint_dirs+=("$dir")
+done
+step "ruff check ${lint_dirs[*]}"
+"$VENV/bin/ruff" check "${lint_dirs[@]}"
+
+step "mypy"
+"$VENV/bin/mypy"
+
+step "pytest $*"
+"$VENV/bin/python" -m pytest "$@"
