@@ -248,9 +248,6 @@ class SQLiteDriver(Driver):
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)
 
-    def describe(self, params: Mapping[str, Any]) -> str:
-        return f"sqlite:///{params.get('path', '')}"
-
 
 _DRIVER_CLASSES: dict[str, type[Driver]] = {
     PyMySQLDriver.name: PyMySQLDriver,

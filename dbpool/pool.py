@@ -306,7 +306,8 @@ class ConnectionPool:
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        self.name = f"{config_name!r} ({self._driver.describe(self._params)})"
+        target = custom.describe(self._params) if custom else self.settings.describe()
+        self.name = f"{config_name!r} ({target})"
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -433,6 +434,8 @@ class ConnectionPool:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
+        if self._slots.graveyard:
+            self._bury()  # connections of threads that ended since the last call
         with self._cond:
             stats = self._stats.snapshot()
             handles = list(self._slots.live)

@@ -47,7 +47,10 @@ class PoolStats:
         self._waits.append(seconds)
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters and wait figures as a plain dict (times in milliseconds)."""
+        """The counters and wait figures as a plain dict (times in milliseconds).
+
+        The percentile and maximum cover the most recent acquisitions only.
+        """
         waits = sorted(self._waits)
         p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
         mean = self._wait_total / self.acquired if self.acquired else 0.0
@@ -63,4 +66,5 @@ class PoolStats:
             "closed_overflow": self.closed_overflow,
             "wait_ms_mean": round(mean * 1000.0, 3),
             "wait_ms_p99": round(p99 * 1000.0, 3),
+            "wait_ms_max": round(waits[-1] * 1000.0, 3) if waits else 0.0,
         }

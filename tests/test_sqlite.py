@@ -1,0 +1,127 @@
+"""The embedded default: SQLite through the same pool, with no server and no config."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbpool import ConfigError, ConnectError, ConnectionPool, make_pool
+from dbpool.cli import main
+
+MODES = ["shared", "persistent"]
+
+
+@pytest.fixture(autouse=True)
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def pools() -> Iterator[list[ConnectionPool]]:
+    made: list[ConnectionPool] = []
+    yield made
+    for pool in made:
+        pool.dispose()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], mode: str) -> None:
+    pool = make_pool(mode=mode)
+    pools.append(pool)
+    assert pool.settings.driver == "sqlite"
+    with pool as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (?)", (1,))
+        conn.commit()
+    assert (cwd / "dbpool.sqlite3").exists()
+    other = make_pool(mode=mode)
+    pools.append(other)
+    with other as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -> None:
+    pool = make_pool(mode=mode, path=":memory:")
+    pools.append(pool)
+    with pool as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (7)")
+        conn.commit()
+    rows: list[Any] = []
+
+    def read() -> None:  # another thread: another connection in both modes
+        with pool as conn:
+            rows.extend(conn.execute("SELECT x FROM t").fetchall())
+
+    held = pool.acquire()  # so that the reader needs a second connection in shared mode too
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    pool.release(held)
+    assert rows == [(7,)]
+    assert pool.get_stats()["created"] == 2
+    separate = make_pool(mode=mode, path=":memory:")
+    pools.append(separate)
+    with separate as conn, pytest.raises(Exception, match="no such table"):
+        conn.execute("SELECT x FROM t")
+
+
+def test_uncommitted_work_rolled_back_on_release(pools: list[Any]) -> None:
+    pool = make_pool(size=1, max_overflow=0)
+    pools.append(pool)
+    with pool as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.commit()
+        conn.execute("INSERT INTO t VALUES (1)")
+    with pool as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchall() == [(0,)]
+
+
+def test_unopenable_path_fails_at_once(cwd: Path, pools: list[Any]) -> None:
+    pool = make_pool(path=str(cwd / "missing-dir" / "x.db"), timeout=10)
+    pools.append(pool)
+    with pytest.raises(ConnectError, match="unable to open"):
+        pool.acquire()
+    assert pool.get_stats()["connect_failures"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"size": -1}, ConfigError, r"size cannot be negative \(got -1\)"),
+        ({"max_overflow": -1}, ConfigError, r"max_overflow cannot be negative \(got -1\)"),
+        ({"size": "ten"}, ConfigError, "size must be an integer"),
+        ({"timeout": -5}, ConfigError, "timeout cannot be negative"),
+        ({"size": 0, "max_overflow": 0}, ConfigError, r"size \+ max_overflow must be at least 1"),
+        ({"driver": "oracle"}, ValueError, "'pymysql', 'mysql-connector', 'sqlite'"),
+        ({"mode": "fast"}, ValueError, "'shared', 'persistent'"),
+        ({"config": "/nonexistent/config.yaml"}, ConfigError, "/nonexistent/config.yaml"),
+    ],
+)
+def test_bad_input_named(options: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make_pool(**options)
+
+
+def test_unknown_config_name_lists_the_names(cwd: Path) -> None:
+    (cwd / "config.yaml").write_text(
+        "database:\n"
+        "  primary: {driver: sqlite, path: a.db}\n"
+        "  replica: {driver: sqlite, path: b.db}\n")
+    with pytest.raises(ConfigError, match="'primary', 'replica'"):
+        ConnectionPool(config_name="reporting")
+
+
+def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--tasks", "40", "--threads", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "shared mode on 'primary' (sqlite://" in out
+    assert "persistent mode on" in out
+    assert '"acquired": 41' in out
