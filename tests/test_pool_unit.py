@@ -458,8 +458,11 @@ def test_persistent_close_thread_connection_frees_the_slot(new_pool: Any,
     pool.close_thread_connection()
     assert mine.closed
     other = in_thread(lambda: pool.acquire())
+    raw = other.dbapi_connection
     pool.release(other)
-    assert pool.get_stats()["total_connections"] == 1
+    # That thread has ended, and its connection went with it.
+    assert pool.get_stats()["total_connections"] == 0
+    assert raw.closed
 
 
 def test_persistent_close_thread_connection_while_lent(new_pool: Any) -> None:
