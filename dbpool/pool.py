@@ -546,6 +546,8 @@ class ConnectionPool:
 
     def _make_ready(self, handle: _Handle, deadline: float, max_retries: int) -> None:
         """Give the handle a live connection: reuse, validate, or (re)open it."""
+        if handle.borrows > 1 and handle.raw is not None:
+            return  # persistent mode, lent again to the same thread: it is in use right now
         failures = 0
         while True:
             if handle.raw is not None:

@@ -516,3 +516,16 @@ def test_debug_log_lines(new_pool: Any, caplog: pytest.LogCaptureFixture) -> Non
     assert "opened a connection" in text
     assert "acquired a connection" in text
     assert "released a connection" in text
+
+
+def test_persistent_nested_acquire_leaves_the_outer_connection_alone(new_pool: Any) -> None:
+    pool = new_pool(mode="persistent", recycle=0.05, ping_interval=0)
+    with pool as outer:
+        raw = outer.dbapi_connection
+        time.sleep(0.1)  # old enough to recycle, and due for a ping
+        with pool as inner:
+            assert inner.dbapi_connection is raw
+        assert not raw.closed
+        assert raw.pings == 0
+        outer.cursor().execute("SELECT 1")
+    assert raw.closed  # recycled once the outer block gave it back
