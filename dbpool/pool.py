@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from types import TracebackType
@@ -26,6 +27,8 @@ log = logging.getLogger("dbpool")
 _WAIT_SLICE = 0.05
 # Connections opened together should not all expire in the same second.
 _RECYCLE_JITTER = 0.05
+# Frames of the acquiring stack kept for a leak warning.
+_LEAK_STACK_DEPTH = 12
 # Pause between two failed connects, so a refusing server is not hammered.
 _CONNECT_BACKOFF = 0.05
 
@@ -192,12 +195,15 @@ class PooledConnection:
     driver's connection, which ``dbapi_connection`` returns outright.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_pool", "_raw")
+    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_since")
 
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle) -> None:
+    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle,
+                 origin: str | None) -> None:
         self._pool = pool
         self._raw = handle.raw
         self._lease = [(token, handle)]
+        self._since = time.monotonic()
+        self._origin = origin  # where it was acquired, kept only when leak_threshold is set
 
     def _live(self) -> Any:
         raw = self._raw
@@ -311,6 +317,7 @@ class ConnectionPool:
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
+        self._leak_threshold = options.leak_threshold
 
         self._cond = threading.Condition(threading.Lock())
         self._slots = _Slots()
@@ -352,7 +359,10 @@ class ConnectionPool:
         except BaseException:
             self._checkin(token, handle, failed=True)
             raise
-        conn = PooledConnection(self, token, handle)
+        origin = None
+        if self._leak_threshold is not None:
+            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+        conn = PooledConnection(self, token, handle, origin)
         with self._cond:
             self._in_use += 1
             self._stats.record_wait(time.monotonic() - start)
@@ -380,6 +390,11 @@ class ConnectionPool:
         token, handle = lease
         self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
+        held = time.monotonic() - conn._since
+        if self._leak_threshold is not None and held > self._leak_threshold:
+            log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                        "it was acquired at:\n%s", self.name, held, self._leak_threshold,
+                        conn._origin)
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()

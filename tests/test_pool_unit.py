@@ -529,3 +529,19 @@ def test_persistent_nested_acquire_leaves_the_outer_connection_alone(new_pool: A
         assert raw.pings == 0
         outer.cursor().execute("SELECT 1")
     assert raw.closed  # recycled once the outer block gave it back
+
+
+def test_connection_held_past_leak_threshold_is_reported(
+        new_pool: Any, caplog: pytest.LogCaptureFixture) -> None:
+    pool = new_pool(leak_threshold=0.05)
+    with pool:
+        pass
+    assert "leak_threshold" not in caplog.text
+
+    def slow_user() -> None:
+        with pool:
+            time.sleep(0.1)
+
+    slow_user()
+    assert "was held for" in caplog.text
+    assert "in slow_user" in caplog.text  # the stack names the code that acquired it
