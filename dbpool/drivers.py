@@ -65,6 +65,9 @@ class Driver:
         with contextlib.suppress(Exception):
             raw.close()
 
+    def dispose(self) -> None:
+        """Let go of anything the adapter keeps for its pool."""
+
     def is_permanent(self, exc: BaseException) -> bool:
         """Whether a connect error is one that retrying cannot fix (bad login, unknown database)."""
         code = getattr(exc, "errno", None)
@@ -217,6 +220,7 @@ class SQLiteDriver(Driver):
 
     def __init__(self) -> None:
         self._memory_uri: str | None = None
+        self._keeper: sqlite3.Connection | None = None
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = dict(params)
@@ -230,6 +234,9 @@ class SQLiteDriver(Driver):
             if self._memory_uri is None:
                 self._memory_uri = f"file:dbpool-{id(self)}-{next(self._memory_ids)}"
                 self._memory_uri += "?mode=memory&cache=shared"
+                # The database lives while one connection is open: keep one for the pool.
+                self._keeper = sqlite3.connect(self._memory_uri, uri=True,
+                                               check_same_thread=False)
             path = self._memory_uri
             kwargs["uri"] = True
         # Pooled connections move between threads; the pool guarantees one user at a time.
@@ -241,6 +248,11 @@ class SQLiteDriver(Driver):
 
     def ping(self, raw: Any) -> None:
         raw.execute("SELECT 1").close()
+
+    def dispose(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
 
     def reset_session(self, raw: Any) -> None:
         raw.rollback()

@@ -333,7 +333,7 @@ class ConnectionPool:
         self._closed = False
         self._local = threading.local()  # the `with pool as conn` stack of each thread
         # A pool dropped without dispose() still closes its connections.
-        weakref.finalize(self, _close_connections, self._slots, self._driver)
+        self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
         log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
                   self.size, self.max_size)
 
@@ -446,6 +446,8 @@ class ConnectionPool:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
+        if not any(h.borrows for h in list(self._slots.live)):
+            self._finalizer()  # nothing lent out: let the driver go too
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
@@ -683,11 +685,15 @@ def _close_connections(slots: _Slots, driver: Driver) -> None:
         raw, handle.raw = handle.raw, None
         if raw is not None:
             driver.close(raw)
+    driver.dispose()
 
 
-def make_pool(mode: str = "shared", **options: Any) -> ConnectionPool:
-    """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB)."""
-    if mode not in MODES:
+def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
+    """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB).
+
+    Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
+    """
+    if mode is not None and mode not in MODES:
         valid = ", ".join(repr(m) for m in MODES)
         raise ValueError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(mode=mode, **options)
@@ -708,7 +714,8 @@ def get_global_pool(
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
     Options left out come from the config entry, then from the defaults
-    (size 10, timeout 30, max_overflow 5, recycle 3600, driver pymysql).
+    (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
+    embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool

@@ -67,6 +67,9 @@ def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -
     pool.release(held)
     assert rows == [(7,)]
     assert pool.get_stats()["created"] == 2
+    pool.close_all()  # no connection open: the database still lives while the pool does
+    with pool as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
     separate = make_pool(mode=mode, path=":memory:")
     pools.append(separate)
     with separate as conn, pytest.raises(Exception, match="no such table"):
@@ -125,3 +128,14 @@ def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "shared mode on 'primary' (sqlite://" in out
     assert "persistent mode on" in out
     assert '"acquired": 41' in out
+
+
+def test_mode_from_the_config_entry(cwd: Path, pools: list[Any]) -> None:
+    (cwd / "config.yaml").write_text(
+        "database:\n  primary: {driver: sqlite, path: a.db, pool: {mode: persistent}}\n")
+    pool = make_pool()
+    pools.append(pool)
+    assert pool.mode == "persistent"
+    explicit = make_pool(mode="shared")
+    pools.append(explicit)
+    assert explicit.mode == "shared"
