@@ -86,3 +86,12 @@ def admin(mariadb: MariaDBServer) -> Iterator[pymysql.connections.Connection]:
     finally:
         if conn.open:
             conn.close()
+
+
+@pytest.fixture
+def pools() -> Iterator[list[Any]]:
+    """A list to put pools in; each is disposed of after the test."""
+    made: list[Any] = []
+    yield made
+    for pool in made:
+        pool.dispose()

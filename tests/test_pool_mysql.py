@@ -33,14 +33,6 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pools() -> Iterator[list[ConnectionPool]]:
-    made: list[ConnectionPool] = []
-    yield made
-    for pool in made:
-        pool.dispose()
-
-
-@pytest.fixture
 def new_pool(pools: list[ConnectionPool], mysql_params: dict[str, Any], driver: str,
              mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.delenv("DBPOOL_CONFIG", raising=False)

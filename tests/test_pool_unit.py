@@ -6,7 +6,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,14 +34,6 @@ def _no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def driver() -> FakeDriver:
     return FakeDriver()
-
-
-@pytest.fixture
-def pools() -> Iterator[list[ConnectionPool]]:
-    made: list[ConnectionPool] = []
-    yield made
-    for pool in made:
-        pool.dispose()
 
 
 @pytest.fixture

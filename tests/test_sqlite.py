@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture
-def pools() -> Iterator[list[ConnectionPool]]:
-    made: list[ConnectionPool] = []
-    yield made
-    for pool in made:
-        pool.dispose()
 
 
 @pytest.mark.parametrize("mode", MODES)
