@@ -434,6 +434,7 @@ class ConnectionPool:
         with self._cond:
             self._epoch += 1
             raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
+            self._stats.closed += len(raws)
             self._store.close_idle()
         for raw in raws:
             self._driver.close(raw)
@@ -638,6 +639,8 @@ class ConnectionPool:
         if raw is not None:
             self._driver.close(raw)
         with self._cond:
+            if raw is not None:
+                self._stats.closed += 1
             if reason == "recycled":
                 self._stats.recycled += 1
             elif reason == "overflow":
@@ -663,13 +666,13 @@ class ConnectionPool:
         if not dead:
             return
         with self._cond:
-            raws = [self._take_raw(h) for h in dead]
+            raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
                 self._slots.live.discard(handle)
+            self._stats.closed += len(raws)
             self._cond.notify(len(dead))
         for raw in raws:
-            if raw is not None:
-                self._driver.close(raw)
+            self._driver.close(raw)
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""

@@ -17,6 +17,7 @@ class PoolStats:
         "_wait_total",
         "_waits",
         "acquired",
+        "closed",
         "closed_broken",
         "closed_overflow",
         "connect_failures",
@@ -35,6 +36,7 @@ class PoolStats:
         self.timeouts = 0
         self.connect_failures = 0
         self.validation_failures = 0
+        self.closed = 0
         self.closed_broken = 0
         self.closed_overflow = 0
         self._wait_total = 0.0
@@ -62,6 +64,7 @@ class PoolStats:
             "timeouts": self.timeouts,
             "connect_failures": self.connect_failures,
             "validation_failures": self.validation_failures,
+            "closed": self.closed,
             "closed_broken": self.closed_broken,
             "closed_overflow": self.closed_overflow,
             "wait_ms_mean": round(mean * 1000.0, 3),

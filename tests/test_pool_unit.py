@@ -536,3 +536,21 @@ def test_connection_held_past_leak_threshold_is_reported(
     slow_user()
     assert "was held for" in caplog.text
     assert "in slow_user" in caplog.text  # the stack names the code that acquired it
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_connection_opened_is_open_or_counted_closed(new_pool: Any, mode: str) -> None:
+    pool = new_pool(mode=mode, size=1, max_overflow=3, recycle=0.01)
+
+    def work(_: int) -> None:
+        for _ in range(20):
+            with pool as conn:
+                conn.cursor().execute("SELECT 1")
+                time.sleep(0.005)  # older than `recycle` by the time it comes back
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        list(executor.map(work, range(4)))
+    pool.close_all()
+    stats = pool.get_stats()
+    assert stats["created"] > 4  # recycling and overflow made it open more than it kept
+    assert stats["created"] == stats["total_connections"] + stats["closed"]
