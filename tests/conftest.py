@@ -95,3 +95,33 @@ def pools() -> Iterator[list[Any]]:
     yield made
     for pool in made:
         pool.dispose()
+
+
+@pytest.fixture(params=["pymysql", "mysql-connector"])
+def mysql_driver(request: pytest.FixtureRequest) -> str:
+    """Each MySQL driver in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["shared", "persistent"])
+def pool_mode(request: pytest.FixtureRequest) -> str:
+    """Each pool mode in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mysql_pool(pools: list[Any], mysql_params: dict[str, Any], mysql_driver: str,
+               pool_mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A factory of pools on the test server, for the current driver and mode."""
+    from dbpool import make_pool
+
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def new(**options: Any) -> Any:
+        pool = make_pool(**{**mysql_params, "driver": mysql_driver, "mode": pool_mode,
+                            **options})
+        pools.append(pool)
+        return pool
+
+    return new

@@ -17,34 +17,7 @@ import yaml
 
 from dbpool import ConnectError, ConnectionPool, PoolTimeout, make_pool
 
-MODES = ["shared", "persistent"]
-DRIVERS = ["pymysql", "mysql-connector"]
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def new_pool(pools: list[ConnectionPool], mysql_params: dict[str, Any], driver: str,
-             mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def new(**options: Any) -> ConnectionPool:
-        settings = {**mysql_params, "driver": driver, "mode": mode, **options}
-        pool = make_pool(**settings)
-        pools.append(pool)
-        return pool
-
-    return new
 
 
 @pytest.fixture
@@ -101,8 +74,8 @@ def server_connections(admin: pymysql.connections.Connection, user: str,
     return count
 
 
-def test_query_and_stats(new_pool: Any) -> None:
-    pool = new_pool(size=2)
+def test_query_and_stats(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=2)
     with pool as conn:
         assert query(conn, "SELECT %s + 1", (41,))[0][0] == 42
     stats = pool.get_stats()
@@ -110,8 +83,8 @@ def test_query_and_stats(new_pool: Any) -> None:
     assert (stats["total_connections"], stats["pool_size"], stats["in_use"]) == (1, 1, 0)
 
 
-def test_killed_connection_replaced_transparently(new_pool: Any, admin: Any) -> None:
-    pool = new_pool()
+def test_killed_connection_replaced_transparently(mysql_pool: Any, admin: Any) -> None:
+    pool = mysql_pool()
     with pool as conn:
         first = connection_id(conn)
     kill(admin, first)
@@ -123,8 +96,8 @@ def test_killed_connection_replaced_transparently(new_pool: Any, admin: Any) -> 
     assert stats["total_connections"] == 1
 
 
-def test_wait_timeout_expired_connection_replaced(new_pool: Any) -> None:
-    pool = new_pool()
+def test_wait_timeout_expired_connection_replaced(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     with pool as conn:
         query(conn, "SET SESSION wait_timeout = 1")
         first = connection_id(conn)
@@ -134,9 +107,9 @@ def test_wait_timeout_expired_connection_replaced(new_pool: Any) -> None:
     assert pool.get_stats()["validation_failures"] == 1
 
 
-def test_statement_never_runs_twice(new_pool: Any, admin: Any, table: str) -> None:
+def test_statement_never_runs_twice(mysql_pool: Any, admin: Any, table: str) -> None:
     """A statement on a connection killed under it fails; it is not silently re-run."""
-    pool = new_pool()
+    pool = mysql_pool()
     conn = pool.acquire()
     try:
         kill(admin, connection_id(conn))
@@ -155,8 +128,8 @@ def test_statement_never_runs_twice(new_pool: Any, admin: Any, table: str) -> No
         assert cur.fetchone()[0] == 1
 
 
-def test_open_transaction_rolled_back_on_release(new_pool: Any, table: str) -> None:
-    pool = new_pool(size=1, max_overflow=0)
+def test_open_transaction_rolled_back_on_release(mysql_pool: Any, table: str) -> None:
+    pool = mysql_pool(size=1, max_overflow=0)
     with pool as conn:
         query(conn, "START TRANSACTION")
         query(conn, f"UPDATE {table} SET n = 99 WHERE id = 1")
@@ -168,9 +141,9 @@ def test_open_transaction_rolled_back_on_release(new_pool: Any, table: str) -> N
         assert query(conn, f"SELECT n FROM {table}")[0][0] == 7
 
 
-def test_threads_share_one_pool_object(new_pool: Any, admin: Any,
+def test_threads_share_one_pool_object(mysql_pool: Any, admin: Any,
                                        mysql_params: dict[str, Any]) -> None:
-    pool = new_pool(size=4, max_overflow=2, timeout=20)
+    pool = mysql_pool(size=4, max_overflow=2, timeout=20)
     holders: dict[int, str] = {}
     lock = threading.Lock()
     problems: list[str] = []
@@ -198,9 +171,9 @@ def test_threads_share_one_pool_object(new_pool: Any, admin: Any,
     assert server_connections(admin, mysql_params["user"], expect=total) == total
 
 
-def test_bound_holds_on_the_server(new_pool: Any, admin: Any,
+def test_bound_holds_on_the_server(mysql_pool: Any, admin: Any,
                                    mysql_params: dict[str, Any]) -> None:
-    pool = new_pool(size=2, max_overflow=1, timeout=0.3)
+    pool = mysql_pool(size=2, max_overflow=1, timeout=0.3)
     user = mysql_params["user"]
     holding = threading.Barrier(4)
     done = threading.Event()
@@ -227,8 +200,8 @@ def test_bound_holds_on_the_server(new_pool: Any, admin: Any,
     assert server_connections(admin, user, expect=0) == 0
 
 
-def test_recycle_replaces_old_connections(new_pool: Any) -> None:
-    pool = new_pool(recycle=1)
+def test_recycle_replaces_old_connections(mysql_pool: Any) -> None:
+    pool = mysql_pool(recycle=1)
     with pool as conn:
         first = connection_id(conn)
     time.sleep(1.1)
@@ -237,9 +210,9 @@ def test_recycle_replaces_old_connections(new_pool: Any) -> None:
     assert pool.get_stats()["recycled"] == 1
 
 
-def test_bad_password_fails_fast_without_leaking_it(new_pool: Any) -> None:
+def test_bad_password_fails_fast_without_leaking_it(mysql_pool: Any) -> None:
     secret = "Wr0ng-Pa55-word"
-    pool = new_pool(password=secret, timeout=10)
+    pool = mysql_pool(password=secret, timeout=10)
     start = time.monotonic()
     with pytest.raises(ConnectError, match="Access denied") as info:
         pool.acquire()
@@ -249,37 +222,38 @@ def test_bad_password_fails_fast_without_leaking_it(new_pool: Any) -> None:
     assert all(secret not in text for text in shown)
 
 
-def test_unknown_database_fails_fast(new_pool: Any) -> None:
-    pool = new_pool(database="no_such_db")
+def test_unknown_database_fails_fast(mysql_pool: Any) -> None:
+    pool = mysql_pool(database="no_such_db")
     with pytest.raises(ConnectError, match="no_such_db"):
         pool.acquire()
     assert pool.get_stats()["connect_failures"] == 1
 
 
-def test_unreachable_server_names_the_cause(new_pool: Any) -> None:
+def test_unreachable_server_names_the_cause(mysql_pool: Any) -> None:
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    pool = new_pool(port=port, timeout=5)
+    pool = mysql_pool(port=port, timeout=5)
     with pytest.raises(ConnectError, match=f"127.0.0.1:{port}.*after 4 attempts"):
         pool.acquire()
 
 
-def test_config_file_entry(mysql_params: dict[str, Any], driver: str, mode: str,
+def test_config_file_entry(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = {
         "ip": mysql_params["host"], "port": mysql_params["port"], "user": mysql_params["user"],
-        "password": mysql_params["password"], "db": mysql_params["database"], "driver": driver,
-        "pool": {"size": 3, "max_overflow": 1, "timeout": 5, "mode": mode},
+        "password": mysql_params["password"], "db": mysql_params["database"],
+        "driver": mysql_driver,
+        "pool": {"size": 3, "max_overflow": 1, "timeout": 5, "mode": pool_mode},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"database": {"reporting": entry}}))
     monkeypatch.setenv("DBPOOL_CONFIG", str(path))
     pool = ConnectionPool(config_name="reporting")
     try:
-        assert (pool.size, pool.max_size, pool.timeout, pool.mode) == (3, 4, 5, mode)
+        assert (pool.size, pool.max_size, pool.timeout, pool.mode) == (3, 4, 5, pool_mode)
         with pool as conn:
             assert query(conn, "SELECT DATABASE()")[0][0] == mysql_params["database"]
     finally:

@@ -14,31 +14,7 @@ from typing import Any
 import pytest
 
 import dbpool.pool as pool_module
-from dbpool import ConnectionPool, PoolTimeout, make_pool
-
-
-@pytest.fixture(params=["pymysql", "mysql-connector"])
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["shared", "persistent"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def new_pool(pools: list[ConnectionPool], mysql_params: dict[str, Any], driver: str,
-             mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def new(**options: Any) -> ConnectionPool:
-        pool = make_pool(**{**mysql_params, "driver": driver, "mode": mode, **options})
-        pools.append(pool)
-        return pool
-
-    return new
+from dbpool import ConnectionPool, PoolTimeout
 
 
 def select(conn: Any, value: int = 1) -> int:
@@ -90,8 +66,8 @@ def holding(pool: ConnectionPool, count: int) -> Iterator[None]:
             thread.join(30)
 
 
-def test_release_connection(new_pool: Any) -> None:
-    pool = new_pool()
+def test_release_connection(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     conn = pool.acquire()
     assert select(conn) == 1
     pool.release(conn)
@@ -99,8 +75,8 @@ def test_release_connection(new_pool: Any) -> None:
     assert pool.get_stats()["pool_size"] == 1
 
 
-def test_acquire_release_multiple(new_pool: Any) -> None:
-    pool = new_pool()
+def test_acquire_release_multiple(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     for i in range(25):
         conn = pool.acquire()
         assert select(conn, i) == i
@@ -109,31 +85,31 @@ def test_acquire_release_multiple(new_pool: Any) -> None:
     assert (stats["acquired"], stats["released"], stats["created"]) == (25, 25, 1)
 
 
-def test_pool_size_limit(new_pool: Any) -> None:
-    pool = new_pool(size=2, max_overflow=2)
+def test_pool_size_limit(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=2, max_overflow=2)
     spread(pool, 4, lambda i, conn: select(conn, i))
     if pool.mode == "shared":
         assert pool.get_stats()["pool_size"] == 2  # overflow closed at return
     assert pool.get_stats()["total_connections"] <= 2
 
 
-def test_overflow_connections(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=2)
+def test_overflow_connections(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=1, max_overflow=2)
     results = spread(pool, 3, lambda i, conn: select(conn, i))
     assert results == [0, 1, 2]
     assert pool.get_stats()["created"] == 3
 
 
-def test_overflow_limit_reached(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=1, timeout=0.2)
+def test_overflow_limit_reached(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=1, max_overflow=1, timeout=0.2)
     with holding(pool, 2), pytest.raises(PoolTimeout) as info:
         pool.acquire()
     assert isinstance(info.value, queue.Empty)
     assert pool.get_stats()["timeouts"] == 1
 
 
-def test_acquire_succeeds_after_release(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=0, timeout=10)
+def test_acquire_succeeds_after_release(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=1, max_overflow=0, timeout=10)
     given_back = threading.Event()
 
     def holder() -> None:
@@ -152,8 +128,8 @@ def test_acquire_succeeds_after_release(new_pool: Any) -> None:
     assert pool.get_stats()["timeouts"] == 0
 
 
-def test_connection_recycling_disabled(new_pool: Any) -> None:
-    pool = new_pool(recycle=0)
+def test_connection_recycling_disabled(mysql_pool: Any) -> None:
+    pool = mysql_pool(recycle=0)
     for _ in range(3):
         with pool as conn:
             select(conn)
@@ -161,8 +137,8 @@ def test_connection_recycling_disabled(new_pool: Any) -> None:
     assert pool.get_stats()["created"] == 1
 
 
-def test_young_connection_not_recycled(new_pool: Any) -> None:
-    pool = new_pool(recycle=3600)
+def test_young_connection_not_recycled(mysql_pool: Any) -> None:
+    pool = mysql_pool(recycle=3600)
     with pool as conn:
         first = conn.dbapi_connection
     with pool as conn:
@@ -170,8 +146,8 @@ def test_young_connection_not_recycled(new_pool: Any) -> None:
     assert pool.get_stats()["recycled"] == 0
 
 
-def test_concurrent_acquire_release(new_pool: Any) -> None:
-    pool = new_pool(size=5, max_overflow=5)
+def test_concurrent_acquire_release(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=5, max_overflow=5)
 
     def worker(i: int) -> int:
         conn = pool.acquire()
@@ -185,8 +161,8 @@ def test_concurrent_acquire_release(new_pool: Any) -> None:
     assert pool.get_stats()["in_use"] == 0
 
 
-def test_concurrent_context_manager(new_pool: Any) -> None:
-    pool = new_pool(size=5, max_overflow=5)
+def test_concurrent_context_manager(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=5, max_overflow=5)
 
     def worker(i: int) -> int:
         with pool as conn:
@@ -198,8 +174,8 @@ def test_concurrent_context_manager(new_pool: Any) -> None:
     assert stats["acquired"] == stats["released"] == 50
 
 
-def test_no_connection_leaks(new_pool: Any, admin: Any, mysql_params: dict[str, Any]) -> None:
-    pool = new_pool(size=3, max_overflow=7)
+def test_no_connection_leaks(mysql_pool: Any, admin: Any, mysql_params: dict[str, Any]) -> None:
+    pool = mysql_pool(size=3, max_overflow=7)
     threads = [threading.Thread(target=lambda: [pool.release(pool.acquire()) for _ in range(20)])
                for _ in range(10)]
     for thread in threads:
@@ -221,8 +197,8 @@ def test_no_connection_leaks(new_pool: Any, admin: Any, mysql_params: dict[str, 
         pytest.fail("connections left open on the server after close_all()")
 
 
-def test_threadpool_executor(new_pool: Any) -> None:
-    pool = new_pool(size=4, max_overflow=4)
+def test_threadpool_executor(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=4, max_overflow=4)
 
     def task(i: int) -> int:
         with pool as conn:
@@ -232,14 +208,14 @@ def test_threadpool_executor(new_pool: Any) -> None:
         assert sum(executor.map(task, range(100))) == 2 * sum(range(100))
 
 
-def test_stats_creation_tracking(new_pool: Any) -> None:
-    pool = new_pool(size=3, max_overflow=0)
+def test_stats_creation_tracking(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=3, max_overflow=0)
     spread(pool, 3, lambda i, conn: select(conn))
     assert pool.get_stats()["created"] == 3
 
 
-def test_stats_acquire_release_tracking(new_pool: Any) -> None:
-    pool = new_pool()
+def test_stats_acquire_release_tracking(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     held = pool.acquire()
     stats = pool.get_stats()
     assert (stats["acquired"], stats["released"], stats["in_use"]) == (1, 0, 1)
@@ -248,8 +224,8 @@ def test_stats_acquire_release_tracking(new_pool: Any) -> None:
     assert (stats["acquired"], stats["released"], stats["in_use"]) == (1, 1, 0)
 
 
-def test_stats_timeout_tracking(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=0, timeout=0.1)
+def test_stats_timeout_tracking(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=1, max_overflow=0, timeout=0.1)
     with holding(pool, 1):
         for _ in range(2):
             with pytest.raises(PoolTimeout):
@@ -257,8 +233,8 @@ def test_stats_timeout_tracking(new_pool: Any) -> None:
     assert pool.get_stats()["timeouts"] == 2
 
 
-def test_stats_pool_size(new_pool: Any) -> None:
-    pool = new_pool(size=3, max_overflow=2)
+def test_stats_pool_size(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=3, max_overflow=2)
     assert pool.get_stats()["max_size"] == 5
     assert pool.get_stats()["pool_size"] == 0
     with pool:
@@ -266,22 +242,22 @@ def test_stats_pool_size(new_pool: Any) -> None:
     assert pool.get_stats()["pool_size"] == 1
 
 
-def test_release_none_connection(new_pool: Any) -> None:
-    pool = new_pool()
+def test_release_none_connection(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     pool.release(None)
     assert pool.get_stats()["released"] == 0
 
 
-def test_close_all_connections(new_pool: Any) -> None:
-    pool = new_pool()
+def test_close_all_connections(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     with pool as conn:
         select(conn)
     pool.close_all()
     assert pool.get_stats()["total_connections"] == 0
 
 
-def test_acquire_after_close_all(new_pool: Any) -> None:
-    pool = new_pool()
+def test_acquire_after_close_all(mysql_pool: Any) -> None:
+    pool = mysql_pool()
     with pool as conn:
         select(conn)
     pool.close_all()
@@ -291,7 +267,7 @@ def test_acquire_after_close_all(new_pool: Any) -> None:
 
 
 def test_get_global_pool_creates_once_and_thread_safe(
-        mysql_params: dict[str, Any], driver: str, tmp_path: Path,
+        mysql_params: dict[str, Any], mysql_driver: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -302,8 +278,8 @@ def test_get_global_pool_creates_once_and_thread_safe(
     monkeypatch.setenv("DBPOOL_CONFIG", str(config))
     monkeypatch.setattr(pool_module, "_global_pool", None)
     with ThreadPoolExecutor(max_workers=8) as executor:
-        found = list(executor.map(lambda _: pool_module.get_global_pool(size=4, driver=driver),
-                                  range(16)))
+        found = list(executor.map(
+            lambda _: pool_module.get_global_pool(size=4, driver=mysql_driver), range(16)))
     pool = found[0]
     try:
         assert all(other is pool for other in found)
@@ -315,8 +291,8 @@ def test_get_global_pool_creates_once_and_thread_safe(
         pool.dispose()
 
 
-def test_rapid_acquire_release(new_pool: Any) -> None:
-    pool = new_pool(size=2, max_overflow=2)
+def test_rapid_acquire_release(mysql_pool: Any) -> None:
+    pool = mysql_pool(size=2, max_overflow=2)
 
     def spin() -> None:
         for _ in range(100):
