@@ -21,6 +21,7 @@ from .errors import ConnectError, PoolClosed, PoolError, PoolTimeout, Validation
 from .stats import PoolStats
 
 log = logging.getLogger("dbpool")
+_monotonic = time.monotonic
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -197,13 +198,12 @@ class PooledConnection:
 
     __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_since")
 
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle,
-                 origin: str | None) -> None:
+    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float) -> None:
         self._pool = pool
         self._raw = handle.raw
         self._lease = [(token, handle)]
-        self._since = time.monotonic()
-        self._origin = origin  # where it was acquired, kept only when leak_threshold is set
+        self._since = since
+        self._origin: str | None = None  # where it was acquired, kept when leak_threshold is set
 
     def _live(self) -> Any:
         raw = self._raw
@@ -230,15 +230,6 @@ class PooledConnection:
         """Give the connection back to the pool (a second call does nothing)."""
         self._pool.release(self)
 
-    def _detach(self) -> tuple[Any, _Handle] | None:
-        # list.pop is atomic, so two racing releases cannot both get the lease.
-        try:
-            lease = self._lease.pop()
-        except IndexError:
-            return None
-        self._raw = None
-        return lease
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._live(), name)
 
@@ -246,7 +237,7 @@ class PooledConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._pool.release(self)
 
     def __repr__(self) -> str:
         state = "returned" if self._raw is None else "in use"
@@ -306,6 +297,8 @@ class ConnectionPool:
         )
         options = self.settings.pool
         self._driver = custom or get_driver(self.settings.driver)
+        self._probe = self._driver.probe  # bound once: called at every checkout
+        self._in_transaction = self._driver.in_transaction
         self._params = dict(self.settings.params)
         self.mode = options.mode
         self.size = options.size
@@ -319,7 +312,10 @@ class ConnectionPool:
         self._reset_session = options.reset == "session"
         self._leak_threshold = options.leak_threshold
 
-        self._cond = threading.Condition(threading.Lock())
+        # One lock guards the pool's in-memory state; the condition shares it. Plain
+        # `with self._lock` is a C call, `with self._cond` a Python one: the hot path uses the lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._slots = _Slots()
         self._store: _SharedStore | _PersistentStore
         if self.mode == "persistent":
@@ -349,23 +345,29 @@ class ConnectionPool:
             raise ValueError(f"max_retries cannot be negative (got {max_retries})")
         if timeout is None:
             timeout = self.timeout
-        start = time.monotonic()
-        deadline = start + timeout
+        start = _monotonic()
         if self._slots.graveyard:
             self._bury()
-        token, handle = self._checkout(deadline, timeout)
-        try:
-            self._make_ready(handle, deadline, max_retries)
-        except BaseException:
-            self._checkin(token, handle, failed=True)
-            raise
-        origin = None
+        token, handle = self._checkout(start + timeout, timeout)
+        # The common case, decided without I/O beyond a socket poll: a current
+        # connection that was seen alive moments ago (or is lent to this thread already).
+        now = _monotonic()
+        raw = handle.raw
+        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires and (
+                handle.borrows > 1 or not self._pre_ping
+                or (now - handle.returned < self._ping_interval and self._probe(raw) is True))):
+            try:
+                self._make_ready(handle, start + timeout, max_retries)
+            except BaseException:
+                self._checkin(token, handle, failed=True)
+                raise
+            now = _monotonic()
+        conn = PooledConnection(self, token, handle, now)
         if self._leak_threshold is not None:
-            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-        conn = PooledConnection(self, token, handle, origin)
-        with self._cond:
+            conn._origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+        with self._lock:
             self._in_use += 1
-            self._stats.record_wait(time.monotonic() - start)
+            self._stats.record_wait(now - start)
         log.debug("acquired a connection from %s", self.name)
         return conn
 
@@ -380,21 +382,24 @@ class ConnectionPool:
         """
         if conn is None:
             return
-        if not isinstance(conn, PooledConnection) or conn._pool is not self:
+        if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self.name}")
-        lease = conn._detach()
-        if lease is None:
+        try:
+            # list.pop is atomic, so two racing releases cannot both get the lease.
+            token, handle = conn._lease.pop()
+        except IndexError:
             log.debug("ignored a second release of a connection of %s", self.name)
             return
-        token, handle = lease
+        conn._raw = None
         self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
-        held = time.monotonic() - conn._since
-        if self._leak_threshold is not None and held > self._leak_threshold:
-            log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                        "it was acquired at:\n%s", self.name, held, self._leak_threshold,
-                        conn._origin)
+        if self._leak_threshold is not None:
+            held = handle.returned - conn._since
+            if held > self._leak_threshold:
+                log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                            "it was acquired at:\n%s", self.name, held, self._leak_threshold,
+                            conn._origin)
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
@@ -419,7 +424,7 @@ class ConnectionPool:
         handle = self._store.thread_handle()
         if handle is None:
             return
-        with self._cond:
+        with self._lock:
             if handle.borrows:
                 handle.close_on_release = True
                 return
@@ -431,7 +436,7 @@ class ConnectionPool:
 
         The pool stays usable and opens new connections as needed.
         """
-        with self._cond:
+        with self._lock:
             self._epoch += 1
             raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
             self._stats.closed += len(raws)
@@ -443,7 +448,7 @@ class ConnectionPool:
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
@@ -454,7 +459,7 @@ class ConnectionPool:
         """Counters and current figures; see the README for each key."""
         if self._slots.graveyard:
             self._bury()  # connections of threads that ended since the last call
-        with self._cond:
+        with self._lock:
             stats = self._stats.snapshot()
             handles = list(self._slots.live)
             in_use = self._in_use
@@ -479,11 +484,11 @@ class ConnectionPool:
 
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
-        with self._cond:  # critical section: counts and DBUtils' in-memory lists only
+        with self._lock:  # critical section: counts and DBUtils' in-memory lists only
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
-                if self._store.ready() or len(self._slots.live) < self.max_size:
+                if len(self._slots.live) < self.max_size or self._store.ready():
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -495,11 +500,11 @@ class ConnectionPool:
                 finally:
                     self._waiting -= 1
                 if self._slots.graveyard:
-                    self._cond.release()
+                    self._lock.release()
                     try:
                         self._bury()
                     finally:
-                        self._cond.acquire()
+                        self._lock.acquire()
             token, handle = self._store.take()
             handle.borrows += 1
             return token, handle
@@ -507,39 +512,43 @@ class ConnectionPool:
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
         raw = handle.raw
+        now = _monotonic()
         if raw is not None and handle.borrows == 1:
-            reason = self._retire_reason(handle, failed)
-            if reason is None:
+            if (failed or self._closed or handle.epoch != self._epoch or now >= handle.expires
+                    or self._store.full()):
+                self._retire(handle, self._retire_reason(handle, failed, now) or "overflow")
+            else:
                 try:
                     if self._reset_session:
                         self._driver.reset_session(raw)
-                    elif self._driver.in_transaction(raw):
+                        now = _monotonic()
+                    elif self._in_transaction(raw):
                         raw.rollback()
                 except self._driver.errors as exc:
-                    reason = "broken"
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
-            if reason is not None:
-                self._retire(handle, reason)
-        handle.returned = time.monotonic()
-        with self._cond:  # critical section
+                    self._retire(handle, "broken")
+        handle.returned = now
+        with self._lock:  # critical section
             if not failed:
                 self._in_use -= 1
                 self._stats.released += 1
             handle.borrows -= 1
             self._store.put(token, handle)
-            self._cond.notify()
-        if handle.borrows == 0 and handle.close_on_release:
+            if self._waiting:
+                self._cond.notify()
+        if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()
         if self._slots.graveyard:
             self._bury()
 
-    def _retire_reason(self, handle: _Handle, failed: bool) -> str | None:
+    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
+        """Why a connection must be closed rather than reused, or None."""
         if failed:
             return "broken"
         if self._closed or handle.epoch != self._epoch:
             return "closed"
-        if time.monotonic() >= handle.expires:
+        if now >= handle.expires:
             return "recycled"
         # An unlocked read: a stale answer at worst keeps or closes one connection too many,
         # and DBUtils drops a handle given back to a full pool in any case.
@@ -569,7 +578,7 @@ class ConnectionPool:
         failures = 0
         while True:
             if handle.raw is not None:
-                reason = self._retire_reason(handle, failed=False)
+                reason = self._retire_reason(handle, False, time.monotonic())
                 if reason in ("closed", "recycled"):
                     self._retire(handle, reason)
             if handle.raw is None:
@@ -589,7 +598,7 @@ class ConnectionPool:
             if not self._pre_ping or self._alive(handle):
                 return
             failures += 1
-            with self._cond:
+            with self._lock:
                 self._stats.validation_failures += 1
             log.debug("a connection of %s failed validation; replacing it", self.name)
             self._retire(handle, "broken")
@@ -616,7 +625,7 @@ class ConnectionPool:
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
         except self._driver.errors as exc:
-            with self._cond:
+            with self._lock:
                 self._stats.connect_failures += 1
             if self._driver.is_permanent(exc):
                 raise ConnectError(f"cannot connect to {self.name}: {self._scrub(exc)}") from exc
@@ -627,7 +636,7 @@ class ConnectionPool:
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
-        with self._cond:
+        with self._lock:
             self._stats.created += 1
         log.debug("opened a connection to %s", self.name)
 
@@ -638,7 +647,7 @@ class ConnectionPool:
         handle.expires = float("inf")
         if raw is not None:
             self._driver.close(raw)
-        with self._cond:
+        with self._lock:
             if raw is not None:
                 self._stats.closed += 1
             if reason == "recycled":
@@ -665,12 +674,13 @@ class ConnectionPool:
                 break
         if not dead:
             return
-        with self._cond:
+        with self._lock:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
                 self._slots.live.discard(handle)
             self._stats.closed += len(raws)
-            self._cond.notify(len(dead))
+            if self._waiting:
+                self._cond.notify(len(dead))
         for raw in raws:
             self._driver.close(raw)
 
