@@ -438,10 +438,16 @@ class _SqlMethods:
             return
         entry = self._borrow_from()
         conn = entry.pool.acquire()
+        session = _Session(conn, entry.dialect)
         try:
-            yield _Session(conn, entry.dialect)
+            yield session
             if write:
                 conn.commit()
+        except BaseException:
+            # The failed statement may hold locks (InnoDB keeps one on a duplicate key), and
+            # not every driver reports the transaction it left open: end it here.
+            session.rollback_quietly()
+            raise
         finally:
             entry.give_back(conn)
 

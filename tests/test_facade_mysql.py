@@ -273,6 +273,21 @@ def test_a_lost_connection_in_a_transaction_raises(facade: Factory, items: str,
     assert stats["total_connections"] <= 2
 
 
+def test_a_failed_statement_leaves_no_lock_behind(facade: Factory, items: str,
+                                                  admin: pymysql.connections.Connection) -> None:
+    """A duplicate key makes InnoDB lock the existing row; the facade must not keep that lock."""
+    db = facade(pool_size=1, max_overflow=0)
+    with admin.cursor() as cur:
+        cur.execute(f"ALTER TABLE {items} ADD UNIQUE KEY (n)")
+    db.sql_execute(f"INSERT INTO {items} (name, n) VALUES (%s, %s)", ("a", 1))
+    with pytest.raises(DRIVER_ERRORS):
+        db.sql_insert(f"INSERT INTO {items} (name, n) VALUES (%s, %s)", ("b", 1))
+    with admin.cursor() as cur:
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 2")
+        cur.execute(f"DELETE FROM {items} WHERE n = 1")  # times out if a lock is still held
+    assert committed(admin, items) == []
+
+
 def test_objdata_over_a_pooled_connection(mysql_pool: Any, items: str,
                                           admin: pymysql.connections.Connection) -> None:
     pool = mysql_pool(size=2)
