@@ -3,6 +3,7 @@
 from .config import load_settings, set_password_decoder
 from .drivers import Driver
 from .errors import ConfigError, ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .facade import ObjData, ObjDataThreadSafe
 from .pool import ConnectionPool, PooledConnection, get_global_pool, make_pool
 
 __version__ = "0.1.0"
@@ -12,6 +13,8 @@ __all__ = [
     "ConnectError",
     "ConnectionPool",
     "Driver",
+    "ObjData",
+    "ObjDataThreadSafe",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
