@@ -20,6 +20,8 @@ _UNKNOWN_DATABASE = 1049
 _PERMANENT_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
 
 _COM_RESET_CONNECTION = 0x1F
+# The server-status bit of an open transaction, the same in every MySQL protocol.
+_SERVER_STATUS_IN_TRANS = 0x0001
 _DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
@@ -129,10 +131,29 @@ class PyMySQLDriver(Driver):
 
     @staticmethod
     def _make_connection_class(base: type[Any]) -> type[Any]:
+        import pymysql.connections
+        from pymysql.constants import SERVER_STATUS
+
+        in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
         # PyMySQL builds a fresh TLS context for its "preferred" mode on every connect
         # (about 19 ms of CPU). One context per pool gives the same TLS for a fraction.
         lock = threading.Lock()
         cached: list[ssl.SSLContext] = []
+
+        class Result(pymysql.connections.MySQLResult):  # type: ignore[misc]
+            # PyMySQL reads the server status from OK packets only. The EOF that ends a
+            # result set carries it too: a SELECT under autocommit=0 opens a transaction
+            # that only this status reports.
+            def _check_packet_is_eof(self, packet: Any) -> bool:
+                if not packet.is_eof_packet():
+                    return False
+                eof = pymysql.connections.EOFPacketWrapper(packet)
+                self.warning_count = eof.warning_count
+                self.has_next = eof.has_next
+                self.server_status = eof.server_status
+                if self.connection is not None:
+                    self.connection.server_status = eof.server_status
+                return True
 
         class Connection(base):  # type: ignore[misc]
             def _create_ssl_ctx(self, sslp: Any) -> Any:
@@ -142,6 +163,25 @@ class PyMySQLDriver(Driver):
                     if not cached:
                         cached.append(super()._create_ssl_ctx(sslp))
                     return cached[0]
+
+            def _read_query_result(self, unbuffered: bool = False) -> int:
+                self._result = None
+                result = Result(self)
+                try:
+                    if unbuffered:
+                        result.init_unbuffered_query()
+                    else:
+                        result.read()
+                except pymysql.MySQLError:
+                    # An error packet carries no status, and a failed statement may
+                    # have opened a transaction (and taken locks): assume it did.
+                    status: int = getattr(self, "server_status", 0) or 0
+                    self.server_status = status | in_trans
+                    raise
+                self._result = result
+                if result.server_status is not None:
+                    self.server_status = result.server_status
+                return result.affected_rows  # type: ignore[no-any-return]
 
         return Connection
 
@@ -156,15 +196,8 @@ class PyMySQLDriver(Driver):
         raw.ping(reconnect=False)
 
     def in_transaction(self, raw: Any) -> bool:
-        from pymysql.constants import SERVER_STATUS
-
-        # PyMySQL updates server_status from OK packets only, not from the EOF that
-        # ends a result set, so a SELECT that opened a transaction under autocommit=0
-        # leaves no trace. Without autocommit, assume a transaction may be open.
-        status = raw.server_status or 0
-        if not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
-            return True
-        return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+        # Exact for connections of this driver, which read the status of every reply.
+        return bool((raw.server_status or 0) & _SERVER_STATUS_IN_TRANS)
 
     def reset_session(self, raw: Any) -> None:
         # COM_RESET_CONNECTION clears variables, temporary tables and transactions
@@ -192,11 +225,38 @@ class MySQLConnectorDriver(Driver):
             ) from exc
         self._module = mysql.connector
         self.errors = (mysql.connector.Error,)
+        self._connection_class = self._make_connection_class()
+
+    def _make_connection_class(self) -> type[Any]:
+        from mysql.connector.connection import MySQLConnection
+
+        error = self._module.Error
+
+        class Connection(MySQLConnection):
+            # An error reply carries no server status, and a failed statement may have
+            # opened a transaction (and taken locks): assume it did, so the pool rolls back.
+            def cmd_query(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().cmd_query(*args, **kwargs)
+                except error:
+                    self._in_transaction = True
+                    raise
+
+            def cmd_stmt_execute(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().cmd_stmt_execute(*args, **kwargs)
+                except error:
+                    self._in_transaction = True
+                    raise
+
+        return Connection
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = _mysql_kwargs(params, timeout)
         kwargs["connection_timeout"] = kwargs.pop("connect_timeout")
-        kwargs.setdefault("use_pure", True)
+        if kwargs.setdefault("use_pure", True):
+            kwargs.pop("use_pure")
+            return self._connection_class(**kwargs)
         return self._module.connect(**kwargs)
 
     def probe(self, raw: Any) -> bool | None:

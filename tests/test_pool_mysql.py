@@ -272,3 +272,44 @@ def test_pymysql_tls_context_built_once(mysql_params: dict[str, Any],
     finally:
         pool.release(a)
         pool.release(b)
+
+
+def rollbacks(admin: pymysql.connections.Connection) -> int:
+    with admin.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Com_rollback'")
+        return int(cur.fetchone()[1])
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "no-autocommit"])
+def test_rollback_at_return_only_when_a_transaction_is_open(
+        mysql_pool: Any, admin: pymysql.connections.Connection, table: str,
+        autocommit: bool) -> None:
+    pool = mysql_pool(size=1, max_overflow=0, autocommit=autocommit)
+    with pool as conn:
+        query(conn, "SELECT 1")
+    before = rollbacks(admin)
+    with pool as conn:
+        query(conn, "SELECT 1")  # touches no table: no transaction either way
+    with pool as conn:
+        query(conn, f"SELECT n FROM {table}")
+        conn.commit()
+    assert rollbacks(admin) == before
+    with pool as conn:
+        # Under autocommit=0 this read opens a transaction (a snapshot and a metadata
+        # lock) that only the status of the result set's last packet reports.
+        query(conn, f"SELECT n FROM {table}")
+    assert rollbacks(admin) == before + (0 if autocommit else 1)
+
+
+def test_a_failed_statement_leaves_no_lock_behind(
+        mysql_pool: Any, admin: pymysql.connections.Connection, table: str) -> None:
+    pool = mysql_pool(size=1, max_overflow=0)
+    with pool as conn, pytest.raises(DRIVER_ERRORS):
+        # A duplicate key under autocommit=0: InnoDB keeps a lock on the existing row,
+        # and the error reply says nothing about the transaction it belongs to.
+        query(conn, f"INSERT INTO {table} VALUES (1, 5)")
+    with admin.cursor() as cur:
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 2")
+        cur.execute(f"UPDATE {table} SET n = n + 1 WHERE id = 1")
+        cur.execute(f"SELECT n FROM {table} WHERE id = 1")
+        assert cur.fetchone()[0] == 1

@@ -100,7 +100,7 @@ fi
 
 # -- 3. checks -------------------------------------------------------------------
 lint_dirs=()
-for dir in dbpool tests benchmarks; do
+for dir in dbpool tests benchmarks examples; do
     [ -d "$dir" ] && lint_dirs+=("$dir")
 done
 step "ruff check ${lint_dirs[*]}"
