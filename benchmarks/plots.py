@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
-from .approaches import CEILING  # noqa: E402
+from .approaches import CEILING
 
 _DBPOOL_STYLE = {"dbpool-shared": ("tab:red", "-", "o"),
                  "dbpool-persistent": ("tab:blue", "-", "s"),
@@ -87,7 +87,7 @@ def _throughput(data: dict[str, Any], path: Path) -> Path:
                 ax.set_xlabel("threads")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"Throughput vs threads ({data['name']}; band: min–max over rounds)")
+    fig.suptitle(f"Throughput vs threads ({data['name']}; band: min-max over rounds)")
     fig.tight_layout(rect=(0, 0.09 if len(latencies) > 1 else 0.16, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -154,7 +154,7 @@ def _storm_micro(data: dict[str, Any], path: Path) -> Path:
             left.axvline(connect, color="black", linestyle="--", linewidth=1)
             left.axvline(2 * connect, color="black", linestyle=":", linewidth=1)
         left.set_xscale("log")
-        left.set_xlabel("ms until every thread ran its first query (lines: 1× and 2× "
+        left.set_xlabel("ms until every thread ran its first query (lines: 1x and 2x "
                         "one connect)")
         left.set_title(f"Cold storm: {s['storm_threads']} threads, "
                        f"{s['storm_delay_ms']:g} ms connects", fontsize=10)

@@ -214,7 +214,7 @@ def _target(kind: str, approach: str, workload: str | None, latency: float | Non
 
 def _mark(t: dict[str, Any] | None) -> str:
     if t is None or t["value"] is None:
-        return "–"
+        return "-"
     text = f"{t['value']:.2f}"
     if t["met"]:
         return f"{text} ✓"
@@ -252,15 +252,15 @@ def targets_text(data: dict[str, Any]) -> str:
                                  + " | ".join(_mark(m) for m in marks) + " |")
         lines.append("")
 
-    lines.append("**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95×, "
-                 "persistent ≥ 0.97×; the slow query is left out, where pools are bound "
+    lines.append("**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95x, "
+                 "persistent ≥ 0.97x; the slow query is left out, where pools are bound "
                  "to 15 connections on purpose):\n")
     matrix("ceiling")
     lines.append("**Throughput vs the best other pool in the same round** (> 1.00 means "
                  "ahead of every other pooled approach):\n")
     matrix("ahead")
-    lines.append("**Checkout + return vs raw DBUtils** (≤ 1.5×) and **cold storm vs one "
-                 "connect** (≤ 2×):\n")
+    lines.append("**Checkout + return vs raw DBUtils** (≤ 1.5x) and **cold storm vs one "
+                 "connect** (≤ 2x):\n")
     lines.append("| target | approach | threads | value |")
     lines.append("|---|---|---|---|")
     for t in ts:
@@ -276,19 +276,19 @@ def targets_text(data: dict[str, Any]) -> str:
 
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:,.{digits}f}"
 
 
 def _ms(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
 def _per_req(row: dict[str, Any], name: str) -> str:
     value = row["per_request"].get(name)
-    return "–" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _latency_title(latency: float) -> str:
@@ -322,7 +322,7 @@ def markdown(data: dict[str, Any], plot_prefix: str) -> str:
     add(f"- {s['rounds']} rounds; in each, every cell runs once, the approaches one after "
         "the other (their order rotates by one each round). A cell runs its threads for "
         f"{s['warmup_s']:g} s of warm-up, then {s['duration_s']:g} s measured. Figures are "
-        "medians over the rounds; min–max is the spread; ratios are taken within a round.")
+        "medians over the rounds; min-max is the spread; ratios are taken within a round.")
     add(f"- Table of {s['rows']:,} rows; the slow query sleeps {s['slow_ms']:g} ms. Pools: "
         f"{s['size']} + {s['overflow']} overflow unless said otherwise below.")
     conn = ", ".join(f"{k}={v!r}" for k, v in s["connection"].items())
@@ -341,7 +341,7 @@ def markdown(data: dict[str, Any], plot_prefix: str) -> str:
         "count, sampled every 10 ms by the benchmark's own connection. Opened: "
         "`Connections` delta during the measured window.\n")
     add("| approach | bound on connections |\n|---|---|")
-    for key, info in s["approaches"].items():
+    for info in s["approaches"].values():
         add(f"| {info['label']} | {info['bound']} |")
     add("")
     add("## Targets\n")
@@ -363,7 +363,7 @@ def _throughput_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]
     if not rows:
         return
     add("## Throughput\n")
-    add("Requests per second, median (min–max), and × the dedicated-connection ceiling.\n")
+    add("Requests per second, median (min-max), and x the dedicated-connection ceiling.\n")
     index = {(r["latency_ms"], r["workload"], r["threads"], r["approach"]): r for r in rows}
     for latency in s["latency_ms"]:
         for workload, label in s["workloads"].items():
@@ -375,11 +375,11 @@ def _throughput_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]
                 for n in s["threads"]:
                     r = index.get((latency, workload, n, key))
                     if r is None or r["throughput"] is None:
-                        cells.append("–")
+                        cells.append("-")
                         continue
-                    ratio = f" **{r['ratio']:.2f}×**" if r["ratio"] is not None else ""
+                    ratio = f" **{r['ratio']:.2f}x**" if r["ratio"] is not None else ""
                     errs = f" ({r['errors']} errors)" if r["errors"] else ""
-                    cells.append(f"{_num(r['throughput'])} ({_num(r['throughput_min'])}–"
+                    cells.append(f"{_num(r['throughput'])} ({_num(r['throughput_min'])}-"
                                  f"{_num(r['throughput_max'])}){ratio}{errs}")
                 add(f"| {_label(key, data)} | " + " | ".join(cells) + " |")
             add("")
@@ -401,14 +401,14 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
              if r["threads"] == threads and r["latency_ms"] == latency}
     for key in s["approaches"]:
         cmds = [_num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index
-                else "–" for w in names]
+                else "-" for w in names]
         point = index.get(("point", key))
-        extra = ["–"] * 5
+        extra = ["-"] * 5
         if point is not None:
             extra = [_per_req(point, name) for name, _ in _PER_REQUEST_COLUMNS]
             opened = point["opened_window"]
             reqs = point["requests"] / max(1, point["rounds"])
-            extra.append("–" if opened is None or not reqs else f"{opened / reqs:.2f}")
+            extra.append("-" if opened is None or not reqs else f"{opened / reqs:.2f}")
         add(f"| {_label(key, data)} | " + " | ".join(cmds) + " | " + " | ".join(extra) + " |")
     add("\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
         "'opened' is connections opened per request.\n")
@@ -423,12 +423,12 @@ def _storm_table(add: Any, data: dict[str, Any]) -> None:
         f"every connect takes {s['storm_delay_ms']:g} ms longer. One connect takes "
         f"{_ms(s.get('one_connect_ms'))} ms. Time until every thread has run its first "
         f"query, median of {s['storm_rounds']} rounds.\n")
-    add("| approach | all done (ms) | min–max | × one connect | first done (ms) | errors |")
+    add("| approach | all done (ms) | min-max | x one connect | first done (ms) | errors |")
     add("|---|---|---|---|---|---|")
     for r in storms:
-        ratio = "–" if r["vs_connect"] is None else f"{r['vs_connect']:.2f}×"
+        ratio = "-" if r["vs_connect"] is None else f"{r['vs_connect']:.2f}x"
         add(f"| {_label(r['approach'], data)} | {_ms(r['storm_ms'])} | {_ms(r['storm_ms_min'])}"
-            f"–{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |")
+            f"-{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |")
     add("")
 
 
@@ -441,13 +441,13 @@ def _micro_table(add: Any, data: dict[str, Any]) -> None:
         f"{s['micro_ops']:,} checkouts per measurement, median of {s['micro_rounds']} rounds. "
         "Nanoseconds of wall time per checkout + return (with 4 threads: total time over "
         "total checkouts).\n")
-    add("| approach | threads | ns | min–max | × raw DBUtils |")
+    add("| approach | threads | ns | min-max | x raw DBUtils |")
     add("|---|---|---|---|---|")
     labels = s["micro_approaches"]
     for r in micro:
-        ratio = "–" if r["vs_reference"] is None else f"{r['vs_reference']:.2f}×"
+        ratio = "-" if r["vs_reference"] is None else f"{r['vs_reference']:.2f}x"
         add(f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
-            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}–{_num(r['ns_max'])} | {ratio} |")
+            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}-{_num(r['ns_max'])} | {ratio} |")
     add("")
 
 
@@ -456,22 +456,22 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
     if not rows:
         return
     add("## Every cell\n")
-    add("req/s: median; × ceiling: median of per-round ratios; latencies in ms (medians "
+    add("req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
         "over rounds of each round's percentile); wait: time in the checkout call; "
         "peak: most server connections seen; opened: connections opened while measured; "
         "cmds: server commands per request.\n")
     for latency in s["latency_ms"]:
         for workload, label in s["workloads"].items():
             add(f"### {label}, {_latency_title(latency)}\n")
-            add("| approach | threads | req/s | min–max | × ceiling | p50 | p99 | wait p99 "
+            add("| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
                 "| peak | opened | cmds | ping/reset | rollback | commit | set | errors |")
             add("|---|" + "---|" * 15)
             for r in rows:
                 if r["latency_ms"] != latency or r["workload"] != workload:
                     continue
-                ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+                ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
                 add(f"| {_label(r['approach'], data)} | {r['threads']} | "
-                    f"{_num(r['throughput'])} | {_num(r['throughput_min'])}–"
+                    f"{_num(r['throughput'])} | {_num(r['throughput_min'])}-"
                     f"{_num(r['throughput_max'])} | {ratio} | {_ms(r['p50_ms'])} | "
                     f"{_ms(r['p99_ms'])} | {_ms(r['wait_p99_ms'])} | {r['peak_connections']} | "
                     f"{_num(r['opened_window'])} | {_num(r['commands_per_request'], 2)} | "
