@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # Rough seconds a cell costs beyond its warm-up and measurement (threads, pool, settling).
-_CELL_OVERHEAD = 0.3
+_CELL_OVERHEAD = 0.2
 
 
 def _floats(text: str) -> list[float]:
@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the drivers negotiate TLS (default: ssl_disabled=True for all)")
     g = p.add_argument_group("cells")
     g.add_argument("--rounds", type=int, help="rounds of every cell (default 3)")
-    g.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.3)")
-    g.add_argument("--duration", type=float, help="measured seconds per cell (default 0.7)")
+    g.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.25)")
+    g.add_argument("--duration", type=float, help="measured seconds per cell (default 0.6)")
     g.add_argument("--threads", type=_ints, help="thread counts, comma-separated (1,4,16,64)")
     g.add_argument("--workload", type=_names,
                    help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overflow", type=int, default=5, help="pool overflow (default 5)")
     s = p.add_argument_group("cold storm and micro")
     s.add_argument("--storm-threads", type=int, help="threads of the cold storm (default 32)")
-    s.add_argument("--storm-delay-ms", type=float, default=50.0,
+    s.add_argument("--storm-delay-ms", type=float,
                    help="simulated connect time (default 50 ms)")
     s.add_argument("--storm-rounds", type=int, help="cold storm rounds (default 5)")
     s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (50000)")
@@ -101,13 +101,14 @@ def _defaults(args: argparse.Namespace) -> None:
     quick = args.quick
     fill = {
         "rounds": 1 if quick else 3,
-        "warmup": 0.03 if quick else 0.3,
-        "duration": 0.08 if quick else 0.7,
+        "warmup": 0.03 if quick else 0.25,
+        "duration": 0.08 if quick else 0.6,
         "threads": [4] if quick else [1, 4, 16, 64],
         "latency": [0.0, 0.5],
         "rows": 1000 if quick else 10_000,
         "storm_threads": 8 if quick else 32,
         "storm_rounds": 1 if quick else 5,
+        "storm_delay_ms": 10.0 if quick else 50.0,
         "micro_ops": 2000 if quick else 50_000,
         "micro_rounds": 1 if quick else 5,
     }
@@ -220,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = [(lat / 1000.0, w, t) for lat in args.latency for w in workloads
                for t in args.threads]
+    if args.quick:
+        # Each workload once, the latency variants taking turns: every approach
+        # still meets every workload and both network settings.
+        configs = [(args.latency[i % len(args.latency)] / 1000.0, w, t)
+                   for i, w in enumerate(workloads) for t in args.threads]
     n_cells = 0 if "cells" in args.skip else len(configs) * len(approach_classes) * args.rounds
     estimate = n_cells * (args.warmup + args.duration + _CELL_OVERHEAD)
     print(f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
