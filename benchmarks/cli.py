@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storm-delay-ms", type=float,
                    help="simulated connect time (default 50 ms)")
     s.add_argument("--storm-rounds", type=int, help="cold storm rounds (default 5)")
-    s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (50000)")
+    s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (20000)")
     s.add_argument("--micro-rounds", type=int, help="micro rounds (default 5)")
     s.add_argument("--skip", type=_names, default=[],
                    help="parts to leave out, comma-separated: cells, storm, micro")
@@ -109,7 +109,7 @@ def _defaults(args: argparse.Namespace) -> None:
         "storm_threads": 8 if quick else 32,
         "storm_rounds": 1 if quick else 5,
         "storm_delay_ms": 10.0 if quick else 50.0,
-        "micro_ops": 2000 if quick else 50_000,
+        "micro_ops": 2000 if quick else 20_000,
         "micro_rounds": 1 if quick else 5,
     }
     for key, value in fill.items():
@@ -159,8 +159,8 @@ class Profiler:
 
 
 @contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Connection params of the server to use and an admin connection to it."""
+def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int | None]]:
+    """Connection params of the server to use, an admin connection, the server's pid if local."""
     if args.config:
         from dbpool import load_settings
 
@@ -172,7 +172,7 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any]]:
         admin = pymysql.connect(**{**params, "autocommit": True,
                                    **({} if args.tls else {"ssl_disabled": True})})
         try:
-            yield params, admin
+            yield params, admin, None
         finally:
             admin.close()
         return
@@ -185,7 +185,7 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any]]:
     with MariaDBServer() as server:
         admin = server.admin_connect()
         try:
-            yield server.params(), admin
+            yield server.params(), admin, server.pid
         finally:
             admin.close()
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
           "plus the cold storm and micro parts", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp, _server(args) as (
-            params, admin):
+            params, admin, server_pid):
         config_path = os.path.join(tmp, "config.yaml")
         neutral = {k: v for k, v in params.items()
                    if k in ("host", "port", "user", "password", "database")}
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}}, f)
         target = Target(params=params, config=config_path, config_name="bench",
                         size=args.size, overflow=args.overflow, tls=args.tls)
-        sampler = Sampler(admin)
+        sampler = Sampler(admin, server_pid)
         machine = report.machine_info(sampler.server_version())
         workloads_mod.create_table(admin, params["database"], args.rows)
         try:

@@ -98,6 +98,8 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "opened_window": _median(c.get("opened_window") for c in group),
             "opened_total": _median(c.get("opened_total") for c in group),
             "commands_per_request": _median(c.get("commands_per_request") for c in group),
+            "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
+            "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
             "per_request": per_request,
             "requests": sum(c.get("requests") or 0 for c in group),
             "errors": sum(c.get("errors") or 0 for c in group),
@@ -395,23 +397,27 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
         f"{_latency_title(latency)})\n")
     names = list(s["workloads"])
     add("| approach | " + " | ".join(names) + " | point: ping/reset | rollback | commit "
-        "| set | opened |")
-    add("|---|" + "---|" * (len(names) + 5))
+        "| set | opened | client CPU µs | server CPU µs |")
+    add("|---|" + "---|" * (len(names) + 7))
     index = {(r["workload"], r["approach"]): r for r in rows
              if r["threads"] == threads and r["latency_ms"] == latency}
     for key in s["approaches"]:
         cmds = [_num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index
                 else "-" for w in names]
         point = index.get(("point", key))
-        extra = ["-"] * 5
+        extra = ["-"] * 7
         if point is not None:
             extra = [_per_req(point, name) for name, _ in _PER_REQUEST_COLUMNS]
             opened = point["opened_window"]
             reqs = point["requests"] / max(1, point["rounds"])
             extra.append("-" if opened is None or not reqs else f"{opened / reqs:.2f}")
+            extra += [_num(point["client_cpu_us"]), _num(point["server_cpu_us"])]
         add(f"| {_label(key, data)} | " + " | ".join(cmds) + " | " + " | ".join(extra) + " |")
     add("\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
-        "'opened' is connections opened per request.\n")
+        "'opened' is connections opened per request. CPU per request (point select): the "
+        "benchmark process's CPU time (all its threads) and the server process's, over the "
+        "measured window; unlike throughput, these hardly depend on what else runs on the "
+        "machine.\n")
 
 
 def _storm_table(add: Any, data: dict[str, Any]) -> None:
@@ -459,13 +465,15 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
     add("req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
         "over rounds of each round's percentile); wait: time in the checkout call; "
         "peak: most server connections seen; opened: connections opened while measured; "
-        "cmds: server commands per request.\n")
+        "cmds: server commands per request; client/server µs: CPU time per request of the "
+        "benchmark process and of the server.\n")
     for latency in s["latency_ms"]:
         for workload, label in s["workloads"].items():
             add(f"### {label}, {_latency_title(latency)}\n")
             add("| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
-                "| peak | opened | cmds | ping/reset | rollback | commit | set | errors |")
-            add("|---|" + "---|" * 15)
+                "| peak | opened | cmds | ping/reset | rollback | commit | set "
+                "| client µs | server µs | errors |")
+            add("|---|" + "---|" * 17)
             for r in rows:
                 if r["latency_ms"] != latency or r["workload"] != workload:
                     continue
@@ -476,6 +484,7 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
                     f"{_ms(r['p99_ms'])} | {_ms(r['wait_p99_ms'])} | {r['peak_connections']} | "
                     f"{_num(r['opened_window'])} | {_num(r['commands_per_request'], 2)} | "
                     + " | ".join(_per_req(r, name) for name, _ in _PER_REQUEST_COLUMNS)
+                    + f" | {_num(r['client_cpu_us'])} | {_num(r['server_cpu_us'])}"
                     + f" | {r['errors']} |")
             add("")
     errors = [r for r in rows if r["first_error"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -25,11 +26,25 @@ _WANTED = frozenset((*COUNTERS, "Questions", "Connections", "Threads_connected",
                      "Aborted_clients", "Aborted_connects"))
 
 
-class Sampler:
-    """The benchmark's own admin connection: server status, with its own queries counted."""
+def _ticks_per_second() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100
 
-    def __init__(self, conn: Any) -> None:
+
+_TICKS = _ticks_per_second()
+
+
+class Sampler:
+    """The benchmark's own admin connection: server status, with its own queries counted.
+
+    ``server_pid``: the server's process, when it runs on this machine, for its CPU time.
+    """
+
+    def __init__(self, conn: Any, server_pid: int | None = None) -> None:
         self.conn = exempt(conn)
+        self.server_pid = server_pid
         self.queries = 0
         self._cur = conn.cursor()
         # The names spelled out: the whole SHOW GLOBAL STATUS is 500+ rows to parse.
@@ -45,6 +60,18 @@ class Sampler:
         self.queries += 1
         self._cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         return int(self._cur.fetchall()[0][1])
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds the server process has used so far (user + system), if known."""
+        if self.server_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.server_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # Fields 14 and 15 of stat (utime, stime), counted after the ")" of the name.
+        return (int(fields[11]) + int(fields[12])) / _TICKS
 
     def settle(self, baseline: int, timeout: float = 3.0) -> int:
         """Wait until the server is back to ``baseline`` connections; the count seen last."""
@@ -180,11 +207,15 @@ def run_cell(
             peak = _poll(sampler, time.perf_counter() + warmup, peak)
             window_start = sampler.status()
             mark = sampler.queries
+            server_a = sampler.server_cpu()
+            cpu_a = time.process_time()
             state.recording = True
             t_a = time.perf_counter()
             peak = _poll(sampler, t_a + duration, peak)
             state.recording = False
             t_b = time.perf_counter()
+            cpu_b = time.process_time()
+            server_b = sampler.server_cpu()
             window_end = sampler.status()
             own_queries = sampler.queries - mark  # ours after the 1st snapshot, the 2nd included
         finally:
@@ -232,6 +263,10 @@ def run_cell(
         opened_window=delta["Connections"],
         opened_total=after["Connections"] - before["Connections"],
         commands_per_request=(commands / requests) if requests else None,
+        client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
+        server_cpu_us=((server_b - server_a) / requests * 1e6
+                       if requests and server_a is not None and server_b is not None
+                       else None),
         per_request=per_request,
         errors=errors,
         first_error=first_error,
