@@ -22,6 +22,7 @@ import pymysql.connections
 
 _EXEMPT = "_bench_exempt"
 _SENT = "_bench_sent"
+_CONNECTING = "_bench_connecting"
 
 
 def exempt(conn: Any) -> Any:
@@ -44,6 +45,25 @@ def _connector_connection_class() -> type[Any] | None:
     except ImportError:
         return None
     return MySQLConnection
+
+
+def _pymysql_classes_with_connect() -> list[type[Any]]:
+    """PyMySQL's connection class and every subclass with a connect() of its own.
+
+    pymysql-pool's subclass copies the public methods of PyMySQL's class when it
+    is imported, so patching the base alone would miss it. Importing it here
+    first keeps its copies unpatched.
+    """
+    with contextlib.suppress(ImportError):
+        import pymysqlpool  # noqa: F401
+    found = []
+    todo: list[type[Any]] = [pymysql.connections.Connection]
+    while todo:
+        cls = todo.pop()
+        if "connect" in cls.__dict__:
+            found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
 class _Patches:
@@ -130,9 +150,16 @@ def connect_delay(seconds: float) -> Iterator[None]:
 
     def pymysql_connect(original: Any) -> Any:
         def connect(self: Any, sock: Any = None) -> None:
-            if not self.__dict__.get(_EXEMPT):
+            state = self.__dict__
+            if state.get(_EXEMPT) or state.get(_CONNECTING):
+                original(self, sock)  # a subclass's connect() calling its base's
+                return
+            state[_CONNECTING] = True
+            try:
                 sleep(seconds)
-            original(self, sock)
+                original(self, sock)
+            finally:
+                del state[_CONNECTING]
 
         return connect
 
@@ -143,7 +170,8 @@ def connect_delay(seconds: float) -> Iterator[None]:
 
         return _open_connection
 
-    patches.replace(pymysql.connections.Connection, "connect", pymysql_connect)
+    for cls in _pymysql_classes_with_connect():
+        patches.replace(cls, "connect", pymysql_connect)
     conn_class = _connector_connection_class()
     if conn_class is not None:
         patches.replace(conn_class, "_open_connection", connector_open)
