@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import json
 import os
 import pstats
 import sys
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip", type=_names, default=[],
                    help="parts to leave out, comma-separated: cells, storm, micro")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    p.add_argument("--from-json", type=Path, metavar="JSON",
+                   help="run nothing: rewrite the Markdown and plots of an earlier run "
+                   "(and RESULTS.md with --write-results) from its JSON")
     p.add_argument("--profile", type=Path,
                    help="profile the worker threads with cProfile; write the stats here")
     p.add_argument("--seed", type=int, default=4)
@@ -207,8 +211,26 @@ def _progress(total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
+def _rewrite(args: argparse.Namespace) -> int:
+    data = json.loads(args.from_json.read_text())
+    for key in ("summary", "plots"):
+        data.pop(key, None)
+    out = args.from_json.resolve().parent
+    paths = report.write(data, out, plots=not args.no_plots)
+    if args.write_results:
+        if data["settings"].get("quick") or data["name"] != "full":
+            raise SystemExit("--write-results needs the JSON of a full run")
+        report.write_results_md(data, out, RESULTS_MD)
+        paths.append(RESULTS_MD)
+    for path in paths:
+        print(path, file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_json is not None:
+        return _rewrite(args)
     _defaults(args)
     approach_classes = approaches_mod.select(args.approach)
     workloads = workloads_mod.select(args.workload)

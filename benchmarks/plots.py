@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from .approaches import CEILING
 
@@ -22,6 +23,13 @@ _OTHER_COLORS = ("tab:orange", "tab:green", "tab:olive", "tab:cyan", "tab:purple
 _MARKERS = ("v", "D", "P", "X", "<", ">", "*", "h", "d")
 
 
+def _plain_log_x(ax: Axes) -> None:
+    """A log x axis labelled 0.5, 1, 2 rather than powers of ten."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _styles(keys: list[str]) -> dict[str, tuple[str, str, str, float]]:
     styles = {}
     others = [k for k in keys if k not in _DBPOOL_STYLE and k != CEILING]
@@ -30,7 +38,7 @@ def _styles(keys: list[str]) -> dict[str, tuple[str, str, str, float]]:
             color, line, marker = _DBPOOL_STYLE[key]
             styles[key] = (color, line, marker, 2.4)
         elif key == CEILING:
-            styles[key] = ("black", "--", "", 2.0)
+            styles[key] = ("black", "--", "x", 2.0)
         else:
             i = others.index(key)
             styles[key] = (_OTHER_COLORS[i % len(_OTHER_COLORS)], ":",
@@ -118,7 +126,7 @@ def _latency(data: dict[str, Any], path: Path) -> Path:
                 ax.barh(y, r["p50_ms"], color=color, alpha=0.75, height=0.6)
                 ax.plot([r["p50_ms"], r["p99_ms"]], [y, y], color=color, linewidth=1)
                 ax.plot(r["p99_ms"], y, "|", color=color, markersize=9)
-            ax.set_xscale("log")
+            _plain_log_x(ax)
             ax.set_yticks(ys, [s["approaches"][k]["label"] if j == 0 else "" for k in keys],
                           fontsize=8)
             ax.grid(True, axis="x", alpha=0.3)
@@ -153,7 +161,7 @@ def _storm_micro(data: dict[str, Any], path: Path) -> Path:
         if connect:
             left.axvline(connect, color="black", linestyle="--", linewidth=1)
             left.axvline(2 * connect, color="black", linestyle=":", linewidth=1)
-        left.set_xscale("log")
+        _plain_log_x(left)
         left.set_xlabel("ms until every thread ran its first query (lines: 1x and 2x "
                         "one connect)")
         left.set_title(f"Cold storm: {s['storm_threads']} threads, "
