@@ -80,7 +80,7 @@ def _throughput(data: dict[str, Any], path: Path) -> Path:
                 xs = [p[0] for p in pts]
                 ax.plot(xs, [p[1] for p in pts], line, color=color, marker=marker,
                         linewidth=width, markersize=4, label=s["approaches"][key]["label"])
-                if len(pts) > 1:
+                if len(pts) > 1 and (key in _DBPOOL_STYLE or key == CEILING):
                     ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts],
                                     color=color, alpha=0.08, linewidth=0)
             ax.set_xscale("log", base=2)
@@ -95,7 +95,8 @@ def _throughput(data: dict[str, Any], path: Path) -> Path:
                 ax.set_xlabel("threads")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"Throughput vs threads ({data['name']}; band: min-max over rounds)")
+    fig.suptitle(f"Throughput vs threads ({data['name']}; bands: min-max over rounds "
+                 "for dbpool and the ceiling)")
     fig.tight_layout(rect=(0, 0.09 if len(latencies) > 1 else 0.16, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
