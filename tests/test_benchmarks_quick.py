@@ -1,0 +1,122 @@
+"""The benchmark's quick mode against the test server: a smoke test of the harness.
+
+It checks that every approach, the cold storm and the micro part ran without
+errors and that the result files are complete; nothing here is about speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import yaml
+
+from benchmarks import approaches, cli, micro, workloads
+from tests.mariadb import MariaDBServer
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(mariadb: MariaDBServer,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    """One quick run for the whole module: its results directory, JSON and printed text."""
+    tmp = tmp_path_factory.mktemp("bench")
+    config = tmp / "bench.yaml"
+    config.write_text(yaml.safe_dump({"database": {"bench": mariadb.params()}}))
+    out = tmp / "results"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(["--quick", "--config", str(config), "--config-name", "bench",
+                         "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "quick.json").read_text())
+    return out, data, printed.getvalue()
+
+
+def test_every_approach_runs_without_errors(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = quick_run
+    every = {cls.key for cls in approaches.APPROACHES}
+    assert set(data["settings"]["approaches"]) == every
+    cells = data["cells"]
+    assert {c["approach"] for c in cells} == every
+    assert {c["workload"] for c in cells} == {w.key for w in workloads.WORKLOADS}
+    assert {c["latency_ms"] for c in cells} == {0.0, 0.5}
+    for cell in cells:
+        where = f"{cell['approach']} / {cell['workload']} / {cell['latency_ms']} ms"
+        assert cell["errors"] == 0, f"{where}: {cell.get('first_error') or cell.get('error')}"
+        assert cell["requests"] > 0, where
+        assert cell["throughput"] > 0, where
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"], where
+        assert cell["commands_per_request"] >= 0.9, where  # at least the query itself
+        assert cell["peak_connections"] >= 1, where
+
+
+def test_server_commands_are_counted_per_request(
+        quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = quick_run
+    cells = {(c["approach"], c["workload"]): c for c in data["cells"]}
+    # One write transaction is BEGIN, UPDATE, COMMIT on any approach.
+    write = cells[("dedicated", "write")]["per_request"]
+    assert write["Com_commit"] == pytest.approx(1.0, abs=0.1)
+    assert write["Com_update"] == pytest.approx(1.0, abs=0.1)
+    # DBUtils' PooledDB pings at checkout and rolls back at return, whatever the workload.
+    pooled = cells[("dbutils-pooleddb", "point")]["per_request"]
+    assert pooled["Com_admin_commands"] == pytest.approx(1.0, abs=0.1)
+    assert pooled["Com_rollback"] == pytest.approx(1.0, abs=0.1)
+    # A new connection per request shows up in the server's Connections counter.
+    per_request = cells[("connect-per-request", "point")]
+    assert per_request["opened_window"] >= 0.9 * per_request["requests"]
+
+
+def test_storm_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = quick_run
+    assert data["settings"]["one_connect_ms"] >= data["settings"]["storm_delay_ms"]
+    assert {s["approach"] for s in data["storm"]} == {cls.key for cls in approaches.APPROACHES}
+    for storm in data["storm"]:
+        assert storm["errors"] == 0, f"{storm['approach']}: {storm['first_error']}"
+        assert storm["storm_ms"] >= data["settings"]["storm_delay_ms"], storm["approach"]
+    assert {(m["approach"], m["threads"]) for m in data["micro"]} == {
+        (key, threads) for key in micro.MICRO for threads in (1, 4)}
+    for m in data["micro"]:
+        assert m["errors"] == 0, f"{m['approach']}: {m['first_error']}"
+        assert m["ns_per_op"] > 0
+
+
+def test_report_files(quick_run: tuple[Path, dict[str, Any], str],
+                      mysql_params: dict[str, Any]) -> None:
+    out, data, printed = quick_run
+    md = (out / "quick.md").read_text()
+    for heading in ("## Machine", "## Settings", "## Targets", "## Throughput",
+                    "## Server commands per request", "## Cold storm",
+                    "## Checkout + return, no I/O", "## Every cell"):
+        assert heading in md
+    for info in data["settings"]["approaches"].values():
+        assert f"| {info['label']} |" in md
+    assert data["machine"]["server"] and data["machine"]["cpu"]
+    kinds = {t["kind"] for t in data["summary"]["targets"]}
+    assert kinds == {"ceiling", "ahead", "micro", "storm"}
+    assert "Targets met:" in printed
+    for name in ("throughput", "latency", "storm-micro"):
+        png = out / f"quick-{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f"(quick-{name}.png)" in md
+    # The password never reaches the results.
+    assert mysql_params["password"] not in md
+    assert mysql_params["password"] not in (out / "quick.json").read_text()
+
+
+def test_table_is_dropped(quick_run: tuple[Path, dict[str, Any], str],
+                          mysql_params: dict[str, Any]) -> None:
+    conn = pymysql.connect(**mysql_params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES LIKE %s", (workloads.TABLE,))
+            assert cur.fetchall() == ()
+    finally:
+        conn.close()
