@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -17,7 +18,14 @@ from dbutils.pooled_db import PooledDB
 
 from .config import MODES, Settings, load_settings
 from .drivers import Driver, get_driver
-from .errors import ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .errors import (
+    ConfigError,
+    ConnectError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    ValidationError,
+)
 from .stats import PoolStats
 
 log = logging.getLogger("dbpool")
@@ -31,6 +39,8 @@ _RECYCLE_JITTER = 0.05
 _LEAK_STACK_DEPTH = 12
 # Pause between two failed connects, so a refusing server is not hammered.
 _CONNECT_BACKOFF = 0.05
+# Longest pause between two looks for connections held past leak_threshold.
+_LEAK_SCAN_INTERVAL = 1.0
 
 
 class _NeverRaised(Exception):
@@ -195,7 +205,7 @@ class PooledConnection:
     driver's connection, which ``dbapi_connection`` returns outright.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_since")
+    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
 
     def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle,
                  origin: str | None) -> None:
@@ -204,6 +214,19 @@ class PooledConnection:
         self._lease = [(token, handle)]
         self._since = time.monotonic()
         self._origin = origin  # where it was acquired, kept only when leak_threshold is set
+        self._reported = False  # already reported as held past leak_threshold
+
+    def __del__(self) -> None:
+        # Dropped without close(): hand the slot to the pool, which closes the driver
+        # connection on its next call. A finalizer may run in any thread, even one
+        # holding the pool's lock, so it only appends to a deque (atomic, no lock).
+        lease = getattr(self, "_lease", None)
+        if lease:
+            try:
+                token, handle = lease.pop()
+            except IndexError:
+                return
+            self._pool._orphans.append((token, handle, self._since, self._origin))
 
     def _live(self) -> Any:
         raw = self._raw
@@ -317,8 +340,20 @@ class ConnectionPool:
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
+        self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
+        self._next_leak_scan = 0.0
 
+        self._epoch = 0  # close_all() moves it on; older connections are replaced
+        self._closed = False
+        self._start_fresh()
+        _live_pools.add(self)
+        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
+                  self.size, self.max_size)
+
+    def _start_fresh(self) -> None:
+        """Set up the state that belongs to one process: lock, slots, counters."""
+        self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._slots = _Slots()
         self._store: _SharedStore | _PersistentStore
@@ -327,15 +362,33 @@ class ConnectionPool:
         else:
             self._store = _SharedStore(self._slots, self.size)
         self._stats = PoolStats()
-        self._in_use = 0  # lent connections (acquired - released)
+        self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
-        self._epoch = 0  # close_all() moves it on; older connections are replaced
-        self._closed = False
         self._local = threading.local()  # the `with pool as conn` stack of each thread
+        # Leases of connections garbage-collected without release, for _reap().
+        self._orphans: deque[tuple[Any, _Handle, float, str | None]] = deque()
+        # Lent connections, watched only when leak_threshold is set.
+        self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
         self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
-                  self.size, self.max_size)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: drop the parent's connections without touching their sockets.
+
+        The child shares those sockets with the parent; any byte sent, even the
+        COM_QUIT of a close(), would end or corrupt the parent's sessions. The
+        child starts over with no connections, fresh counters and a fresh lock
+        (another thread may have held the old one at the fork).
+        """
+        self._finalizer.detach()
+        handles = set(self._slots.live) | set(self._slots.graveyard)
+        handles.update(lease[1] for lease in self._orphans)
+        for handle in handles:
+            raw, handle.raw = handle.raw, None
+            if raw is not None:
+                self._driver.abandon(raw)
+        self._driver.after_fork()
+        self._start_fresh()
 
     # -- lending -----------------------------------------------------------
 
@@ -351,21 +404,31 @@ class ConnectionPool:
             timeout = self.timeout
         start = time.monotonic()
         deadline = start + timeout
+        if self._orphans:
+            self._reap()
         if self._slots.graveyard:
             self._bury()
         token, handle = self._checkout(deadline, timeout)
         try:
             self._make_ready(handle, deadline, max_retries)
+            if self._closed:
+                raise PoolClosed(f"pool {self.name} was closed while connecting")
         except BaseException:
             self._checkin(token, handle, failed=True)
             raise
-        origin = None
-        if self._leak_threshold is not None:
+        if self._leak_threshold is None:
+            conn = PooledConnection(self, token, handle, None)
+            with self._cond:
+                self._in_use += 1
+                self._stats.record_wait(time.monotonic() - start)
+        else:
             origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-        conn = PooledConnection(self, token, handle, origin)
-        with self._cond:
-            self._in_use += 1
-            self._stats.record_wait(time.monotonic() - start)
+            conn = PooledConnection(self, token, handle, origin)
+            with self._cond:
+                self._in_use += 1
+                self._stats.record_wait(time.monotonic() - start)
+                self._lent.add(conn)
+            self._report_leaks()
         log.debug("acquired a connection from %s", self.name)
         return conn
 
@@ -388,13 +451,19 @@ class ConnectionPool:
             log.debug("ignored a second release of a connection of %s", self.name)
             return
         token, handle = lease
+        if handle.slots is not self._slots:
+            log.debug("ignored the release of a connection from before os.fork()")
+            return
         self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
-        held = time.monotonic() - conn._since
-        if self._leak_threshold is not None and held > self._leak_threshold:
-            log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                        "it was acquired at:\n%s", self.name, held, self._leak_threshold,
-                        conn._origin)
+        if self._leak_threshold is not None:
+            with self._cond:
+                self._lent.discard(conn)
+            held = time.monotonic() - conn._since
+            if held > self._leak_threshold and not conn._reported:
+                log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                            "it was acquired at:\n%s", self.name, held, self._leak_threshold,
+                            conn._origin)
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
@@ -452,8 +521,12 @@ class ConnectionPool:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
+        if self._orphans:
+            self._reap()
         if self._slots.graveyard:
             self._bury()  # connections of threads that ended since the last call
+        if self._leak_threshold is not None:
+            self._report_leaks()
         with self._cond:
             stats = self._stats.snapshot()
             handles = list(self._slots.live)
@@ -494,9 +567,10 @@ class ConnectionPool:
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 finally:
                     self._waiting -= 1
-                if self._slots.graveyard:
+                if self._slots.graveyard or self._orphans:
                     self._cond.release()
                     try:
+                        self._reap()
                         self._bury()
                     finally:
                         self._cond.acquire()
@@ -511,11 +585,14 @@ class ConnectionPool:
             reason = self._retire_reason(handle, failed)
             if reason is None:
                 try:
+                    # The reset is bounded like a ping: a silent server must not hold a release.
                     if self._reset_session:
-                        self._driver.reset_session(raw)
+                        with self._driver.bounded(raw, self._ping_timeout):
+                            self._driver.reset_session(raw)
                     elif self._driver.in_transaction(raw):
-                        raw.rollback()
-                except self._driver.errors as exc:
+                        with self._driver.bounded(raw, self._ping_timeout):
+                            raw.rollback()
+                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     reason = "broken"
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
             if reason is not None:
@@ -533,6 +610,8 @@ class ConnectionPool:
             self._store.forget_thread()
         if self._slots.graveyard:
             self._bury()
+        if self._closed and not any(h.borrows for h in list(self._slots.live)):
+            self._finalizer()  # the last connection lent before dispose() is back
 
     def _retire_reason(self, handle: _Handle, failed: bool) -> str | None:
         if failed:
@@ -581,9 +660,7 @@ class ConnectionPool:
                 except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     failures += 1
                     if failures > max_retries or time.monotonic() >= deadline:
-                        raise ConnectError(
-                            f"cannot connect to {self.name} after {failures} attempts: "
-                            f"{self._scrub(exc)}") from exc
+                        raise ConnectError(self._connect_failure(exc, failures)) from exc
                     time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
                     continue
             if not self._pre_ping or self._alive(handle):
@@ -606,7 +683,8 @@ class ConnectionPool:
         if seen is True and time.monotonic() - handle.returned < self._ping_interval:
             return True
         try:
-            self._driver.ping(raw)
+            with self._driver.bounded(raw, self._ping_timeout):
+                self._driver.ping(raw)
         except Exception:
             return False
         return True
@@ -615,12 +693,17 @@ class ConnectionPool:
         remaining = deadline - time.monotonic()
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
-        except self._driver.errors as exc:
+        except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
             with self._cond:
                 self._stats.connect_failures += 1
             if self._driver.is_permanent(exc):
-                raise ConnectError(f"cannot connect to {self.name}: {self._scrub(exc)}") from exc
+                raise ConnectError(self._connect_failure(exc, None)) from exc
             raise
+        except (TypeError, AttributeError, ValueError) as exc:
+            # How the drivers reject an unknown or ill-typed connection parameter.
+            raise ConfigError(
+                f"the {self.settings.driver} driver rejected the connection parameters "
+                f"of pool {self.name}: {self._scrub(exc)}") from exc
         now = time.monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
@@ -674,6 +757,67 @@ class ConnectionPool:
         for raw in raws:
             self._driver.close(raw)
 
+    def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
+        text = f"cannot connect to {self.name}"
+        if attempts is not None:
+            text += f" after {attempts} attempts"
+        cause = self._driver.explain(exc)
+        if cause:
+            text += f": {cause}"
+        return f"{text}: {self._scrub(exc) or type(exc).__name__}"
+
+    def _reap(self) -> None:
+        """Take back the slots of connections dropped without release, closing them.
+
+        What such a connection was doing is unknown (a half-read result, an open
+        transaction), so it is closed rather than reused.
+        """
+        orphans = self._orphans
+        while orphans:
+            try:
+                token, handle, since, origin = orphans.popleft()
+            except IndexError:
+                break
+            if handle.slots is not self._slots:
+                continue  # lent before os.fork(): the parent's business
+            with self._cond:  # critical section: decide and detach under the lock
+                raw = None
+                if handle.borrows == 1:  # else the owning thread uses it again right now
+                    raw, handle.raw = handle.raw, None
+                    handle.expires = float("inf")
+                handle.borrows -= 1
+                self._in_use -= 1
+                self._stats.reclaimed += 1
+                if raw is not None:
+                    self._stats.closed += 1
+                self._store.put(token, handle)
+                self._cond.notify()
+            if raw is not None:
+                self._driver.close(raw)
+            held = time.monotonic() - since
+            if origin is None:
+                origin = "(set leak_threshold to record where connections are acquired)\n"
+            log.warning("a connection of %s was garbage-collected after %.1fs without being "
+                        "given back; its slot is reclaimed and it is closed; it was acquired "
+                        "at:\n%s", self.name, held, origin)
+
+    def _report_leaks(self) -> None:
+        """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
+        threshold = self._leak_threshold
+        now = time.monotonic()
+        if threshold is None or now < self._next_leak_scan:
+            return
+        self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
+        with self._cond:  # critical section: in-memory scan only
+            late = [c for c in self._lent if not c._reported and now - c._since > threshold]
+            for conn in late:
+                conn._reported = True
+            self._stats.leaks_reported += len(late)
+        for conn in late:
+            log.warning("a connection of %s has been held for %.1fs and is not back yet "
+                        "(leak_threshold %.1fs); it was acquired at:\n%s", self.name,
+                        now - conn._since, threshold, conn._origin)
+
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
         text = str(exc)
@@ -681,6 +825,18 @@ class ConnectionPool:
         if password:
             text = text.replace(str(password), "***")
         return text
+
+
+_live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        if pool._pid != os.getpid():
+            pool._forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_connections(slots: _Slots, driver: Driver) -> None:
