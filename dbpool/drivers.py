@@ -286,6 +286,7 @@ class PyMySQLDriver(Driver):
         kwargs["write_timeout"] = _min(write_timeout, kwargs["connect_timeout"])
         raw = self._connection_class(**kwargs)
         raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
+        raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
         return raw
 
     def probe(self, raw: Any) -> bool | None:
@@ -324,8 +325,10 @@ class PyMySQLDriver(Driver):
         # without re-authenticating; PyMySQL has no public call for it.
         raw._execute_command(_COM_RESET_CONNECTION, b"")
         raw._read_ok_packet()
-        if raw.autocommit_mode is not None:
-            raw.autocommit(raw.autocommit_mode)
+        # The reset gives the server's default autocommit; go back to the pool's
+        # setting (not to whatever the last borrower switched to).
+        if raw.dbpool_autocommit is not None:
+            raw.autocommit(raw.dbpool_autocommit)
 
 
 class MySQLConnectorDriver(Driver):
@@ -354,7 +357,11 @@ class MySQLConnectorDriver(Driver):
         kwargs["read_timeout"] = _whole_seconds(kwargs["read_timeout"])
         kwargs["write_timeout"] = _whole_seconds(kwargs["write_timeout"])
         kwargs.setdefault("use_pure", True)
-        return self._module.connect(**kwargs)
+        raw: Any = self._module.connect(**kwargs)
+        raw.dbpool_autocommit = getattr(raw, "_autocommit", None)
+        if hasattr(raw, "_socket"):
+            _close_on_transport_error(raw._socket)
+        return raw
 
     def bounded(self, raw: Any, seconds: float) -> _Bound:
         if not hasattr(raw, "_socket"):
@@ -379,9 +386,42 @@ class MySQLConnectorDriver(Driver):
         raw.ping(reconnect=False)
 
     def reset_session(self, raw: Any) -> None:
+        # The reset re-applies the connection's autocommit flag, which the last borrower
+        # may have switched: go back to the pool's setting.
+        if raw.dbpool_autocommit is not None:
+            raw._autocommit = raw.dbpool_autocommit
         # It reports failure by returning False, not by raising.
         if not raw.cmd_reset_connection():
             raise self._module.OperationalError("COM_RESET_CONNECTION failed")
+
+
+def _close_on_transport_error(network: Any) -> None:
+    """Make a mysql-connector socket close itself when a read or write fails midway.
+
+    mysql-connector keeps the connection open after a read timeout; the late
+    answer then arrives as the answer to the next command, and every later result
+    is off by one. PyMySQL closes the connection instead: do the same, so that
+    the next use fails cleanly and the pool replaces the connection.
+    """
+    recv, send = network.recv, network.send
+
+    def guarded_recv(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return recv(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    def guarded_send(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    network.recv, network.send = guarded_recv, guarded_send
 
 
 class SQLiteDriver(Driver):

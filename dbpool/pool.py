@@ -39,6 +39,8 @@ _RECYCLE_JITTER = 0.05
 _LEAK_STACK_DEPTH = 12
 # Pause between two failed connects, so a refusing server is not hammered.
 _CONNECT_BACKOFF = 0.05
+# The least time a validation ping gets, even when the acquire deadline is closer.
+_MIN_PING_TIMEOUT = 0.05
 # Longest pause between two looks for connections held past leak_threshold.
 _LEAK_SCAN_INTERVAL = 1.0
 
@@ -286,7 +288,9 @@ class ConnectionPool:
     the YAML config to use; ``config``: its path. mode: "shared" (one pool for
     all threads, on DBUtils' PooledDB) or "persistent" (a connection per
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
-    reset: "rollback" or "session" at return. Other keywords are connection
+    ping_timeout: seconds the validation ping and the reset at return may wait.
+    reset: "rollback" or "session" at return. leak_threshold: seconds after which
+    a connection not given back is reported. Other keywords are connection
     parameters (host, port, user, password, database, charset, path, ...)
     that override the config entry. Options not given come from the entry's
     ``pool:`` section, then from the defaults.
@@ -305,14 +309,15 @@ class ConnectionPool:
         mode: str | None = None,
         pre_ping: bool | None = None,
         ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
         **params: Any,
     ) -> None:
         given = {
             "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
-            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval, "reset": reset,
-            "leak_threshold": leak_threshold,
+            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout, "reset": reset, "leak_threshold": leak_threshold,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
@@ -552,17 +557,26 @@ class ConnectionPool:
 
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+        store = self._store
+        queued = False  # once in line, a thread may take whatever frees up
         with self._cond:  # critical section: counts and DBUtils' in-memory lists only
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
-                if self._store.ready() or len(self._slots.live) < self.max_size:
+                ready = store.ready()
+                if ready and store.thread_affine:
+                    break  # persistent mode: the thread's own connection
+                # Waiting threads go first: a newcomer must not take the connection a
+                # waiter was just woken for, or a busy pool starves its waiters.
+                if (ready or len(self._slots.live) < self.max_size) and (
+                        queued or not self._waiting):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stats.timeouts += 1
                     raise PoolTimeout(self._timeout_message(timeout))
                 self._waiting += 1
+                queued = True
                 try:
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 finally:
@@ -574,7 +588,7 @@ class ConnectionPool:
                         self._bury()
                     finally:
                         self._cond.acquire()
-            token, handle = self._store.take()
+            token, handle = store.take()
             handle.borrows += 1
             return token, handle
 
@@ -663,7 +677,7 @@ class ConnectionPool:
                         raise ConnectError(self._connect_failure(exc, failures)) from exc
                     time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
                     continue
-            if not self._pre_ping or self._alive(handle):
+            if not self._pre_ping or self._alive(handle, deadline):
                 return
             failures += 1
             with self._cond:
@@ -674,16 +688,22 @@ class ConnectionPool:
                 raise ValidationError(
                     f"no valid connection from {self.name} after {failures} attempts")
 
-    def _alive(self, handle: _Handle) -> bool:
-        """Check a connection: a socket look when it was used moments ago, else a ping."""
+    def _alive(self, handle: _Handle, deadline: float) -> bool:
+        """Check a connection: a socket look when it was used moments ago, else a ping.
+
+        The ping waits at most ``ping_timeout``, and no longer than the acquire
+        deadline allows (but long enough for a healthy server to answer).
+        """
         raw = handle.raw
         seen = self._driver.probe(raw)
         if seen is False:
             return False
-        if seen is True and time.monotonic() - handle.returned < self._ping_interval:
+        now = time.monotonic()
+        if seen is True and now - handle.returned < self._ping_interval:
             return True
+        limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
-            with self._driver.bounded(raw, self._ping_timeout):
+            with self._driver.bounded(raw, limit):
                 self._driver.ping(raw)
         except Exception:
             return False
