@@ -61,6 +61,7 @@ class TCPProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.accepted = 0
+        self.chunks_up = 0  # reads from clients: about one per command sent to the server
         self.port = 0
 
     # -- control ----------------------------------------------------------------
@@ -192,6 +193,8 @@ class TCPProxy:
                     return
                 if not data:
                     return
+                if sock is client:
+                    self.chunks_up += 1  # one pump thread per connection: a rare lost count
                 mode = self._mode
                 if mode == BLACKHOLE:
                     continue  # swallowed
