@@ -186,6 +186,10 @@ class _PersistentStore:
     def put(self, token: Any, handle: _Handle) -> None:
         return None
 
+    @property
+    def idle(self) -> int:
+        return 0  # a thread's kept connection is not free for another thread
+
     def thread_handle(self) -> _Handle | None:
         steady = getattr(self._db.thread, "connection", None)
         return None if steady is None else steady.dbapi_connection
@@ -563,13 +567,12 @@ class ConnectionPool:
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
-                ready = store.ready()
-                if ready and store.thread_affine:
+                if store.thread_affine and store.ready():
                     break  # persistent mode: the thread's own connection
-                # Waiting threads go first: a newcomer must not take the connection a
-                # waiter was just woken for, or a busy pool starves its waiters.
-                if (ready or len(self._slots.live) < self.max_size) and (
-                        queued or not self._waiting):
+                # Waiting threads go first: a newcomer takes a connection only when there
+                # is one for every waiter too, or a busy pool starves its waiters.
+                free = store.idle + self.max_size - len(self._slots.live)
+                if free > (0 if queued else self._waiting):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
