@@ -326,9 +326,6 @@ class ConnectionPool:
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
         driver_name = "pymysql" if isinstance(driver, Driver) else driver
-        for alias, name in (("ip", "host"), ("db", "database")):
-            if alias in params:
-                params.setdefault(name, params.pop(alias))
         self.settings: Settings = load_settings(
             config_name,
             config=config,
