@@ -33,6 +33,11 @@ _STRING_KEYS = ("host", "user", "database", "charset")
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
 _SECRET_MARKERS = ("pass", "secret", "token")
+# A config file is a few hundred bytes; anything this large is a mistake or an attack.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Bounds on one entry once YAML aliases are expanded (a real one has a few dozen values).
+_MAX_ENTRY_VALUES = 10_000
+_MAX_ENTRY_DEPTH = 16
 
 _password_decoder: Callable[[str], str] | None = None
 
@@ -48,6 +53,7 @@ class PoolOptions:
     recycle: float = 3600.0
     pre_ping: bool = True
     ping_interval: float = 1.0
+    ping_timeout: float = 5.0
     reset: str = "rollback"
     leak_threshold: float | None = None
 
@@ -58,6 +64,9 @@ class PoolOptions:
         _check_seconds("timeout", self.timeout)
         _check_seconds("recycle", self.recycle)
         _check_seconds("ping_interval", self.ping_interval)
+        _check_seconds("ping_timeout", self.ping_timeout)
+        if self.ping_timeout == 0:
+            raise ConfigError("ping_timeout must be positive (got 0)")
         if not isinstance(self.pre_ping, bool):
             raise ConfigError(f"pre_ping must be true or false (got {self.pre_ping!r})")
         _check_choice("reset", self.reset, RESET_POLICIES)
@@ -231,11 +240,21 @@ def _existing_file(value: str | os.PathLike[str], origin: str) -> Path:
 def _read_entry(path: Path, config_name: str) -> Mapping[Any, Any]:
     """Return the ``database:`` entry named ``config_name`` from the YAML file at ``path``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; "
+            "is it really a dbpool config?"
+        )
     try:
+        # safe_load: a config file must never be able to build arbitrary Python objects.
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = "" if mark is None else f" at line {mark.line + 1}"
@@ -262,6 +281,7 @@ def _read_entry(path: Path, config_name: str) -> Mapping[Any, Any]:
             f"config {config_name!r} in {path} must be a mapping of connection settings "
             f"(got {_kind(entry)})"
         )
+    _check_expanded_size(entry, f"config {config_name!r} in {path}")
     return entry
 
 
@@ -407,6 +427,37 @@ def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
         else:
             masked[key] = value
     return masked
+
+
+def _check_expanded_size(entry: Mapping[Any, Any], where: str) -> None:
+    """Reject an entry whose YAML aliases expand into something huge or circular.
+
+    PyYAML builds an aliased node once and shares it, so loading stays cheap, but
+    anything that walks the result (a repr, a driver) sees every copy.
+    """
+    budget = [_MAX_ENTRY_VALUES]
+
+    def walk(value: Any, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(
+                f"{where} expands to more than {_MAX_ENTRY_VALUES} values "
+                "(YAML aliases repeating one another?)"
+            )
+        if depth > _MAX_ENTRY_DEPTH:
+            raise ConfigError(
+                f"{where} is nested more than {_MAX_ENTRY_DEPTH} levels deep "
+                "(a YAML alias inside itself?)"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(key, depth + 1)
+                walk(item, depth + 1)
+        elif isinstance(value, list | tuple | set):
+            for item in value:
+                walk(item, depth + 1)
+
+    walk(entry, 0)
 
 
 def _listing(names: tuple[str, ...] | list[str]) -> str:

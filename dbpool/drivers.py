@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
+import os
 import select
+import socket
 import sqlite3
 import ssl
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from .config import DRIVERS
 
@@ -19,10 +22,41 @@ _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DATABASE = 1049
 _PERMANENT_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
 
+_TOO_MANY_CONNECTIONS = 1040
+_LOST_CONNECTION = 2013
+_CANNOT_CONNECT = 2003
+
 _COM_RESET_CONNECTION = 0x1F
 # The server-status bit of an open transaction, the same in every MySQL protocol.
 _SERVER_STATUS_IN_TRANS = 0x0001
+# Every wait on the server is bounded by default, so that a dead or silent server
+# never holds a thread forever: connecting (the TCP connect and the login
+# handshake), and every read and write of a statement. 0 or None lifts a bound.
 _DEFAULT_CONNECT_TIMEOUT = 10.0
+_DEFAULT_READ_TIMEOUT = 300.0
+_DEFAULT_WRITE_TIMEOUT = 300.0
+
+
+class _Bound(Protocol):
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _NoBound:
+    """The bound of a driver that cannot bound a single call."""
+
+    def __enter__(self) -> object:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_BOUND = _NoBound()
+# Connections inherited from a parent process that the driver cannot drop without
+# touching their socket: kept referenced so that no finalizer ever runs on them.
+_inherited: list[Any] = []
 
 
 class Driver:
@@ -67,15 +101,41 @@ class Driver:
         with contextlib.suppress(Exception):
             raw.close()
 
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        """A context in which each read or write on ``raw`` waits at most ``seconds``.
+
+        Used around the pool's own round trips (validation ping, reset at return),
+        which must stay short even when statements may run for minutes.
+        """
+        return _NO_BOUND
+
+    def abandon(self, raw: Any) -> None:
+        """Let go of a connection inherited across ``os.fork()`` without a byte on the wire.
+
+        Closing it the usual way would end the parent's session (COM_QUIT).
+        """
+        _inherited.append(raw)
+
+    def after_fork(self) -> None:
+        """Reset what the adapter shares between threads, in a freshly forked child."""
+
+    def explain(self, exc: BaseException) -> str | None:
+        """A plain-words cause of a connect error, when one is known."""
+        code = _error_code(exc)
+        if code == _TOO_MANY_CONNECTIONS:
+            return "the server has no free connection slot (max_connections reached)"
+        if code == _LOST_CONNECTION or isinstance(exc, TimeoutError):
+            return "the server did not answer in time"
+        if code == _CANNOT_CONNECT:
+            return "the server cannot be reached"
+        return None
+
     def dispose(self) -> None:
         """Let go of anything the adapter keeps for its pool."""
 
     def is_permanent(self, exc: BaseException) -> bool:
         """Whether a connect error is one that retrying cannot fix (bad login, unknown database)."""
-        code = getattr(exc, "errno", None)
-        if code is None and getattr(exc, "args", None):
-            code = exc.args[0]
-        return code in _PERMANENT_CODES
+        return _error_code(exc) in _PERMANENT_CODES
 
     def describe(self, params: Mapping[str, Any]) -> str:
         """A one-line description of the target, never with the password."""
@@ -86,10 +146,43 @@ class Driver:
         return f"{self.name}://{user}@{host}:{port}/{database}"
 
 
+def _error_code(exc: BaseException) -> Any:
+    code = getattr(exc, "errno", None)
+    if code is None and getattr(exc, "args", None):
+        code = exc.args[0]
+    return code
+
+
+def _drop_socket(sock: Any) -> None:
+    """Close our descriptor of an inherited socket: no shutdown, no TLS alert, no COM_QUIT.
+
+    The parent still holds the same connection, so the kernel sends nothing either.
+    """
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.close(sock.detach())
+
+
+# Linux's TCP_INFO: its first byte is the connection's state.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_ESTABLISHED = 1
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
 def _probe_socket(sock: Any) -> bool:
     """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
     if sock is None:
         return False
+    if _TCP_INFO is not None and sock.family in _TCP_FAMILIES:
+        # The kernel's view of the connection, read without giving up the GIL (poll()
+        # gives it up, and under load waits to get it back). A server that closed or
+        # reset the connection (a kill, wait_timeout, a restart) has moved it out of
+        # ESTABLISHED; its farewell packet, if any, comes with the close.
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
+        except OSError:
+            return False
     try:
         fd = sock.fileno()
     except (OSError, ValueError):
@@ -108,12 +201,67 @@ def _mysql_kwargs(params: Mapping[str, Any], timeout: float | None) -> dict[str,
     kwargs.setdefault("port", 3306)
     kwargs.setdefault("charset", "utf8mb4")
     kwargs.pop("path", None)
-    connect_timeout = kwargs.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT)
+    connect_timeout = kwargs.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT) or None
     if timeout is not None:
-        # A connect never outlives the caller's deadline (drivers want at least a second's grain).
-        connect_timeout = min(connect_timeout, max(timeout, 0.001))
+        # A connect never outlives the caller's deadline.
+        limit = max(timeout, 0.001)
+        connect_timeout = limit if connect_timeout is None else min(connect_timeout, limit)
     kwargs["connect_timeout"] = connect_timeout
+    kwargs["read_timeout"] = kwargs.get("read_timeout", _DEFAULT_READ_TIMEOUT) or None
+    kwargs["write_timeout"] = kwargs.get("write_timeout", _DEFAULT_WRITE_TIMEOUT) or None
     return kwargs
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class _PyMySQLBound:
+    """Bounds PyMySQL's reads and writes, which take the timeout from two attributes."""
+
+    __slots__ = ("_raw", "_saved", "_seconds")
+
+    def __init__(self, raw: Any, seconds: float) -> None:
+        self._raw = raw
+        self._seconds = seconds
+        self._saved: tuple[Any, Any] = (None, None)
+
+    def __enter__(self) -> object:
+        raw = self._raw
+        self._saved = (raw._read_timeout, raw._write_timeout)
+        raw._read_timeout = _min(raw._read_timeout, self._seconds)
+        raw._write_timeout = _min(raw._write_timeout, self._seconds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw._read_timeout, self._raw._write_timeout = self._saved
+
+
+class _ConnectorBound:
+    """Bounds mysql-connector's reads and writes (whole seconds, as it requires)."""
+
+    __slots__ = ("_raw", "_saved", "_seconds")
+
+    def __init__(self, raw: Any, seconds: float) -> None:
+        self._raw = raw
+        self._seconds = max(1, math.ceil(seconds))
+        self._saved: tuple[Any, Any] = (None, None)
+
+    def __enter__(self) -> object:
+        raw = self._raw
+        self._saved = (raw.read_timeout, raw.write_timeout)
+        raw.read_timeout = _min(raw.read_timeout, self._seconds)
+        raw.write_timeout = _min(raw.write_timeout, self._seconds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.read_timeout, self._raw.write_timeout = self._saved
+
+
+def _whole_seconds(value: float | None) -> int | None:
+    return None if value is None else max(1, math.ceil(value))
 
 
 class PyMySQLDriver(Driver):
@@ -187,13 +335,35 @@ class PyMySQLDriver(Driver):
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = _mysql_kwargs(params, timeout)
-        return self._connection_class(**kwargs)
+        read_timeout, write_timeout = kwargs["read_timeout"], kwargs["write_timeout"]
+        # PyMySQL reads the login handshake with the read timeout: bound it by the
+        # connect timeout, so a server that accepts but never answers cannot hold us.
+        kwargs["read_timeout"] = _min(read_timeout, kwargs["connect_timeout"])
+        kwargs["write_timeout"] = _min(write_timeout, kwargs["connect_timeout"])
+        raw = self._connection_class(**kwargs)
+        raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
+        raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
+        return raw
 
     def probe(self, raw: Any) -> bool | None:
         return _probe_socket(raw._sock)
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
+
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        return _PyMySQLBound(raw, seconds)
+
+    def abandon(self, raw: Any) -> None:
+        sock, raw._sock, raw._rfile = raw._sock, None, None
+        raw._closed = True
+        _drop_socket(sock)
+
+    def after_fork(self) -> None:
+        import pymysql.connections
+
+        # The TLS context cache has a lock, which another thread may have held at the fork.
+        self._connection_class = self._make_connection_class(pymysql.connections.Connection)
 
     def in_transaction(self, raw: Any) -> bool:
         # Exact for connections of this driver, which read the status of every reply.
@@ -204,8 +374,10 @@ class PyMySQLDriver(Driver):
         # without re-authenticating; PyMySQL has no public call for it.
         raw._execute_command(_COM_RESET_CONNECTION, b"")
         raw._read_ok_packet()
-        if raw.autocommit_mode is not None:
-            raw.autocommit(raw.autocommit_mode)
+        # The reset gives the server's default autocommit; go back to the pool's
+        # setting (not to whatever the last borrower switched to).
+        if raw.dbpool_autocommit is not None:
+            raw.autocommit(raw.dbpool_autocommit)
 
 
 class MySQLConnectorDriver(Driver):
@@ -253,11 +425,35 @@ class MySQLConnectorDriver(Driver):
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = _mysql_kwargs(params, timeout)
+        # mysql-connector bounds the handshake by connection_timeout itself, and
+        # takes read and write timeouts in whole seconds only.
         kwargs["connection_timeout"] = kwargs.pop("connect_timeout")
+        kwargs["read_timeout"] = _whole_seconds(kwargs["read_timeout"])
+        kwargs["write_timeout"] = _whole_seconds(kwargs["write_timeout"])
+        raw: Any
         if kwargs.setdefault("use_pure", True):
             kwargs.pop("use_pure")
-            return self._connection_class(**kwargs)
-        return self._module.connect(**kwargs)
+            raw = self._connection_class(**kwargs)
+        else:
+            raw = self._module.connect(**kwargs)
+        raw.dbpool_autocommit = getattr(raw, "_autocommit", None)
+        if hasattr(raw, "_socket"):
+            _close_on_transport_error(raw._socket)
+        return raw
+
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        if not hasattr(raw, "_socket"):
+            return _NO_BOUND  # the C extension has no per-call timeout to change
+        return _ConnectorBound(raw, seconds)
+
+    def abandon(self, raw: Any) -> None:
+        network = getattr(raw, "_socket", None)
+        if network is None:
+            # The C extension: nothing to detach, so keep it from ever being finalized.
+            super().abandon(raw)
+            return
+        sock, network.sock = network.sock, None
+        _drop_socket(sock)
 
     def probe(self, raw: Any) -> bool | None:
         if not hasattr(raw, "_socket"):
@@ -268,7 +464,42 @@ class MySQLConnectorDriver(Driver):
         raw.ping(reconnect=False)
 
     def reset_session(self, raw: Any) -> None:
-        raw.cmd_reset_connection()
+        # The reset re-applies the connection's autocommit flag, which the last borrower
+        # may have switched: go back to the pool's setting.
+        if raw.dbpool_autocommit is not None:
+            raw._autocommit = raw.dbpool_autocommit
+        # It reports failure by returning False, not by raising.
+        if not raw.cmd_reset_connection():
+            raise self._module.OperationalError("COM_RESET_CONNECTION failed")
+
+
+def _close_on_transport_error(network: Any) -> None:
+    """Make a mysql-connector socket close itself when a read or write fails midway.
+
+    mysql-connector keeps the connection open after a read timeout; the late
+    answer then arrives as the answer to the next command, and every later result
+    is off by one. PyMySQL closes the connection instead: do the same, so that
+    the next use fails cleanly and the pool replaces the connection.
+    """
+    recv, send = network.recv, network.send
+
+    def guarded_recv(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return recv(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    def guarded_send(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    network.recv, network.send = guarded_recv, guarded_send
 
 
 class SQLiteDriver(Driver):

@@ -101,7 +101,7 @@ def _dialect_of(conn: Any) -> _Dialect:
     raw = conn.dbapi_connection if isinstance(conn, PooledConnection) else conn
     if isinstance(raw, sqlite3.Connection):
         return _DIALECTS["sqlite"]
-    if type(raw).__module__.startswith("mysql.connector"):
+    if any(cls.__module__.startswith("mysql.connector") for cls in type(raw).__mro__):
         return _DIALECTS["mysql-connector"]
     return _FORMAT
 

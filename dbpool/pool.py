@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -17,7 +18,14 @@ from dbutils.pooled_db import PooledDB
 
 from .config import MODES, Settings, load_settings
 from .drivers import Driver, get_driver
-from .errors import ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .errors import (
+    ConfigError,
+    ConnectError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    ValidationError,
+)
 from .stats import PoolStats
 
 log = logging.getLogger("dbpool")
@@ -32,6 +40,10 @@ _RECYCLE_JITTER = 0.05
 _LEAK_STACK_DEPTH = 12
 # Pause between two failed connects, so a refusing server is not hammered.
 _CONNECT_BACKOFF = 0.05
+# The least time a validation ping gets, even when the acquire deadline is closer.
+_MIN_PING_TIMEOUT = 0.05
+# Longest pause between two looks for connections held past leak_threshold.
+_LEAK_SCAN_INTERVAL = 1.0
 
 
 class _NeverRaised(Exception):
@@ -175,6 +187,10 @@ class _PersistentStore:
     def put(self, token: Any, handle: _Handle) -> None:
         return None
 
+    @property
+    def idle(self) -> int:
+        return 0  # a thread's kept connection is not free for another thread
+
     def thread_handle(self) -> _Handle | None:
         steady = getattr(self._db.thread, "connection", None)
         return None if steady is None else steady.dbapi_connection
@@ -196,14 +212,28 @@ class PooledConnection:
     driver's connection, which ``dbapi_connection`` returns outright.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_since")
+    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
 
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float) -> None:
+    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float,
+                 origin: str | None) -> None:
         self._pool = pool
         self._raw = handle.raw
         self._lease = [(token, handle)]
         self._since = since
-        self._origin: str | None = None  # where it was acquired, kept when leak_threshold is set
+        self._origin = origin  # where it was acquired, kept only when leak_threshold is set
+        self._reported = False  # already reported as held past leak_threshold
+
+    def __del__(self) -> None:
+        # Dropped without close(): hand the slot to the pool, which closes the driver
+        # connection on its next call. A finalizer may run in any thread, even one
+        # holding the pool's lock, so it only appends to a deque (atomic, no lock).
+        lease = getattr(self, "_lease", None)
+        if lease:
+            try:
+                token, handle = lease.pop()
+            except IndexError:
+                return
+            self._pool._orphans.append((token, handle, self._since, self._origin))
 
     def _live(self) -> Any:
         raw = self._raw
@@ -254,7 +284,9 @@ class ConnectionPool:
     the YAML config to use; ``config``: its path. mode: "shared" (one pool for
     all threads, on DBUtils' PooledDB) or "persistent" (a connection per
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
-    reset: "rollback" or "session" at return. Other keywords are connection
+    ping_timeout: seconds the validation ping and the reset at return may wait.
+    reset: "rollback" or "session" at return. leak_threshold: seconds after which
+    a connection not given back is reported. Other keywords are connection
     parameters (host, port, user, password, database, charset, path, ...)
     that override the config entry. Options not given come from the entry's
     ``pool:`` section, then from the defaults.
@@ -273,21 +305,19 @@ class ConnectionPool:
         mode: str | None = None,
         pre_ping: bool | None = None,
         ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
         **params: Any,
     ) -> None:
         given = {
             "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
-            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval, "reset": reset,
-            "leak_threshold": leak_threshold,
+            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout, "reset": reset, "leak_threshold": leak_threshold,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
         driver_name = "pymysql" if isinstance(driver, Driver) else driver
-        for alias, name in (("ip", "host"), ("db", "database")):
-            if alias in params:
-                params.setdefault(name, params.pop(alias))
         self.settings: Settings = load_settings(
             config_name,
             config=config,
@@ -310,8 +340,20 @@ class ConnectionPool:
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
+        self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
+        self._next_leak_scan = 0.0
 
+        self._epoch = 0  # close_all() moves it on; older connections are replaced
+        self._closed = False
+        self._start_fresh()
+        _live_pools.add(self)
+        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
+                  self.size, self.max_size)
+
+    def _start_fresh(self) -> None:
+        """Set up the state that belongs to one process: lock, slots, counters."""
+        self._pid = os.getpid()
         # One lock guards the pool's in-memory state; the condition shares it. Plain
         # `with self._lock` is a C call, `with self._cond` a Python one: the hot path uses the lock.
         self._lock = threading.Lock()
@@ -323,15 +365,33 @@ class ConnectionPool:
         else:
             self._store = _SharedStore(self._slots, self.size)
         self._stats = PoolStats()
-        self._in_use = 0  # lent connections (acquired - released)
+        self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
-        self._epoch = 0  # close_all() moves it on; older connections are replaced
-        self._closed = False
         self._local = threading.local()  # the `with pool as conn` stack of each thread
+        # Leases of connections garbage-collected without release, for _reap().
+        self._orphans: deque[tuple[Any, _Handle, float, str | None]] = deque()
+        # Lent connections, watched only when leak_threshold is set.
+        self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
         self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
-                  self.size, self.max_size)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: drop the parent's connections without touching their sockets.
+
+        The child shares those sockets with the parent; any byte sent, even the
+        COM_QUIT of a close(), would end or corrupt the parent's sessions. The
+        child starts over with no connections, fresh counters and a fresh lock
+        (another thread may have held the old one at the fork).
+        """
+        self._finalizer.detach()
+        handles = set(self._slots.live) | set(self._slots.graveyard)
+        handles.update(lease[1] for lease in self._orphans)
+        for handle in handles:
+            raw, handle.raw = handle.raw, None
+            if raw is not None:
+                self._driver.abandon(raw)
+        self._driver.after_fork()
+        self._start_fresh()
 
     # -- lending -----------------------------------------------------------
 
@@ -346,28 +406,41 @@ class ConnectionPool:
         if timeout is None:
             timeout = self.timeout
         start = _monotonic()
+        if self._orphans:
+            self._reap()
         if self._slots.graveyard:
             self._bury()
         token, handle = self._checkout(start + timeout, timeout)
-        # The common case, decided without I/O beyond a socket poll: a current
-        # connection that was seen alive moments ago (or is lent to this thread already).
+        # The common case, decided with no I/O but a look at the socket: a current
+        # connection seen alive moments ago, or one lent to this very thread already.
         now = _monotonic()
         raw = handle.raw
-        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires and (
-                handle.borrows > 1 or not self._pre_ping
-                or (now - handle.returned < self._ping_interval and self._probe(raw) is True))):
+        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires
+                and not self._closed and (
+                    handle.borrows > 1 or not self._pre_ping
+                    or (now - handle.returned < self._ping_interval
+                        and self._probe(raw) is True))):
             try:
                 self._make_ready(handle, start + timeout, max_retries)
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} was closed while connecting")
             except BaseException:
                 self._checkin(token, handle, failed=True)
                 raise
             now = _monotonic()
-        conn = PooledConnection(self, token, handle, now)
-        if self._leak_threshold is not None:
-            conn._origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-        with self._lock:
-            self._in_use += 1
-            self._stats.record_wait(now - start)
+        if self._leak_threshold is None:
+            conn = PooledConnection(self, token, handle, now, None)
+            with self._lock:
+                self._in_use += 1
+                self._stats.record_wait(now - start)
+        else:
+            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+            conn = PooledConnection(self, token, handle, now, origin)
+            with self._lock:
+                self._in_use += 1
+                self._stats.record_wait(now - start)
+                self._lent.add(conn)
+            self._report_leaks()
         log.debug("acquired a connection from %s", self.name)
         return conn
 
@@ -392,11 +465,16 @@ class ConnectionPool:
             log.debug("ignored a second release of a connection of %s", self.name)
             return
         conn._raw = None
+        if handle.slots is not self._slots:
+            log.debug("ignored the release of a connection from before os.fork()")
+            return
         self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
         if self._leak_threshold is not None:
+            with self._lock:
+                self._lent.discard(conn)
             held = handle.returned - conn._since
-            if held > self._leak_threshold:
+            if held > self._leak_threshold and not conn._reported:
                 log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
                             "it was acquired at:\n%s", self.name, held, self._leak_threshold,
                             conn._origin)
@@ -457,8 +535,12 @@ class ConnectionPool:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
+        if self._orphans:
+            self._reap()
         if self._slots.graveyard:
             self._bury()  # connections of threads that ended since the last call
+        if self._leak_threshold is not None:
+            self._report_leaks()
         with self._lock:
             stats = self._stats.snapshot()
             handles = list(self._slots.live)
@@ -484,28 +566,37 @@ class ConnectionPool:
 
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+        store = self._store
+        queued = False  # once in line, a thread may take whatever frees up
         with self._lock:  # critical section: counts and DBUtils' in-memory lists only
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
-                if len(self._slots.live) < self.max_size or self._store.ready():
+                if store.thread_affine and store.ready():
+                    break  # persistent mode: the thread's own connection
+                # Waiting threads go first: a newcomer takes a connection only when there
+                # is one for every waiter too, or a busy pool starves its waiters.
+                free = store.idle + self.max_size - len(self._slots.live)
+                if free > (0 if queued else self._waiting):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stats.timeouts += 1
                     raise PoolTimeout(self._timeout_message(timeout))
                 self._waiting += 1
+                queued = True
                 try:
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 finally:
                     self._waiting -= 1
-                if self._slots.graveyard:
+                if self._slots.graveyard or self._orphans:
                     self._lock.release()
                     try:
+                        self._reap()
                         self._bury()
                     finally:
                         self._lock.acquire()
-            token, handle = self._store.take()
+            token, handle = store.take()
             handle.borrows += 1
             return token, handle
 
@@ -517,16 +608,18 @@ class ConnectionPool:
             if (failed or self._closed or handle.epoch != self._epoch or now >= handle.expires
                     or self._store.full()):
                 self._retire(handle, self._retire_reason(handle, failed, now) or "overflow")
-            else:
+            elif self._reset_session or self._in_transaction(raw):
                 try:
-                    if self._reset_session:
-                        self._driver.reset_session(raw)
-                        now = _monotonic()
-                    elif self._in_transaction(raw):
-                        raw.rollback()
-                except self._driver.errors as exc:
+                    # The reset is bounded like a ping: a silent server must not hold a release.
+                    with self._driver.bounded(raw, self._ping_timeout):
+                        if self._reset_session:
+                            self._driver.reset_session(raw)
+                        else:
+                            raw.rollback()
+                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
                     self._retire(handle, "broken")
+                now = _monotonic()
         handle.returned = now
         with self._lock:  # critical section
             if not failed:
@@ -541,6 +634,8 @@ class ConnectionPool:
             self._store.forget_thread()
         if self._slots.graveyard:
             self._bury()
+        if self._closed and not any(h.borrows for h in list(self._slots.live)):
+            self._finalizer()  # the last connection lent before dispose() is back
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection must be closed rather than reused, or None."""
@@ -578,7 +673,7 @@ class ConnectionPool:
         failures = 0
         while True:
             if handle.raw is not None:
-                reason = self._retire_reason(handle, False, time.monotonic())
+                reason = self._retire_reason(handle, False, _monotonic())
                 if reason in ("closed", "recycled"):
                     self._retire(handle, reason)
             if handle.raw is None:
@@ -590,12 +685,10 @@ class ConnectionPool:
                 except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     failures += 1
                     if failures > max_retries or time.monotonic() >= deadline:
-                        raise ConnectError(
-                            f"cannot connect to {self.name} after {failures} attempts: "
-                            f"{self._scrub(exc)}") from exc
+                        raise ConnectError(self._connect_failure(exc, failures)) from exc
                     time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
                     continue
-            if not self._pre_ping or self._alive(handle):
+            if not self._pre_ping or self._alive(handle, deadline):
                 return
             failures += 1
             with self._lock:
@@ -606,16 +699,23 @@ class ConnectionPool:
                 raise ValidationError(
                     f"no valid connection from {self.name} after {failures} attempts")
 
-    def _alive(self, handle: _Handle) -> bool:
-        """Check a connection: a socket look when it was used moments ago, else a ping."""
+    def _alive(self, handle: _Handle, deadline: float) -> bool:
+        """Check a connection: a socket look when it was used moments ago, else a ping.
+
+        The ping waits at most ``ping_timeout``, and no longer than the acquire
+        deadline allows (but long enough for a healthy server to answer).
+        """
         raw = handle.raw
         seen = self._driver.probe(raw)
         if seen is False:
             return False
-        if seen is True and time.monotonic() - handle.returned < self._ping_interval:
+        now = time.monotonic()
+        if seen is True and now - handle.returned < self._ping_interval:
             return True
+        limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
-            self._driver.ping(raw)
+            with self._driver.bounded(raw, limit):
+                self._driver.ping(raw)
         except Exception:
             return False
         return True
@@ -624,12 +724,17 @@ class ConnectionPool:
         remaining = deadline - time.monotonic()
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
-        except self._driver.errors as exc:
+        except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
             with self._lock:
                 self._stats.connect_failures += 1
             if self._driver.is_permanent(exc):
-                raise ConnectError(f"cannot connect to {self.name}: {self._scrub(exc)}") from exc
+                raise ConnectError(self._connect_failure(exc, None)) from exc
             raise
+        except (TypeError, AttributeError, ValueError) as exc:
+            # How the drivers reject an unknown or ill-typed connection parameter.
+            raise ConfigError(
+                f"the {self.settings.driver} driver rejected the connection parameters "
+                f"of pool {self.name}: {self._scrub(exc)}") from exc
         now = time.monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
@@ -684,6 +789,67 @@ class ConnectionPool:
         for raw in raws:
             self._driver.close(raw)
 
+    def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
+        text = f"cannot connect to {self.name}"
+        if attempts is not None:
+            text += f" after {attempts} attempts"
+        cause = self._driver.explain(exc)
+        if cause:
+            text += f": {cause}"
+        return f"{text}: {self._scrub(exc) or type(exc).__name__}"
+
+    def _reap(self) -> None:
+        """Take back the slots of connections dropped without release, closing them.
+
+        What such a connection was doing is unknown (a half-read result, an open
+        transaction), so it is closed rather than reused.
+        """
+        orphans = self._orphans
+        while orphans:
+            try:
+                token, handle, since, origin = orphans.popleft()
+            except IndexError:
+                break
+            if handle.slots is not self._slots:
+                continue  # lent before os.fork(): the parent's business
+            with self._lock:  # critical section: decide and detach under the lock
+                raw = None
+                if handle.borrows == 1:  # else the owning thread uses it again right now
+                    raw, handle.raw = handle.raw, None
+                    handle.expires = float("inf")
+                handle.borrows -= 1
+                self._in_use -= 1
+                self._stats.reclaimed += 1
+                if raw is not None:
+                    self._stats.closed += 1
+                self._store.put(token, handle)
+                self._cond.notify()
+            if raw is not None:
+                self._driver.close(raw)
+            held = time.monotonic() - since
+            if origin is None:
+                origin = "(set leak_threshold to record where connections are acquired)\n"
+            log.warning("a connection of %s was garbage-collected after %.1fs without being "
+                        "given back; its slot is reclaimed and it is closed; it was acquired "
+                        "at:\n%s", self.name, held, origin)
+
+    def _report_leaks(self) -> None:
+        """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
+        threshold = self._leak_threshold
+        now = time.monotonic()
+        if threshold is None or now < self._next_leak_scan:
+            return
+        self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
+        with self._lock:  # critical section: in-memory scan only
+            late = [c for c in self._lent if not c._reported and now - c._since > threshold]
+            for conn in late:
+                conn._reported = True
+            self._stats.leaks_reported += len(late)
+        for conn in late:
+            log.warning("a connection of %s has been held for %.1fs and is not back yet "
+                        "(leak_threshold %.1fs); it was acquired at:\n%s", self.name,
+                        now - conn._since, threshold, conn._origin)
+
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
         text = str(exc)
@@ -691,6 +857,18 @@ class ConnectionPool:
         if password:
             text = text.replace(str(password), "***")
         return text
+
+
+_live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        if pool._pid != os.getpid():
+            pool._forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_connections(slots: _Slots, driver: Driver) -> None:

@@ -22,6 +22,8 @@ class PoolStats:
         "closed_overflow",
         "connect_failures",
         "created",
+        "leaks_reported",
+        "reclaimed",
         "recycled",
         "released",
         "timeouts",
@@ -39,6 +41,8 @@ class PoolStats:
         self.closed = 0
         self.closed_broken = 0
         self.closed_overflow = 0
+        self.reclaimed = 0
+        self.leaks_reported = 0
         self._wait_total = 0.0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
@@ -67,6 +71,8 @@ class PoolStats:
             "closed": self.closed,
             "closed_broken": self.closed_broken,
             "closed_overflow": self.closed_overflow,
+            "reclaimed": self.reclaimed,
+            "leaks_reported": self.leaks_reported,
             "wait_ms_mean": round(mean * 1000.0, 3),
             "wait_ms_p99": round(p99 * 1000.0, 3),
             "wait_ms_max": round(waits[-1] * 1000.0, 3) if waits else 0.0,

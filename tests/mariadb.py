@@ -423,6 +423,34 @@ class MariaDBServer:
                     raise
                 time.sleep(0.2)
 
+    def halt(self, *, graceful: bool = True) -> None:
+        """Stop the server but keep its data, so ``resume()`` can start it again.
+
+        ``graceful=False`` SIGKILLs it, as a crash would. Connections to it break.
+        """
+        if self.external:
+            self.restart()  # skips the test, or raises RestartNotSupported
+        if not self._started or self._base is None:
+            raise MariaDBError("the server is not started")
+        self._stop_process(graceful=graceful)
+
+    def resume(self) -> None:
+        """Start a server stopped by ``halt()`` again, on the same port with the same data."""
+        if self._base is None:
+            raise MariaDBError("the server was never started")
+        if self.running:
+            return
+        server_bin, _ = find_binaries()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._spawn(server_bin)
+                return
+            except MariaDBError:
+                if time.monotonic() > deadline or not self._port_clash():
+                    raise
+                time.sleep(0.2)
+
     def admin_connect(self, **kwargs: Any) -> pymysql.connections.Connection:
         """A root PyMySQL connection (autocommit on); extra kwargs go to connect()."""
         if self.external:

@@ -99,6 +99,7 @@ def test_pool_option_defaults_and_max_size() -> None:
         recycle=3600.0,
         pre_ping=True,
         ping_interval=1.0,
+        ping_timeout=5.0,
         reset="rollback",
         leak_threshold=None,
     )
@@ -112,6 +113,7 @@ def test_pool_option_defaults_and_max_size() -> None:
         "recycle",
         "pre_ping",
         "ping_interval",
+        "ping_timeout",
         "reset",
         "leak_threshold",
     }

@@ -1,0 +1,193 @@
+"""Leaks, dropped connections, closing the pool, fairness between waiters (real MariaDB)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from dbpool import PoolClosed, PoolError
+from tests.faultkit import session_count, wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def select_one(conn: Any) -> None:
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    cur.fetchall()
+    cur.close()
+
+
+def acquire_somewhere_recognisable(pool: Any) -> Any:
+    return pool.acquire()
+
+
+def test_connection_never_returned_is_reported_with_its_stack(
+        mysql_pool: Any, caplog: pytest.LogCaptureFixture, pool_mode: str,
+        mysql_driver: str, mysql_params: dict[str, Any]) -> None:
+    pool = mysql_pool(leak_threshold=0.2)
+    caplog.set_level(logging.WARNING, logger="dbpool")
+    held = acquire_somewhere_recognisable(pool)
+    try:
+        assert pool.get_stats()["leaks_reported"] == 0
+        time.sleep(0.3)
+        stats = pool.get_stats()  # the check is lazy: get_stats() and acquire() run it
+        pool.get_stats()  # reported once only
+        warnings = [r for r in caplog.records if "not back yet" in r.getMessage()]
+    finally:
+        pool.release(held)
+    late = [r for r in caplog.records if "was held for" in r.getMessage()]
+    print(f"\nleak-report/{pool_mode}/{mysql_driver}: leaks_reported={stats['leaks_reported']} "
+          f"warnings={len(warnings)} late_return_warnings={len(late)}")
+    assert stats["leaks_reported"] == 1
+    assert len(warnings) == 1
+    assert "acquire_somewhere_recognisable" in warnings[0].getMessage()
+    assert late == []  # already reported: no second warning when it comes back
+    assert mysql_params["password"] not in caplog.text
+
+
+def test_dropped_connection_is_reclaimed(mysql_pool: Any, admin: Any,
+                                         caplog: pytest.LogCaptureFixture, pool_mode: str,
+                                         mysql_driver: str,
+                                         mysql_params: dict[str, Any]) -> None:
+    pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
+    caplog.set_level(logging.WARNING, logger="dbpool")
+    user = mysql_params["user"]
+    conn = acquire_somewhere_recognisable(pool)
+    select_one(conn)
+    assert session_count(admin, user, expect=1) == 1
+    del conn  # never given back
+    gc.collect()
+    stats = pool.get_stats()
+    server = session_count(admin, user, expect=0)
+    # The slot is free again: both connections can be had at once.
+    first, second = pool.acquire(timeout=2.0), pool.acquire(timeout=2.0)
+    pool.release(first)
+    pool.release(second)
+    warned = [r for r in caplog.records if "garbage-collected" in r.getMessage()]
+    print(f"\nreclaim/{pool_mode}/{mysql_driver}: reclaimed={stats['reclaimed']} "
+          f"in_use={stats['in_use']} conns={stats['total_connections']} "
+          f"server_sessions={server} warnings={len(warned)}")
+    assert stats["reclaimed"] == 1
+    assert stats["in_use"] == 0
+    assert stats["total_connections"] == 0
+    assert server == 0  # its driver connection was closed
+    assert len(warned) == 1
+    assert mysql_params["password"] not in caplog.text
+
+
+def test_dropped_connections_never_exhaust_the_pool(mysql_pool: Any, pool_mode: str,
+                                                    mysql_driver: str) -> None:
+    pool = mysql_pool(size=2, max_overflow=1, timeout=2.0)
+    for _ in range(20):
+        select_one(pool.acquire())  # dropped at once, never released
+    gc.collect()
+    stats = pool.get_stats()
+    print(f"\nreclaim-many/{pool_mode}/{mysql_driver}: acquired={stats['acquired']} "
+          f"reclaimed={stats['reclaimed']} in_use={stats['in_use']} "
+          f"conns={stats['total_connections']}")
+    assert stats["acquired"] == 20
+    assert stats["reclaimed"] == 20
+    assert stats["in_use"] == 0
+    assert stats["total_connections"] <= stats["max_size"]
+
+
+def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
+    pool = mysql_pool(size=1, max_overflow=0, timeout=10.0)
+    held = pool.acquire()
+    outcome: list[BaseException | None] = []
+    started = time.monotonic()
+
+    def wait() -> None:
+        try:
+            pool.release(pool.acquire())
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiters = [threading.Thread(target=wait) for _ in range(4)]
+    for thread in waiters:
+        thread.start()
+    assert wait_until(lambda: pool.get_stats()["waiting"] == 4, timeout=5.0)
+    pool.dispose()
+    for thread in waiters:
+        thread.join(5.0)
+    took = time.monotonic() - started
+    hung = sum(thread.is_alive() for thread in waiters)
+    pool.release(held)
+    print(f"\nclosed-waiters/{pool_mode}: waiters=4 pool_closed="
+          f"{sum(isinstance(e, PoolClosed) for e in outcome)} hung={hung} took={took:.2f}s")
+    assert hung == 0
+    assert len(outcome) == 4 and all(isinstance(e, PoolClosed) for e in outcome)
+    assert "closed" in str(outcome[0])
+    assert took < 5.0
+
+
+def test_connection_returned_after_close_is_closed(mysql_pool: Any, admin: Any,
+                                                   pool_mode: str, mysql_driver: str,
+                                                   mysql_params: dict[str, Any]) -> None:
+    pool = mysql_pool(size=2)
+    user = mysql_params["user"]
+    lent = pool.acquire()
+    select_one(lent)
+    with pool as idle:
+        select_one(idle)
+    pool.dispose()
+    lent_open = session_count(admin, user, expect=1)  # the idle one is closed at once
+    select_one(lent)  # a connection lent before the close still works until returned
+    pool.release(lent)
+    left = session_count(admin, user, expect=0)
+    pool.dispose()  # twice is fine
+    with pytest.raises(PoolClosed):
+        pool.acquire()
+    stats = pool.get_stats()
+    print(f"\nclose/{pool_mode}/{mysql_driver}: sessions_after_dispose={lent_open} "
+          f"sessions_after_return={left} conns={stats['total_connections']} "
+          f"in_use={stats['in_use']}")
+    assert lent_open == 1
+    assert left == 0
+    assert stats["total_connections"] == 0 and stats["in_use"] == 0
+    pool.release(None)
+    pool.release(lent)  # a second release after the close: still nothing
+    with pytest.raises(PoolError):
+        lent.cursor()
+
+
+@pytest.mark.parametrize("pool_mode", ["shared"])
+def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str) -> None:
+    """Eight busy threads on two connections must not keep a ninth waiting forever."""
+    pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def busy() -> None:
+        while not stop.is_set():
+            try:
+                with pool as conn:
+                    select_one(conn)
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=busy) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    waits = []
+    try:
+        for _ in range(20):
+            start = time.monotonic()
+            with pool as conn:
+                select_one(conn)
+            waits.append(time.monotonic() - start)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10.0)
+    print(f"\nfairness/{mysql_driver}: busy_threads=8 conns=2 late_acquires=20 "
+          f"longest_wait={max(waits) * 1000:.0f}ms errors={len(errors)}")
+    assert errors == []
+    assert max(waits) < 2.0
