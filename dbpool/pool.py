@@ -428,17 +428,13 @@ class ConnectionPool:
                 self._checkin(token, handle, failed=True)
                 raise
             now = _monotonic()
+        self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
             conn = PooledConnection(self, token, handle, now, None)
-            with self._lock:
-                self._in_use += 1
-                self._stats.record_wait(now - start)
         else:
             origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
             conn = PooledConnection(self, token, handle, now, origin)
             with self._lock:
-                self._in_use += 1
-                self._stats.record_wait(now - start)
                 self._lent.add(conn)
             self._report_leaks()
         log.debug("acquired a connection from %s", self.name)
@@ -598,6 +594,10 @@ class ConnectionPool:
                         self._lock.acquire()
             token, handle = store.take()
             handle.borrows += 1
+            # Counted as lent from here; a checkout whose connect or check fails is
+            # taken off both counts again in _checkin(failed=True).
+            self._in_use += 1
+            self._stats.acquired += 1
             return token, handle
 
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
@@ -622,8 +622,10 @@ class ConnectionPool:
                 now = _monotonic()
         handle.returned = now
         with self._lock:  # critical section
-            if not failed:
-                self._in_use -= 1
+            self._in_use -= 1
+            if failed:
+                self._stats.acquired -= 1
+            else:
                 self._stats.released += 1
             handle.borrows -= 1
             self._store.put(token, handle)

@@ -14,7 +14,6 @@ class PoolStats:
     """Event counters of one pool; the owner updates them while holding its lock."""
 
     __slots__ = (
-        "_wait_total",
         "_waits",
         "acquired",
         "closed",
@@ -43,23 +42,24 @@ class PoolStats:
         self.closed_overflow = 0
         self.reclaimed = 0
         self.leaks_reported = 0
-        self._wait_total = 0.0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
     def record_wait(self, seconds: float) -> None:
-        """Count one successful acquisition that took ``seconds``."""
-        self.acquired += 1
-        self._wait_total += seconds
+        """Note the time one successful acquisition took.
+
+        Safe without the owner's lock: a bounded deque's append is atomic, so the
+        hot path need not take the lock again after validating a connection.
+        """
         self._waits.append(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters and wait figures as a plain dict (times in milliseconds).
 
-        The percentile and maximum cover the most recent acquisitions only.
+        The wait figures cover the most recent acquisitions only.
         """
-        waits = sorted(self._waits)
+        waits = sorted(self._waits.copy())
         p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
-        mean = self._wait_total / self.acquired if self.acquired else 0.0
+        mean = math.fsum(waits) / len(waits) if waits else 0.0
         return {
             "created": self.created,
             "recycled": self.recycled,
