@@ -48,6 +48,20 @@ def session_count(admin: Any, user: str, expect: int | None = None,
         time.sleep(0.02)
 
 
+def kill(admin: Any, conn_id: int, timeout: float = 5.0) -> None:
+    """KILL CONNECTION one session; wait (bounded) until the server has dropped it."""
+    with admin.cursor() as cur:
+        cur.execute("KILL CONNECTION %s", (conn_id,))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with admin.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                        (conn_id,))
+            if cur.fetchone()[0] == 0:
+                return
+        time.sleep(0.01)
+
+
 def kill_all(admin: Any, user: str, timeout: float = 5.0) -> int:
     """KILL CONNECTION every session of ``user``; wait (bounded) until they are gone."""
     ids = sessions(admin, user)

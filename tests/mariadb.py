@@ -410,18 +410,8 @@ class MariaDBServer:
             raise RestartNotSupported(message)
         if not self._started or self._base is None:
             raise MariaDBError("the server is not started")
-        server_bin, _ = find_binaries()
         self._stop_process(graceful=graceful)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self._spawn(server_bin)
-                return
-            except MariaDBError:
-                # Rare: a client socket holds the port for a moment; try again.
-                if time.monotonic() > deadline or not self._port_clash():
-                    raise
-                time.sleep(0.2)
+        self._respawn()
 
     def halt(self, *, graceful: bool = True) -> None:
         """Stop the server but keep its data, so ``resume()`` can start it again.
@@ -440,6 +430,10 @@ class MariaDBServer:
             raise MariaDBError("the server was never started")
         if self.running:
             return
+        self._respawn()
+
+    def _respawn(self) -> None:
+        """Start the server again on its port and data directory."""
         server_bin, _ = find_binaries()
         deadline = time.monotonic() + 10
         while True:
@@ -447,6 +441,7 @@ class MariaDBServer:
                 self._spawn(server_bin)
                 return
             except MariaDBError:
+                # Rare: a client socket holds the port for a moment; try again.
                 if time.monotonic() > deadline or not self._port_clash():
                     raise
                 time.sleep(0.2)

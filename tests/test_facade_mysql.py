@@ -17,6 +17,7 @@ import pymysql
 import pytest
 
 from dbpool import ObjData, ObjDataThreadSafe, PoolError, make_pool
+from tests.faultkit import kill
 
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
 
@@ -69,18 +70,6 @@ def committed(admin: pymysql.connections.Connection, table: str) -> list[str]:
     with admin.cursor() as cur:
         cur.execute(f"SELECT name FROM {table} ORDER BY id")
         return [row[0] for row in cur.fetchall()]
-
-
-def kill(admin: pymysql.connections.Connection, conn_id: int) -> None:
-    with admin.cursor() as cur:
-        cur.execute("KILL CONNECTION %s", (conn_id,))
-    for _ in range(100):  # bounded wait until the server has dropped it
-        with admin.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
-                        (conn_id,))
-            if cur.fetchone()[0] == 0:
-                return
-        time.sleep(0.01)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from dbpool import ConnectError, ConnectionPool, PoolTimeout, make_pool
+from tests.faultkit import kill
 
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
 
@@ -42,19 +43,6 @@ def query(conn: Any, sql: str, params: Any = None) -> list[Any]:
 
 def connection_id(conn: Any) -> int:
     return int(query(conn, "SELECT CONNECTION_ID()")[0][0])
-
-
-def kill(admin: pymysql.connections.Connection, conn_id: int) -> None:
-    with admin.cursor() as cur:
-        cur.execute(f"KILL CONNECTION {conn_id}")
-    # Wait (bounded) until the server has really dropped it.
-    for _ in range(100):
-        with admin.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
-                        (conn_id,))
-            if cur.fetchone()[0] == 0:
-                return
-        time.sleep(0.01)
 
 
 def server_connections(admin: pymysql.connections.Connection, user: str,
