@@ -61,14 +61,22 @@ def test_server_commands_are_counted_per_request(
         quick_run: tuple[Path, dict[str, Any], str]) -> None:
     _, data, _ = quick_run
     cells = {(c["approach"], c["workload"]): c for c in data["cells"]}
+
+    def near_one(cell: dict[str, Any], counter: str) -> None:
+        # A request in flight when the window opens or closes is counted by the server
+        # but not as a request, or the other way round: up to one per thread. Still
+        # tight enough to tell one command per request from none or two.
+        slack = 0.1 + cell["threads"] / cell["requests"]
+        assert cell["per_request"][counter] == pytest.approx(1.0, abs=slack), counter
+
     # One write transaction is BEGIN, UPDATE, COMMIT on any approach.
-    write = cells[("dedicated", "write")]["per_request"]
-    assert write["Com_commit"] == pytest.approx(1.0, abs=0.1)
-    assert write["Com_update"] == pytest.approx(1.0, abs=0.1)
+    write = cells[("dedicated", "write")]
+    near_one(write, "Com_commit")
+    near_one(write, "Com_update")
     # DBUtils' PooledDB pings at checkout and rolls back at return, whatever the workload.
-    pooled = cells[("dbutils-pooleddb", "point")]["per_request"]
-    assert pooled["Com_admin_commands"] == pytest.approx(1.0, abs=0.1)
-    assert pooled["Com_rollback"] == pytest.approx(1.0, abs=0.1)
+    pooled = cells[("dbutils-pooleddb", "point")]
+    near_one(pooled, "Com_admin_commands")
+    near_one(pooled, "Com_rollback")
     # A new connection per request shows up in the server's Connections counter.
     per_request = cells[("connect-per-request", "point")]
     assert per_request["opened_window"] >= 0.9 * per_request["requests"]
