@@ -218,46 +218,30 @@ def _min(a: float | None, b: float | None) -> float | None:
     return a if b is None else min(a, b)
 
 
-class _PyMySQLBound:
-    """Bounds PyMySQL's reads and writes, which take the timeout from two attributes."""
+class _TimeoutBound:
+    """Lowers a connection's read and write timeouts for a while, then restores them.
 
-    __slots__ = ("_raw", "_saved", "_seconds")
+    ``names`` are the two attributes the driver reads its timeouts from.
+    """
 
-    def __init__(self, raw: Any, seconds: float) -> None:
+    __slots__ = ("_names", "_raw", "_saved", "_seconds")
+
+    def __init__(self, raw: Any, seconds: float, names: tuple[str, str]) -> None:
         self._raw = raw
         self._seconds = seconds
-        self._saved: tuple[Any, Any] = (None, None)
+        self._names = names
+        self._saved: tuple[Any, ...] = ()
 
     def __enter__(self) -> object:
         raw = self._raw
-        self._saved = (raw._read_timeout, raw._write_timeout)
-        raw._read_timeout = _min(raw._read_timeout, self._seconds)
-        raw._write_timeout = _min(raw._write_timeout, self._seconds)
+        self._saved = tuple(getattr(raw, name) for name in self._names)
+        for name, value in zip(self._names, self._saved, strict=True):
+            setattr(raw, name, _min(value, self._seconds))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._raw._read_timeout, self._raw._write_timeout = self._saved
-
-
-class _ConnectorBound:
-    """Bounds mysql-connector's reads and writes (whole seconds, as it requires)."""
-
-    __slots__ = ("_raw", "_saved", "_seconds")
-
-    def __init__(self, raw: Any, seconds: float) -> None:
-        self._raw = raw
-        self._seconds = max(1, math.ceil(seconds))
-        self._saved: tuple[Any, Any] = (None, None)
-
-    def __enter__(self) -> object:
-        raw = self._raw
-        self._saved = (raw.read_timeout, raw.write_timeout)
-        raw.read_timeout = _min(raw.read_timeout, self._seconds)
-        raw.write_timeout = _min(raw.write_timeout, self._seconds)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._raw.read_timeout, self._raw.write_timeout = self._saved
+        for name, value in zip(self._names, self._saved, strict=True):
+            setattr(self._raw, name, value)
 
 
 def _whole_seconds(value: float | None) -> int | None:
@@ -280,9 +264,7 @@ class PyMySQLDriver(Driver):
     @staticmethod
     def _make_connection_class(base: type[Any]) -> type[Any]:
         import pymysql.connections
-        from pymysql.constants import SERVER_STATUS
 
-        in_trans = SERVER_STATUS.SERVER_STATUS_IN_TRANS
         # PyMySQL builds a fresh TLS context for its "preferred" mode on every connect
         # (about 19 ms of CPU). One context per pool gives the same TLS for a fraction.
         lock = threading.Lock()
@@ -324,7 +306,7 @@ class PyMySQLDriver(Driver):
                     # An error packet carries no status, and a failed statement may
                     # have opened a transaction (and taken locks): assume it did.
                     status: int = getattr(self, "server_status", 0) or 0
-                    self.server_status = status | in_trans
+                    self.server_status = status | _SERVER_STATUS_IN_TRANS
                     raise
                 self._result = result
                 if result.server_status is not None:
@@ -352,7 +334,7 @@ class PyMySQLDriver(Driver):
         raw.ping(reconnect=False)
 
     def bounded(self, raw: Any, seconds: float) -> _Bound:
-        return _PyMySQLBound(raw, seconds)
+        return _TimeoutBound(raw, seconds, ("_read_timeout", "_write_timeout"))
 
     def abandon(self, raw: Any) -> None:
         sock, raw._sock, raw._rfile = raw._sock, None, None
@@ -444,7 +426,9 @@ class MySQLConnectorDriver(Driver):
     def bounded(self, raw: Any, seconds: float) -> _Bound:
         if not hasattr(raw, "_socket"):
             return _NO_BOUND  # the C extension has no per-call timeout to change
-        return _ConnectorBound(raw, seconds)
+        # mysql-connector takes whole seconds only.
+        return _TimeoutBound(raw, _whole_seconds(seconds) or 1,
+                             ("read_timeout", "write_timeout"))
 
     def abandon(self, raw: Any) -> None:
         network = getattr(raw, "_socket", None)

@@ -443,12 +443,9 @@ class _SqlMethods:
             yield session
             if write:
                 conn.commit()
-        except BaseException:
-            # The failed statement may hold locks (InnoDB keeps one on a duplicate key), and
-            # not every driver reports the transaction it left open: end it here.
-            session.rollback_quietly()
-            raise
         finally:
+            # A failed statement may have left a transaction open (InnoDB keeps a lock
+            # on a duplicate key): the pool rolls it back when the connection returns.
             entry.give_back(conn)
 
     def sql_get_values(self, sql: str, params: Params = None) -> list[Row]:

@@ -605,9 +605,9 @@ class ConnectionPool:
         raw = handle.raw
         now = _monotonic()
         if raw is not None and handle.borrows == 1:
-            if (failed or self._closed or handle.epoch != self._epoch or now >= handle.expires
-                    or self._store.full()):
-                self._retire(handle, self._retire_reason(handle, failed, now) or "overflow")
+            reason = self._retire_reason(handle, failed, now)
+            if reason is not None:
+                self._retire(handle, reason)
             elif self._reset_session or self._in_transaction(raw):
                 try:
                     # The reset is bounded like a ping: a silent server must not hold a release.
@@ -825,7 +825,8 @@ class ConnectionPool:
                 if raw is not None:
                     self._stats.closed += 1
                 self._store.put(token, handle)
-                self._cond.notify()
+                if self._waiting:
+                    self._cond.notify()
             if raw is not None:
                 self._driver.close(raw)
             held = time.monotonic() - since
