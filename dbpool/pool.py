@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
 
-from .config import MODES, Settings, load_settings
+from .config import MODES, Settings, load_settings, scrub_secrets
 from .drivers import Driver, get_driver
 from .errors import (
     ConfigError,
@@ -30,6 +31,7 @@ from .stats import PoolStats
 
 log = logging.getLogger("dbpool")
 _monotonic = time.monotonic
+_INF = float("inf")
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -401,10 +403,12 @@ class ConnectionPool:
         A connection that fails validation is closed and replaced, up to
         ``max_retries`` times. Raises PoolTimeout when none is free in time.
         """
-        if max_retries < 0:
-            raise ValueError(f"max_retries cannot be negative (got {max_retries})")
+        if max_retries.__class__ is not int or max_retries < 0:
+            _check_retries(max_retries)
         if timeout is None:
             timeout = self.timeout
+        elif timeout.__class__ is not float or not 0.0 <= timeout < _INF:
+            timeout = _checked_timeout(timeout)
         start = _monotonic()
         if self._orphans:
             self._reap()
@@ -855,11 +859,25 @@ class ConnectionPool:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
-        text = str(exc)
-        password = self._params.get("password")
-        if password:
-            text = text.replace(str(password), "***")
-        return text
+        return scrub_secrets(str(exc), self._params)
+
+
+def _check_retries(max_retries: Any) -> None:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+        raise TypeError(f"acquire(): max_retries must be an integer (got {max_retries!r})")
+    if max_retries < 0:
+        raise ValueError(f"acquire(): max_retries cannot be negative (got {max_retries})")
+
+
+def _checked_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"acquire(): timeout must be a number of seconds or None (got {timeout!r})")
+    if not math.isfinite(timeout):
+        raise ValueError(f"acquire(): timeout must be a finite number of seconds (got {timeout})")
+    if timeout < 0:
+        raise ValueError(f"acquire(): timeout cannot be negative (got {timeout})")
+    return float(timeout)
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
