@@ -7,11 +7,14 @@ import itertools
 import math
 import os
 import select
+import shutil
 import socket
 import sqlite3
 import ssl
+import tempfile
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from .config import DRIVERS
@@ -486,6 +489,10 @@ def _close_on_transport_error(network: Any) -> None:
     network.recv, network.send = guarded_recv, guarded_send
 
 
+# SQLite's "memdb" VFS with named databases shared between connections (3.36+).
+_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
+
+
 class SQLiteDriver(Driver):
     """The standard library's sqlite3: an embedded database file, no server."""
 
@@ -496,6 +503,7 @@ class SQLiteDriver(Driver):
     def __init__(self) -> None:
         self._memory_uri: str | None = None
         self._keeper: sqlite3.Connection | None = None
+        self._memory_dir: tuple[str, int] | None = None  # (directory, pid that made it)
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = dict(params)
@@ -504,19 +512,30 @@ class SQLiteDriver(Driver):
             kwargs.pop(mysql_only, None)
         kwargs.setdefault("timeout", 5.0 if timeout is None else max(timeout, 0.0))
         if path == ":memory:":
-            # Each plain ":memory:" connection is a new empty database; a named
-            # shared-cache one lets every connection of this pool see the same data.
+            # Each plain ":memory:" connection is a new empty database. The pool's
+            # connections share one private, named database on SQLite's "memdb" VFS,
+            # which locks like a file (a writer makes others wait up to the busy
+            # timeout), not a shared-cache one, whose table locks fail at once
+            # ("database table is locked") under any overlap.
             if self._memory_uri is None:
-                self._memory_uri = f"file:dbpool-{id(self)}-{next(self._memory_ids)}"
-                self._memory_uri += "?mode=memory&cache=shared"
-                # The database lives while one connection is open: keep one for the pool.
-                self._keeper = sqlite3.connect(self._memory_uri, uri=True,
-                                               check_same_thread=False)
+                self._memory_uri = self._private_database()
             path = self._memory_uri
             kwargs["uri"] = True
         # Pooled connections move between threads; the pool guarantees one user at a time.
         kwargs["check_same_thread"] = False
         return sqlite3.connect(path, **kwargs)
+
+    def _private_database(self) -> str:
+        """The URI of a new database private to this pool, for ":memory:"."""
+        if _MEMDB:
+            name = f"/dbpool-{os.getpid()}-{id(self)}-{next(self._memory_ids)}"
+            uri = f"file:{name}?vfs=memdb"
+            # The database lives while one connection is open: keep one for the pool.
+            self._keeper = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            return uri
+        # An SQLite without memdb: a file of our own, deleted with the pool.
+        self._memory_dir = (tempfile.mkdtemp(prefix="dbpool-memory-"), os.getpid())
+        return Path(self._memory_dir[0], "memory.sqlite3").as_uri()
 
     def probe(self, raw: Any) -> bool | None:
         return True
@@ -528,6 +547,9 @@ class SQLiteDriver(Driver):
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.close()
+        directory, self._memory_dir = self._memory_dir, None
+        if directory is not None and directory[1] == os.getpid():  # not a forked child's
+            shutil.rmtree(directory[0], ignore_errors=True)
 
     def reset_session(self, raw: Any) -> None:
         raw.rollback()
