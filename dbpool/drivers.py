@@ -23,7 +23,13 @@ from .config import DRIVERS
 _ACCESS_DENIED = 1045
 _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DATABASE = 1049
-_PERMANENT_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
+_LOGIN_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
+# Errors of the statements a connect runs for the pool (init_command, sql_mode): a
+# mistake in them fails every connect the same way. Syntax error, unknown variable,
+# wrong value or type for one, unknown time zone, missing privilege, unknown table,
+# column or function.
+_SETUP_CODES = frozenset({1064, 1149, 1193, 1231, 1232, 1298, 1227, 1146, 1054, 1305})
+_PERMANENT_CODES = _LOGIN_CODES | _SETUP_CODES
 
 _TOO_MANY_CONNECTIONS = 1040
 _LOST_CONNECTION = 2013
@@ -125,6 +131,13 @@ class Driver:
     def explain(self, exc: BaseException) -> str | None:
         """A plain-words cause of a connect error, when one is known."""
         code = _error_code(exc)
+        if _tls_verification_failed(exc):
+            return ("TLS certificate verification failed: the server's certificate is not "
+                    "signed by the CA given in ssl_ca (or, with ssl_verify_identity, is not "
+                    "made out to the host connected to)")
+        if code in _SETUP_CODES:
+            return ("a statement run at connect failed (check init_command and sql_mode; "
+                    "not retried)")
         if code == _TOO_MANY_CONNECTIONS:
             return "the server has no free connection slot (max_connections reached)"
         if code == _LOST_CONNECTION or isinstance(exc, TimeoutError):
@@ -137,8 +150,12 @@ class Driver:
         """Let go of anything the adapter keeps for its pool."""
 
     def is_permanent(self, exc: BaseException) -> bool:
-        """Whether a connect error is one that retrying cannot fix (bad login, unknown database)."""
-        return _error_code(exc) in _PERMANENT_CODES
+        """Whether a connect error is one that retrying cannot fix.
+
+        A bad login or unknown database, a mistake in ``init_command`` or
+        ``sql_mode``, a server certificate that fails verification.
+        """
+        return _error_code(exc) in _PERMANENT_CODES or _tls_verification_failed(exc)
 
     def describe(self, params: Mapping[str, Any]) -> str:
         """A one-line description of the target, never with the password."""
@@ -154,6 +171,29 @@ def _error_code(exc: BaseException) -> Any:
     if code is None and getattr(exc, "args", None):
         code = exc.args[0]
     return code
+
+
+_TLS_VERIFY_WORDS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    """Whether a connect error comes from a server certificate that failed verification.
+
+    PyMySQL wraps the ``ssl`` error in a "cannot connect" error (keeping it as
+    ``original_exception``); mysql-connector keeps only its text.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if any(words in str(current) for words in _TLS_VERIFY_WORDS):
+            return True
+        original = getattr(current, "original_exception", None)
+        current = (original if isinstance(original, BaseException)
+                   else current.__cause__ or current.__context__)
+    return False
 
 
 def _drop_socket(sock: Any) -> None:
