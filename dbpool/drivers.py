@@ -13,6 +13,7 @@ import sqlite3
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -36,8 +37,10 @@ _LOST_CONNECTION = 2013
 _CANNOT_CONNECT = 2003
 
 _COM_RESET_CONNECTION = 0x1F
-# The server-status bit of an open transaction, the same in every MySQL protocol.
+# The server-status bits of an open transaction and of autocommit, the same in every
+# MySQL protocol; every OK and EOF packet carries them.
 _SERVER_STATUS_IN_TRANS = 0x0001
+_SERVER_STATUS_AUTOCOMMIT = 0x0002
 # Every wait on the server is bounded by default, so that a dead or silent server
 # never holds a thread forever: connecting (the TCP connect and the login
 # handshake), and every read and write of a statement. 0 or None lifts a bound.
@@ -101,9 +104,31 @@ class Driver:
         """Whether the server reports an open transaction on this connection."""
         return bool(raw.in_transaction)
 
+    def needs_reset(self, raw: Any) -> bool:
+        """Whether a connection given back needs more than nothing to be like new.
+
+        Answered from what the connection already knows, without a round trip: an
+        open transaction, a result left unread, autocommit switched by the borrower.
+        """
+        return self.in_transaction(raw)
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        """Read and drop a result the borrower left unread, giving up after ``seconds``.
+
+        Raises the driver's error (or ``TimeoutError``) when it cannot: the
+        connection must then be closed.
+        """
+
+    def rollback(self, raw: Any) -> None:
+        """End what a borrower left: its open transaction, and autocommit if switched."""
+        raw.rollback()
+
     def reset_session(self, raw: Any) -> None:
         """Drop all session state (variables, temporary tables, open transaction)."""
         raw.rollback()
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        """Refuse, with a ConfigError, parameters this driver cannot use (at pool creation)."""
 
     def close(self, raw: Any) -> None:
         """Close a raw connection, ignoring the errors of a connection already broken."""
@@ -394,11 +419,57 @@ class PyMySQLDriver(Driver):
         # Exact for connections of this driver, which read the status of every reply.
         return bool((raw.server_status or 0) & _SERVER_STATUS_IN_TRANS)
 
+    def needs_reset(self, raw: Any) -> bool:
+        status = raw.server_status or 0
+        if status & _SERVER_STATUS_IN_TRANS:
+            return True
+        # The first packet of an unbuffered result carries no status: a SELECT ... FOR
+        # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
+        result = raw._result
+        if result is not None and result.unbuffered_active:
+            return True
+        wanted = raw.dbpool_autocommit
+        return wanted is not None and bool(status & _SERVER_STATUS_AUTOCOMMIT) != wanted
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        result = raw._result
+        while result is not None and result.unbuffered_active:
+            # The server sends the whole result whatever we do: read it to its end.
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"an unread result was not drained within {seconds}s")
+            if result._check_packet_is_eof(raw._read_packet()):
+                result.unbuffered_active = False
+                result.connection = None
+                if result.has_next:  # more result sets follow (a CALL): read them too
+                    raw.next_result(unbuffered=True)
+                    result = raw._result
+
+    def rollback(self, raw: Any) -> None:
+        if (raw.server_status or 0) & _SERVER_STATUS_IN_TRANS:
+            raw.rollback()
+        # After the rollback: switching autocommit on commits an open transaction.
+        if raw.dbpool_autocommit is not None:
+            raw.autocommit(raw.dbpool_autocommit)  # a round trip only if it differs
+
     def reset_session(self, raw: Any) -> None:
         # COM_RESET_CONNECTION clears variables, temporary tables and transactions
         # without re-authenticating; PyMySQL has no public call for it.
         raw._execute_command(_COM_RESET_CONNECTION, b"")
         raw._read_ok_packet()
+        # It also clears what PyMySQL set up at connect: set it up again, as its
+        # connect() does (sql_mode, init_command, then autocommit).
+        if raw.sql_mode is not None or raw.init_command is not None:
+            cur = raw.cursor()
+            try:
+                if raw.sql_mode is not None:
+                    cur.execute("SET sql_mode=%s", (raw.sql_mode,))
+                if raw.init_command is not None:
+                    cur.execute(raw.init_command)
+            finally:
+                cur.close()
+            if raw.init_command is not None:
+                raw.commit()
         # The reset gives the server's default autocommit; go back to the pool's
         # setting (not to whatever the last borrower switched to).
         if raw.dbpool_autocommit is not None:
@@ -430,6 +501,12 @@ class MySQLConnectorDriver(Driver):
         error = self._module.Error
 
         class Connection(MySQLConnection):
+            dbpool_status: int | None = None  # the server status of the last reply
+
+            def _handle_server_status(self, flags: int) -> None:
+                super()._handle_server_status(flags)
+                self.dbpool_status = flags
+
             # An error reply carries no server status, and a failed statement may have
             # opened a transaction (and taken locks): assume it did, so the pool rolls back.
             def cmd_query(self, *args: Any, **kwargs: Any) -> Any:
@@ -490,6 +567,46 @@ class MySQLConnectorDriver(Driver):
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
 
+    def check(self, params: Mapping[str, Any]) -> None:
+        if params.get("use_pure", True) is False and not getattr(self._module, "HAVE_CEXT",
+                                                                 False):
+            from .errors import ConfigError
+
+            raise ConfigError(
+                "use_pure=False asks for mysql-connector's C extension, which is not "
+                "available here (not installed, or it cannot load); leave use_pure out "
+                "to use the pure-Python protocol"
+            )
+
+    def needs_reset(self, raw: Any) -> bool:
+        if raw.in_transaction or raw.unread_result:
+            return True
+        wanted = raw.dbpool_autocommit
+        status = getattr(raw, "dbpool_status", None)
+        if wanted is None or status is None:
+            return False
+        return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while raw.unread_result:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"an unread result was not drained within {seconds}s")
+            raw.get_rows(count=_DRAIN_BATCH)
+        if getattr(raw, "_have_next_result", False):
+            # More result sets follow (a CALL): too rare to read through here.
+            raise self._module.InterfaceError("unread result sets left at return")
+
+    def rollback(self, raw: Any) -> None:
+        if raw.in_transaction:
+            raw.rollback()
+        wanted = raw.dbpool_autocommit
+        status = getattr(raw, "dbpool_status", None)
+        # After the rollback: switching autocommit on commits an open transaction.
+        if (wanted is not None and status is not None
+                and bool(status & _SERVER_STATUS_AUTOCOMMIT) != wanted):
+            raw.autocommit = wanted
+
     def reset_session(self, raw: Any) -> None:
         # The reset re-applies the connection's autocommit flag, which the last borrower
         # may have switched: go back to the pool's setting.
@@ -498,6 +615,10 @@ class MySQLConnectorDriver(Driver):
         # It reports failure by returning False, not by raising.
         if not raw.cmd_reset_connection():
             raise self._module.OperationalError("COM_RESET_CONNECTION failed")
+
+
+# Rows read per call while draining an unread mysql-connector result.
+_DRAIN_BATCH = 1000
 
 
 def _close_on_transport_error(network: Any) -> None:

@@ -330,7 +330,8 @@ class ConnectionPool:
         options = self.settings.pool
         self._driver = custom or get_driver(self.settings.driver)
         self._probe = self._driver.probe  # bound once: called at every checkout
-        self._in_transaction = self._driver.in_transaction
+        self._driver.check(self.settings.params)
+        self._needs_reset = self._driver.needs_reset
         self._params = dict(self.settings.params)
         self.mode = options.mode
         self.size = options.size
@@ -612,14 +613,15 @@ class ConnectionPool:
             reason = self._retire_reason(handle, failed, now)
             if reason is not None:
                 self._retire(handle, reason)
-            elif self._reset_session or self._in_transaction(raw):
+            elif self._reset_session or self._needs_reset(raw):
                 try:
                     # The reset is bounded like a ping: a silent server must not hold a release.
                     with self._driver.bounded(raw, self._ping_timeout):
+                        self._driver.discard_pending(raw, self._ping_timeout)
                         if self._reset_session:
                             self._driver.reset_session(raw)
                         else:
-                            raw.rollback()
+                            self._driver.rollback(raw)
                 except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
                     self._retire(handle, "broken")
