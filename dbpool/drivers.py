@@ -445,6 +445,14 @@ class PyMySQLDriver(Driver):
                     raw.next_result(unbuffered=True)
                     result = raw._result
 
+    def close(self, raw: Any) -> None:
+        result = raw._result
+        if result is not None and result.unbuffered_active:
+            # Its rows will never be read: keep the result's finalizer (and the cursor's
+            # close()) from reading the closed socket.
+            result.unbuffered_active = False
+        super().close(raw)
+
     def rollback(self, raw: Any) -> None:
         if (raw.server_status or 0) & _SERVER_STATUS_IN_TRANS:
             raw.rollback()

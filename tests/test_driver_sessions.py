@@ -125,6 +125,33 @@ def test_unread_result_is_finished_and_rolled_back_at_return(
     assert stats["closed_broken"] == 0  # drained and reused, not thrown away
 
 
+def test_unread_result_too_long_to_drain_closes_the_connection(
+        mysql_pool: Any, admin: Any, table: str, mysql_driver: str, pool_mode: str,
+        mysql_params: dict[str, Any]) -> None:
+    rows = 200_000  # far more than can be read in a millisecond
+    with admin.cursor() as cur:
+        cur.execute(f"INSERT INTO {table} SELECT seq FROM "
+                    f"`{mysql_params['database']}`.seq_1_to_{rows}")
+    pool = mysql_pool(size=1, max_overflow=0, ping_timeout=0.001)
+    conn = pool.acquire()
+    session = session_id(conn)
+    cur = unbuffered_cursor(conn)
+    cur.execute(f"SELECT id FROM {table} ORDER BY id FOR UPDATE")
+    assert cur.fetchone() == (1,)
+    pool.release(conn)
+    assert pool.get_stats()["closed_broken"] == 1  # given up on, closed
+    # The server ends the closed session's transaction and frees its locks.
+    for _ in range(500):
+        if not row_locked(admin, table):
+            break
+        time.sleep(0.01)
+    assert not row_locked(admin, table)
+    with pool as conn:
+        assert session_id(conn) != session
+        assert value(conn, f"SELECT COUNT(*) FROM {table}") == rows
+    del cur
+
+
 # -- decision: reset="rollback" restores the pool's autocommit ------------------------
 
 @pytest.mark.parametrize(("pool_autocommit", "statement"), [
