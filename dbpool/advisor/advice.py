@@ -174,7 +174,7 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
         return Verdict(t, "persistent", f"{at} shared {_failure(s)}, persistent did "
                                         f"{_rate(p.throughput)} req/s.")
     ratio = p.throughput / s.throughput
-    both = f"({_rate(p.throughput)} vs {_rate(s.throughput)} req/s)"
+    both = f"(persistent {_rate(p.throughput)}, shared {_rate(s.throughput)} req/s)"
     sc, pc = s.connections, p.connections
     if ratio > 1 + TIE and not _overlap(s, p):
         lead = f"{at} persistent did {ratio:.1f}x shared's throughput {both}"
@@ -190,7 +190,7 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
                        f"is {max_size}; shared held {_count(sc)}.", ratio, needs_max_size=t)
     if ratio < 1 - TIE and not _overlap(s, p):
         return Verdict(t, "shared", f"{at} shared did {1 / ratio:.1f}x persistent's throughput "
-                                    f"({_rate(s.throughput)} vs {_rate(p.throughput)} req/s) "
+                                    f"{both} "
                                     f"with {_count(sc)} connections against {_count(pc)}.",
                        ratio)
     server = _server_bound(s, p, smallest)
@@ -208,7 +208,7 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
                                     f"{_rate(p.throughput)} req/s (shared {share:.0%} of "
                                     f"persistent){bottleneck}.", ratio, True)
     return Verdict(t, "either", f"{at} the modes are even: shared reached {share:.0%} of "
-                                f"persistent's throughput {both}, with {_count(sc)} "
+                                f"persistent's throughput {both} with {_count(sc)} "
                                 f"connections against {_count(pc)}.", ratio)
 
 

@@ -199,6 +199,10 @@ def _workload(args: argparse.Namespace) -> Workload:
     return workload
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def _check_optional(args: argparse.Namespace) -> None:
     """Fail now, not after a minute of load, when an optional package is missing."""
     wanted = [(OTHER_PACKAGES[name], f"--compare {name}") for name in args.compare]
@@ -208,7 +212,7 @@ def _check_optional(args: argparse.Namespace) -> None:
         if not folder.is_dir():
             raise BenchError(f"--plot: folder {folder} does not exist")
     for package, option in wanted:
-        if package and importlib.util.find_spec(package.lower()) is None:
+        if package and not _installed(package.lower()):
             raise BenchError(f"{option} needs {package}, which is not installed: {_EXTRA}")
 
 
@@ -260,7 +264,7 @@ class _Progress:
         self.done = 0
         self.terminal = sys.stderr.isatty()
         self.bar: Any = None
-        if self.terminal and importlib.util.find_spec("tqdm") is not None:
+        if self.terminal and _installed("tqdm"):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="cell", leave=False, dynamic_ncols=True,
@@ -359,7 +363,8 @@ def _run(args: argparse.Namespace) -> int:
             sampler_error = sampler_error or sampler.failed
             sampler.close()
 
-    figures = aggregate(cells)
+    order = [cls.key for cls in classes]
+    figures = sorted(aggregate(cells), key=lambda f: (f.threads, order.index(f.contender)))
     advice = recommend(figures, max_size=settings.pool.max_size,
                        max_connections=None if sampler is None else sampler.max_connections)
     labels = {cls.key: cls.label for cls in classes}

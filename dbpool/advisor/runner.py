@@ -237,7 +237,12 @@ OTHER_PACKAGES = {"sqlalchemy": "SQLAlchemy", "dbutils": None, "dbutils-persiste
 
 
 def execute(conn: Any, request: Request, rng: random.Random, read_only: bool) -> None:
-    """Run one request: its statement, or its transaction, fetching every row."""
+    """Run one request: its statement, or its transaction, fetching every row.
+
+    A transaction, or a request that writes, ends with a commit. A read alone does
+    not: with autocommit off its transaction is rolled back when the connection
+    goes back to the pool, as in an application that only reads.
+    """
     cur = conn.cursor()
     try:
         if request.transaction:
@@ -247,7 +252,7 @@ def execute(conn: Any, request: Request, rng: random.Random, read_only: bool) ->
             cur.execute(statement.sql, statement.arguments(rng))
             if cur.description is not None:
                 cur.fetchall()
-        if request.transaction:
+        if request.transaction or request.writes:
             conn.commit()
     finally:
         cur.close()
@@ -395,6 +400,9 @@ def run_cell(
     if stuck:
         first_error = f"{stuck} worker threads did not stop in {JOIN_TIMEOUT:.0f}s; " + (
             first_error or "")
+    elif not requests and not errors:
+        first_error = (f"no request started and finished in the {window:.2f}s window "
+                       "(a statement waiting on a lock, or a window too short?)")
     result.update(
         requests=requests,
         errors=errors,

@@ -210,5 +210,5 @@ def placeholders(sql: str) -> tuple[int, str | None]:
         if code == "s":
             count += 1
         elif code != "%" and problem is None:
-            problem = f"%{code}" if code else "a lone % at the end"
+            problem = f"%{code}"
         i += 2

@@ -151,6 +151,15 @@ class Statement:
     rows: tuple[tuple[Any, ...], ...] = ()
     rows_source: str | None = None
 
+    @property
+    def reads_only(self) -> bool:
+        """Whether the read-only check passes it (see sqlcheck)."""
+        try:
+            check_read_only(self.sql)
+        except (UnsafeStatement, BadStatement):
+            return False
+        return True
+
     def arguments(self, rng: random.Random) -> tuple[Any, ...] | None:
         """The values of one execution; None when the statement takes none."""
         if self.rows:
@@ -181,7 +190,7 @@ def make_statement(sql: str, params: Sequence[str] = (), params_file: str | Path
     count, problem = placeholders(sql)
     if given and problem is not None:
         raise WorkloadError(
-            f"{where}: {problem} is not a placeholder: with parameters, use %s for each "
+            f"{where}: {problem!r} is not a placeholder: with parameters, use %s for each "
             "value and %% for a literal %")
     if count != given:
         source = (f"{given} values per row in {params_file}" if rows
@@ -198,6 +207,12 @@ class Request:
     statements: tuple[Statement, ...]
     transaction: bool = False
     weight: float = 1.0
+    writes: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A write is committed at the end of its request, as the application would;
+        # the pool would otherwise roll it back at return (autocommit off).
+        object.__setattr__(self, "writes", not all(s.reads_only for s in self.statements))
 
 
 @dataclass(frozen=True)
@@ -306,6 +321,8 @@ _STATEMENT_KEYS = ("sql", "params", "params_file")
 
 
 def _request(item: Any, path: Path, where: str) -> Request:
+    if isinstance(item, str):
+        item = {"sql": item}
     if not isinstance(item, Mapping):
         raise WorkloadError(f"{where}: expected a mapping with 'sql:' or 'transaction:'")
     weight = item.get("weight", 1)
@@ -320,7 +337,8 @@ def _request(item: Any, path: Path, where: str) -> Request:
                            for j, s in enumerate(body))
         return Request(statements, transaction=True, weight=float(weight))
     _no_unknown(item, (*_STATEMENT_KEYS, "weight"), where)
-    return Request((_statement(item, path, where),), weight=float(weight))
+    statement = {key: value for key, value in item.items() if key != "weight"}
+    return Request((_statement(statement, path, where),), weight=float(weight))
 
 
 def _statement(item: Any, path: Path, where: str) -> Statement:
