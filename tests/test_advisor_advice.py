@@ -156,6 +156,8 @@ def test_overlapping_rounds_are_even() -> None:
     ]
     advice = recommend(figures, max_size=15)
     assert advice.verdicts[0].choice == "either"
+    assert "(persistent 1,150, shared 1,000 req/s), within the rounds' spread (±15%, ±7%), " \
+        "with 8 connections against 8." in advice.verdicts[0].reason
     separate = [
         fig("shared", 8, 1000, rounds=3, throughput_min=980, throughput_max=1020),
         fig("persistent", 8, 1150, rounds=3, throughput_min=1130, throughput_max=1170),

@@ -195,20 +195,23 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
                        ratio)
     server = _server_bound(s, p, smallest)
     share = s.throughput / p.throughput
+    # Even by the rounds' overlap rather than by TIE: say so, the gap looks large.
+    noise = (f", within the rounds' spread ({_spread(s)}, {_spread(p)}),"
+             if abs(ratio - 1) > TIE else "")
     bottleneck = ""
     if server is not None:
         bottleneck = (f"; the server is the bottleneck: no more throughput than at "
                       f"{server[0]} threads while the client used {server[1]:.2f} CPU")
     if _fewer(sc, pc):
         return Verdict(t, "shared", f"{at} shared reached {share:.0%} of persistent's "
-                                    f"throughput with {sc} connections instead of {pc}"
+                                    f"throughput{noise} with {sc} connections instead of {pc}"
                                     f"{bottleneck}.", ratio, server is not None)
     if server is not None:
         return Verdict(t, "either", f"{at} neither mode matters: both did about "
                                     f"{_rate(p.throughput)} req/s (shared {share:.0%} of "
-                                    f"persistent){bottleneck}.", ratio, True)
+                                    f"persistent{noise.rstrip(',')}){bottleneck}.", ratio, True)
     return Verdict(t, "either", f"{at} the modes are even: shared reached {share:.0%} of "
-                                f"persistent's throughput {both} with {_count(sc)} "
+                                f"persistent's throughput {both}{noise} with {_count(sc)} "
                                 f"connections against {_count(pc)}.", ratio)
 
 
@@ -237,6 +240,12 @@ def _overlap(a: Figures, b: Figures) -> bool:
     if a_low is None or a_high is None or b_low is None or b_high is None:
         return False
     return a_low <= b_high and b_low <= a_high
+
+
+def _spread(f: Figures) -> str:
+    if not f.throughput or f.throughput_min is None or f.throughput_max is None:
+        return "?"
+    return f"±{(f.throughput_max - f.throughput_min) / 2 / f.throughput:.0%}"
 
 
 def _fewer(mine: int | None, theirs: int | None) -> bool:

@@ -28,9 +28,10 @@ from .runner import (
 from .sampler import SamplerError, ServerSampler
 from .workload import Workload, WorkloadError, check_think, from_arguments, load_workload
 
-DEFAULT_DURATION = 2.0
-DEFAULT_WARMUP = 0.5
-DEFAULT_ROUNDS = 2
+# 3 thread counts x 2 modes x 3 rounds of 1.9 s (and some settling): about 40 s.
+DEFAULT_DURATION = 1.5
+DEFAULT_WARMUP = 0.4
+DEFAULT_ROUNDS = 3
 MAX_THREADS = 1024
 # Seconds a cell costs beyond its warm-up and window: threads, pool, settling.
 _CELL_OVERHEAD = 0.3
@@ -172,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
     except (BenchError, WorkloadError, SamplerError) as exc:
         print(f"dbpool bench: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ndbpool bench: interrupted; its connections are closed", file=sys.stderr)
+        return 130
 
 
 def default_threads(settings: Settings) -> list[int]:
@@ -235,8 +239,8 @@ def _plan(settings: Settings, workload: Workload, classes: list[type[Contender]]
         f"{'s' if args.rounds != 1 else ''} of {args.duration:g} s per cell "
         f"(+{args.warmup:g} s warm-up)",
         f"  {cells} cells, about {_duration(seconds)}; at most {max(threads)} threads querying "
-        f"at once, at most {at_most + 2} connections open (one pool at a time, plus one "
-        "that samples the server's connection count and one that checks the statements)",
+        f"at once, at most {at_most + 1} connections open (one pool at a time, plus one "
+        "that samples the server's connection count)",
     ])
 
 
@@ -313,6 +317,11 @@ def _check_statements(settings: Settings, workload: Workload, read_only: bool) -
         pool.dispose()
 
 
+def _load() -> float | None:
+    """The 1-minute load average of this machine, where there is one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def _rotate(items: list[Any], by: int) -> list[Any]:
     by %= len(items)
     return items[by:] + items[:by]
@@ -337,11 +346,14 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     started = time.time()
+    load_start = _load()
     _check_statements(settings, workload, target.read_only)
     sampler: ServerSampler | None
     sampler_error = None
+    connections_before = None
     try:
         sampler = ServerSampler(settings.source, settings.config_name)
+        connections_before = sampler.baseline
     except SamplerError as exc:
         sampler, sampler_error = None, str(exc)
     cells: list[dict[str, Any]] = []
@@ -380,9 +392,11 @@ def _run(args: argparse.Namespace) -> int:
         },
         "server": {
             "max_connections": None if sampler is None else sampler.max_connections,
-            "connections_before": None if sampler is None else sampler.baseline,
+            "connections_before": connections_before,
         },
         "sampler_error": sampler_error,
+        "machine": {"cores": os.cpu_count(), "load_average_start": load_start,
+                    "load_average_end": _load()},
         "workload": workload.describe(),
         "results": [f.as_dict() for f in figures],
         "recommendation": advice.as_dict(),

@@ -70,6 +70,14 @@ def text(data: Mapping[str, Any], figures: Sequence[Figures], advice: Advice,
     if data.get("sampler_error"):
         notes.append(f"server connections not sampled ({data['sampler_error']}); "
                      "'opened' counts the connections each pool opened.")
+    machine = data.get("machine") or {}
+    loads = [x for x in (machine.get("load_average_start"), machine.get("load_average_end"))
+             if x is not None]
+    cores = machine.get("cores")
+    if loads and cores and max(loads) > cores:
+        notes.append(f"this machine was busy (load average {max(loads):.1f} on {cores} cores): "
+                     "other work shares its CPUs, so the figures are noisy; the spread (±) "
+                     "over the rounds shows how much.")
     notes.append("server conns: the most connections the server saw beyond those open "
                  "before each cell; wait: time to get a connection; CPU: this process's.")
     parts = [head, "", table(figures, labels), ""]

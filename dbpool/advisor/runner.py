@@ -24,6 +24,7 @@ from .sampler import SamplerError, ServerSampler
 from .workload import Request, Workload
 
 JOIN_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 1.0
 # Pause after a failed checkout, so a refusing server or a timing-out pool is not spun on.
 _ERROR_PAUSE = 0.01
 
@@ -348,7 +349,7 @@ def run_cell(
     """Run one cell and return its figures (one row of the JSON ``cells`` list)."""
     result: dict[str, Any] = {"contender": cls.key, "threads": threads,
                               "bound": cls.bound(target, threads)}
-    baseline = _sampled(sampler, lambda s: s.settle(s.baseline))
+    baseline = _sampled(sampler, _settle)
     try:
         contender = cls(target, threads)
     except Exception as exc:
@@ -418,6 +419,16 @@ def run_cell(
         client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
     )
     return result
+
+
+def _settle(sampler: ServerSampler) -> int:
+    """Wait for the last cell's connections to go; the count a new cell starts from.
+
+    Other clients of a busy server come and go too, so the wait is short and the
+    count it ends on becomes the next cell's reference.
+    """
+    sampler.baseline = sampler.settle(sampler.baseline, timeout=SETTLE_TIMEOUT)
+    return sampler.baseline
 
 
 def _sampled(sampler: ServerSampler | None, ask: Callable[[ServerSampler], int]) -> int | None:
