@@ -204,7 +204,7 @@ def test_confirmation_prompt(tmp_path: Path, mysql_params: dict[str, Any], admin
     host = f"{mysql_params['host']}:{mysql_params['port']}/{mysql_params['database']}"
     assert f"dbpool bench will put this load on pymysql://{mysql_params['user']}@{host}" in err
     assert "threads: 1; 1 round of 0.3 s per cell" in err
-    assert "at most 1 threads querying at once, at most 5 connections open" in err
+    assert "at most 1 threads querying at once, at most 2 connections open" in err
     assert "Run it? [y/N]" in err
     assert "Not run." in err
     assert declined.stdout == b""

@@ -443,8 +443,11 @@ def _sampled(sampler: ServerSampler | None, ask: Callable[[ServerSampler], int])
 
 
 def plan_bound(classes: list[type[Contender]], target: Target, threads: list[int]) -> int:
-    """The most connections any cell may open, and so the most the run may hold at once."""
-    return max(cls.bound(target, t) for cls in classes for t in threads)
+    """The most connections any cell may hold, and so the most the run may hold at once.
+
+    No pool lends more connections than there are threads to use them.
+    """
+    return max(min(cls.bound(target, t), t) for cls in classes for t in threads)
 
 
 def settings_summary(settings: Settings) -> Mapping[str, Any]:
