@@ -261,7 +261,8 @@ def test_missing_optional_packages_are_named(capsys: pytest.CaptureFixture[str],
     code, err = _bench(capsys, "--config", str(config), "--sql", "SELECT 1", "--yes",
                        "--plot", str(tmp_path / "out.png"))
     assert code == 2
-    assert "--plot needs matplotlib, which is not installed: pip install 'dbpool[advisor]'" in err
+    assert ("--plot needs matplotlib, which is not installed: "
+            "pip install 'dbpool-dbutils[advisor]'") in err
     code, err = _bench(capsys, "--config", str(config), "--sql", "SELECT 1", "--yes",
                        "--compare", "sqlalchemy")
     assert "--compare sqlalchemy needs SQLAlchemy" in err

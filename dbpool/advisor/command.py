@@ -35,7 +35,7 @@ DEFAULT_ROUNDS = 3
 MAX_THREADS = 1024
 # Seconds a cell costs beyond its warm-up and window: threads, pool, settling.
 _CELL_OVERHEAD = 0.3
-_EXTRA = "pip install 'dbpool[advisor]'"
+_EXTRA = "pip install 'dbpool-dbutils[advisor]'"
 
 _DESCRIPTION = """\
 Run your statements on your server in both pool modes and recommend one.
