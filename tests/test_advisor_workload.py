@@ -34,6 +34,7 @@ from dbpool.cli import main
     "EXPLAIN DELETE FROM t",  # only planned, not run
     "EXPLAIN FORMAT=JSON SELECT 1",
     "EXPLAIN ANALYZE SELECT 1",
+    "EXPLAIN ANALYZE FORMAT=TREE SELECT 1",
     "DESCRIBE t",
     "desc t",
     "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
@@ -69,6 +70,8 @@ def test_read_only_statements_pass(sql: str) -> None:
     ("WITH x AS (SELECT 1) DELETE FROM t", "a DELETE statement"),
     ("WITH x AS (SELECT 1), y AS (SELECT 2) UPDATE t SET a = 1", "a UPDATE statement"),
     ("EXPLAIN ANALYZE DELETE FROM t", "a DELETE statement"),
+    ("EXPLAIN ANALYZE FORMAT=TREE DELETE FROM t", "a DELETE statement"),
+    ("WITH x AS (DELETE FROM t RETURNING id) SELECT * FROM x", "a DELETE statement"),
     ("SELECT * FROM t INTO OUTFILE '/tmp/x'", "writes a file"),
     ("SELECT * FROM t INTO DUMPFILE '/tmp/x'", "writes a file"),
     ("SELECT * FROM t WHERE id = 1 FOR UPDATE", "locking read"),

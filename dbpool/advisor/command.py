@@ -356,6 +356,12 @@ def _run(args: argparse.Namespace) -> int:
         connections_before = sampler.baseline
     except SamplerError as exc:
         sampler, sampler_error = None, str(exc)
+    else:
+        room = sampler.max_connections - sampler.baseline
+        if plan_bound(classes, target, threads) > room:
+            print(f"warning: the server allows {sampler.max_connections} connections and has "
+                  f"{sampler.baseline} open: cells that need more than {room} will fail to "
+                  "connect", file=sys.stderr)
     cells: list[dict[str, Any]] = []
     progress = _Progress(len(classes) * len(threads) * args.rounds)
     try:

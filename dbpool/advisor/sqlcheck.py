@@ -161,7 +161,9 @@ def _after_with(tokens: list[_Token], i: int) -> list[_Token]:
         i += 1
         if not (i < len(tokens) and tokens[i].text == "("):
             raise UnsafeStatement("its WITH clause cannot be read (expected AS (...))")
-        i = _after_parentheses(tokens, i)
+        end = _after_parentheses(tokens, i)
+        _check_tokens(tokens[i + 1:end - 1])  # a common table expression only reads too
+        i = end
         if i < len(tokens) and tokens[i].text == ",":
             i += 1
             continue
@@ -184,12 +186,16 @@ _EXPLAIN_OPTIONS = ("EXTENDED", "PARTITIONS", "FORMAT", "=", "JSON", "TRADITIONA
 
 
 def _check_explain(tokens: list[_Token]) -> None:
-    # EXPLAIN [options] ANALYZE stmt runs stmt; plain EXPLAIN of a write only plans it.
-    i = 0
+    # EXPLAIN [options] ANALYZE [options] stmt runs stmt; plain EXPLAIN of a write only plans it.
+    i = _after_options(tokens, 0)
+    if i < len(tokens) and tokens[i].is_word("ANALYZE"):
+        _check_tokens(tokens[_after_options(tokens, i + 1):])
+
+
+def _after_options(tokens: list[_Token], i: int) -> int:
     while i < len(tokens) and tokens[i].text.upper() in _EXPLAIN_OPTIONS:
         i += 1
-    if i < len(tokens) and tokens[i].is_word("ANALYZE"):
-        _check_tokens(tokens[i + 1:])
+    return i
 
 
 def placeholders(sql: str) -> tuple[int, str | None]:
