@@ -91,7 +91,8 @@ def test_server_bottleneck_neither_mode_matters() -> None:
     assert not low.server_bound  # nothing smaller to compare with
     assert high.server_bound
     assert "neither mode matters" in high.reason
-    assert "no more throughput than at 4 threads while the client used 0.21 CPU" in high.reason
+    assert ("the server is the bottleneck: 1.02x the throughput of 4 threads with 4x the "
+            "threads, while the client used 0.21 CPU") in high.reason
 
 
 def test_server_bottleneck_with_fewer_shared_connections_picks_shared() -> None:
@@ -100,7 +101,8 @@ def test_server_bottleneck_with_fewer_shared_connections_picks_shared() -> None:
     assert advice.choice == "shared"
     verdict = advice.verdicts[1]
     assert verdict.server_bound
-    assert "15 connections instead of 64; the server is the bottleneck" in verdict.reason
+    assert "15 connections instead of 64; the server is the bottleneck: 1.02x the throughput " \
+        "of 4 threads with 16x the threads" in verdict.reason
 
 
 def test_flat_throughput_with_a_busy_client_is_not_the_server() -> None:
@@ -116,6 +118,17 @@ def test_growing_throughput_is_not_the_server() -> None:
     figures = [*pair(4, 1000, 1000), *pair(16, 3000, 3050)]
     advice = recommend(figures, max_size=20)
     assert not any(v.server_bound for v in advice.verdicts)
+
+
+@pytest.mark.parametrize("threads, throughput, bound", [
+    (12, 1390, True),  # 3x the threads, 1.39x the throughput: hardly grew
+    (12, 1410, False),  # 1.41x: still scaling
+    (7, 1000, False),  # fewer than twice the threads: too close to tell
+])
+def test_flat_means_growing_far_less_than_the_threads(threads: int, throughput: float,
+                                                      bound: bool) -> None:
+    figures = [*pair(4, 1000, 1000), *pair(threads, throughput, throughput)]
+    assert recommend(figures, max_size=20).verdicts[1].server_bound is bound
 
 
 def test_failed_persistent_loses() -> None:

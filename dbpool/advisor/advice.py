@@ -10,9 +10,10 @@ For each thread count the two modes are compared:
 - shared ahead by more than ``TIE`` wins;
 - within ``TIE``, or when the two modes' throughputs over the rounds overlap,
   the throughput is even: shared wins when it used clearly fewer
-  connections, else neither mode matters. When the throughput also stopped
-  growing with the threads while the client's CPU stayed below ``CLIENT_BUSY``,
-  the threads were waiting on the server: the server is the bottleneck.
+  connections, else neither mode matters. When the throughput also hardly grew
+  with the threads (see ``FLAT_SHARE``) while the client's CPU stayed below
+  ``CLIENT_BUSY``, the threads were waiting on the server: the server is the
+  bottleneck.
 
 The overall advice is the verdicts' common choice, or persistent up to some
 thread count and shared beyond it.
@@ -28,8 +29,10 @@ from typing import Any
 
 TIE = 0.10  # throughputs within 10 % of each other are even
 FEWER_SHARE = 0.2  # "clearly fewer connections": at least 20 % (and one) fewer
-FLAT = 1.15  # throughput grown by less than 15 % ...
-FLAT_THREADS = 2  # ... while the threads at least doubled, is flat
+# Throughput is flat when, with at least FLAT_THREADS times the threads, it grew by
+# less than FLAT_SHARE of their growth (3x the threads, less than 1.4x the throughput).
+FLAT_THREADS = 2
+FLAT_SHARE = 0.2
 CLIENT_BUSY = 0.75  # client CPU, in cores, where Python itself becomes the limit
 ERROR_SHARE = 0.01  # more failed requests than this share disqualify a mode
 MAX_CONNECTIONS_SHARE = 0.9  # the share of max_connections a bench may plan to use
@@ -200,8 +203,10 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
              if abs(ratio - 1) > TIE else "")
     bottleneck = ""
     if server is not None:
-        bottleneck = (f"; the server is the bottleneck: no more throughput than at "
-                      f"{server[0]} threads while the client used {server[1]:.2f} CPU")
+        fewer_threads, growth, cores = server
+        bottleneck = (f"; the server is the bottleneck: {growth:.2f}x the throughput of "
+                      f"{fewer_threads} threads with {t / fewer_threads:.3g}x the threads, "
+                      f"while the client used {cores:.2f} CPU")
     if _fewer(sc, pc):
         return Verdict(t, "shared", f"{at} shared reached {share:.0%} of persistent's "
                                     f"throughput{noise} with {sc} connections instead of {pc}"
@@ -216,19 +221,21 @@ def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
 
 
 def _server_bound(s: Figures, p: Figures,
-                  smallest: tuple[Figures, Figures] | None) -> tuple[int, float] | None:
-    """(fewer threads, client CPU) when the throughput is flat and the client was not busy."""
+                  smallest: tuple[Figures, Figures] | None) -> tuple[int, float, float] | None:
+    """(fewer threads, throughput growth, client CPU) if flat while the client was not busy."""
     if smallest is None:
         return None
     s0, p0 = smallest
-    if s.threads < FLAT_THREADS * s0.threads:
+    more_threads = s.threads / s0.threads
+    if more_threads < FLAT_THREADS:
         return None
-    if max(s.throughput, p.throughput) >= FLAT * max(s0.throughput, p0.throughput):
+    more_throughput = max(s.throughput, p.throughput) / max(s0.throughput, p0.throughput)
+    if more_throughput >= 1 + FLAT_SHARE * (more_threads - 1):
         return None
     cores = [c for c in (s.client_cores, p.client_cores) if c is not None]
     if not cores or max(cores) >= CLIENT_BUSY:
         return None
-    return s0.threads, max(cores)
+    return s0.threads, more_throughput, max(cores)
 
 
 def _overlap(a: Figures, b: Figures) -> bool:
