@@ -243,3 +243,24 @@ statements:
         assert r["requests"] > 0 and r["errors"] == 0, data["cells"]
     assert data["workload"]["requests"][1]["transaction"] is True
     assert data["settings"]["contenders"]["sqlalchemy"] == "SQLAlchemy QueuePool"
+
+
+def test_without_the_sampling_process_the_pools_count(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path,
+                                                      mysql_params: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbpool.advisor import command
+    from dbpool.advisor.sampler import SamplerError
+
+    def no_sampler(*args: Any) -> None:
+        raise SamplerError("cannot connect to sample the server: refused")
+
+    monkeypatch.setattr(command, "ServerSampler", no_sampler)
+    config = write_config(tmp_path, mysql_params, size=2, overflow=0)
+    code, out, err = bench(capsys, config, "--sql", "SELECT 1", "--threads", "2", *SHORT,
+                           "--yes")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "server connections not sampled (cannot connect to sample the server: refused)" \
+        in text
+    assert "2 (opened)" in out  # each pool's own count of the connections it opened

@@ -329,9 +329,8 @@ def _rotate(items: list[Any], by: int) -> list[Any]:
 
 def _run(args: argparse.Namespace) -> int:
     workload = _workload(args)
-    config = getattr(args, "config", None)
     config_name = getattr(args, "config_name", None) or "primary"
-    settings = load_settings(config_name, config=config)
+    settings = load_settings(config_name, config=getattr(args, "config", None))
     if settings.driver == "sqlite":
         where = settings.source or "no config file found"
         raise BenchError(f"config {config_name!r} ({where}) is a SQLite database; dbpool bench "
@@ -346,45 +345,31 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     started = time.time()
-    load_start = _load()
+    machine = {"cores": os.cpu_count(), "load_average_start": _load()}
     _check_statements(settings, workload, target.read_only)
-    sampler: ServerSampler | None
-    sampler_error = None
-    connections_before = None
+    server: dict[str, Any] = {"max_connections": None, "connections_before": None}
+    sampler: ServerSampler | None = None
+    sampler_error: str | None = None
     try:
         sampler = ServerSampler(settings.source, settings.config_name)
-        connections_before = sampler.baseline
     except SamplerError as exc:
-        sampler, sampler_error = None, str(exc)
+        sampler_error = str(exc)
     else:
-        room = sampler.max_connections - sampler.baseline
-        if plan_bound(classes, target, threads) > room:
-            print(f"warning: the server allows {sampler.max_connections} connections and has "
-                  f"{sampler.baseline} open: cells that need more than {room} will fail to "
-                  "connect", file=sys.stderr)
-    cells: list[dict[str, Any]] = []
-    progress = _Progress(len(classes) * len(threads) * args.rounds)
+        server.update(max_connections=sampler.max_connections,
+                      connections_before=sampler.baseline)
+        _warn_max_connections(sampler, plan_bound(classes, target, threads))
     try:
-        for rnd in range(args.rounds):
-            for count in threads:
-                for cls in _rotate(classes, rnd):
-                    progress.step(f"{cls.key}, {count} threads")
-                    cell = run_cell(cls, target, workload, sampler, threads=count,
-                                    warmup=args.warmup, duration=args.duration,
-                                    seed=args.seed * 1_000_003 + rnd * 10_007 + count)
-                    cell["round"] = rnd
-                    cells.append(cell)
-                    progress.advance()
+        cells = _measure(classes, target, workload, sampler, threads, args)
     finally:
-        progress.close()
         if sampler is not None:
-            sampler_error = sampler_error or sampler.failed
+            sampler_error = sampler.failed
             sampler.close()
+    machine["load_average_end"] = _load()
 
     order = [cls.key for cls in classes]
     figures = sorted(aggregate(cells), key=lambda f: (f.threads, order.index(f.contender)))
     advice = recommend(figures, max_size=settings.pool.max_size,
-                       max_connections=None if sampler is None else sampler.max_connections)
+                       max_connections=server["max_connections"])
     labels = {cls.key: cls.label for cls in classes}
     data: dict[str, Any] = {
         "target": settings.describe(),
@@ -393,16 +378,11 @@ def _run(args: argparse.Namespace) -> int:
         "settings": {
             "threads": threads, "duration_s": args.duration, "warmup_s": args.warmup,
             "rounds": args.rounds, "seed": args.seed, "allow_writes": args.allow_writes,
-            "contenders": {cls.key: cls.label for cls in classes},
-            "pool": dict(settings_summary(settings)),
+            "contenders": labels, "pool": dict(settings_summary(settings)),
         },
-        "server": {
-            "max_connections": None if sampler is None else sampler.max_connections,
-            "connections_before": connections_before,
-        },
+        "server": server,
         "sampler_error": sampler_error,
-        "machine": {"cores": os.cpu_count(), "load_average_start": load_start,
-                    "load_average_end": _load()},
+        "machine": machine,
         "workload": workload.describe(),
         "results": [f.as_dict() for f in figures],
         "recommendation": advice.as_dict(),
@@ -422,3 +402,32 @@ def _run(args: argparse.Namespace) -> int:
             print(f"\nplot: {data['plot']}")
     return 0
 
+
+def _warn_max_connections(sampler: ServerSampler, needed: int) -> None:
+    room = sampler.max_connections - sampler.baseline
+    if needed > room:
+        print(f"warning: the server allows {sampler.max_connections} connections and has "
+              f"{sampler.baseline} open: cells that need more than {room} will fail to "
+              "connect", file=sys.stderr)
+
+
+def _measure(classes: list[type[Contender]], target: Target, workload: Workload,
+             sampler: ServerSampler | None, threads: list[int],
+             args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every cell, round after round; each round runs the pools in a rotated order."""
+    cells: list[dict[str, Any]] = []
+    progress = _Progress(len(classes) * len(threads) * args.rounds)
+    try:
+        for rnd in range(args.rounds):
+            for count in threads:
+                for cls in _rotate(classes, rnd):
+                    progress.step(f"{cls.key}, {count} threads")
+                    cell = run_cell(cls, target, workload, sampler, threads=count,
+                                    warmup=args.warmup, duration=args.duration,
+                                    seed=args.seed * 1_000_003 + rnd * 10_007 + count)
+                    cell["round"] = rnd
+                    cells.append(cell)
+                    progress.advance()
+    finally:
+        progress.close()
+    return cells
