@@ -277,6 +277,8 @@ def test_missing_optional_packages_are_named(capsys: pytest.CaptureFixture[str],
     (["--sql", "SELECT 1", "--threads", "a,b"], "expected thread counts like 4,16,64"),
     (["--sql", "SELECT 1", "--duration", "0"], "expected 0 < seconds"),
     (["--sql", "SELECT 1", "--compare", "hikari"], "unknown pool hikari"),
+    (["--sql", "SELECT %s", "--params-file", "a", "--params-file", "b"],
+     "--sql #1 has two --params-file"),
 ])
 def test_bad_options(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -294,3 +296,23 @@ def test_default_threads_surround_the_pool_size(tmp_path: Path) -> None:
                       "      max_overflow: 0\n")
     assert command.default_threads(load_settings(config=config)) == [5, 15, 30]
     assert command.default_threads(load_settings("tiny", config=config)) == [1, 2]
+
+
+def test_params_attach_to_the_sql_before_them(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("database:\n  primary:\n    host: 127.0.0.1\n    port: 9\n")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("1\n2\n")
+    code, err = _bench(capsys, "--config", str(config), "--sql", "SELECT %s", "--params-file",
+                       str(ids), "--sql", "SELECT 1", "--param", "int:1:2")
+    assert code == 2
+    assert "--sql #2: 0 placeholders (%s) but 1 parameter" in err
+    # Well attached, the workload is built and the plan shown; then, with no terminal
+    # to ask on and no --yes, it stops before connecting.
+    code, err = _bench(capsys, "--config", str(config), "--sql", "SELECT 1", "--sql",
+                       "SELECT %s, %s", "--param", "int:1:2", "--param", "choice:a,b",
+                       "--sql", "SELECT %s", "--params-file", str(ids))
+    assert code == 2
+    assert "3 statements (SELECT; read-only)" in err
+    assert "refusing to run: no terminal" in err
