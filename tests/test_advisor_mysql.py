@@ -86,7 +86,7 @@ def test_point_select_json_and_plot(capsys: pytest.CaptureFixture[str], tmp_path
     assert data["target"].endswith(host)
     assert data["settings"]["threads"] == [2, 4]
     assert data["settings"]["pool"]["max_size"] == 4
-    assert data["server"]["max_connections"] > 0
+    assert data["server"]["max_connections"] > 0 and data["server"]["local"] is True
     assert data["sampler_error"] is None
     assert data["workload"]["requests"][0]["statements"][0] == {
         "sql": POINT[0], "params": [POINT[1]]}
@@ -138,6 +138,7 @@ def test_think_time_shared_wins_on_connections(capsys: pytest.CaptureFixture[str
     assert shared_conns <= 4
     assert persistent_conns == 8
     assert "Recommendation: Pick shared." in out
+    assert "the server runs on this machine" in " ".join(out.split())
     assert f"with {shared_conns} connections instead of 8" in " ".join(out.split())
     assert "persistent mode ran with max_size raised to the thread count at 8 threads" \
         in " ".join(out.split())

@@ -317,6 +317,14 @@ def _check_statements(settings: Settings, workload: Workload, read_only: bool) -
         pool.dispose()
 
 
+def _local(settings: Settings) -> bool:
+    """Whether the server runs on this machine, sharing its CPUs with the bench."""
+    params = settings.params
+    host = str(params.get("host") or "localhost")
+    return bool(params.get("unix_socket")) or host in ("localhost", "::1") or (
+        host.startswith("127."))
+
+
 def _load() -> float | None:
     """The 1-minute load average of this machine, where there is one."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -347,7 +355,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.time()
     machine = {"cores": os.cpu_count(), "load_average_start": _load()}
     _check_statements(settings, workload, target.read_only)
-    server: dict[str, Any] = {"max_connections": None, "connections_before": None}
+    server: dict[str, Any] = {"max_connections": None, "connections_before": None,
+                              "local": _local(settings)}
     sampler: ServerSampler | None = None
     sampler_error: str | None = None
     try:

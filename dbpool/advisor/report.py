@@ -78,6 +78,9 @@ def text(data: Mapping[str, Any], figures: Sequence[Figures], advice: Advice,
         notes.append(f"this machine was busy (load average {max(loads):.1f} on {cores} cores): "
                      "other work shares its CPUs, so the figures are noisy; the spread (±) "
                      "over the rounds shows how much.")
+    if (data.get("server") or {}).get("local"):
+        notes.append("the server runs on this machine: it shares the CPUs with this bench, "
+                     "so 'the server is the bottleneck' may mean the machine is.")
     notes.append("server conns: the most connections the server saw beyond those open "
                  "before each cell; wait: time to get a connection; CPU: this process's.")
     parts = [head, "", table(figures, labels), ""]
