@@ -294,8 +294,32 @@ class _PoolEntry:
             raise PoolError(
                 f"close_thread_connection() inside a transaction of config "
                 f"{self.config_name!r}: leave the transaction block first")
+        self.give_back_remotes(None)
         self.local.__dict__.pop("keeper", None)
         self.pool.close_thread_connection()
+
+    def lend_remote(self, owner: object) -> PooledConnection:
+        """The calling thread's db_connect_remote() connection for ``owner``, kept."""
+        remotes: weakref.WeakKeyDictionary[object, PooledConnection]
+        remotes = self.local.__dict__.setdefault("remotes", weakref.WeakKeyDictionary())
+        conn = remotes.get(owner)
+        if conn is None or _given_back(conn):
+            conn = remotes[owner] = self.pool.acquire()
+        return conn
+
+    def give_back_remotes(self, owner: object | None) -> None:
+        """Give back what the calling thread holds from ``lend_remote`` (for ``owner``, or all)."""
+        remotes = self.local.__dict__.get("remotes")
+        if not remotes:
+            return
+        if owner is None:
+            conns = list(remotes.values())
+            remotes.clear()
+        else:
+            conn = remotes.pop(owner, None)
+            conns = [] if conn is None else [conn]
+        for conn in conns:
+            conn.close()
 
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
         """The worker threads of the async methods: no more than the pool's max_size."""
@@ -500,25 +524,6 @@ class _SqlMethods:
             self._pin(None)
             entry.give_back(conn)
 
-    def db_connect_remote(self, config_name: str) -> PooledConnection:
-        """A connection from the class-level pool of another config; give it back with close().
-
-        Calling it again for the same config returns the same connection until it is given
-        back. A ``with`` block on it gives it back at the end.
-        """
-        remotes: dict[str, PooledConnection] = self.__dict__.setdefault("_remotes", {})
-        conn = remotes.get(config_name)
-        if conn is None or _given_back(conn):
-            conn = _registry.get(config_name, {}).pool.acquire()
-            remotes[config_name] = conn
-        return conn
-
-    def _close_remotes(self) -> None:
-        remotes: dict[str, PooledConnection] = self.__dict__.get("_remotes", {})
-        while remotes:
-            _, conn = remotes.popitem()
-            conn.close()
-
 
 def _given_back(conn: PooledConnection) -> bool:
     try:
@@ -540,6 +545,7 @@ class ObjData(_SqlMethods):
         self._entry: _PoolEntry | None = None
         self._fixed: _Session | None = None  # over DB, for the instance's lifetime
         self._own: _Session | None = None  # of a transaction on a borrowed connection
+        self._remotes: dict[str, PooledConnection] = {}  # of db_connect_remote
         if DB is None:
             self._entry = _registry.get(config_name, {})
         else:
@@ -555,9 +561,23 @@ class ObjData(_SqlMethods):
         assert self._entry is not None  # DB=None made one; with a DB, _pinned() never misses
         return self._entry
 
+    def db_connect_remote(self, config_name: str) -> PooledConnection:
+        """A connection from the class-level pool of another config; give it back with close().
+
+        Calling it again for the same config returns the same connection until it is given
+        back. A ``with`` block on it gives it back at the end.
+        """
+        conn = self._remotes.get(config_name)
+        if conn is None or _given_back(conn):
+            conn = self._remotes[config_name] = _registry.get(config_name, {}).pool.acquire()
+        return conn
+
     def close(self) -> None:
         """Give back the connections of ``db_connect_remote``; ``DB`` is left to its owner."""
-        self._close_remotes()
+        remotes = self._remotes
+        while remotes:
+            _, conn = remotes.popitem()
+            conn.close()
 
     def __enter__(self) -> ObjData:
         return self
@@ -610,6 +630,28 @@ class ObjDataThreadSafe(_SqlMethods):
     def _borrow_from(self) -> _PoolEntry:
         return self._entry
 
+    # An instance is shared by threads, so each thread gets its own remote connections;
+    # they are kept on the remote pool's entry, where close_thread_connection() finds them.
+    def db_connect_remote(self, config_name: str) -> PooledConnection:
+        """A connection from the class-level pool of another config, for the calling thread.
+
+        Calling it again in the same thread returns the same connection until it is given
+        back: by ``close()`` (or the end of a ``with`` block on the instance) in that
+        thread, by ``close_thread_connection()``, or by its own ``close()``.
+        """
+        return self._registry.get(config_name, {}).lend_remote(self)
+
+    def close(self) -> None:
+        """Give back the calling thread's ``db_connect_remote`` connections of this instance."""
+        for entry in self._registry.entries(None):
+            entry.give_back_remotes(self)
+
+    def __enter__(self) -> ObjDataThreadSafe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- class level -----------------------------------------------------------------
 
     @classmethod
@@ -624,10 +666,10 @@ class ObjDataThreadSafe(_SqlMethods):
 
     @classmethod
     def close_thread_connection(cls, config_name: str | None = None) -> None:
-        """Give back the connection the calling thread holds (of every config by default).
+        """Give back the connections the calling thread holds (of every config by default).
 
-        Only persistent mode leaves a thread holding one between statements. Inside a
-        transaction block it is an error.
+        Those are its ``db_connect_remote`` connections and, in persistent mode, the one it
+        keeps between statements. Inside a transaction block it is an error.
         """
         for entry in cls._registry.entries(config_name):
             entry.release_thread()

@@ -47,13 +47,13 @@ _LEAK_SCAN_INTERVAL = 1.0
 
 
 class _NeverRaised(Exception):
-    """Stands for DBUtils' failover errors: we never let it fail over."""
+    """Stands for DBUtils' failover errors: we never let it fail over.
 
-
-def _never_fatal(error: BaseException) -> bool:
-    # DBUtils' failover re-executes a statement that failed on a dead connection.
-    # The statement may have run already; the caller must see the error instead.
-    return False
+    DBUtils' failover re-executes a statement that failed on a dead connection, which
+    may have run already. It only acts on these errors, raised by its own cursors, and
+    no statement goes through them (a lent connection runs on the driver's own), so
+    DBUtils never fails over, nor asks an ``isfatal`` callback.
+    """
 
 
 class _Handle:
@@ -115,7 +115,6 @@ class _Slots:
 _DBUTILS_OPTIONS: dict[str, Any] = {
     "ping": 0,  # validation happens outside DBUtils' lock
     "failures": _NeverRaised,
-    "isfatal": _never_fatal,
 }
 
 
