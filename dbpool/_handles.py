@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
@@ -33,11 +33,10 @@ class _NeverRaised(Exception):
 
 
 class _Handle:
-    """The object DBUtils pools: a slot whose driver connection dbpool may replace.
+    """The object DBUtils pools: a slot whose driver connection the pool may replace.
 
-    DBUtils keeps these as if they were DB-API connections. The driver
-    connection inside (``raw``) is opened, validated, reset and closed by the
-    pool outside every lock, which DBUtils' own steady connections cannot do.
+    The driver connection inside (``raw``) is opened, validated, reset and closed
+    by the pool, outside every lock.
     """
 
     __slots__ = (
@@ -47,13 +46,13 @@ class _Handle:
         "dropped",
         "epoch",
         "expires",
+        "factory",
         "raw",
         "returned",
-        "slots",
     )
 
-    def __init__(self, slots: _Slots) -> None:
-        self.slots = slots
+    def __init__(self, factory: _HandleFactory) -> None:
+        self.factory = factory
         self.raw: Any = None
         self.created = 0.0
         self.expires = float("inf")
@@ -68,17 +67,21 @@ class _Handle:
         if not self.dropped:
             self.dropped = True
             # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
-            self.slots.graveyard.append(self)
+            self.factory.dropped.append(self)
 
 
-class _Slots:
-    """A DB-API-shaped factory of empty handles, given to DBUtils as its creator."""
+class _HandleFactory:
+    """A DB-API-shaped module that makes empty handles, given to DBUtils as its creator.
+
+    ``live`` holds every handle not yet dropped, which bounds the pool; ``dropped``
+    queues the handles DBUtils let go, for the pool to close and forget.
+    """
 
     threadsafety = 1
     OperationalError = InterfaceError = InternalError = _NeverRaised
 
     def __init__(self) -> None:
-        self.graveyard: deque[_Handle] = deque()
+        self.dropped: deque[_Handle] = deque()
         self.live: set[_Handle] = set()
 
     def connect(self) -> _Handle:
@@ -94,6 +97,48 @@ _DBUTILS_OPTIONS: dict[str, Any] = {
 }
 
 
+class _Store(Protocol):
+    """Where a mode keeps the handles not lent out; every call is made under the pool lock."""
+
+    @property
+    def idle(self) -> int:
+        """Handles kept idle that any thread may take."""
+        ...
+
+    @property
+    def timeout_hint(self) -> str:
+        """What a timeout message adds to explain where the connections are."""
+        ...
+
+    def owns_handle(self) -> bool:
+        """Whether the calling thread has a handle of its own, to take without a free slot."""
+        ...
+
+    def full(self) -> bool:
+        """Whether a handle given back now would be dropped rather than kept."""
+        ...
+
+    def take(self) -> tuple[Any, _Handle]:
+        """A DBUtils token and its handle: an idle one, else a new one (no I/O)."""
+        ...
+
+    def put(self, token: Any, handle: _Handle) -> None:
+        """Give a handle back to DBUtils, which keeps it or drops it."""
+        ...
+
+    def thread_handle(self) -> _Handle | None:
+        """The handle bound to the calling thread, if the mode binds them."""
+        ...
+
+    def forget_thread(self) -> None:
+        """Unbind the calling thread's handle, so that DBUtils drops it."""
+        ...
+
+    def close_idle(self) -> None:
+        """Drop every idle handle (DBUtils calls their close(), which only queues them)."""
+        ...
+
+
 class _SharedStore:
     """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
 
@@ -102,17 +147,17 @@ class _SharedStore:
     server's ``wait_timeout``; connections beyond ``size`` are closed at return.
     """
 
-    thread_affine = False
+    timeout_hint = ""
 
-    def __init__(self, slots: _Slots, size: int) -> None:
+    def __init__(self, factory: _HandleFactory, size: int) -> None:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
         # maxcached=size: a handle given back to a full pool is dropped, not kept.
-        self._db = PooledDB(slots, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
+        self._db = PooledDB(factory, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
         self.size = size
-        self.idle = 0
+        self.idle = 0  # PooledDB's idle list, counted: it has no cheap length
 
-    def ready(self) -> bool:
-        return self.idle > 0
+    def owns_handle(self) -> bool:
+        return False
 
     def full(self) -> bool:
         return self.idle >= self.size
@@ -128,7 +173,7 @@ class _SharedStore:
         if not handle.dropped:
             self.idle += 1
 
-    def thread_handle(self) -> None:
+    def thread_handle(self) -> _Handle | None:
         return None
 
     def forget_thread(self) -> None:
@@ -140,16 +185,24 @@ class _SharedStore:
 
 
 class _PersistentStore:
-    """Persistent mode: DBUtils' PersistentDB keeps one handle per thread."""
+    """Persistent mode: DBUtils' PersistentDB keeps one handle per thread.
 
-    thread_affine = True
+    DBUtils' thread-local finalizer drops the handle of a thread that ended.
+    """
 
-    def __init__(self, slots: _Slots) -> None:
+    idle = 0  # a thread's kept connection is not free for another thread
+    timeout_hint = (
+        ": in persistent mode each connection stays with its "
+        "thread until the thread ends or calls close_thread_connection()"
+    )
+
+    def __init__(self, factory: _HandleFactory) -> None:
         # threading.local: DBUtils' default pure-Python local takes a lock on every access.
-        self._db = PersistentDB(slots, closeable=True, threadlocal=threading.local,
-                                **_DBUTILS_OPTIONS)
+        self._db = PersistentDB(
+            factory, closeable=True, threadlocal=threading.local, **_DBUTILS_OPTIONS
+        )
 
-    def ready(self) -> bool:
+    def owns_handle(self) -> bool:
         return hasattr(self._db.thread, "connection")
 
     def full(self) -> bool:
@@ -160,11 +213,7 @@ class _PersistentStore:
         return steady, steady.dbapi_connection
 
     def put(self, token: Any, handle: _Handle) -> None:
-        return None
-
-    @property
-    def idle(self) -> int:
-        return 0  # a thread's kept connection is not free for another thread
+        return None  # the handle stays with its thread
 
     def thread_handle(self) -> _Handle | None:
         steady = getattr(self._db.thread, "connection", None)
@@ -174,7 +223,14 @@ class _PersistentStore:
         steady = getattr(self._db.thread, "connection", None)
         if steady is not None:
             del self._db.thread.connection
-            steady.close()  # DBUtils closes the handle, which frees the slot
+            steady.close()  # DBUtils closes the handle, which queues it as dropped
 
     def close_idle(self) -> None:
-        return None
+        return None  # a kept handle is its thread's, idle or not
+
+
+def make_store(mode: str, factory: _HandleFactory, size: int) -> _Store:
+    """The store of ``mode`` ("shared" or "persistent"), already validated."""
+    if mode == "persistent":
+        return _PersistentStore(factory)
+    return _SharedStore(factory, size)

@@ -39,7 +39,7 @@ class PooledConnection:
                 token, handle = lease.pop()
             except IndexError:
                 return
-            self._pool._orphans.append((token, handle, self._since, self._origin))
+            self._pool._collected.append((token, handle, self._since, self._origin))
 
     def _live(self) -> Any:
         raw = self._raw

@@ -13,7 +13,7 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
-from ._handles import _Handle, _PersistentStore, _SharedStore, _Slots
+from ._handles import _Handle, _HandleFactory, _Store, make_store
 from .config import MODES, Settings, load_settings
 from .connection import PooledConnection
 from .drivers import Driver, get_driver
@@ -131,22 +131,18 @@ class ConnectionPool:
         # `with self._lock` is a C call, `with self._cond` a Python one: the hot path uses the lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._slots = _Slots()
-        self._store: _SharedStore | _PersistentStore
-        if self.mode == "persistent":
-            self._store = _PersistentStore(self._slots)
-        else:
-            self._store = _SharedStore(self._slots, self.size)
+        self._handles = _HandleFactory()
+        self._store: _Store = make_store(self.mode, self._handles, self.size)
         self._stats = PoolStats()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
         self._local = threading.local()  # the `with pool as conn` stack of each thread
-        # Leases of connections garbage-collected without release, for _reap().
-        self._orphans: deque[tuple[Any, _Handle, float, str | None]] = deque()
+        # Leases of connections garbage-collected without release, for _reclaim_collected().
+        self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
         # Lent connections, watched only when leak_threshold is set.
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
-        self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
+        self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -157,8 +153,8 @@ class ConnectionPool:
         (another thread may have held the old one at the fork).
         """
         self._finalizer.detach()
-        handles = set(self._slots.live) | set(self._slots.graveyard)
-        handles.update(lease[1] for lease in self._orphans)
+        handles = set(self._handles.live) | set(self._handles.dropped)
+        handles.update(lease[1] for lease in self._collected)
         for handle in handles:
             raw, handle.raw = handle.raw, None
             if raw is not None:
@@ -179,10 +175,10 @@ class ConnectionPool:
         if timeout is None:
             timeout = self.timeout
         start = _monotonic()
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()
         token, handle = self._checkout(start + timeout, timeout)
         # The common case, decided with no I/O but a look at the socket: a current
         # connection seen alive moments ago, or one lent to this very thread already.
@@ -234,7 +230,7 @@ class ConnectionPool:
             log.debug("ignored a second release of a connection of %s", self.name)
             return
         conn._raw = None
-        if handle.slots is not self._slots:
+        if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return
         self._checkin(token, handle, failed=False)
@@ -276,7 +272,7 @@ class ConnectionPool:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
-        self._bury()
+        self._close_dropped()
 
     def close_all(self) -> None:
         """Close every idle connection now, and every lent one when it comes back.
@@ -285,12 +281,12 @@ class ConnectionPool:
         """
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
         for raw in raws:
             self._driver.close(raw)
-        self._bury()
+        self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self.name)
 
     def dispose(self) -> None:
@@ -299,20 +295,20 @@ class ConnectionPool:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
-        if not any(h.borrows for h in list(self._slots.live)):
+        if not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()  # connections of threads that ended since the last call
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()  # connections of threads that ended since the last call
         if self._leak_threshold is not None:
             self._report_leaks()
         with self._lock:
             stats = self._stats.snapshot()
-            handles = list(self._slots.live)
+            handles = list(self._handles.live)
             in_use = self._in_use
             waiting = self._waiting
         open_count = sum(1 for h in handles if h.raw is not None)
@@ -341,11 +337,11 @@ class ConnectionPool:
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
-                if store.thread_affine and store.ready():
+                if store.owns_handle():
                     break  # persistent mode: the thread's own connection
                 # Waiting threads go first: a newcomer takes a connection only when there
                 # is one for every waiter too, or a busy pool starves its waiters.
-                free = store.idle + self.max_size - len(self._slots.live)
+                free = store.idle + self.max_size - len(self._handles.live)
                 if free > (0 if queued else self._waiting):
                     break
                 remaining = deadline - time.monotonic()
@@ -358,11 +354,11 @@ class ConnectionPool:
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 finally:
                     self._waiting -= 1
-                if self._slots.graveyard or self._orphans:
+                if self._handles.dropped or self._collected:
                     self._lock.release()
                     try:
-                        self._reap()
-                        self._bury()
+                        self._reclaim_collected()
+                        self._close_dropped()
                     finally:
                         self._lock.acquire()
             token, handle = store.take()
@@ -407,9 +403,9 @@ class ConnectionPool:
         if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()
-        if self._slots.graveyard:
-            self._bury()
-        if self._closed and not any(h.borrows for h in list(self._slots.live)):
+        if self._handles.dropped:
+            self._close_dropped()
+        if self._closed and not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # the last connection lent before dispose() is back
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
@@ -427,17 +423,10 @@ class ConnectionPool:
         return None
 
     def _timeout_message(self, timeout: float) -> str:
-        held = len(self._slots.live)
+        held = len(self._handles.live)
         text = (f"Connection pool timeout after {timeout:.1f}s "
                 f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
-        if self._store.thread_affine:
-            text += (
-                f" in pool {self.name}: in persistent mode each connection stays with its "
-                "thread until the thread ends or calls close_thread_connection()"
-            )
-        else:
-            text += f" in pool {self.name}"
-        return text
+        return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
     # -- I/O outside the lock ------------------------------------------------
 
@@ -543,13 +532,13 @@ class ConnectionPool:
         raw, handle.raw = handle.raw, None
         return raw
 
-    def _bury(self) -> None:
-        """Close the connections of handles DBUtils let go, and free their slots."""
-        graveyard = self._slots.graveyard
+    def _close_dropped(self) -> None:
+        """Close the connections of the handles DBUtils let go, and free their slots."""
+        queue = self._handles.dropped
         dead: list[_Handle] = []
-        while graveyard:
+        while queue:
             try:
-                dead.append(graveyard.popleft())
+                dead.append(queue.popleft())
             except IndexError:
                 break
         if not dead:
@@ -557,7 +546,7 @@ class ConnectionPool:
         with self._lock:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
-                self._slots.live.discard(handle)
+                self._handles.live.discard(handle)
             self._stats.closed += len(raws)
             if self._waiting:
                 self._cond.notify(len(dead))
@@ -573,19 +562,19 @@ class ConnectionPool:
             text += f": {cause}"
         return f"{text}: {self._scrub(exc) or type(exc).__name__}"
 
-    def _reap(self) -> None:
-        """Take back the slots of connections dropped without release, closing them.
+    def _reclaim_collected(self) -> None:
+        """Close the connections garbage-collected without release, and free their slots.
 
         What such a connection was doing is unknown (a half-read result, an open
         transaction), so it is closed rather than reused.
         """
-        orphans = self._orphans
-        while orphans:
+        collected = self._collected
+        while collected:
             try:
-                token, handle, since, origin = orphans.popleft()
+                token, handle, since, origin = collected.popleft()
             except IndexError:
                 break
-            if handle.slots is not self._slots:
+            if handle.factory is not self._handles:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
@@ -647,8 +636,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_connections(slots: _Slots, driver: Driver) -> None:
-    for handle in list(slots.live):
+def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
+    for handle in list(handles.live):
         raw, handle.raw = handle.raw, None
         if raw is not None:
             driver.close(raw)
