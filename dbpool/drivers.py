@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
-from .config import DRIVERS
+from .errors import ConfigError
 
 # Errors that mean the login itself is wrong: retrying cannot help.
 _ACCESS_DENIED = 1045
@@ -139,11 +139,21 @@ class Driver:
 
     def describe(self, params: Mapping[str, Any]) -> str:
         """A one-line description of the target, never with the password."""
-        host = params.get("host", "127.0.0.1")
-        port = params.get("port", 3306)
-        user = params.get("user", "")
-        database = params.get("database", "")
-        return f"{self.name}://{user}@{host}:{port}/{database}"
+        return describe(self.name, params)
+
+
+def describe(driver: str, params: Mapping[str, Any]) -> str:
+    """A URL-like summary of a connection target for messages and logs, without the password."""
+    if driver == "sqlite":
+        path = str(params.get("path", ""))
+        return f"sqlite://{path}" if path.startswith("/") else f"sqlite:///{path}"
+    host = str(params.get("host", ""))
+    netloc = f"[{host}]" if ":" in host else host
+    if params.get("user"):
+        netloc = f"{params['user']}@{netloc}"
+    if params.get("port") is not None:
+        netloc = f"{netloc}:{params['port']}"
+    return f"{driver}://{netloc}/{params.get('database') or ''}"
 
 
 def _error_code(exc: BaseException) -> Any:
@@ -371,8 +381,6 @@ class MySQLConnectorDriver(Driver):
         try:
             import mysql.connector
         except ImportError as exc:
-            from .errors import ConfigError
-
             raise ConfigError(
                 "driver 'mysql-connector' needs mysql-connector-python: "
                 "pip install 'dbpool[mysql-connector]'"
@@ -541,16 +549,16 @@ _DRIVER_CLASSES: dict[str, type[Driver]] = {
     MySQLConnectorDriver.name: MySQLConnectorDriver,
     SQLiteDriver.name: SQLiteDriver,
 }
-assert tuple(_DRIVER_CLASSES) == DRIVERS
+#: The driver names, in the order messages list them.
+DRIVERS: tuple[str, ...] = tuple(_DRIVER_CLASSES)
 
 
 def get_driver(driver: str | Driver) -> Driver:
     """The adapter for a driver name (a fresh instance: adapters hold per-pool caches)."""
     if isinstance(driver, Driver):
         return driver
-    try:
-        cls = _DRIVER_CLASSES[driver]
-    except (KeyError, TypeError):
+    cls = _DRIVER_CLASSES.get(driver) if isinstance(driver, str) else None
+    if cls is None:
         valid = ", ".join(repr(name) for name in DRIVERS)
-        raise ValueError(f"unknown driver {driver!r}; valid drivers: {valid}") from None
+        raise ConfigError(f"unknown driver {driver!r}; valid drivers: {valid}")
     return cls()

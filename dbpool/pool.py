@@ -6,10 +6,10 @@ import logging
 import os
 import random
 import threading
-import time
 import traceback
 import weakref
 from collections import deque
+from time import monotonic, sleep
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +30,6 @@ from .stats import PoolStats
 __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
 
 log = logging.getLogger("dbpool")
-_monotonic = time.monotonic
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -45,6 +44,12 @@ _CONNECT_BACKOFF = 0.05
 _MIN_PING_TIMEOUT = 0.05
 # Longest pause between two looks for connections held past leak_threshold.
 _LEAK_SCAN_INTERVAL = 1.0
+# The counter each retire reason adds to, besides "closed".
+_RETIRE_COUNTERS = {
+    "recycled": "recycled",
+    "overflow": "closed_overflow",
+    "broken": "closed_broken",
+}
 
 
 class ConnectionPool:
@@ -102,14 +107,15 @@ class ConnectionPool:
         self._driver = custom or get_driver(self.settings.driver)
         self._probe = self._driver.probe  # bound once: called at every checkout
         self._in_transaction = self._driver.in_transaction
+        # What a failed connect, ping or reset raises: the driver's errors and the OS's.
+        self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
         self._params = dict(self.settings.params)
         self.mode = options.mode
         self.size = options.size
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        target = custom.describe(self._params) if custom else self.settings.describe()
-        self.name = f"{config_name!r} ({target})"
+        self.name = f"{config_name!r} ({self._driver.describe(self._params)})"
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -134,6 +140,9 @@ class ConnectionPool:
         self._handles = _HandleFactory()
         self._store: _Store = make_store(self.mode, self._handles, self.size)
         self._stats = PoolStats()
+        # Counter bumps of the I/O paths (connect, close, failed validation), queued without
+        # a lock and added to the stats in the next critical section (see _fold_tallies).
+        self._tallies: deque[str] = deque()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
         self._local = threading.local()  # the `with pool as conn` stack of each thread
@@ -174,7 +183,7 @@ class ConnectionPool:
             raise ValueError(f"max_retries cannot be negative (got {max_retries})")
         if timeout is None:
             timeout = self.timeout
-        start = _monotonic()
+        start = monotonic()
         if self._collected:
             self._reclaim_collected()
         if self._handles.dropped:
@@ -182,13 +191,11 @@ class ConnectionPool:
         token, handle = self._checkout(start + timeout, timeout)
         # The common case, decided with no I/O but a look at the socket: a current
         # connection seen alive moments ago, or one lent to this very thread already.
-        now = _monotonic()
-        raw = handle.raw
-        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires
-                and not self._closed and (
-                    handle.borrows > 1 or not self._pre_ping
-                    or (now - handle.returned < self._ping_interval
-                        and self._probe(raw) is True))):
+        now = monotonic()
+        if not (
+            self._is_current(handle, now)
+            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
+        ):
             try:
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
@@ -196,7 +203,7 @@ class ConnectionPool:
             except BaseException:
                 self._checkin(token, handle, failed=True)
                 raise
-            now = _monotonic()
+            now = monotonic()
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
             conn = PooledConnection(self, token, handle, now, None)
@@ -307,6 +314,7 @@ class ConnectionPool:
         if self._leak_threshold is not None:
             self._report_leaks()
         with self._lock:
+            self._fold_tallies()
             stats = self._stats.snapshot()
             handles = list(self._handles.live)
             in_use = self._in_use
@@ -332,47 +340,49 @@ class ConnectionPool:
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
         store = self._store
-        queued = False  # once in line, a thread may take whatever frees up
-        with self._lock:  # critical section: counts and DBUtils' in-memory lists only
+        # Once in line (counted in _waiting from its first wait until it leaves), a thread
+        # may take whatever frees up; newcomers leave a free slot to each thread in line.
+        queued = False
+        try:
             while True:
-                if self._closed:
-                    raise PoolClosed(f"pool {self.name} is closed")
-                if store.owns_handle():
-                    break  # persistent mode: the thread's own connection
-                # Waiting threads go first: a newcomer takes a connection only when there
-                # is one for every waiter too, or a busy pool starves its waiters.
-                free = store.idle + self.max_size - len(self._handles.live)
-                if free > (0 if queued else self._waiting):
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._stats.timeouts += 1
-                    raise PoolTimeout(self._timeout_message(timeout))
-                self._waiting += 1
-                queued = True
-                try:
+                with self._lock:  # critical section: decide only (take, wait or give up)
+                    free = store.idle + self.max_size - len(self._handles.live)
+                    ready = store.owns_handle() or free > (0 if queued else self._waiting)
+                    remaining = deadline - monotonic()
+                    if self._closed or ready or remaining <= 0:
+                        if queued:
+                            queued = False
+                            self._waiting -= 1
+                        if self._closed:
+                            raise PoolClosed(f"pool {self.name} is closed")
+                        if not ready:
+                            self._stats.timeouts += 1
+                            raise PoolTimeout(self._timeout_message(timeout))
+                        token, handle = store.take()
+                        handle.borrows += 1
+                        # Counted as lent from here; a checkout whose connect or check fails
+                        # is taken off both counts again in _checkin(failed=True).
+                        self._in_use += 1
+                        self._stats.acquired += 1
+                        return token, handle
+                    if not queued:
+                        queued = True
+                        self._waiting += 1
                     self._cond.wait(min(remaining, _WAIT_SLICE))
-                finally:
+                # Outside the critical section: close what went away, which frees slots.
+                if self._collected:
+                    self._reclaim_collected()
+                if self._handles.dropped:
+                    self._close_dropped()
+        finally:
+            if queued:  # left the line by an exception (an interrupted wait)
+                with self._lock:
                     self._waiting -= 1
-                if self._handles.dropped or self._collected:
-                    self._lock.release()
-                    try:
-                        self._reclaim_collected()
-                        self._close_dropped()
-                    finally:
-                        self._lock.acquire()
-            token, handle = store.take()
-            handle.borrows += 1
-            # Counted as lent from here; a checkout whose connect or check fails is
-            # taken off both counts again in _checkin(failed=True).
-            self._in_use += 1
-            self._stats.acquired += 1
-            return token, handle
 
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
         raw = handle.raw
-        now = _monotonic()
+        now = monotonic()
         if raw is not None and handle.borrows == 1:
             reason = self._retire_reason(handle, failed, now)
             if reason is not None:
@@ -385,12 +395,14 @@ class ConnectionPool:
                             self._driver.reset_session(raw)
                         else:
                             raw.rollback()
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except self._driver_errors as exc:
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
                     self._retire(handle, "broken")
-                now = _monotonic()
+                now = monotonic()
         handle.returned = now
         with self._lock:  # critical section
+            if self._tallies:
+                self._fold_tallies()
             self._in_use -= 1
             if failed:
                 self._stats.acquired -= 1
@@ -408,19 +420,38 @@ class ConnectionPool:
         if self._closed and not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # the last connection lent before dispose() is back
 
-    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
-        """Why a connection must be closed rather than reused, or None."""
-        if failed:
-            return "broken"
+    # -- the reuse rule ------------------------------------------------------
+    #
+    # A connection is reused when it is current (open, not made before the last
+    # close_all(), not past its recycle time, the pool not closed) and, with pre_ping,
+    # seen alive (given back less than ping_interval ago, its socket clean), else pinged.
+
+    def _stale_reason(self, handle: _Handle, now: float) -> str | None:
+        """Why an open connection is no longer current ("closed" or "recycled"), or None."""
         if self._closed or handle.epoch != self._epoch:
             return "closed"
         if now >= handle.expires:
             return "recycled"
-        # An unlocked read: a stale answer at worst keeps or closes one connection too many,
-        # and DBUtils drops a handle given back to a full pool in any case.
-        if self._store.full():
-            return "overflow"
         return None
+
+    def _is_current(self, handle: _Handle, now: float) -> bool:
+        """Whether the handle holds a connection that may be reused, validation aside."""
+        return handle.raw is not None and self._stale_reason(handle, now) is None
+
+    def _seen_alive(self, handle: _Handle, now: float) -> bool:
+        """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
+        return now - handle.returned < self._ping_interval and self._probe(handle.raw) is True
+
+    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
+        """Why a connection given back must be closed rather than kept, or None."""
+        if failed:
+            return "broken"
+        reason = self._stale_reason(handle, now)
+        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
+        # too many, and DBUtils drops a handle given back to a full pool in any case.
+        if reason is None and self._store.full():
+            reason = "overflow"
+        return reason
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
@@ -437,8 +468,8 @@ class ConnectionPool:
         failures = 0
         while True:
             if handle.raw is not None:
-                reason = self._retire_reason(handle, False, _monotonic())
-                if reason in ("closed", "recycled"):
+                reason = self._stale_reason(handle, monotonic())
+                if reason is not None:
                     self._retire(handle, reason)
             if handle.raw is None:
                 try:
@@ -446,17 +477,16 @@ class ConnectionPool:
                     return
                 except ConnectError:
                     raise
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except self._driver_errors as exc:
                     failures += 1
-                    if failures > max_retries or time.monotonic() >= deadline:
+                    if failures > max_retries or monotonic() >= deadline:
                         raise ConnectError(self._connect_failure(exc, failures)) from exc
-                    time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
+                    sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - monotonic())))
                     continue
             if not self._pre_ping or self._alive(handle, deadline):
                 return
             failures += 1
-            with self._lock:
-                self._stats.validation_failures += 1
+            self._tallies.append("validation_failures")
             log.debug("a connection of %s failed validation; replacing it", self.name)
             self._retire(handle, "broken")
             if failures > max_retries:
@@ -470,12 +500,11 @@ class ConnectionPool:
         deadline allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
-        seen = self._driver.probe(raw)
-        if seen is False:
-            return False
-        now = time.monotonic()
-        if seen is True and now - handle.returned < self._ping_interval:
+        now = monotonic()
+        if self._seen_alive(handle, now):
             return True
+        if self._probe(raw) is False:
+            return False  # closed by the server: no ping can help
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
@@ -485,12 +514,11 @@ class ConnectionPool:
         return True
 
     def _open(self, handle: _Handle, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - monotonic()
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
-        except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
-            with self._lock:
-                self._stats.connect_failures += 1
+        except self._driver_errors as exc:
+            self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
                 raise ConnectError(self._connect_failure(exc, None)) from exc
             raise
@@ -499,14 +527,13 @@ class ConnectionPool:
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
                 f"of pool {self.name}: {self._scrub(exc)}") from exc
-        now = time.monotonic()
+        now = monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
-        with self._lock:
-            self._stats.created += 1
+        self._tallies.append("created")
         log.debug("opened a connection to %s", self.name)
 
     def _retire(self, handle: _Handle, reason: str) -> None:
@@ -516,16 +543,18 @@ class ConnectionPool:
         handle.expires = float("inf")
         if raw is not None:
             self._driver.close(raw)
-        with self._lock:
-            if raw is not None:
-                self._stats.closed += 1
-            if reason == "recycled":
-                self._stats.recycled += 1
-            elif reason == "overflow":
-                self._stats.closed_overflow += 1
-            elif reason == "broken":
-                self._stats.closed_broken += 1
+            self._tallies.append("closed")
+        counter = _RETIRE_COUNTERS.get(reason)
+        if counter is not None:
+            self._tallies.append(counter)
         log.debug("closed a connection of %s (%s)", self.name, reason)
+
+    def _fold_tallies(self) -> None:
+        """Add the queued counter bumps to the stats; called with the lock held."""
+        tallies, stats = self._tallies, self._stats
+        while tallies:
+            name = tallies.popleft()
+            setattr(stats, name, getattr(stats, name) + 1)
 
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:
@@ -591,7 +620,7 @@ class ConnectionPool:
                     self._cond.notify()
             if raw is not None:
                 self._driver.close(raw)
-            held = time.monotonic() - since
+            held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
             log.warning("a connection of %s was garbage-collected after %.1fs without being "
@@ -601,7 +630,7 @@ class ConnectionPool:
     def _report_leaks(self) -> None:
         """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
         threshold = self._leak_threshold
-        now = time.monotonic()
+        now = monotonic()
         if threshold is None or now < self._next_leak_scan:
             return
         self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
@@ -650,8 +679,9 @@ def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
     """
     if mode is not None and mode not in MODES:
+        # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
-        raise ValueError(f"unknown pool mode {mode!r}; valid modes: {valid}")
+        raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(mode=mode, **options)
 
 
