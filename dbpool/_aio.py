@@ -22,8 +22,11 @@ _T = TypeVar("_T")
 _ABANDON_POLL = 0.5
 
 # The async transaction each task is in, per pool: statements of the task go to it.
+# The default is never mutated, only replaced.
 _ASYNC_TX: contextvars.ContextVar[dict[_PoolEntry, _TxThread]] = contextvars.ContextVar(
-    "dbpool_async_transactions", default={})  # noqa: B039 - never mutated, only replaced
+    "dbpool_async_transactions",
+    default={},  # noqa: B039
+)
 
 
 async def run(entry: _PoolEntry, call: Callable[[], _T]) -> _T:
@@ -86,8 +89,9 @@ class _TxThread:
         block.__enter__()
         self._open.append(block)
 
-    def exit(self, block: contextlib.AbstractContextManager[Any],
-             exc: BaseException | None) -> None:
+    def exit(
+        self, block: contextlib.AbstractContextManager[Any], exc: BaseException | None
+    ) -> None:
         """On the worker: close the innermost block, with the exception that ended it."""
         if self._open and self._open[-1] is block:
             self._open.pop()
@@ -103,8 +107,11 @@ class _TxThread:
             except queue.Empty:
                 if self._loop.is_closed() or self._entry.closed:
                     if self._open:
-                        log.warning("an async transaction on config %r lost its event loop "
-                                    "or pool; rolling it back", self._entry.config_name)
+                        log.warning(
+                            "an async transaction on config %r lost its event loop "
+                            "or pool; rolling it back",
+                            self._entry.config_name,
+                        )
                     self._unwind()
                     return
                 continue
@@ -119,8 +126,7 @@ class _TxThread:
             else:
                 self._settle(future, result, None)
 
-    def _settle(self, future: asyncio.Future[Any], result: Any,
-                exc: BaseException | None) -> None:
+    def _settle(self, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:
             if future.done():
                 return  # the awaiting task was cancelled

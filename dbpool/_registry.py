@@ -60,7 +60,8 @@ class _PoolEntry:
         if getattr(self.local, "session", None) is not None:
             raise PoolError(
                 f"close_thread_connection() inside a transaction of config "
-                f"{self.config_name!r}: leave the transaction block first")
+                f"{self.config_name!r}: leave the transaction block first"
+            )
         self.give_back_remotes(None)
         self.local.__dict__.pop("keeper", None)
         self.pool.close_thread_connection()
@@ -95,8 +96,8 @@ class _PoolEntry:
                 raise PoolClosed(f"pool {self.pool.name} is closed")
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.pool.max_size,
-                    thread_name_prefix=f"dbpool-{self.config_name}")
+                    max_workers=self.pool.max_size, thread_name_prefix=f"dbpool-{self.config_name}"
+                )
             return self._executor
 
     def check(self, options: Mapping[str, Any]) -> None:
@@ -120,7 +121,8 @@ class _PoolEntry:
             f"the pool of config {self.config_name!r} already exists with other options: "
             f"{', '.join(parts)}. All ObjDataThreadSafe instances of one config share one pool: "
             f"pass no options to use it, or call ObjDataThreadSafe.close_pool("
-            f"{self.config_name!r}) first")
+            f"{self.config_name!r}) first"
+        )
 
     def _effective(self, key: str) -> Any:
         if key in self.options:
@@ -170,8 +172,10 @@ class _Registry:
             names = sorted(self._entries)
         if entry is None:
             known = ", ".join(repr(name) for name in names) or "none"
-            raise PoolError(f"no pool for config {config_name!r} yet (pools exist for: {known}); "
-                            "create an ObjDataThreadSafe for it first")
+            raise PoolError(
+                f"no pool for config {config_name!r} yet (pools exist for: {known}); "
+                "create an ObjDataThreadSafe for it first"
+            )
         return entry
 
     def entries(self, config_name: str | None) -> list[_PoolEntry]:

@@ -30,8 +30,10 @@ class _Session:
     def run(self, sql: str, params: Params, read: Callable[[Any], _T]) -> _T:
         """Execute one statement and return ``read(cursor)``."""
         if self.doomed:
-            raise PoolError("the transaction was rolled back when a nested block failed to undo "
-                            "its work; leave the transaction block")
+            raise PoolError(
+                "the transaction was rolled back when a nested block failed to undo "
+                "its work; leave the transaction block"
+            )
         has_params = params is not None
         sql = self.dialect.sql(sql, has_params)
         cur = self.conn.cursor()
@@ -46,8 +48,10 @@ class _Session:
 
     def run_many(self, sql: str, rows: Iterable[Params]) -> int:
         if self.doomed:
-            raise PoolError("the transaction was rolled back when a nested block failed to undo "
-                            "its work; leave the transaction block")
+            raise PoolError(
+                "the transaction was rolled back when a nested block failed to undo "
+                "its work; leave the transaction block"
+            )
         batch = list(rows)
         if not batch:
             return 0
@@ -76,8 +80,9 @@ class _Session:
 
     def begin(self) -> None:
         if self.dialect is _DIALECTS["sqlite"]:
-            raw = (self.conn.dbapi_connection if isinstance(self.conn, PooledConnection)
-                   else self.conn)
+            raw = (
+                self.conn.dbapi_connection if isinstance(self.conn, PooledConnection) else self.conn
+            )
             if not raw.in_transaction:
                 self.control("BEGIN")
         else:
@@ -102,8 +107,10 @@ class _Session:
             self.depth = 0
             if self.doomed:
                 self.rollback_quietly()
-                raise PoolError("transaction rolled back: a nested block that failed could not "
-                                "be undone on its own")
+                raise PoolError(
+                    "transaction rolled back: a nested block that failed could not "
+                    "be undone on its own"
+                )
             try:
                 self.conn.commit()
             except BaseException:

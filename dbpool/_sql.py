@@ -48,11 +48,12 @@ def _unescape_percent(sql: str) -> str:
         token = match.group(0)
         if token != "%%":
             return token
-        following = sql[match.end():match.end() + 1]
+        following = sql[match.end() : match.end() + 1]
         if following in ("s", "("):
             raise ValueError(
                 f"mysql-connector cannot tell a literal '%{following}' from a placeholder in "
-                f"{sql!r}: pass that text as a parameter instead")
+                f"{sql!r}: pass that text as a parameter instead"
+            )
         return "%"
 
     return _TOKEN.sub(replace, sql)

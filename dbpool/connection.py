@@ -20,8 +20,9 @@ class PooledConnection:
 
     __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
 
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float,
-                 origin: str | None) -> None:
+    def __init__(
+        self, pool: ConnectionPool, token: Any, handle: _Handle, since: float, origin: str | None
+    ) -> None:
         self._pool = pool
         self._raw = handle.raw
         self._lease = [(token, handle)]

@@ -152,8 +152,7 @@ class SQLiteDriver(Driver):
                 self._memory_uri = f"file:dbpool-{id(self)}-{next(self._memory_ids)}"
                 self._memory_uri += "?mode=memory&cache=shared"
                 # The database lives while one connection is open: keep one for the pool.
-                self._keeper = sqlite3.connect(self._memory_uri, uri=True,
-                                               check_same_thread=False)
+                self._keeper = sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False)
             path = self._memory_uri
             kwargs["uri"] = True
         # Pooled connections move between threads; the pool guarantees one user at a time.

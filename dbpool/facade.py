@@ -183,8 +183,9 @@ class ObjDataThreadSafe(_SqlMethods):
     parameters...) build that pool on first use; see ``ConnectionPool``.
     """
 
-    def __init__(self, pool_size: int | None = None, config_name: str = "primary",
-                 **options: Any) -> None:
+    def __init__(
+        self, pool_size: int | None = None, config_name: str = "primary", **options: Any
+    ) -> None:
         if pool_size is not None:
             if "size" in options:
                 raise ConfigError("pass pool_size or size, not both")
@@ -285,8 +286,7 @@ class ObjDataThreadSafe(_SqlMethods):
 
     async def asql_executemany(self, sql: str, seq_of_params: Iterable[Params]) -> int:
         """``sql_executemany`` on a worker thread."""
-        return await self._arun(functools.partial(self.sql_executemany, sql,
-                                                  list(seq_of_params)))
+        return await self._arun(functools.partial(self.sql_executemany, sql, list(seq_of_params)))
 
     async def asql_insert(self, sql: str, params: Params = None) -> int | None:
         """``sql_insert`` on a worker thread."""

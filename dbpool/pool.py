@@ -89,9 +89,16 @@ class ConnectionPool:
         **params: Any,
     ) -> None:
         given = {
-            "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
-            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout, "reset": reset, "leak_threshold": leak_threshold,
+            "size": size,
+            "timeout": timeout,
+            "max_overflow": max_overflow,
+            "recycle": recycle,
+            "mode": mode,
+            "pre_ping": pre_ping,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "reset": reset,
+            "leak_threshold": leak_threshold,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
@@ -127,8 +134,9 @@ class ConnectionPool:
         self._closed = False
         self._start_fresh()
         _live_pools.add(self)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
-                  self.size, self.max_size)
+        log.debug(
+            "created %s pool %s (size %d, max %d)", self.mode, self.name, self.size, self.max_size
+        )
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -229,7 +237,8 @@ class ConnectionPool:
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
-                f"release() got {conn!r}, which is not a connection of pool {self.name}")
+                f"release() got {conn!r}, which is not a connection of pool {self.name}"
+            )
         try:
             # list.pop is atomic, so two racing releases cannot both get the lease.
             token, handle = conn._lease.pop()
@@ -247,9 +256,14 @@ class ConnectionPool:
                 self._lent.discard(conn)
             held = handle.returned - conn._since
             if held > self._leak_threshold and not conn._reported:
-                log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                            "it was acquired at:\n%s", self.name, held, self._leak_threshold,
-                            conn._origin)
+                log.warning(
+                    "a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                    "it was acquired at:\n%s",
+                    self.name,
+                    held,
+                    self._leak_threshold,
+                    conn._origin,
+                )
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
@@ -455,8 +469,10 @@ class ConnectionPool:
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
-        text = (f"Connection pool timeout after {timeout:.1f}s "
-                f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
+        text = (
+            f"Connection pool timeout after {timeout:.1f}s "
+            f"({held}/{self.max_size} connections in use, {self._waiting} waiting)"
+        )
         return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
     # -- I/O outside the lock ------------------------------------------------
@@ -491,7 +507,8 @@ class ConnectionPool:
             self._retire(handle, "broken")
             if failures > max_retries:
                 raise ValidationError(
-                    f"no valid connection from {self.name} after {failures} attempts")
+                    f"no valid connection from {self.name} after {failures} attempts"
+                )
 
     def _alive(self, handle: _Handle, deadline: float) -> bool:
         """Check a connection: a socket look when it was used moments ago, else a ping.
@@ -526,7 +543,8 @@ class ConnectionPool:
             # How the drivers reject an unknown or ill-typed connection parameter.
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
-                f"of pool {self.name}: {self._scrub(exc)}") from exc
+                f"of pool {self.name}: {self._scrub(exc)}"
+            ) from exc
         now = monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
@@ -623,9 +641,14 @@ class ConnectionPool:
             held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
-            log.warning("a connection of %s was garbage-collected after %.1fs without being "
-                        "given back; its slot is reclaimed and it is closed; it was acquired "
-                        "at:\n%s", self.name, held, origin)
+            log.warning(
+                "a connection of %s was garbage-collected after %.1fs without being "
+                "given back; its slot is reclaimed and it is closed; it was acquired "
+                "at:\n%s",
+                self.name,
+                held,
+                origin,
+            )
 
     def _report_leaks(self) -> None:
         """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
@@ -640,9 +663,14 @@ class ConnectionPool:
                 conn._reported = True
             self._stats.leaks_reported += len(late)
         for conn in late:
-            log.warning("a connection of %s has been held for %.1fs and is not back yet "
-                        "(leak_threshold %.1fs); it was acquired at:\n%s", self.name,
-                        now - conn._since, threshold, conn._origin)
+            log.warning(
+                "a connection of %s has been held for %.1fs and is not back yet "
+                "(leak_threshold %.1fs); it was acquired at:\n%s",
+                self.name,
+                now - conn._since,
+                threshold,
+                conn._origin,
+            )
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
@@ -710,7 +738,11 @@ def get_global_pool(
             pool = _global_pool
             if pool is None:
                 pool = _global_pool = ConnectionPool(
-                    size=size, config_name=config_name, timeout=timeout,
-                    max_overflow=max_overflow, recycle=recycle, driver=driver)
+                    size=size,
+                    config_name=config_name,
+                    timeout=timeout,
+                    max_overflow=max_overflow,
+                    recycle=recycle,
+                    driver=driver,
+                )
     return pool
-
