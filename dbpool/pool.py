@@ -355,23 +355,20 @@ class ConnectionPool:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
         store = self._store
         # Once in line (counted in _waiting from its first wait until it leaves), a thread
-        # may take whatever frees up; newcomers leave a free slot to each thread in line.
+        # may take whatever frees up.
         queued = False
         try:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
+                    if self._closed:
+                        raise PoolClosed(f"pool {self.name} is closed")
+                    # Waiting threads go first: a newcomer takes a connection only when there
+                    # is one for every waiter too, or a busy pool starves its waiters.
                     free = store.idle + self.max_size - len(self._handles.live)
-                    ready = store.owns_handle() or free > (0 if queued else self._waiting)
-                    remaining = deadline - monotonic()
-                    if self._closed or ready or remaining <= 0:
+                    if store.owns_handle() or free > (0 if queued else self._waiting):
                         if queued:
                             queued = False
                             self._waiting -= 1
-                        if self._closed:
-                            raise PoolClosed(f"pool {self.name} is closed")
-                        if not ready:
-                            self._stats.timeouts += 1
-                            raise PoolTimeout(self._timeout_message(timeout))
                         token, handle = store.take()
                         handle.borrows += 1
                         # Counted as lent from here; a checkout whose connect or check fails
@@ -379,6 +376,13 @@ class ConnectionPool:
                         self._in_use += 1
                         self._stats.acquired += 1
                         return token, handle
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        if queued:
+                            queued = False
+                            self._waiting -= 1  # before the message, which counts the others
+                        self._stats.timeouts += 1
+                        raise PoolTimeout(self._timeout_message(timeout))
                     if not queued:
                         queued = True
                         self._waiting += 1
@@ -389,7 +393,7 @@ class ConnectionPool:
                 if self._handles.dropped:
                     self._close_dropped()
         finally:
-            if queued:  # left the line by an exception (an interrupted wait)
+            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
                 with self._lock:
                     self._waiting -= 1
 
