@@ -58,17 +58,21 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_ca(directory, "other-ca")  # a CA that signed nothing the server has
     make_cert(directory, "ca", "server", "IP:127.0.0.1")
     make_cert(directory, "ca", "client", "DNS:dbpool-client")
+    make_cert(directory, "ca", "elsewhere", "DNS:db.elsewhere.invalid")
     return directory
+
+
+def start_tls_server(certs: Path, cert: str) -> MariaDBServer:
+    return MariaDBServer(ignore_env=True, extra_args=(
+        f"--ssl-ca={certs / 'ca.pem'}",
+        f"--ssl-cert={certs / f'{cert}.pem'}",
+        f"--ssl-key={certs / f'{cert}.key'}",
+    )).start()
 
 
 @pytest.fixture(scope="module")
 def tls_server(certs: Path) -> Iterator[MariaDBServer]:
-    server = MariaDBServer(ignore_env=True, extra_args=(
-        f"--ssl-ca={certs / 'ca.pem'}",
-        f"--ssl-cert={certs / 'server.pem'}",
-        f"--ssl-key={certs / 'server.key'}",
-    ))
-    server.start()
+    server = start_tls_server(certs, "server")
     try:
         admin = server.admin_connect()
         with admin.cursor() as cur:
@@ -140,6 +144,10 @@ def test_identity_verified_on_request(tls_pool: Any, certs: Path, form: str) -> 
     assert cipher(tls_pool(**FORMS[form](certs, **{key: True})))
 
 
+def test_tls_can_be_disabled(tls_pool: Any, mysql_driver: str) -> None:
+    assert cipher(tls_pool(ssl_disabled=True)) == ""
+
+
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_wrong_ca_fails_at_once(tls_pool: Any, certs: Path, form: str,
                                 mysql_driver: str) -> None:
@@ -184,6 +192,8 @@ def test_client_certificate(tls_pool: Any, certs: Path, form: str) -> None:
     ({"ssl_ca": 5}, "ssl_ca must be a path"),
     ({"ssl_verify_cert": "yes"}, "ssl_verify_cert must be true or false"),
     ({"ssl": {"verify_identity": 1}}, "ssl_verify_identity must be true or false"),
+    ({"ssl_verify_identity": True, "ssl_verify_cert": False},
+     "ssl_verify_identity needs ssl_verify_cert"),
 ])
 def test_bad_tls_options(options: dict[str, Any], words: str, mysql_driver: str,
                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -193,3 +203,44 @@ def test_bad_tls_options(options: dict[str, Any], words: str, mysql_driver: str,
         make_pool(host="127.0.0.1", port=1, driver=mysql_driver, **options)
     print(f"\n{options}: {caught.value}")
     assert words in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def misnamed_server(certs: Path) -> Iterator[MariaDBServer]:
+    """A server whose certificate, signed by the right CA, is made out to another name."""
+    server = start_tls_server(certs, "elsewhere")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_identity_checked_only_on_request(misnamed_server: MariaDBServer, certs: Path,
+                                          form: str, mysql_driver: str, pools: list[Any],
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    params = {**misnamed_server.params(), "driver": mysql_driver, "timeout": 20}
+    signed = make_pool(**params, **FORMS[form](certs))
+    pools.append(signed)
+    assert cipher(signed)  # the CA is right: verified, the name is not checked
+    key = "ssl_verify_identity" if form == "flat" else "verify_identity"
+    checked = make_pool(**params, **FORMS[form](certs, **{key: True}))
+    pools.append(checked)
+    with pytest.raises(ConnectError) as caught:
+        checked.acquire()
+    print(f"\ntls/{mysql_driver}/{form}/misnamed: {caught.value}")
+    assert "TLS certificate verification failed" in str(caught.value)
+    assert checked.get_stats()["connect_failures"] == 1
+
+
+def test_key_password_is_pymysql_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="ssl_key_password is not supported by driver "
+                                          "'mysql-connector'") as caught:
+        make_pool(host="127.0.0.1", port=1, driver="mysql-connector",
+                  ssl={"key": "/k.pem", "key_password": TLS_PASSWORD})
+    assert TLS_PASSWORD not in str(caught.value)
