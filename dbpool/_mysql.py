@@ -220,7 +220,13 @@ class _MySQLDriver(Driver):
 
 # The PyMySQL internals PyMySQLDriver overrides or calls, by the class that has them.
 _PYMYSQL_INTERNALS = {
-    "Connection": ("_create_ssl_ctx", "_execute_command", "_read_ok_packet", "_read_query_result"),
+    "Connection": (
+        "_create_ssl_ctx",
+        "_execute_command",
+        "_read_ok_packet",
+        "_read_packet",
+        "_read_query_result",
+    ),
     "MySQLResult": ("_check_packet_is_eof", "init_unbuffered_query", "read"),
     "EOFPacketWrapper": (),
 }
