@@ -29,7 +29,6 @@ _LOGIN_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
 _SETUP_CODES = frozenset({1064, 1149, 1193, 1231, 1232, 1298, 1227, 1146, 1054, 1305})
 _PERMANENT_CODES = _LOGIN_CODES | _SETUP_CODES
 
-
 _TOO_MANY_CONNECTIONS = 1040
 _LOST_CONNECTION = 2013
 _CANNOT_CONNECT = 2003
@@ -356,30 +355,23 @@ class PyMySQLDriver(_MySQLDriver):
         return bool((raw.server_status or 0) & _SERVER_STATUS_IN_TRANS)
 
     def needs_reset(self, raw: Any) -> bool:
-        status = raw.server_status or 0
-        if status & _SERVER_STATUS_IN_TRANS:
-            return True
         # The first packet of an unbuffered result carries no status: a SELECT ... FOR
         # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
-        result = raw._result
-        if result is not None and result.unbuffered_active:
-            return True
-        wanted = raw.dbpool_autocommit
-        return wanted is not None and bool(status & _SERVER_STATUS_AUTOCOMMIT) != wanted
+        return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
 
     def discard_pending(self, raw: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         result = raw._result
-        while result is not None and result.unbuffered_active:
+        while _pending(result):
             # The server sends the whole result whatever we do: read it to its end.
             if time.monotonic() > deadline:
                 raise TimeoutError(f"an unread result was not drained within {seconds}s")
-            if result._check_packet_is_eof(raw._read_packet()):
+            if not result.unbuffered_active:  # more result sets follow (a CALL)
+                raw.next_result(unbuffered=True)
+                result = raw._result
+            elif result._check_packet_is_eof(raw._read_packet()):
                 result.unbuffered_active = False
                 result.connection = None
-                if result.has_next:  # more result sets follow (a CALL): read them too
-                    raw.next_result(unbuffered=True)
-                    result = raw._result
 
     def close(self, raw: Any) -> None:
         result = raw._result
@@ -390,11 +382,11 @@ class PyMySQLDriver(_MySQLDriver):
         super().close(raw)
 
     def rollback(self, raw: Any) -> None:
-        if (raw.server_status or 0) & _SERVER_STATUS_IN_TRANS:
+        if self.in_transaction(raw):
             raw.rollback()
         # After the rollback: switching autocommit on commits an open transaction.
-        if raw.dbpool_autocommit is not None:
-            raw.autocommit(raw.dbpool_autocommit)  # a round trip only if it differs
+        if _autocommit_switched(raw):
+            raw.autocommit(raw.dbpool_autocommit)
 
     def reset_session(self, raw: Any) -> None:
         # COM_RESET_CONNECTION clears variables, temporary tables and transactions
@@ -418,6 +410,18 @@ class PyMySQLDriver(_MySQLDriver):
         # setting (not to whatever the last borrower switched to).
         if raw.dbpool_autocommit is not None:
             raw.autocommit(raw.dbpool_autocommit)
+
+
+def _pending(result: Any) -> bool:
+    """Whether a PyMySQL result still has rows, or result sets after it, on the wire."""
+    return result is not None and bool(result.unbuffered_active or result.has_next)
+
+
+def _autocommit_switched(raw: Any) -> bool:
+    """Whether the server reports an autocommit other than the pool's (PyMySQL)."""
+    wanted = raw.dbpool_autocommit
+    on = bool((raw.server_status or 0) & _SERVER_STATUS_AUTOCOMMIT)
+    return wanted is not None and on != bool(wanted)
 
 
 class MySQLConnectorDriver(_MySQLDriver):
@@ -521,13 +525,12 @@ class MySQLConnectorDriver(_MySQLDriver):
             )
 
     def needs_reset(self, raw: Any) -> bool:
-        if raw.in_transaction or raw.unread_result:
-            return True
-        wanted = raw.dbpool_autocommit
-        status = getattr(raw, "dbpool_status", None)
-        if wanted is None or status is None:
-            return False
-        return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
+        return bool(
+            raw.in_transaction
+            or raw.unread_result
+            or getattr(raw, "_have_next_result", False)
+            or _connector_autocommit_switched(raw)
+        )
 
     def discard_pending(self, raw: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -536,21 +539,15 @@ class MySQLConnectorDriver(_MySQLDriver):
                 raise TimeoutError(f"an unread result was not drained within {seconds}s")
             raw.get_rows(count=_DRAIN_BATCH)
         if getattr(raw, "_have_next_result", False):
-            # More result sets follow (a CALL): too rare to read through here.
+            # More result sets follow (a CALL): rare enough to close the connection instead.
             raise self._module.InterfaceError("unread result sets left at return")
 
     def rollback(self, raw: Any) -> None:
         if raw.in_transaction:
             raw.rollback()
-        wanted = raw.dbpool_autocommit
-        status = getattr(raw, "dbpool_status", None)
         # After the rollback: switching autocommit on commits an open transaction.
-        if (
-            wanted is not None
-            and status is not None
-            and bool(status & _SERVER_STATUS_AUTOCOMMIT) != wanted
-        ):
-            raw.autocommit = wanted
+        if _connector_autocommit_switched(raw):
+            raw.autocommit = raw.dbpool_autocommit
 
     def reset_session(self, raw: Any) -> None:
         # The reset re-applies the connection's autocommit flag, which the last borrower
@@ -564,6 +561,18 @@ class MySQLConnectorDriver(_MySQLDriver):
 
 # Rows read per call while draining an unread mysql-connector result.
 _DRAIN_BATCH = 1000
+
+
+def _connector_autocommit_switched(raw: Any) -> bool:
+    """Whether the server reports an autocommit other than the pool's (mysql-connector).
+
+    The C extension's connections keep no status: they are never seen as switched.
+    """
+    wanted = raw.dbpool_autocommit
+    status = getattr(raw, "dbpool_status", None)
+    if wanted is None or status is None:
+        return False
+    return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
 
 
 def _close_on_transport_error(network: Any) -> None:

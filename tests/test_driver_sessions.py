@@ -125,6 +125,36 @@ def test_unread_result_is_finished_and_rolled_back_at_return(
     assert stats["closed_broken"] == 0  # drained and reused, not thrown away
 
 
+def test_unread_result_sets_of_a_call_are_finished_at_return(
+        mysql_pool: Any, admin: Any, table: str, mysql_driver: str, pool_mode: str,
+        mysql_params: dict[str, Any]) -> None:
+    database = mysql_params["database"]
+    procedure = f"`{database}`.`two_sets_{time.monotonic_ns()}`"
+    with admin.cursor() as cur:
+        cur.execute(f"INSERT INTO {table} VALUES (1), (2), (3)")
+        cur.execute(f"CREATE PROCEDURE {procedure}() BEGIN "
+                    f"SELECT seq FROM `{database}`.seq_1_to_100; "
+                    f"SELECT id FROM {table} FOR UPDATE; END")
+    try:
+        pool = mysql_pool(size=1, max_overflow=0)
+        conn = pool.acquire()
+        cur = unbuffered_cursor(conn)
+        cur.execute(f"CALL {procedure}()")
+        assert cur.fetchone() == (1,)  # the rest, and the second result set, left unread
+        pool.release(conn)
+        locked = row_locked(admin, table)
+        with pool as conn:
+            in_trx = value(conn, "SELECT @@in_transaction")
+            assert value(conn, f"SELECT COUNT(*) FROM {table}") == 3
+        del cur
+        print(f"\ncall/{mysql_driver}/{pool_mode}: locked_after_return={locked} "
+              f"next_in_transaction={in_trx} closed_broken={pool.get_stats()['closed_broken']}")
+        assert (locked, in_trx) == (False, 0)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP PROCEDURE {procedure}")
+
+
 def test_unread_result_too_long_to_drain_closes_the_connection(
         mysql_pool: Any, admin: Any, table: str, mysql_driver: str, pool_mode: str,
         mysql_params: dict[str, Any]) -> None:
