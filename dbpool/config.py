@@ -526,7 +526,7 @@ def scrub_secrets(text: str, params: Mapping[str, Any]) -> str:
             continue
         for quoted, masked in (
             (repr(secret), "'***'"),
-            (repr(secret.encode("utf-8", "surrogateescape")), "b'***'"),
+            (repr(secret.encode("utf-8", "backslashreplace")), "b'***'"),
             (f"'{secret}'", "'***'"),
             (f'"{secret}"', '"***"'),
         ):
