@@ -324,7 +324,7 @@ class MySQLConnectorDriver(_MySQLDriver):
         except ImportError as exc:
             raise ConfigError(
                 "driver 'mysql-connector' needs mysql-connector-python: "
-                "pip install 'dbpool[mysql-connector]'"
+                "pip install 'dbpool-dbutils[mysql-connector]'"
             ) from exc
         self._module = mysql.connector
         self.errors = (mysql.connector.Error,)
