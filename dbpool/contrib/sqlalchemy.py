@@ -12,7 +12,10 @@ dbpool pool at each checkout and gives it back at each checkin:
   that is broken.
 - Nothing is sent at checkin beyond what dbpool sends (a ``ROLLBACK`` only when
   the server reports a transaction): SQLAlchemy's reset on return and pre-ping
-  are off.
+  are off. SQLAlchemy also ends each of its transactions with the driver's
+  ``commit()`` or ``rollback()``, even when the server has none open (autocommit
+  on, or nothing run yet); the engine skips that call then, as dbpool does at
+  return, which under autocommit saves one round trip per request.
 - SQLAlchemy prepares each new DB-API connection (the dialect's connect hooks:
   PyMySQL's ``SET NAMES``, an ``isolation_level``...). A plain ``NullPool``
   would do that at every checkout; here it is done once per server connection
@@ -21,6 +24,7 @@ dbpool pool at each checkout and gives it back at each checkin:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -42,6 +46,41 @@ _DIALECTS = {"pymysql": "mysql+pymysql", "mysql-connector": "mysql+mysqlconnecto
 _POOL_ARGUMENTS = ("pool", "poolclass", "creator", "pool_size", "max_overflow", "pool_timeout",
                    "pool_recycle", "pool_pre_ping", "pool_use_lifo", "pool_reset_on_return",
                    "async_creator")
+_SERVER_STATUS_IN_TRANS = 0x0001  # the MySQL protocol's server-status bit
+
+
+def _driver_connection(connection: Any) -> Any:
+    # SQLAlchemy passes its proxy of the driver connection, or the driver connection.
+    return getattr(connection, "dbapi_connection", None) or connection
+
+
+def _server_in_transaction(raw: Any) -> bool:
+    """Whether the server reports an open transaction on a driver connection of the pool."""
+    status = getattr(raw, "server_status", None)
+    if isinstance(status, int):
+        # PyMySQL: dbpool's connections read the status from every reply (even the
+        # end of a result set), and set the bit after an error reply.
+        return bool(status & _SERVER_STATUS_IN_TRANS)
+    return bool(getattr(raw, "in_transaction", True))  # mysql-connector, sqlite3
+
+
+def _end_only_open_transactions(dialect: Any) -> None:
+    """Make the dialect's commit and rollback skip the round trip when no transaction is open.
+
+    Neither statement does anything on the server then; savepoints are SQL
+    statements of their own and are not affected.
+    """
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(connection: Any) -> None:
+        if _server_in_transaction(_driver_connection(connection)):
+            commit(connection)
+
+    def do_rollback(connection: Any) -> None:
+        if _server_in_transaction(_driver_connection(connection)):
+            rollback(connection)
+
+    dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
 
 
 def engine_url(pool: ConnectionPool) -> URL:
@@ -95,7 +134,10 @@ class DBPoolSource(NullPool):
                     record = _ConnectionRecord(self)
                 finally:
                     self._pending.lease = None
-                self._prepared.add(raw)
+                with contextlib.suppress(TypeError):
+                    # sqlite3 connections take no weak reference: they are prepared at
+                    # every checkout, which for SQLite costs no round trip.
+                    self._prepared.add(raw)
         except BaseException:
             lease.close()
             raise
@@ -143,4 +185,6 @@ def create_engine(pool: ConnectionPool, **kw: Any) -> Engine:
             "the dbpool pool bounds, validates, recycles and resets its connections; "
             "set its options instead")
     url = kw.pop("url", None) or engine_url(pool)
-    return _sa_create_engine(url, pool=DBPoolSource(pool), **kw)
+    engine = _sa_create_engine(url, pool=DBPoolSource(pool), **kw)
+    _end_only_open_transactions(engine.dialect)
+    return engine
