@@ -82,7 +82,7 @@ _PREPARED = "_dbpool_django_prepared"
 class _AliasPool:
     fingerprint: str
     pool: ConnectionPool
-    resets_session: bool  # reset="session": every checkout starts from the server's defaults
+    resets_session: bool  # reset="session": each checkout starts from the server's defaults
 
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
@@ -96,7 +96,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lease: PooledConnection | None = None
-        self._lease_resets_session = False
+        # Set by get_new_connection() for a pooled connection whose session Django
+        # already set up; consumed by the init_connection_state() of that connect().
+        self._session_ready = False
+        self._rerun_init_command = False
 
     # -- the pool ------------------------------------------------------------------
 
@@ -191,26 +194,26 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         if raw.encoders.get(bytes) is bytes:
             raw.encoders.pop(bytes)
         self._lease = lease
-        self._lease_resets_session = entry.resets_session
+        self._session_ready = getattr(raw, _PREPARED, False) and not entry.resets_session
+        self._rerun_init_command = getattr(raw, _PREPARED, False) and entry.resets_session
         return raw
 
     def init_connection_state(self) -> None:
-        raw = self.connection
-        if self._lease is None:
-            super().init_connection_state()
-            return
-        prepared = getattr(raw, _PREPARED, False)
-        if prepared and not self._lease_resets_session:
-            # The session still has the settings made when it was first lent.
+        ready, self._session_ready = self._session_ready, False
+        rerun, self._rerun_init_command = self._rerun_init_command, False
+        if ready:
+            # The session still has the settings made when the pool first lent it.
             BaseDatabaseWrapper.init_connection_state(self)
             return
         super().init_connection_state()
+        if self._lease is None:
+            return
         init_command = self.settings_dict["OPTIONS"].get("init_command")
-        if prepared and init_command:
-            # PyMySQL ran it at connect; the reset at the last return undid it.
+        if rerun and init_command:
+            # PyMySQL ran it at connect; the session reset at the last return undid it.
             with self.cursor() as cursor:
                 cursor.execute(init_command)
-        setattr(raw, _PREPARED, True)
+        setattr(self.connection, _PREPARED, True)
 
     def _close(self) -> None:
         lease, self._lease = self._lease, None
@@ -229,6 +232,8 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         super().close_if_health_check_failed()
 
     def is_usable(self) -> bool:
+        if self.connection is None:
+            return False  # given back to the pool
         try:
             # PyMySQL's ping() reconnects by default, which would hide a lost session.
             self.connection.ping(reconnect=False)
