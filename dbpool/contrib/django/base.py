@@ -34,20 +34,36 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pymysql
+import pymysql.connections
+import pymysql.constants.CLIENT
+import pymysql.constants.FIELD_TYPE
+import pymysql.converters
+import pymysql.cursors
+import pymysql.err
 from django.core.exceptions import ImproperlyConfigured
 
-from dbpool import ConfigError, ConnectionPool, PooledConnection, PoolError, make_pool
+from dbpool import ConnectionPool, PooledConnection, PoolError, make_pool
 
 
 def _install_pymysql() -> None:
-    """Make ``import MySQLdb`` give PyMySQL, before Django's MySQL backend imports it."""
+    """Make ``import MySQLdb`` give PyMySQL, before Django's MySQL backend imports it.
+
+    ``pymysql.install_as_MySQLdb()`` alone lets ``import MySQLdb.converters`` load a
+    second copy of PyMySQL's modules, and that import rebinds ``pymysql.err`` to the
+    copy: exception classes that PyMySQL's own connections never raise. Every
+    ``MySQLdb.<name>`` is made the very module ``pymysql.<name>`` instead.
+    """
     current = sys.modules.get("MySQLdb")
-    if current is None:
-        pymysql.install_as_MySQLdb()
-    elif current is not pymysql:
+    if current is not None and current is not pymysql:
         raise ImproperlyConfigured(
             "dbpool.contrib.django runs Django's MySQL backend on PyMySQL, but mysqlclient's "
             "MySQLdb was imported first; do not mix the two in one process")
+    pymysql.install_as_MySQLdb()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("pymysql.") and module is not None:
+            sys.modules["MySQLdb" + name[len("pymysql"):]] = module
+            parent, _, leaf = name.rpartition(".")
+            setattr(sys.modules[parent], leaf, module)  # undo a rebinding by an earlier copy
 
 
 _install_pymysql()
@@ -168,7 +184,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         try:
             pool = make_pool(config=_CONFIG, config_name=_CONFIG_NAME, driver="pymysql",
                              **options, **params)
-        except (ConfigError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # ConfigError is a ValueError
             raise ImproperlyConfigured(f"{where}: {exc}") from exc
         return _AliasPool(fingerprint, pool, options.get("reset") == "session")
 
