@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -303,3 +304,35 @@ def test_threads_share_the_alias_pool_within_its_bound(
     assert 0 < server_peak[0] - baseline <= size + overflow
     assert stats["in_use"] == 0 and stats["timeouts"] == 0
     assert _query(per_thread[0], f"SELECT COUNT(*) FROM {items}")[0][0] == threads * rounds // 2
+
+
+@pytest.mark.parametrize("cause", ["autocommit left off", "failed health check",
+                                   "error, then unusable"])
+def test_connection_django_finds_unusable_leaves_the_pool(
+        wrappers: Callable[..., Any], mysql_params: dict[str, Any], cause: str) -> None:
+    # No check before lending (CONN_HEALTH_CHECKS off): only the discard keeps the
+    # next request from getting the connection Django gave up on.
+    wrapper = wrappers(mysql_params, CONN_MAX_AGE=0,
+                       OPTIONS={"pool": {"size": 1, "max_overflow": 0}})
+    pool = wrapper.pool
+    first = _query(wrapper, "SELECT CONNECTION_ID()")[0][0]
+    if cause == "autocommit left off":
+        wrapper.set_autocommit(False)
+        wrapper.close_if_unusable_or_obsolete()  # request_finished
+    elif cause == "failed health check":
+        wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True  # Django's own check, per request
+        wrapper.health_check_enabled, wrapper.health_check_done = True, False
+        with patch.object(wrapper, "is_usable", return_value=False):
+            second = _query(wrapper, "SELECT CONNECTION_ID()")[0][0]
+        assert second != first
+    else:
+        wrapper.errors_occurred = True
+        with patch.object(wrapper, "is_usable", return_value=False):
+            wrapper.close_if_unusable_or_obsolete()
+    assert wrapper.connection is None or cause == "failed health check"
+    wrapper.close()
+    assert _query(wrapper, "SELECT CONNECTION_ID()")[0][0] != first
+    wrapper.close()
+    stats = pool.get_stats()
+    assert stats["closed_broken"] == 1
+    assert (stats["total_connections"], stats["in_use"]) == (1, 0)

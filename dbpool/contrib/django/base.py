@@ -16,8 +16,8 @@ Design (after Django's own pooling for PostgreSQL):
   isolation level). A pooled server connection keeps that session, so it is
   set up when first lent only, unless the pool clears sessions at return
   (``reset: "session"``), when it is set up again at every checkout.
-- ``CONN_HEALTH_CHECKS`` is the pool's check before lending (``pre_ping``);
-  Django's own check is then skipped, as the pool lends only checked connections.
+- ``CONN_HEALTH_CHECKS`` is the pool's check before lending (``pre_ping``).
+  A connection Django finds unusable is closed and leaves the pool.
 
 Django's MySQL backend is written for mysqlclient (``MySQLdb``); this one runs
 it on PyMySQL's ``MySQLdb`` compatibility layer, the driver of dbpool's pools.
@@ -25,9 +25,11 @@ it on PyMySQL's ``MySQLdb`` compatibility layer, the driver of dbpool's pools.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +89,10 @@ _POOL_OPTIONS = frozenset({
     "mode", "size", "max_overflow", "timeout", "recycle", "pre_ping", "ping_interval",
     "ping_timeout", "reset", "leak_threshold",
 })
-# The settings a pool is made from; when one changes, the alias gets a new pool.
-_POOL_SETTINGS = ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "AUTOCOMMIT",
-                  "CONN_MAX_AGE", "CONN_HEALTH_CHECKS")
+# The settings a pool's connections are made from; when one changes, the alias gets a
+# new pool. CONN_MAX_AGE and CONN_HEALTH_CHECKS are read when a pool is made.
+_POOL_SETTINGS = ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "AUTOCOMMIT")
+_SERVER_STATUS_IN_TRANS = 0x0001  # the MySQL protocol's server-status bit
 # Set on a driver connection once Django has set its session up.
 _PREPARED = "_dbpool_django_prepared"
 
@@ -106,6 +109,8 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
 
     creation_class = DatabaseCreation
     connection: Any  # the driver's connection, None when closed
+    health_check_done: bool
+    errors_occurred: bool
     _connection_pools: ClassVar[dict[str, _AliasPool]] = {}
     _pools_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -242,10 +247,44 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         with self.wrap_database_errors:
             lease.close()
 
+    # Django closes a connection it finds unusable (a failed health check, an error
+    # after which is_usable() is false, autocommit left switched). A pooled one must
+    # then leave the pool, not be lent again: these two follow Django's own logic.
+
     def close_if_health_check_failed(self) -> None:
-        if self._lease is not None:
-            return  # the pool lends only connections that passed its check
-        super().close_if_health_check_failed()
+        if self.connection is None or not self.health_check_enabled or self.health_check_done:
+            return
+        if not self.is_usable():
+            self._close_unusable()
+        self.health_check_done = True
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        if self.connection is None:
+            return
+        self.health_check_done = False
+        if self.get_autocommit() != self.settings_dict["AUTOCOMMIT"]:
+            self._close_unusable()
+            return
+        if self.errors_occurred:
+            if self.is_usable():
+                self.errors_occurred = False
+                self.health_check_done = True
+            else:
+                self._close_unusable()
+                return
+        if self.close_at is not None and time.monotonic() >= self.close_at:
+            self.close()  # the end of a request: back to the pool
+
+    def _close_unusable(self) -> None:
+        lease = self._lease
+        if lease is not None:
+            raw = lease.dbapi_connection
+            with contextlib.suppress(Exception):
+                raw.close()
+            # dbpool rolls back a connection that reports a transaction and closes one
+            # whose rollback fails, as this closed one's does.
+            raw.server_status = (raw.server_status or 0) | _SERVER_STATUS_IN_TRANS
+        self.close()
 
     def is_usable(self) -> bool:
         if self.connection is None:
