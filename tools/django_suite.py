@@ -11,8 +11,7 @@ user must be allowed to create databases), writes one settings module per
 backend and runs ``runtests.py --parallel=1`` on each. Both backends use the
 same driver stack: PyMySQL installed as ``MySQLdb``. It prints the counts per
 backend and every test whose outcome differs, and exits 1 if a test that passes
-on the stock backend does not pass on dbpool's (or a run did not complete),
-except the few listed in BY_DESIGN with the reason they cannot.
+on the stock backend does not pass on dbpool's (or a run did not complete).
 """
 
 from __future__ import annotations
@@ -38,17 +37,6 @@ APPS = ["backends", "basic", "transactions", "transaction_hooks", "select_for_up
 FAST_APPS = ["basic", "transactions", "transaction_hooks"]
 BACKENDS = {"stock": "django.db.backends.mysql", "dbpool": "dbpool.contrib.django"}
 PASSING = {"pass", "skip", "xfail"}
-# Tests that cannot pass on a pooled alias, by the backend's contract: each sets
-# CONN_MAX_AGE to None (persistent connections), which a pool refuses with
-# ImproperlyConfigured, as Django's PostgreSQL pooling does.
-_PERSISTENT = ("CONN_MAX_AGE=None (persistent connections) on a pooled alias is "
-               "ImproperlyConfigured, as with Django's PostgreSQL pool")
-BY_DESIGN = {
-    f"backends.base.test_base.ConnectionHealthChecksTests.{name}": _PERSISTENT
-    for name in ("test_health_checks_disabled", "test_health_checks_enabled",
-                 "test_health_checks_enabled_errors_occurred",
-                 "test_set_autocommit_health_checks_enabled")
-}
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dbpool"
 
 RUNNER = '''\
@@ -227,7 +215,7 @@ def compare(runs: dict[str, dict[str, str]]) -> dict[str, Any]:
     }
     regressions = sorted(
         test for test, pair in differing.items()
-        if pair["stock"] in PASSING and pair["dbpool"] not in PASSING and test not in BY_DESIGN)
+        if pair["stock"] in PASSING and pair["dbpool"] not in PASSING)
     return {"counts": {name: counts(outcomes) for name, outcomes in runs.items()},
             "differing": differing, "regressions": regressions}
 
@@ -274,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["differing"]:
         print("tests whose outcome differs (stock -> dbpool):")
         for test, pair in report["differing"].items():
-            why = f"  [by design: {BY_DESIGN[test]}]" if test in BY_DESIGN else ""
-            print(f"  {pair['stock']:>7} -> {pair['dbpool']:7} {test}{why}")
+            print(f"  {pair['stock']:>7} -> {pair['dbpool']:7} {test}")
     else:
         print("no test differs")
     if args.json:
