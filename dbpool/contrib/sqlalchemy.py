@@ -40,12 +40,25 @@ from dbpool import ConnectionPool, PooledConnection
 
 __all__ = ["DBPoolSource", "create_engine", "engine_url"]
 
-_DIALECTS = {"pymysql": "mysql+pymysql", "mysql-connector": "mysql+mysqlconnector",
-             "sqlite": "sqlite"}
+_DIALECTS = {
+    "pymysql": "mysql+pymysql",
+    "mysql-connector": "mysql+mysqlconnector",
+    "sqlite": "sqlite",
+}
 # SQLAlchemy's pooling options: dbpool's own options do these jobs.
-_POOL_ARGUMENTS = ("pool", "poolclass", "creator", "pool_size", "max_overflow", "pool_timeout",
-                   "pool_recycle", "pool_pre_ping", "pool_use_lifo", "pool_reset_on_return",
-                   "async_creator")
+_POOL_ARGUMENTS = (
+    "pool",
+    "poolclass",
+    "creator",
+    "pool_size",
+    "max_overflow",
+    "pool_timeout",
+    "pool_recycle",
+    "pool_pre_ping",
+    "pool_use_lifo",
+    "pool_reset_on_return",
+    "async_creator",
+)
 _SERVER_STATUS_IN_TRANS = 0x0001  # the MySQL protocol's server-status bit
 
 
@@ -90,15 +103,21 @@ def engine_url(pool: ConnectionPool) -> URL:
     params = settings.params
     if dialect == "sqlite":
         return URL.create(dialect, database=str(params.get("path", "")))
-    return URL.create(dialect, username=params.get("user"), host=params.get("host"),
-                      port=params.get("port"), database=params.get("database"))
+    return URL.create(
+        dialect,
+        username=params.get("user"),
+        host=params.get("host"),
+        port=params.get("port"),
+        database=params.get("database"),
+    )
 
 
 class DBPoolSource(NullPool):
     """A SQLAlchemy pool that lends the connections of a dbpool ``ConnectionPool``."""
 
-    def __init__(self, pool: ConnectionPool, *, prepared: weakref.WeakSet[Any] | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, pool: ConnectionPool, *, prepared: weakref.WeakSet[Any] | None = None, **kw: Any
+    ) -> None:
         self.dbpool = pool
         # Driver connections this engine has run its connect hooks on.
         self._prepared: weakref.WeakSet[Any] = weakref.WeakSet() if prepared is None else prepared
@@ -110,8 +129,10 @@ class DBPoolSource(NullPool):
 
     def status(self) -> str:
         stats = self.dbpool.get_stats()
-        return (f"DBPoolSource {self.dbpool.name}: {stats['in_use']} in use, "
-                f"{stats['pool_size']} idle, max {stats['max_size']}")
+        return (
+            f"DBPoolSource {self.dbpool.name}: {stats['in_use']} in use, "
+            f"{stats['pool_size']} idle, max {stats['max_size']}"
+        )
 
     def _lent_connection(self) -> Any:
         lease: PooledConnection = self._pending.lease
@@ -183,7 +204,8 @@ def create_engine(pool: ConnectionPool, **kw: Any) -> Engine:
         raise TypeError(
             f"create_engine() takes no SQLAlchemy pooling option ({', '.join(given)}): "
             "the dbpool pool bounds, validates, recycles and resets its connections; "
-            "set its options instead")
+            "set its options instead"
+        )
     url = kw.pop("url", None) or engine_url(pool)
     engine = _sa_create_engine(url, pool=DBPoolSource(pool), **kw)
     _end_only_open_transactions(engine.dialect)

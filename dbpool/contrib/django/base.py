@@ -59,11 +59,12 @@ def _install_pymysql() -> None:
     if current is not None and current is not pymysql:
         raise ImproperlyConfigured(
             "dbpool.contrib.django runs Django's MySQL backend on PyMySQL, but mysqlclient's "
-            "MySQLdb was imported first; do not mix the two in one process")
+            "MySQLdb was imported first; do not mix the two in one process"
+        )
     pymysql.install_as_MySQLdb()
     for name, module in list(sys.modules.items()):
         if name.startswith("pymysql.") and module is not None:
-            sys.modules["MySQLdb" + name[len("pymysql"):]] = module
+            sys.modules["MySQLdb" + name[len("pymysql") :]] = module
             parent, _, leaf = name.rpartition(".")
             setattr(sys.modules[parent], leaf, module)  # undo a rebinding by an earlier copy
 
@@ -85,10 +86,20 @@ Database = mysql_base.Database
 # so ./config.yaml and $DBPOOL_CONFIG are never read.
 _CONFIG = str(Path(__file__).resolve().parent.parent / "isolated.yaml")
 _CONFIG_NAME = "django"
-_POOL_OPTIONS = frozenset({
-    "mode", "size", "max_overflow", "timeout", "recycle", "pre_ping", "ping_interval",
-    "ping_timeout", "reset", "leak_threshold",
-})
+_POOL_OPTIONS = frozenset(
+    {
+        "mode",
+        "size",
+        "max_overflow",
+        "timeout",
+        "recycle",
+        "pre_ping",
+        "ping_interval",
+        "ping_timeout",
+        "reset",
+        "leak_threshold",
+    }
+)
 # The settings a pool's connections are made from; when one changes, the alias gets a
 # new pool. CONN_MAX_AGE and CONN_HEALTH_CHECKS are read when a pool is made.
 _POOL_SETTINGS = ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "AUTOCOMMIT")
@@ -163,7 +174,8 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         if settings.get("CONN_MAX_AGE", 0) != 0:
             raise ImproperlyConfigured(
                 f"{where}: pooling doesn't support persistent connections: set CONN_MAX_AGE "
-                f"to 0 (got {settings['CONN_MAX_AGE']!r}); the pool keeps them open instead")
+                f"to 0 (got {settings['CONN_MAX_AGE']!r}); the pool keeps them open instead"
+            )
         given = settings["OPTIONS"]["pool"]
         if given is True:
             options: dict[str, Any] = {}
@@ -172,23 +184,27 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         else:
             raise ImproperlyConfigured(
                 f"{where}: OPTIONS['pool'] must be True or a dict of dbpool pool options "
-                f"(got {given!r})")
+                f"(got {given!r})"
+            )
         unknown = sorted(str(key) for key in options if key not in _POOL_OPTIONS)
         if unknown:
             raise ImproperlyConfigured(
                 f"{where}: unknown pool option {', '.join(map(repr, unknown))} in "
-                f"OPTIONS['pool']; valid options: {', '.join(sorted(_POOL_OPTIONS))}")
+                f"OPTIONS['pool']; valid options: {', '.join(sorted(_POOL_OPTIONS))}"
+            )
         health_checks = bool(settings["CONN_HEALTH_CHECKS"])
         if options.setdefault("pre_ping", health_checks) != health_checks:
             raise ImproperlyConfigured(
                 f"{where}: OPTIONS['pool']['pre_ping'] is {options['pre_ping']!r} but "
-                f"CONN_HEALTH_CHECKS is {health_checks!r}; set CONN_HEALTH_CHECKS only")
+                f"CONN_HEALTH_CHECKS is {health_checks!r}; set CONN_HEALTH_CHECKS only"
+            )
         params = self.get_connection_params()
         # New connections start in the mode Django asks for, so it has nothing to switch.
         params["autocommit"] = bool(settings["AUTOCOMMIT"])
         try:
-            pool = make_pool(config=_CONFIG, config_name=_CONFIG_NAME, driver="pymysql",
-                             **options, **params)
+            pool = make_pool(
+                config=_CONFIG, config_name=_CONFIG_NAME, driver="pymysql", **options, **params
+            )
         except (ValueError, TypeError) as exc:  # ConfigError is a ValueError
             raise ImproperlyConfigured(f"{where}: {exc}") from exc
         return _AliasPool(fingerprint, pool, options.get("reset") == "session")
