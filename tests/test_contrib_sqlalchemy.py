@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -335,3 +338,15 @@ def test_naive_recipe_costs_more_round_trips(
     print(f"naive NullPool recipe: {naive_figures}\ncreate_engine(): {lean_figures}")
     assert lean_figures["Questions"] == 1
     assert naive_figures["Questions"] > lean_figures["Questions"]
+
+
+def test_example_program_runs_on_sqlite(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "DBPOOL_CONFIG"}
+    proc = subprocess.run([sys.executable, str(root / "examples" / "sqlalchemy_example.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert ": 80 users" in proc.stdout
+    assert "'in_use': 0" in proc.stdout
+    assert (tmp_path / "dbpool.sqlite3").exists()
