@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the benchmark and write its results.
 
-The full run (the default) takes 15-25 minutes on a 2-core machine; ``--quick``
-takes seconds and only checks that everything runs. See README.rst.
+The full run (the default) takes about 25 minutes on a 2-core machine; ``--quick``
+takes seconds and only checks that everything runs (a smoke test: it judges no
+target). See README.rst.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import json
 import os
 import pstats
@@ -27,13 +29,17 @@ from . import micro as micro_mod
 from . import report
 from . import workloads as workloads_mod
 from .approaches import Target
-from .runner import Sampler, one_connect_time, run_cell, run_storm
+from .machine import Pinning
+from .monitor import Monitor
+from .runner import one_connect_time, run_cell, run_spike, run_storm
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # Rough seconds a cell costs beyond its warm-up and measurement (threads, pool, settling).
 _CELL_OVERHEAD = 0.2
+# The approaches of the spike test (HikariCP's "Welcome to the Jungle").
+SPIKE_APPROACHES = ("dbpool-shared", "dbpool-persistent", "sqlalchemy-queuepool")
 
 
 def _floats(text: str) -> list[float]:
@@ -70,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("cells")
     g.add_argument("--rounds", type=int, help="rounds of every cell (default 3)")
     g.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.25)")
-    g.add_argument("--duration", type=float, help="measured seconds per cell (default 0.6)")
+    g.add_argument("--duration", type=float,
+                   help="measured seconds per cell (default 1.0; cells with added "
+                   "latency, a second view, run 0.6 of it)")
     g.add_argument("--threads", type=_ints, help="thread counts, comma-separated (1,4,16,64)")
     g.add_argument("--workload", type=_names,
                    help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})")
@@ -82,15 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slow-ms", type=float, default=3.0, help="the slow query's sleep (ms)")
     g.add_argument("--size", type=int, default=10, help="pool size (default 10)")
     g.add_argument("--overflow", type=int, default=5, help="pool overflow (default 5)")
-    s = p.add_argument_group("cold storm and micro")
+    s = p.add_argument_group("cold storm, spike and micro")
     s.add_argument("--storm-threads", type=int, help="threads of the cold storm (default 32)")
     s.add_argument("--storm-delay-ms", type=float,
                    help="simulated connect time (default 50 ms)")
     s.add_argument("--storm-rounds", type=int, help="cold storm rounds (default 5)")
     s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (20000)")
     s.add_argument("--micro-rounds", type=int, help="micro rounds (default 5)")
+    s.add_argument("--spike-threads", type=int, help="threads of the spike (default 50)")
+    s.add_argument("--spike-delay-ms", type=float,
+                   help="simulated connect time in the spike (default 150 ms)")
+    s.add_argument("--spike-rounds", type=int, help="spike rounds (default 3)")
     s.add_argument("--skip", type=_names, default=[],
-                   help="parts to leave out, comma-separated: cells, storm, micro")
+                   help="parts to leave out, comma-separated: cells, storm, spike, micro")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     p.add_argument("--from-json", type=Path, metavar="JSON",
                    help="run nothing: rewrite the Markdown and plots of an earlier run "
@@ -106,7 +118,7 @@ def _defaults(args: argparse.Namespace) -> None:
     fill = {
         "rounds": 1 if quick else 3,
         "warmup": 0.03 if quick else 0.25,
-        "duration": 0.08 if quick else 0.6,
+        "duration": 0.08 if quick else 1.0,
         "threads": [4] if quick else [1, 4, 16, 64],
         "latency": [0.0, 0.5],
         "rows": 1000 if quick else 10_000,
@@ -115,6 +127,9 @@ def _defaults(args: argparse.Namespace) -> None:
         "storm_delay_ms": 10.0 if quick else 50.0,
         "micro_ops": 2000 if quick else 20_000,
         "micro_rounds": 1 if quick else 5,
+        "spike_threads": 10 if quick else 50,
+        "spike_delay_ms": 20.0 if quick else 150.0,
+        "spike_rounds": 1 if quick else 3,
     }
     for key, value in fill.items():
         if getattr(args, key) is None:
@@ -124,7 +139,7 @@ def _defaults(args: argparse.Namespace) -> None:
     if args.name is None:
         args.name = "quick" if quick else ("partial" if partial else "full")
     args.partial = partial
-    unknown = set(args.skip) - {"cells", "storm", "micro"}
+    unknown = set(args.skip) - {"cells", "storm", "spike", "micro"}
     if unknown:
         raise SystemExit(f"--skip: unknown part {', '.join(sorted(unknown))}")
     if args.write_results and (quick or partial):
@@ -163,8 +178,10 @@ class Profiler:
 
 
 @contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int | None]]:
-    """Connection params of the server to use, an admin connection, the server's pid if local."""
+def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int | None,
+                                                        dict[str, Any]]]:
+    """The server to use: connect params, an admin connection, its pid if started here,
+    and the monitor's connect params (root on the socket of a server started here)."""
     if args.config:
         from dbpool import load_settings
 
@@ -173,10 +190,10 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int
             raise SystemExit(f"config {args.config_name!r} is a SQLite entry; "
                              "the benchmark needs a MySQL/MariaDB server")
         params = dict(settings.params)
-        admin = pymysql.connect(**{**params, "autocommit": True,
-                                   **({} if args.tls else {"ssl_disabled": True})})
+        admin_params = {**params, **({} if args.tls else {"ssl_disabled": True})}
+        admin = pymysql.connect(**{**admin_params, "autocommit": True})
         try:
-            yield params, admin, None
+            yield params, admin, None, admin_params
         finally:
             admin.close()
         return
@@ -188,8 +205,10 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int
 
     with MariaDBServer() as server:
         admin = server.admin_connect()
+        monitor_params = ({"unix_socket": server.socket_path, "user": "root"}
+                          if server.socket_path else dict(server.params()))
         try:
-            yield server.params(), admin, server.pid
+            yield server.params(), admin, server.pid, monitor_params
         finally:
             admin.close()
 
@@ -239,79 +258,82 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[dict[str, Any]] = []
     storms: list[dict[str, Any]] = []
     micros: list[dict[str, Any]] = []
-    connect_ms = None
 
     configs = [(lat / 1000.0, w, t) for lat in args.latency for w in workloads
-               for t in args.threads]
+               for t in args.threads
+               if not (lat and w.key == "slow")]  # a 3 ms sleep hides a 0.5 ms round trip
     if args.quick:
-        # Each workload once, the latency variants taking turns: every approach
-        # still meets every workload and both network settings.
-        configs = [(args.latency[i % len(args.latency)] / 1000.0, w, t)
-                   for i, w in enumerate(workloads) for t in args.threads]
-    n_cells = 0 if "cells" in args.skip else len(configs) * len(approach_classes) * args.rounds
-    estimate = n_cells * (args.warmup + args.duration + _CELL_OVERHEAD)
-    print(f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
-          "plus the cold storm and micro parts", file=sys.stderr)
+        # Each workload once without latency, and the point select with it: every
+        # approach still meets every workload and both network settings.
+        configs = [(0.0, w, t) for w in workloads for t in args.threads]
+        configs += [(lat / 1000.0, w, t) for lat in args.latency if lat
+                    for w in workloads[:1] for t in args.threads]
 
+    def runs_with(cls: type[approaches_mod.Approach], latency: float) -> bool:
+        # With latency (a second view): the pools and the ceiling; connecting per
+        # request and one shared connection are measured without it only.
+        return not latency or cls.pooled or cls.key == approaches_mod.CEILING
+
+    plan = [(lat, w, t, [c for c in approach_classes if runs_with(c, lat)])
+            for lat, w, t in configs]
+    n_cells = 0 if "cells" in args.skip else sum(len(p[3]) for p in plan) * args.rounds
+    estimate = sum(len(cls) * (args.warmup + (args.duration * 0.6 if lat else args.duration)
+                               + _CELL_OVERHEAD) for lat, _, _, cls in plan) * args.rounds
+    if "cells" in args.skip:
+        estimate = 0.0
+    print(f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
+          "plus the cold storm, spike and micro parts", file=sys.stderr)
+
+    pinning: Pinning | None = None
+    spikes: list[dict[str, Any]] = []
+    live_micros: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp, _server(args) as (
-            params, admin, server_pid):
-        config_path = os.path.join(tmp, "config.yaml")
-        neutral = {k: v for k, v in params.items()
-                   if k in ("host", "port", "user", "password", "database")}
-        with open(config_path, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}}, f)
-        target = Target(params=params, config=config_path, config_name="bench",
-                        size=args.size, overflow=args.overflow, tls=args.tls)
-        sampler = Sampler(admin, server_pid)
-        machine = report.machine_info(sampler.server_version())
-        workloads_mod.create_table(admin, params["database"], args.rows)
+            params, admin, server_pid, monitor_params):
+        pinning = Pinning(server_pid).apply()
+        monitor: Monitor | None = None
         try:
-            if "cells" not in args.skip:
-                with _progress(n_cells, "cells") as bar:
-                    for rnd in range(args.rounds):
-                        for latency, workload, threads in configs:
-                            for cls in _rotate(approach_classes, rnd):
-                                cell = run_cell(
-                                    sampler, cls, target, workload, threads=threads,
-                                    rows=args.rows, slow=args.slow_ms / 1000.0,
-                                    warmup=args.warmup, duration=args.duration,
-                                    latency=latency, seed=args.seed + rnd * 1000,
-                                    profiler=profiler,
-                                )
-                                cell["round"] = rnd
-                                cells.append(cell)
-                                if bar is not None:
-                                    bar.update(1)
-            if "storm" not in args.skip:
-                delay = args.storm_delay_ms / 1000.0
-                connect_ms = one_connect_time(target, delay) * 1000.0
-                point = workloads_mod.BY_KEY["point"]
-                with _progress(args.storm_rounds * len(approach_classes), "storm") as bar:
-                    for rnd in range(args.storm_rounds):
-                        for cls in _rotate(approach_classes, rnd):
-                            storm = run_storm(sampler, cls, target, point,
-                                              threads=args.storm_threads, rows=args.rows,
-                                              delay=delay)
-                            storm["round"] = rnd
-                            storms.append(storm)
-                            if bar is not None:
-                                bar.update(1)
+            monitor = Monitor(monitor_params, pinning.server_cpus)
+            config_path = os.path.join(tmp, "config.yaml")
+            neutral = {k: v for k, v in params.items()
+                       if k in ("host", "port", "user", "password", "database")}
+            with open(config_path, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}},
+                               f)
+            target = Target(params=params, config=config_path, config_name="bench",
+                            size=args.size, overflow=args.overflow, tls=args.tls)
+            machine = report.machine_info(monitor.version())
+            machine["pinning"] = pinning.describe()
+            machine["peak_from"] = ("Max_used_connections (FLUSH STATUS at each cell's start)"
+                                    if monitor.flush_status else
+                                    "Threads_connected polled every 10 ms by the monitor")
+            workloads_mod.create_table(admin, params["database"], args.rows)
+            try:
+                _run_parts(args, monitor, target, server_pid, plan, approach_classes,
+                           profiler, cells, storms, spikes)
+            finally:
+                workloads_mod.drop_table(admin, params["database"])
+            if "micro" not in args.skip:
+                ctx = micro_mod.Context(config=config_path, params=target.pymysql_params())
+                parts = [(True, list(micro_mod.LIVE)), (False, list(micro_mod.MICRO))]
+                total = args.micro_rounds * 2 * sum(len(keys) for _, keys in parts)
+                with _progress(total, "micro") as bar:
+                    for rnd in range(args.micro_rounds):
+                        for live, keys in parts:
+                            for threads in (1, 4):
+                                for key in _rotate(keys, rnd):
+                                    m = micro_mod.measure(key, threads, args.micro_ops, ctx,
+                                                          live=live)
+                                    m["round"] = rnd
+                                    (live_micros if live else micros).append(m)
+                                    if bar is not None:
+                                        bar.update(1)
         finally:
-            workloads_mod.drop_table(admin, params["database"])
-            sampler.queries = 0
-        if "micro" not in args.skip:
-            keys = list(micro_mod.MICRO)
-            with _progress(args.micro_rounds * 2 * len(keys), "micro") as bar:
-                for rnd in range(args.micro_rounds):
-                    for threads in (1, 4):
-                        for key in _rotate(keys, rnd):
-                            m = micro_mod.measure(key, threads, args.micro_ops, config_path,
-                                                  "fake", profiler=None)
-                            m["round"] = rnd
-                            micros.append(m)
-                            if bar is not None:
-                                bar.update(1)
+            if monitor is not None:
+                monitor.close()
+            pinning.restore()
+    connect_ms = storms[0].get("one_connect_ms") if storms else None
+    spike_connect_ms = spikes[0].get("one_connect_ms") if spikes else None
 
     settings = {
         "quick": args.quick,
@@ -325,8 +347,13 @@ def main(argv: list[str] | None = None) -> int:
                        for c in approach_classes},
         "storm_threads": args.storm_threads, "storm_delay_ms": args.storm_delay_ms,
         "storm_rounds": args.storm_rounds, "one_connect_ms": connect_ms,
+        "spike_threads": args.spike_threads, "spike_delay_ms": args.spike_delay_ms,
+        "spike_rounds": args.spike_rounds, "spike_size": 5,
+        "spike_overflow": max(0, args.spike_threads - 5),
+        "spike_one_connect_ms": spike_connect_ms,
         "micro_ops": args.micro_ops, "micro_rounds": args.micro_rounds,
         "micro_approaches": {k: label for k, (label, _) in micro_mod.MICRO.items()},
+        "micro_live_approaches": {k: label for k, (label, _) in micro_mod.LIVE.items()},
         "connection": {k: v for k, v in target.pymysql_params().items() if k != "password"},
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
     }
@@ -339,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings,
         "cells": cells,
         "storm": storms,
+        "spike": spikes,
         "micro": micros,
+        "micro_live": live_micros,
     }
     paths = report.write(data, args.out, plots=not args.no_plots)
     if profiler is not None:
@@ -352,3 +381,61 @@ def main(argv: list[str] | None = None) -> int:
         print(path, file=sys.stderr)
     print(report.targets_text(data))
     return 0
+
+
+def _run_parts(args: argparse.Namespace, monitor: Monitor, target: Target,
+               server_pid: int | None, plan: list[Any],
+               approach_classes: list[type[approaches_mod.Approach]], profiler: Any,
+               cells: list[dict[str, Any]], storms: list[dict[str, Any]],
+               spikes: list[dict[str, Any]]) -> None:
+    """The cells, the cold storm and the spike, appending to the lists given."""
+    if "cells" not in args.skip:
+        total = sum(len(p[3]) for p in plan) * args.rounds
+        with _progress(total, "cells") as bar:
+            for rnd in range(args.rounds):
+                for latency, workload, threads, classes in plan:
+                    for cls in _rotate(classes, rnd):
+                        cell = run_cell(
+                            monitor, cls, target, workload, threads=threads,
+                            rows=args.rows, slow=args.slow_ms / 1000.0,
+                            warmup=args.warmup,
+                            duration=args.duration * 0.6 if latency else args.duration,
+                            latency=latency, seed=args.seed + rnd * 1000,
+                            server_pid=server_pid, profiler=profiler,
+                        )
+                        cell["round"] = rnd
+                        cells.append(cell)
+                        if bar is not None:
+                            bar.update(1)
+    if "storm" not in args.skip:
+        delay = args.storm_delay_ms / 1000.0
+        connect_ms = one_connect_time(target, delay) * 1000.0
+        point = workloads_mod.BY_KEY["point"]
+        with _progress(args.storm_rounds * len(approach_classes), "storm") as bar:
+            for rnd in range(args.storm_rounds):
+                for cls in _rotate(approach_classes, rnd):
+                    storm = run_storm(monitor, cls, target, point,
+                                      threads=args.storm_threads, rows=args.rows,
+                                      delay=delay)
+                    storm["round"] = rnd
+                    storm["one_connect_ms"] = connect_ms
+                    storms.append(storm)
+                    if bar is not None:
+                        bar.update(1)
+    spike_classes = [c for c in approach_classes if c.key in SPIKE_APPROACHES]
+    if "spike" not in args.skip and spike_classes:
+        delay = args.spike_delay_ms / 1000.0
+        connect_ms = one_connect_time(target, delay) * 1000.0
+        warm = 5
+        spike_target = dataclasses.replace(target, size=warm,
+                                           overflow=max(0, args.spike_threads - warm))
+        with _progress(args.spike_rounds * len(spike_classes), "spike") as bar:
+            for rnd in range(args.spike_rounds):
+                for cls in _rotate(spike_classes, rnd):
+                    spike = run_spike(monitor, cls, spike_target, warm=warm,
+                                      threads=args.spike_threads, query_s=0.002, delay=delay)
+                    spike["round"] = rnd
+                    spike["one_connect_ms"] = connect_ms
+                    spikes.append(spike)
+                    if bar is not None:
+                        bar.update(1)

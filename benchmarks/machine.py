@@ -58,3 +58,66 @@ def describe(server_version: str) -> dict[str, Any]:
         "server": server_version,
         "load_average_start": list(load) if load else None,
     }
+
+
+def _task_ids(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+class Pinning:
+    """The server on one core, the benchmark on another, when there are two or more.
+
+    Each side then has a core of its own: the client's Python threads no longer
+    compete with the server's for one core, which is what made the figures jump
+    from round to round. Only a server the benchmark started itself is pinned
+    (every thread it has now; the ones it starts later inherit the mask). The
+    client's mask is set on the calling (main) thread before any worker starts,
+    so every thread of the run inherits it, and ``restore()`` puts it back.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.client_cpus: list[int] | None = None
+        self.server_cpus: list[int] | None = None
+        self.note = ""
+        self._saved: set[int] | None = None
+        self._server_saved: dict[int, set[int]] = {}
+
+    def apply(self) -> Pinning:
+        if not hasattr(os, "sched_setaffinity"):
+            self.note = "not pinned: this system has no sched_setaffinity"
+            return self
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            self.note = "not pinned: only one core available"
+            return self
+        if self.server_pid is None:
+            self.note = "not pinned: the server was not started by the benchmark"
+            return self
+        server, client = {cpus[0]}, {cpus[1]}
+        for tid in _task_ids(self.server_pid):
+            with contextlib.suppress(OSError):
+                self._server_saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, server)
+        self._saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, client)
+        self.server_cpus, self.client_cpus = sorted(server), sorted(client)
+        self.note = (f"server (mariadbd, every thread) pinned to core {cpus[0]}, "
+                     f"the benchmark process to core {cpus[1]}")
+        return self
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            os.sched_setaffinity(0, self._saved)
+            self._saved = None
+        for tid, mask in self._server_saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+        self._server_saved = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"client_cpus": self.client_cpus, "server_cpus": self.server_cpus,
+                "note": self.note}

@@ -1,10 +1,20 @@
-"""Checkout + return cost of the pools themselves, over a driver that does no I/O."""
+"""Checkout + return cost of the pools themselves: over a live PyMySQL connection, and over
+a driver that does no I/O.
+
+The live set is what the targets compare: dbpool's two modes (validation on,
+``reset="rollback"``) against DBUtils' own cycles on the same connections,
+``PooledDB.connection()`` + ``close()`` and ``PersistentDB.connection()``, with
+DBUtils' ping and reset off (dbpool does those itself, outside DBUtils), and
+against one ``TCP_INFO`` read of a live socket, the look dbpool's validation takes.
+No query runs: a loop of checkout + return, timed over all threads.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dbpool.drivers import Driver
@@ -78,15 +88,25 @@ class FakeDriver(Driver):
 Pool = tuple[Callable[[], Any], Callable[[Any], None], Callable[[], None]]
 
 
-def _dbpool(mode: str, config: str, config_name: str) -> Pool:
+@dataclass(frozen=True)
+class Context:
+    """Where the micro measurements connect: a config file with a fake and a live entry."""
+
+    config: str
+    fake_name: str = "fake"
+    live_name: str = "bench"
+    params: Mapping[str, Any] = field(default_factory=dict)  # live PyMySQL connect arguments
+
+
+def _dbpool(mode: str, ctx: Context) -> Pool:
     from dbpool import make_pool
 
-    pool = make_pool(mode, driver=FakeDriver(), config=config, config_name=config_name,
+    pool = make_pool(mode, driver=FakeDriver(), config=ctx.config, config_name=ctx.fake_name,
                      size=10, max_overflow=5, pre_ping=True, reset="rollback")
     return pool.acquire, lambda conn: conn.close(), pool.dispose
 
 
-def _pooled_db(config: str, config_name: str) -> Pool:
+def _pooled_db(ctx: Context) -> Pool:
     from dbutils.pooled_db import PooledDB
 
     db = PooledDB(FakeModule, mincached=0, maxcached=10, maxshared=0, maxconnections=15,
@@ -94,15 +114,15 @@ def _pooled_db(config: str, config_name: str) -> Pool:
     return db.connection, lambda conn: conn.close(), db.close
 
 
-def _persistent_db(config: str, config_name: str) -> Pool:
+def _persistent_db(ctx: Context) -> Pool:
     from dbutils.persistent_db import PersistentDB
 
     db = PersistentDB(FakeModule, ping=1, closeable=False)
     return db.connection, lambda conn: conn.close(), lambda: None
 
 
-def _queue_pool(pre_ping: bool) -> Callable[[str, str], Pool]:
-    def build(config: str, config_name: str) -> Pool:
+def _queue_pool(pre_ping: bool) -> Callable[[Context], Pool]:
+    def build(ctx: Context) -> Pool:
         from sqlalchemy.pool import QueuePool
 
         kwargs: dict[str, Any] = {}
@@ -123,9 +143,70 @@ def _queue_pool(pre_ping: bool) -> Callable[[str, str], Pool]:
     return build
 
 
-MICRO: dict[str, tuple[str, Callable[[str, str], Pool]]] = {
-    "dbpool-shared": ("dbpool shared", lambda c, n: _dbpool("shared", c, n)),
-    "dbpool-persistent": ("dbpool persistent", lambda c, n: _dbpool("persistent", c, n)),
+def _dbpool_live(mode: str, ctx: Context) -> Pool:
+    from dbpool import make_pool
+
+    pool = make_pool(mode, config=ctx.config, config_name=ctx.live_name, size=10,
+                     max_overflow=5, pre_ping=True, reset="rollback", **ctx.params)
+    return pool.acquire, lambda conn: conn.close(), pool.dispose
+
+
+def _pooled_db_live(ctx: Context) -> Pool:
+    import pymysql
+    from dbutils.pooled_db import PooledDB
+
+    db = PooledDB(pymysql, mincached=0, maxcached=10, maxshared=0, maxconnections=15,
+                  blocking=True, ping=0, reset=False, **ctx.params)
+    return db.connection, lambda conn: conn.close(), db.close
+
+
+def _persistent_db_live(ctx: Context) -> Pool:
+    import pymysql
+    from dbutils.persistent_db import PersistentDB
+
+    # threading.local, as dbpool uses: DBUtils' default pure-Python local is slower.
+    db = PersistentDB(pymysql, ping=0, closeable=False, threadlocal=threading.local,
+                      **ctx.params)
+    return db.connection, lambda conn: conn.close(), lambda: None
+
+
+def _tcp_info(ctx: Context) -> Pool:
+    import socket
+
+    import pymysql
+
+    conn = pymysql.connect(**ctx.params)
+    sock = conn._sock
+    level, option = socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", None)
+    if option is None:
+        conn.close()
+        raise RuntimeError("this system has no TCP_INFO")
+
+    def read() -> Any:
+        return sock.getsockopt(level, option, 1)
+
+    return read, lambda _: None, conn.close
+
+
+# The checkouts with a live connection, which the targets are about.
+LIVE: dict[str, tuple[str, Callable[[Context], Pool]]] = {
+    "dbpool-shared": ("dbpool shared", lambda ctx: _dbpool_live("shared", ctx)),
+    "dbpool-persistent": ("dbpool persistent", lambda ctx: _dbpool_live("persistent", ctx)),
+    "dbutils-pooleddb": ("DBUtils PooledDB cycle (ping=0, reset=False)", _pooled_db_live),
+    "dbutils-persistentdb": ("DBUtils PersistentDB cycle (ping=0, threading.local)",
+                             _persistent_db_live),
+    "tcp-info": ("one TCP_INFO read of a live socket", _tcp_info),
+}
+# dbpool's mode -> (the DBUtils costs it is compared with, summed; the target ratio).
+LIVE_REFERENCE: dict[str, tuple[tuple[str, ...], float]] = {
+    "dbpool-shared": (("dbutils-pooleddb",), 2.0),
+    "dbpool-persistent": (("dbutils-persistentdb", "tcp-info"), 2.5),
+}
+
+# The same pools over a driver that does no I/O (DBUtils with its defaults, ping=1).
+MICRO: dict[str, tuple[str, Callable[[Context], Pool]]] = {
+    "dbpool-shared": ("dbpool shared", lambda ctx: _dbpool("shared", ctx)),
+    "dbpool-persistent": ("dbpool persistent", lambda ctx: _dbpool("persistent", ctx)),
     "dbutils-pooleddb": ("DBUtils PooledDB (ping=1)", _pooled_db),
     "dbutils-persistentdb": ("DBUtils PersistentDB (ping=1)", _persistent_db),
     "sqlalchemy-queuepool": ("SQLAlchemy QueuePool", _queue_pool(False)),
@@ -135,48 +216,64 @@ MICRO: dict[str, tuple[str, Callable[[str, str], Pool]]] = {
 REFERENCE = {"dbpool-shared": "dbutils-pooleddb", "dbpool-persistent": "dbutils-persistentdb"}
 
 
-def measure(key: str, threads: int, operations: int, config: str, config_name: str,
+def measure(key: str, threads: int, operations: int, ctx: Context, *, live: bool = False,
             profiler: Any = None) -> dict[str, Any]:
-    """Nanoseconds of wall time per checkout + return, ``operations`` in all over ``threads``."""
-    _, build = MICRO[key]
-    acquire, release, dispose = build(config, config_name)
+    """Nanoseconds per checkout + return, ``operations`` in all over ``threads``.
+
+    Wall time, and the process's CPU time, from the moment every thread is ready
+    until the last is done, over the total checkouts.
+    """
+    _, build = (LIVE if live else MICRO)[key]
+    acquire, release, dispose = build(ctx)
     per_thread = max(1, operations // threads)
-    start = threading.Barrier(threads + 1)
+    # The clock starts before the workers are let go, not when this thread wakes from a
+    # barrier: a worker holding the GIL would run for up to a switch interval (5 ms,
+    # thousands of cycles) before this thread could read the clock.
+    ready = threading.Barrier(threads + 1)
+    go = threading.Event()
+    done = threading.Barrier(threads + 1)
     failures: list[str] = []
 
     def loop() -> None:
         try:
             for _ in range(min(200, per_thread)):  # warm-up: connections opened, caches filled
                 release(acquire())
-            start.wait()
+            ready.wait()
+            go.wait()
             for _ in range(per_thread):
                 release(acquire())
-            start.wait()
+            done.wait()
         except Exception as exc:
             failures.append(repr(exc))
-            start.abort()
+            ready.abort()
+            done.abort()
 
     run = loop if profiler is None else profiler.wrap(loop)
     workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
     for worker in workers:
         worker.start()
-    elapsed = None
+    elapsed = cpu = None
     try:
-        start.wait()
+        ready.wait()
+        c0 = time.process_time()
         t0 = time.perf_counter()
-        start.wait()
+        go.set()
+        done.wait()  # every worker is blocked here or gone: nothing delays the readings
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
     except threading.BrokenBarrierError:
-        pass
+        go.set()
     for worker in workers:
         worker.join(60)
     dispose()
     total = per_thread * threads
     return {
         "approach": key,
+        "live": live,
         "threads": threads,
         "operations": total,
         "ns_per_op": elapsed / total * 1e9 if elapsed is not None else None,
+        "cpu_ns_per_op": cpu / total * 1e9 if cpu is not None else None,
         "errors": len(failures),
         "first_error": failures[0] if failures else None,
     }

@@ -12,18 +12,11 @@ from typing import Any
 import numpy as np
 
 from .approaches import Approach, Target
-from .network import connect_delay, exempt, round_trip_delay
+from .monitor import COUNTERS, WANTED, Monitor
+from .network import connect_delay, round_trip_delay
 from .workloads import Workload
 
-POLL_INTERVAL = 0.01
 JOIN_TIMEOUT = 120.0
-# Server counters reported per request (beyond Questions and Connections).
-COUNTERS = (
-    "Com_admin_commands", "Com_select", "Com_update", "Com_begin", "Com_commit",
-    "Com_rollback", "Com_set_option", "Com_do", "Com_show_status",
-)
-_WANTED = frozenset((*COUNTERS, "Questions", "Connections", "Threads_connected",
-                     "Aborted_clients", "Aborted_connects"))
 
 
 def _ticks_per_second() -> int:
@@ -36,59 +29,17 @@ def _ticks_per_second() -> int:
 _TICKS = _ticks_per_second()
 
 
-class Sampler:
-    """The benchmark's own admin connection: server status, with its own queries counted.
-
-    ``server_pid``: the server's process, when it runs on this machine, for its CPU time.
-    """
-
-    def __init__(self, conn: Any, server_pid: int | None = None) -> None:
-        self.conn = exempt(conn)
-        self.server_pid = server_pid
-        self.queries = 0
-        self._cur = conn.cursor()
-        # The names spelled out: the whole SHOW GLOBAL STATUS is 500+ rows to parse.
-        names = ", ".join(f"'{name}'" for name in sorted(_WANTED))
-        self._status_sql = f"SHOW GLOBAL STATUS WHERE Variable_name IN ({names})"
-
-    def status(self) -> dict[str, int]:
-        self.queries += 1
-        self._cur.execute(self._status_sql)
-        return {name: int(value) for name, value in self._cur.fetchall() if name in _WANTED}
-
-    def threads_connected(self) -> int:
-        self.queries += 1
-        self._cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-        return int(self._cur.fetchall()[0][1])
-
-    def server_cpu(self) -> float | None:
-        """CPU seconds the server process has used so far (user + system), if known."""
-        if self.server_pid is None:
-            return None
-        try:
-            with open(f"/proc/{self.server_pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        # Fields 14 and 15 of stat (utime, stime), counted after the ")" of the name.
-        return (int(fields[11]) + int(fields[12])) / _TICKS
-
-    def settle(self, baseline: int, timeout: float = 3.0) -> int:
-        """Wait until the server is back to ``baseline`` connections; the count seen last."""
-        deadline = time.monotonic() + timeout
-        while True:
-            now = self.threads_connected()
-            if now <= baseline or time.monotonic() > deadline:
-                return now
-            time.sleep(POLL_INTERVAL)
-
-    def server_version(self) -> str:
-        self._cur.execute("SELECT VERSION()")
-        return str(self._cur.fetchall()[0][0])
-
-    def close(self) -> None:
-        self._cur.close()
-        self.conn.close()
+def server_cpu(pid: int | None) -> float | None:
+    """CPU seconds the server process has used so far (user + system), if it runs here."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # Fields 14 and 15 of stat (utime, stime), counted after the ")" of the name.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @dataclass
@@ -160,7 +111,7 @@ def _percentile_ms(values: np.ndarray, q: float) -> float | None:
 
 
 def run_cell(
-    sampler: Sampler,
+    monitor: Monitor,
     approach_cls: type[Approach],
     target: Target,
     workload: Workload,
@@ -172,16 +123,21 @@ def run_cell(
     duration: float,
     latency: float,
     seed: int,
+    server_pid: int | None = None,
     profiler: Any = None,
 ) -> dict[str, Any]:
-    """Run one cell and return its measurements (see the module docstring of report)."""
-    baseline = sampler.settle(sampler.threads_connected())
-    before = sampler.status()
+    """Run one cell and return its measurements (see the module docstring of report).
+
+    While the threads run, this (main) thread only sleeps: the server is read by
+    the monitor process at the window's edges, so nothing else takes the GIL.
+    """
+    baseline = monitor.settle(None)
+    monitor.mark()
+    before = monitor.status()
     state = _State()
     workers = [_Worker() for _ in range(threads)]
     start = threading.Barrier(threads + 1)
     request = workload.make(rows, slow)
-    peak = baseline
     result: dict[str, Any] = {
         "approach": approach_cls.key, "workload": workload.key, "threads": threads,
         "latency_ms": latency * 1000.0,
@@ -204,20 +160,18 @@ def run_cell(
             for thread in pool_threads:
                 thread.start()
             start.wait()
-            peak = _poll(sampler, time.perf_counter() + warmup, peak)
-            window_start = sampler.status()
-            mark = sampler.queries
-            server_a = sampler.server_cpu()
+            time.sleep(warmup)
+            window_start = monitor.status()
+            server_a = server_cpu(server_pid)
             cpu_a = time.process_time()
             state.recording = True
             t_a = time.perf_counter()
-            peak = _poll(sampler, t_a + duration, peak)
+            time.sleep(duration)
             state.recording = False
             t_b = time.perf_counter()
             cpu_b = time.process_time()
-            server_b = sampler.server_cpu()
-            window_end = sampler.status()
-            own_queries = sampler.queries - mark  # ours after the 1st snapshot, the 2nd included
+            server_b = server_cpu(server_pid)
+            window_end = monitor.status()
         finally:
             state.stop = True
             if start.n_waiting and not start.broken:
@@ -226,19 +180,21 @@ def run_cell(
             for thread in pool_threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
             stuck = sum(thread.is_alive() for thread in pool_threads)
-            peak = max(peak, sampler.threads_connected())
             try:
                 approach.close()
             except Exception as exc:
                 result["close_error"] = repr(exc)
-    after = sampler.status()
-    sampler.settle(baseline)
+    after = monitor.status()
+    monitor.settle(baseline)
 
     latencies = np.fromiter((x for w in workers for x in w.latencies), dtype=float)
     waits = np.fromiter((x for w in workers for x in w.waits), dtype=float)
     requests = int(latencies.size)
     window = t_b - t_a
-    delta = {key: window_end.get(key, 0) - window_start.get(key, 0) for key in _WANTED}
+    start_status, end_status = window_start["status"], window_end["status"]
+    delta = {key: end_status.get(key, 0) - start_status.get(key, 0) for key in WANTED}
+    # The monitor's queries after the first snapshot, the second one included.
+    own_queries = window_end["queries"] - window_start["queries"]
     delta["Questions"] -= own_queries
     delta["Com_show_status"] -= own_queries
     errors = sum(w.errors for w in workers) + stuck
@@ -259,9 +215,9 @@ def run_cell(
         p99_ms=_percentile_ms(latencies, 99),
         wait_p50_ms=_percentile_ms(waits, 50),
         wait_p99_ms=_percentile_ms(waits, 99),
-        peak_connections=max(0, peak - baseline),
+        peak_connections=max(0, after["peak"] - baseline),
         opened_window=delta["Connections"],
-        opened_total=after["Connections"] - before["Connections"],
+        opened_total=after["status"]["Connections"] - before["status"]["Connections"],
         commands_per_request=(commands / requests) if requests else None,
         client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
         server_cpu_us=((server_b - server_a) / requests * 1e6
@@ -272,16 +228,6 @@ def run_cell(
         first_error=first_error,
     )
     return result
-
-
-def _poll(sampler: Sampler, until: float, peak: int) -> int:
-    """Sample Threads_connected until ``until``; the highest count seen."""
-    while True:
-        peak = max(peak, sampler.threads_connected())
-        left = until - time.perf_counter()
-        if left <= 0:
-            return peak
-        time.sleep(min(POLL_INTERVAL, left))
 
 
 def one_connect_time(target: Target, delay: float, samples: int = 5) -> float:
@@ -299,7 +245,7 @@ def one_connect_time(target: Target, delay: float, samples: int = 5) -> float:
 
 
 def run_storm(
-    sampler: Sampler,
+    monitor: Monitor,
     approach_cls: type[Approach],
     target: Target,
     workload: Workload,
@@ -314,7 +260,7 @@ def run_storm(
     opens its connections in its constructor) and stops when the last thread
     has run its first request.
     """
-    baseline = sampler.settle(sampler.threads_connected())
+    baseline = monitor.settle(None)
     request = workload.make(rows, 0.0)
     ready = threading.Barrier(threads + 1)
     go = threading.Event()
@@ -360,11 +306,92 @@ def run_storm(
         stuck = sum(thread.is_alive() for thread in pool_threads)
         if holder:
             holder[0].close()
-    sampler.settle(baseline)
+    monitor.settle(baseline)
     finished = [t for t in done if t]
     result.update(
         storm_ms=(max(finished) - t0) * 1000.0 if len(finished) == threads else None,
         first_ms=(min(finished) - t0) * 1000.0 if finished else None,
+        errors=len(failures) + stuck,
+        first_error=failures[0] if failures else None,
+    )
+    return result
+
+
+def run_spike(
+    monitor: Monitor,
+    approach_cls: type[Approach],
+    target: Target,
+    *,
+    warm: int,
+    threads: int,
+    query_s: float,
+    delay: float,
+) -> dict[str, Any]:
+    """HikariCP's spike test: ``warm`` connections ready, then ``threads`` requests at once.
+
+    The pool is built (``target`` carries its size and overflow) and warmed by
+    ``warm`` threads that each run one query at the same time and end. Then,
+    with every new connect taking ``delay`` longer, ``threads`` new threads are
+    let go at once; each runs one ``DO SLEEP(query_s)`` and gives its connection
+    back. Measured: the server's new connections over the burst (its
+    ``Connections`` counter) and the time until the last thread is done.
+    """
+    sql = f"DO SLEEP({query_s:.4f})"
+    baseline = monitor.settle(None)
+    failures: list[str] = []
+    result: dict[str, Any] = {"approach": approach_cls.key, "threads": threads, "warm": warm,
+                              "connect_delay_ms": delay * 1000.0, "query_ms": query_s * 1000.0}
+
+    def one(approach: Approach, gate: threading.Barrier, done: list[float], i: int) -> None:
+        try:
+            gate.wait()
+            token, conn = approach.checkout()
+            try:
+                cur = conn.cursor()
+                cur.execute(sql)
+                cur.close()
+            finally:
+                approach.checkin(token)
+            done[i] = time.perf_counter()
+            approach.thread_end()
+        except Exception as exc:
+            failures.append(repr(exc))
+
+    def wave(approach: Approach, n: int) -> tuple[float, list[float], int]:
+        gate = threading.Barrier(n + 1)
+        done = [0.0] * n
+        workers = [threading.Thread(target=one, args=(approach, gate, done, i), daemon=True)
+                   for i in range(n)]
+        for worker in workers:
+            worker.start()
+        gate.wait()
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return t0, done, sum(worker.is_alive() for worker in workers)
+
+    try:
+        approach = approach_cls(target, threads)
+    except Exception as exc:
+        result.update(errors=1, first_error=f"cannot build: {exc!r}")
+        return result
+    try:
+        _, _, stuck = wave(approach, warm)
+        time.sleep(0.05)  # the warm threads' ends are noticed (persistent mode drops theirs)
+        before = monitor.status()["status"]["Connections"]
+        with connect_delay(delay):
+            t0, done, stuck2 = wave(approach, threads)
+        stuck += stuck2
+    finally:
+        approach.close()
+    # Read after close(): a connect still under way when the burst ended counts too.
+    after = monitor.status()["status"]["Connections"]
+    monitor.settle(baseline)
+    finished = [t for t in done if t]
+    result.update(
+        opened=after - before,
+        burst_ms=(max(finished) - t0) * 1000.0 if len(finished) == threads else None,
         errors=len(failures) + stuck,
         first_error=failures[0] if failures else None,
     )

@@ -82,7 +82,7 @@ def test_server_commands_are_counted_per_request(
     assert per_request["opened_window"] >= 0.9 * per_request["requests"]
 
 
-def test_storm_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+def test_storm_spike_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) -> None:
     _, data, _ = quick_run
     assert data["settings"]["one_connect_ms"] >= data["settings"]["storm_delay_ms"]
     assert {s["approach"] for s in data["storm"]} == {cls.key for cls in approaches.APPROACHES}
@@ -91,9 +91,19 @@ def test_storm_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) -> Non
         assert storm["storm_ms"] >= data["settings"]["storm_delay_ms"], storm["approach"]
     assert {(m["approach"], m["threads"]) for m in data["micro"]} == {
         (key, threads) for key in micro.MICRO for threads in (1, 4)}
-    for m in data["micro"]:
+    assert {(m["approach"], m["threads"]) for m in data["micro_live"]} == {
+        (key, threads) for key in micro.LIVE for threads in (1, 4)}
+    for m in data["micro"] + data["micro_live"]:
         assert m["errors"] == 0, f"{m['approach']}: {m['first_error']}"
-        assert m["ns_per_op"] > 0
+        assert m["ns_per_op"] > 0 and m["cpu_ns_per_op"] > 0
+    spikes = data["spike"]
+    assert {s["approach"] for s in spikes} == set(cli.SPIKE_APPROACHES)
+    for spike in spikes:
+        assert spike["errors"] == 0, f"{spike['approach']}: {spike['first_error']}"
+        # The burst's threads all ran their query; the pool had 5 warm connections
+        # and could open up to the burst's size.
+        assert spike["burst_ms"] > spike["query_ms"], spike["approach"]
+        assert 0 <= spike["opened"] <= spike["threads"], spike["approach"]
 
 
 def test_report_files(quick_run: tuple[Path, dict[str, Any], str],
@@ -101,16 +111,20 @@ def test_report_files(quick_run: tuple[Path, dict[str, Any], str],
     out, data, printed = quick_run
     md = (out / "quick.md").read_text()
     for heading in ("## Machine", "## Settings", "## Targets", "## Throughput",
-                    "## Server commands per request", "## Cold storm",
+                    "## CPU time per request", "## Server commands per request",
+                    "## Cold storm", "## Spike", "## Checkout + return, live PyMySQL connection",
                     "## Checkout + return, no I/O", "## Every cell"):
         assert heading in md
     for info in data["settings"]["approaches"].values():
         assert f"| {info['label']} |" in md
     assert data["machine"]["server"] and data["machine"]["cpu"]
     kinds = {t["kind"] for t in data["summary"]["targets"]}
-    assert kinds == {"ceiling", "ahead", "micro", "storm"}
-    assert "Targets met:" in printed
-    for name in ("throughput", "latency", "storm-micro"):
+    # 4 threads only: the overload targets (more threads than connections) do not apply.
+    assert kinds == {"cpu", "ceiling", "ahead", "micro", "storm", "spike-opened", "spike-time"}
+    # A quick run is a smoke test: it shows its figures but judges no target.
+    assert "smoke test" in printed
+    assert "Targets met:" not in printed and "✗" not in printed and "✓" not in printed
+    for name in ("throughput", "throughput-others", "latency", "storm-micro"):
         png = out / f"quick-{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC
         assert f"(quick-{name}.png)" in md
