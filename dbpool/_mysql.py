@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import importlib.metadata
 import math
@@ -93,20 +94,28 @@ def _drop_socket(sock: Any) -> None:
 # Linux's TCP_INFO: its first byte is the connection's state.
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
 _TCP_ESTABLISHED = 1
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_TCP_FAMILIES = frozenset((int(socket.AF_INET), int(socket.AF_INET6)))
+_IPPROTO_TCP = socket.IPPROTO_TCP
+# The C getter of a socket's family, which returns a plain int: ``socket.family`` is a
+# Python property that builds an AddressFamily enum on every call, on the checkout path.
+_raw_family = _socket.socket.family.__get__
 
 
 def _probe_socket(sock: Any) -> bool:
     """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
     if sock is None:
         return False
-    if _TCP_INFO is not None and sock.family in _TCP_FAMILIES:
+    try:
+        family = _raw_family(sock)
+    except TypeError:  # not a socket.socket: ask it the slow way
+        family = sock.family
+    if _TCP_INFO is not None and family in _TCP_FAMILIES:
         # The kernel's view of the connection, read without giving up the GIL (poll()
         # gives it up, and under load waits to get it back). A server that closed or
         # reset the connection (a kill, wait_timeout, a restart) has moved it out of
         # ESTABLISHED; its farewell packet, if any, comes with the close.
         try:
-            return bool(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
+            return bool(sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
         except OSError:
             return False
     try:
@@ -335,6 +344,9 @@ class PyMySQLDriver(_MySQLDriver):
 
     def _socket(self, raw: Any) -> Any:
         return raw._sock
+
+    def probe(self, raw: Any) -> bool | None:
+        return _probe_socket(raw._sock)  # called at every checkout: no _socket() call
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
