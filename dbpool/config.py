@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
+from dbpool.drivers import DRIVERS, describe
 from dbpool.errors import ConfigError
 from dbpool.hosts import HOST_ORDERS, Address, parse_hosts
 
-DRIVERS: tuple[str, ...] = ("pymysql", "mysql-connector", "sqlite")
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
 DEFAULT_SQLITE_PATH = "dbpool.sqlite3"
@@ -135,20 +135,12 @@ class Settings:
 
     def describe(self) -> str:
         """A URL-like summary for messages and logs, without the password."""
-        params = self.params
-        if self.driver == "sqlite":
-            path = str(params.get("path", ""))
-            return f"sqlite://{path}" if path.startswith("/") else f"sqlite:///{path}"
         if len(self.hosts) > 1:
             netloc = ",".join(address.key for address in self.hosts)
-        else:
-            host = str(params.get("host", ""))
-            netloc = f"[{host}]" if ":" in host else host
-            if params.get("port") is not None:
-                netloc = f"{netloc}:{params['port']}"
-        if params.get("user"):
-            netloc = f"{params['user']}@{netloc}"
-        return f"{self.driver}://{netloc}/{params.get('database') or ''}"
+            if self.params.get("user"):
+                netloc = f"{self.params['user']}@{netloc}"
+            return f"{self.driver}://{netloc}/{self.params.get('database') or ''}"
+        return describe(self.driver, self.params)
 
     def __repr__(self) -> str:
         text = (
