@@ -34,8 +34,13 @@ _STRING_KEYS = ("user", "database", "charset")
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
 # Pool options of host lists that belong under `pool:`, not among the connection settings.
-_HOST_OPTION_NAMES = ("host_order", "host_deny_seconds", "galera_check", "replica_fallback",
-                      "replica_max_lag")
+_HOST_OPTION_NAMES = (
+    "host_order",
+    "host_deny_seconds",
+    "galera_check",
+    "replica_fallback",
+    "replica_max_lag",
+)
 _SECRET_MARKERS = ("pass", "secret", "token")
 # A config file is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -271,20 +276,21 @@ def _host_lists(
     if driver not in _MYSQL_DRIVERS:
         if replicas_value is not None or not (host is None or isinstance(host, str)):
             raise ConfigError(
-                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})")
+                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})"
+            )
         return (), ()
     port = resolved.get("port")
     try:
         hosts = (Address("127.0.0.1", port),) if host is None else parse_hosts(host, port)
-        replicas = () if replicas_value is None else parse_hosts(
-            replicas_value, port, "replicas")
+        replicas = () if replicas_value is None else parse_hosts(replicas_value, port, "replicas")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     overlap = sorted({a.key for a in hosts} & {a.key for a in replicas})
     if overlap:
         raise ConfigError(
             f"{where}: {_listing(overlap)} listed both as host and as replica; "
-            "a server has one role")
+            "a server has one role"
+        )
     first = hosts[0]
     if host is not None and (host != first.host or len(hosts) > 1):
         resolved["host"] = first.host
@@ -389,7 +395,8 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
             or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
         ):
             raise ConfigError(
-                f"{where}: {key} must be a string or a list of strings (got {value!r})")
+                f"{where}: {key} must be a string or a list of strings (got {value!r})"
+            )
     if "password" in params and not isinstance(params["password"], str):
         raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
     port = params.get("port")

@@ -25,6 +25,15 @@ from .errors import (
     PoolTimeout,
     ValidationError,
 )
+from .hosts import (
+    Address,
+    HostList,
+    HostsFailed,
+    HostState,
+    error_verdict,
+    galera_not_ready,
+    replica_lag_problem,
+)
 from .stats import PoolStats
 
 __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
@@ -49,6 +58,17 @@ _RETIRE_COUNTERS = {
     "recycled": "recycled",
     "overflow": "closed_overflow",
     "broken": "closed_broken",
+    "lost": "closed_broken",
+    "read_only": "closed_read_only",
+    "not_ready": "closed_not_ready",
+    "lagging": "closed_lagging",
+    "stale": "closed_stale",
+}
+# Retire reasons that say the server itself can no longer do its job: its host is denied.
+_HOST_UNUSABLE = {
+    "read_only": "the server is read-only",
+    "not_ready": "the Galera node is not ready",
+    "lagging": "the replica lags",
 }
 
 
@@ -64,11 +84,16 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. Other keywords are connection
-    parameters (host, port, user, password, database, charset, path, ...)
-    that override the config entry. Options not given come from the entry's
-    ``pool:`` section, then from the defaults.
+    a connection not given back is reported. host_order, host_deny_seconds,
+    galera_check, replica_fallback, replica_max_lag: how a host list and its
+    replicas are used (see the README's "Many servers"). Other keywords are
+    connection parameters (host, which may be a list, replicas, port, user,
+    password, database, charset, path, ...) that override the config entry.
+    Options not given come from the entry's ``pool:`` section, then from the
+    defaults.
     """
+
+    _replicas: ConnectionPool | None  # the pool of readonly connections, if any
 
     def __init__(
         self,
@@ -86,6 +111,11 @@ class ConnectionPool:
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        host_order: str | None = None,
+        host_deny_seconds: float | None = None,
+        galera_check: bool | None = None,
+        replica_fallback: bool | None = None,
+        replica_max_lag: float | None = None,
         **params: Any,
     ) -> None:
         given = {
@@ -99,30 +129,76 @@ class ConnectionPool:
             "ping_timeout": ping_timeout,
             "reset": reset,
             "leak_threshold": leak_threshold,
+            "host_order": host_order,
+            "host_deny_seconds": host_deny_seconds,
+            "galera_check": galera_check,
+            "replica_fallback": replica_fallback,
+            "replica_max_lag": replica_max_lag,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
         driver_name = "pymysql" if isinstance(driver, Driver) else driver
-        self.settings: Settings = load_settings(
+        settings = load_settings(
             config_name,
             config=config,
             driver=driver_name,
             pool_options=pool_options,
             params=params,
         )
-        options = self.settings.pool
-        self._driver = custom or get_driver(self.settings.driver)
+        driver_object = custom or get_driver(settings.driver)
+        if len(settings.hosts) > 1 and custom is None:
+            target = settings.describe()
+        else:
+            target = driver_object.describe(settings.params)
+        self._setup(settings, driver_object, "primary", f"{config_name!r} ({target})")
+        if settings.replicas:
+            # Replica connections are a pool of their own: the same options, other hosts.
+            replicas = ",".join(address.key for address in settings.replicas)
+            replica_pool = ConnectionPool.__new__(ConnectionPool)
+            replica_pool._setup(
+                settings,
+                custom or get_driver(settings.driver),
+                "replica",
+                f"replicas of {config_name!r} ({replicas})",
+            )
+            self._replicas = replica_pool
+
+    def _setup(self, settings: Settings, driver: Driver, role: str, name: str) -> None:
+        """Set up a pool of the primaries (``role`` "primary") or of the replicas."""
+        self.settings: Settings = settings
+        options = settings.pool
+        self._driver = driver
         self._probe = self._driver.probe  # bound once: called at every checkout
         self._in_transaction = self._driver.in_transaction
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
-        self._params = dict(self.settings.params)
+        self._params = dict(settings.params)
         self.mode = options.mode
         self.size = options.size
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        self.name = f"{config_name!r} ({self._driver.describe(self._params)})"
+        self.name = name
+        self._role = role
+        addresses = settings.hosts if role == "primary" else settings.replicas
+        self._hosts: HostList | None = None
+        if addresses:
+            self._hosts = HostList(
+                addresses,
+                role=role,
+                order=options.host_order,
+                deny_seconds=options.host_deny_seconds,
+                owner=name,
+                give_up_when_denied=role == "replica" and options.replica_fallback,
+            )
+        # A lone primary gets the parameters exactly as given; list members get theirs aimed.
+        self._aim = role == "replica" or len(addresses) > 1
+        self._galera_check = options.galera_check
+        self._max_lag = options.replica_max_lag if role == "replica" else None
+        # Whether a new connection is asked about its server before it is lent.
+        self._checks_server = self._galera_check or self._max_lag is not None
+        self._replica_fallback = options.replica_fallback
+        self._replicas = None
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -181,17 +257,28 @@ class ConnectionPool:
 
     # -- lending -----------------------------------------------------------
 
-    def acquire(self, timeout: float | None = None, max_retries: int = 3) -> PooledConnection:
+    def acquire(
+        self, timeout: float | None = None, max_retries: int = 3, *, readonly: bool = False
+    ) -> PooledConnection:
         """A validated connection, waiting at most ``timeout`` seconds (None: the pool's).
 
         A connection that fails validation is closed and replaced, up to
         ``max_retries`` times. Raises PoolTimeout when none is free in time.
+        ``readonly``: a connection to a replica, when the config lists ``replicas``.
         """
         if max_retries < 0:
             raise ValueError(f"max_retries cannot be negative (got {max_retries})")
         if timeout is None:
             timeout = self.timeout
         start = monotonic()
+        if readonly and self._replicas is not None:
+            try:
+                return self._replicas.acquire(timeout, max_retries)
+            except (ConnectError, ValidationError) as exc:
+                if not self._replica_fallback:
+                    raise
+                log.debug("no replica of %s is usable; reading from a primary: %s", self.name, exc)
+            timeout = max(0.0, start + timeout - monotonic())
         if self._collected:
             self._reclaim_collected()
         if self._handles.dropped:
@@ -224,9 +311,11 @@ class ConnectionPool:
         log.debug("acquired a connection from %s", self.name)
         return conn
 
-    def connection(self, timeout: float | None = None) -> PooledConnection:
+    def connection(
+        self, timeout: float | None = None, *, readonly: bool = False
+    ) -> PooledConnection:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
-        return self.acquire(timeout)
+        return self.acquire(timeout, readonly=readonly)
 
     def release(self, conn: PooledConnection | None) -> None:
         """Give a connection back, rolling back any open transaction first.
@@ -234,6 +323,10 @@ class ConnectionPool:
         ``release(None)`` and releasing twice do nothing.
         """
         if conn is None:
+            return
+        if self._is_readonly(conn):
+            assert self._replicas is not None
+            self._replicas.release(conn)
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
@@ -265,6 +358,10 @@ class ConnectionPool:
                     conn._origin,
                 )
 
+    def _is_readonly(self, conn: PooledConnection) -> bool:
+        """Whether ``conn`` came from this pool's replicas."""
+        return self._replicas is not None and getattr(conn, "_pool", None) is self._replicas
+
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
         stack = self._local.__dict__.setdefault("stack", [])
@@ -285,6 +382,8 @@ class ConnectionPool:
         If the thread is still using it, it is closed when given back.
         Does nothing in shared mode, where connections are not bound to threads.
         """
+        if self._replicas is not None:
+            self._replicas.close_thread_connection()
         handle = self._store.thread_handle()
         if handle is None:
             return
@@ -300,6 +399,8 @@ class ConnectionPool:
 
         The pool stays usable and opens new connections as needed.
         """
+        if self._replicas is not None:
+            self._replicas.close_all()
         with self._lock:
             self._epoch += 1
             raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
@@ -312,6 +413,8 @@ class ConnectionPool:
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
+        if self._replicas is not None:
+            self._replicas.dispose()
         with self._lock:
             self._closed = True
             self._cond.notify_all()
@@ -343,8 +446,28 @@ class ConnectionPool:
             waiting=waiting,
             size=self.size,
             mode=self.mode,
+            hosts=self._host_figures(handles),
         )
+        if self._replicas is not None:
+            replica_stats = self._replicas.get_stats()
+            stats["hosts"].update(replica_stats.pop("hosts"))
+            stats["replicas"] = replica_stats
         return stats
+
+    def _host_figures(self, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
+        """``get_stats()["hosts"]``: each host's connections and deny state."""
+        if self._hosts is None:
+            return {}
+        figures: dict[str, dict[str, Any]] = {}
+        for key, values in self._hosts.figures().items():
+            figures[key] = {"role": values.pop("role"), "open": 0, "in_use": 0, **values}
+        for handle in handles:
+            host = handle.host
+            if handle.raw is not None and host is not None and host.key in figures:
+                figures[host.key]["open"] += 1
+                if handle.borrows:
+                    figures[host.key]["in_use"] += 1
+        return figures
 
     def __repr__(self) -> str:
         return f"<ConnectionPool {self.mode} {self.name} size={self.size} max_size={self.max_size}>"
@@ -441,15 +564,24 @@ class ConnectionPool:
     # -- the reuse rule ------------------------------------------------------
     #
     # A connection is reused when it is current (open, not made before the last
-    # close_all(), not past its recycle time, the pool not closed) and, with pre_ping,
-    # seen alive (given back less than ping_interval ago, its socket clean), else pinged.
+    # close_all(), not past its recycle time, the pool not closed, its server not found
+    # unable to do its job since it was opened) and, with pre_ping, seen alive (given
+    # back less than ping_interval ago, its socket clean, no check of its replica's lag
+    # due), else pinged.
 
     def _stale_reason(self, handle: _Handle, now: float) -> str | None:
-        """Why an open connection is no longer current ("closed" or "recycled"), or None."""
+        """Why an open connection is no longer current, or None.
+
+        "closed", "recycled", or "stale" when its host was found unable to do its job
+        after the connection was opened (see HostList.unusable).
+        """
         if self._closed or handle.epoch != self._epoch:
             return "closed"
         if now >= handle.expires:
             return "recycled"
+        host = handle.host
+        if host is not None and handle.created <= host.stale_before:
+            return "stale"
         return None
 
     def _is_current(self, handle: _Handle, now: float) -> bool:
@@ -458,12 +590,30 @@ class ConnectionPool:
 
     def _seen_alive(self, handle: _Handle, now: float) -> bool:
         """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
-        return now - handle.returned < self._ping_interval and self._probe(handle.raw) is True
+        return (
+            now - handle.returned < self._ping_interval
+            and not self._host_check_due(handle, now)
+            and self._probe(handle.raw) is True
+        )
+
+    def _host_check_due(self, handle: _Handle, now: float) -> bool:
+        """Whether the replica of this connection is due for its lag check (unclaimed)."""
+        host = handle.host
+        return (
+            self._max_lag is not None
+            and host is not None
+            and now - host.checked_at >= self._ping_interval
+        )
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
         if failed:
             return "broken"
+        # The last statement's error: the server is read-only, not ready, or gone. A
+        # replica is read-only by design: a write there is the caller's mistake.
+        verdict = error_verdict(self._driver.statement_error(handle.raw))
+        if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
+            return verdict
         reason = self._stale_reason(handle, now)
         # An unlocked read of full(): a stale answer at worst keeps or closes one connection
         # too many, and DBUtils drops a handle given back to a full pool in any case.
@@ -473,9 +623,16 @@ class ConnectionPool:
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
+        spread = ""
+        if self._hosts is not None and len(self._hosts) > 1:
+            counts: dict[str, int] = {}
+            for handle in self._handles.live:
+                if handle.raw is not None and handle.host is not None:
+                    counts[handle.host.key] = counts.get(handle.host.key, 0) + 1
+            spread = "".join(f"; {key}: {count}" for key, count in counts.items())
         text = (
             f"Connection pool timeout after {timeout:.1f}s "
-            f"({held}/{self.max_size} connections in use, {self._waiting} waiting)"
+            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
         )
         return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
@@ -491,53 +648,102 @@ class ConnectionPool:
                 reason = self._stale_reason(handle, monotonic())
                 if reason is not None:
                     self._retire(handle, reason)
-            if handle.raw is None:
+            opened = handle.raw is None
+            if opened:
                 try:
                     self._open(handle, deadline)
-                    return
+                    if not self._checks_server:
+                        return
                 except ConnectError:
                     raise
-                except self._driver_errors as exc:
+                except (HostsFailed, *self._driver_errors) as exc:  # type: ignore[misc]
                     failures += 1
                     if failures > max_retries or monotonic() >= deadline:
-                        raise ConnectError(self._connect_failure(exc, failures)) from exc
+                        raise ConnectError(self._connect_failure(exc, failures)) from _cause(exc)
                     sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - monotonic())))
                     continue
-            if not self._pre_ping or self._alive(handle, deadline):
+            elif not self._pre_ping:
                 return
+            problem = self._check(handle, deadline, opened)
+            if problem is None:
+                return
+            reason, why = problem
             failures += 1
             self._tallies.append("validation_failures")
-            log.debug("a connection of %s failed validation; replacing it", self.name)
-            self._retire(handle, "broken")
+            log.debug(
+                "a connection of %s failed validation (%s); replacing it", self.name, why or reason
+            )
+            self._retire(handle, reason, why)
             if failures > max_retries:
                 raise ValidationError(
                     f"no valid connection from {self.name} after {failures} attempts"
                 )
 
-    def _alive(self, handle: _Handle, deadline: float) -> bool:
+    def _check(
+        self, handle: _Handle, deadline: float, opened: bool
+    ) -> tuple[str, str | None] | None:
         """Check a connection: a socket look when it was used moments ago, else a ping.
 
-        The ping waits at most ``ping_timeout``, and no longer than the acquire
-        deadline allows (but long enough for a healthy server to answer).
+        None when it may be lent, else why not: (retire reason, what was seen). The
+        real ping asks a Galera node whether it is ready (``galera_check``) and a
+        replica how far it lags (``replica_max_lag``, once per ``ping_interval`` per
+        host); a connection just ``opened`` gets those questions without a ping. It
+        waits at most ``ping_timeout``, and no longer than the acquire deadline
+        allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
         now = monotonic()
-        if self._seen_alive(handle, now):
-            return True
-        if self._probe(raw) is False:
-            return False  # closed by the server: no ping can help
+        if not opened and self._seen_alive(handle, now):
+            return None
+        if not opened and self._probe(raw) is False:
+            return "broken", None  # closed by the server: no ping can help
+        host = handle.host
+        lag_due = (
+            self._max_lag is not None
+            and host is not None
+            and self._hosts is not None
+            and self._hosts.due_for_check(host, self._ping_interval)
+        )
+        if opened and not lag_due and not self._galera_check:
+            return None
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
-                self._driver.ping(raw)
+                if self._galera_check:
+                    why = galera_not_ready(raw)
+                    if why is not None:
+                        return "not_ready", why
+                elif not opened:
+                    self._driver.ping(raw)
+                if lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    if why is not None:
+                        return "lagging", why
         except Exception:
-            return False
-        return True
+            if error_verdict(self._driver.statement_error(raw)) == "not_ready":
+                return "not_ready", None
+            return "broken", None
+        return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
         remaining = deadline - monotonic()
+        host: HostState | None = None
         try:
-            raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            if self._hosts is None:
+                raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            else:
+                raw, host = self._hosts.connect(
+                    self._connect_to,
+                    deadline,
+                    is_permanent=self._driver.is_permanent,
+                    describe_error=self._explain,
+                    errors=self._driver_errors,
+                )
+        except HostsFailed as exc:
+            self._tallies.extend(["connect_failures"] * exc.tried)
+            if not exc.retryable:
+                raise ConnectError(self._connect_failure(exc, None)) from _cause(exc)
+            raise
         except self._driver_errors as exc:
             self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
@@ -551,16 +757,33 @@ class ConnectionPool:
             ) from exc
         now = monotonic()
         handle.raw = raw
+        handle.host = host
         handle.created = handle.returned = now
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
-        log.debug("opened a connection to %s", self.name)
+        if host is None:
+            log.debug("opened a connection to %s", self.name)
+        else:
+            log.debug("opened a connection to %s host %s of %s", host.role, host.key, self.name)
 
-    def _retire(self, handle: _Handle, reason: str) -> None:
-        """Close a handle's connection; the handle itself stays to be refilled or dropped."""
+    def _connect_to(self, address: Address, seconds: float) -> Any:
+        params = address.apply(self._params) if self._aim else self._params
+        return self._driver.connect(params, timeout=seconds)
+
+    def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
+        """Close a handle's connection; the handle itself stays to be refilled or dropped.
+
+        A reason that says the server cannot do its job denies its host too.
+        """
         raw = handle.raw
+        host = handle.host
+        if reason in _HOST_UNUSABLE and host is not None and self._hosts is not None:
+            if why is None:
+                code = self._driver.statement_error(raw)
+                why = f"a statement failed with error {code} ({_HOST_UNUSABLE[reason]})"
+            self._hosts.unusable(host, why)
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
@@ -569,7 +792,10 @@ class ConnectionPool:
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
             self._tallies.append(counter)
-        log.debug("closed a connection of %s (%s)", self.name, reason)
+        if host is None:
+            log.debug("closed a connection of %s (%s)", self.name, reason)
+        else:
+            log.debug("closed a connection of %s to %s (%s)", self.name, host.key, reason)
 
     def _fold_tallies(self) -> None:
         """Add the queued counter bumps to the stats; called with the lock held."""
@@ -608,10 +834,15 @@ class ConnectionPool:
         text = f"cannot connect to {self.name}"
         if attempts is not None:
             text += f" after {attempts} attempts"
+        if isinstance(exc, HostsFailed):
+            return f"{text}: {exc.describe()}"
+        return f"{text}: {self._explain(exc)}"
+
+    def _explain(self, exc: BaseException) -> str:
+        """A connect error in plain words, then the driver's own (password blanked)."""
+        text = self._scrub(exc) or type(exc).__name__
         cause = self._driver.explain(exc)
-        if cause:
-            text += f": {cause}"
-        return f"{text}: {self._scrub(exc) or type(exc).__name__}"
+        return f"{cause}: {text}" if cause else text
 
     def _reclaim_collected(self) -> None:
         """Close the connections garbage-collected without release, and free their slots.
@@ -683,6 +914,13 @@ class ConnectionPool:
         if password:
             text = text.replace(str(password), "***")
         return text
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's error behind a failed connect, to chain a ConnectError to."""
+    if isinstance(exc, HostsFailed) and exc.last is not None:
+        return exc.last
+    return exc
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

@@ -24,6 +24,8 @@ class FakeCursor:
         self.conn = conn
         self.rows: list[tuple[Any, ...]] = []
         self.description: list[tuple[Any, ...]] | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
 
     def execute(self, sql: str, params: Any = None) -> int:
         conn = self.conn
@@ -49,6 +51,7 @@ class FakeCursor:
             conn.in_transaction = True
         self.description = [("1",)]
         self.rows = [(1,)]
+        self.rowcount = 1
         if upper == "SELECT @@SERVER_ID":
             self.rows = [(server.server_id,)]
         elif upper.startswith("SHOW GLOBAL STATUS LIKE 'WSREP_READY'"):
