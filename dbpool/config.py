@@ -40,6 +40,7 @@ _HOST_OPTION_NAMES = (
     "galera_check",
     "replica_fallback",
     "replica_max_lag",
+    "causal_reads",
 )
 _SECRET_MARKERS = ("pass", "secret", "token")
 # A config file is a few hundred bytes; anything this large is a mistake or an attack.
@@ -70,6 +71,7 @@ class PoolOptions:
     galera_check: bool = False
     replica_fallback: bool = True
     replica_max_lag: float | None = None
+    causal_reads: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -91,6 +93,7 @@ class PoolOptions:
         _check_seconds("host_deny_seconds", self.host_deny_seconds)
         _check_flag("galera_check", self.galera_check)
         _check_flag("replica_fallback", self.replica_fallback)
+        _check_flag("causal_reads", self.causal_reads)
         if self.replica_max_lag is not None:
             _check_seconds("replica_max_lag", self.replica_max_lag)
         if self.max_size < 1:

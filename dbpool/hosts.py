@@ -192,7 +192,8 @@ class HostsFailed(Exception):
 
     ``failures`` pairs each host with why; ``retryable`` is False when another
     attempt right now cannot help (nothing was tried, or every error was permanent).
-    ``tried``: how many connects failed; ``last``: the driver's last error, if any.
+    ``tried``: how many connects failed; ``last``: the driver's last error, if any;
+    ``refused_by_vet``: every host tried was reached but turned down by the vet.
     """
 
     def __init__(
@@ -203,12 +204,14 @@ class HostsFailed(Exception):
         retryable: bool,
         tried: int = 0,
         last: BaseException | None = None,
+        refused_by_vet: bool = False,
     ) -> None:
         self.role = role
         self.failures = list(failures)
         self.retryable = retryable
         self.tried = tried
         self.last = last
+        self.refused_by_vet = refused_by_vet
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -253,6 +256,10 @@ class HostList:
         if not self.states:
             raise ValueError("a host list needs at least one host")
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held this one)."""
+        self._lock = threading.Lock()
+
     def __len__(self) -> int:
         return len(self.states)
 
@@ -288,18 +295,23 @@ class HostList:
         is_permanent: Callable[[BaseException], bool],
         describe_error: Callable[[BaseException], str],
         errors: tuple[type[BaseException], ...],
+        vet: Callable[[Any, HostState], str | None] | None = None,
     ) -> tuple[Any, HostState]:
         """Open a connection to the first candidate that accepts one, before ``deadline``.
 
-        ``open_one(address, seconds)`` connects or raises one of ``errors``. A single-host
-        list re-raises the driver's error itself, as a pool of one host always did; a
-        longer list raises HostsFailed naming every host tried and why.
+        ``open_one(address, seconds)`` connects or raises one of ``errors``. ``vet(raw,
+        state)``, when given, asks the new connection's server whether it can do its
+        job: it returns why not (having closed ``raw``), and that host is found
+        unusable and the next one tried. A single-host list re-raises the driver's
+        connect error itself, as a pool of one host always did; otherwise HostsFailed
+        names every host tried and why.
         """
         candidates = self.candidates()
         if not candidates:
             raise HostsFailed(self.role, self._denied_reasons(), retryable=False)
         failures: list[tuple[str, str]] = []
         permanent = True
+        vetted_out = 0
         last: BaseException | None = None
         for index, state in enumerate(candidates):
             remaining = deadline - self._clock()
@@ -320,13 +332,37 @@ class HostList:
                 failures.append((state.key, why))
                 last = exc
                 continue
+            if vet is not None:
+                try:
+                    refusal = vet(raw, state)
+                except errors as exc:
+                    why = describe_error(exc)
+                    self.connect_failed(state, why)
+                    permanent = False
+                    failures.append((state.key, why))
+                    last = exc
+                    continue
+                if refusal is not None:
+                    self.unusable(state, refusal)
+                    permanent = False
+                    vetted_out += 1
+                    failures.append((state.key, refusal))
+                    continue
             self.connected(state)
             return raw, state
         tried = len(failures)
         for state in candidates[tried:]:
-            failures.append((state.key, "not tried: the deadline passed"))
+            last_error = f" (last error: {state.last_error})" if state.last_error else ""
+            failures.append((state.key, f"not tried: the deadline passed{last_error}"))
             permanent = False
-        raise HostsFailed(self.role, failures, retryable=not permanent, tried=tried, last=last)
+        raise HostsFailed(
+            self.role,
+            failures,
+            retryable=not permanent,
+            tried=tried - vetted_out,
+            last=last,
+            refused_by_vet=0 < vetted_out == tried,
+        )
 
     def _denied_reasons(self) -> list[tuple[str, str]]:
         now = self._clock()
@@ -387,6 +423,12 @@ class HostList:
             why,
         )
 
+    def others_usable(self, state: HostState) -> bool:
+        """Whether any host other than ``state`` is not denied now."""
+        now = self._clock()
+        with self._lock:
+            return any(now >= s.denied_until for s in self.states if s is not state)
+
     def is_stale(self, state: HostState, created: float) -> bool:
         """Whether a connection opened to ``state`` at ``created`` must not be lent again."""
         return created <= state.stale_before
@@ -429,6 +471,12 @@ def _query(raw: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     finally:
         cur.close()
     return names, rows
+
+
+def server_read_only(raw: Any) -> bool:
+    """Whether the server refuses writes from ordinary accounts (``read_only`` is ON)."""
+    _, rows = _query(raw, "SELECT @@global.read_only")
+    return bool(rows) and str(rows[0][0]).upper() in ("1", "ON")
 
 
 def galera_not_ready(raw: Any) -> str | None:

@@ -33,6 +33,7 @@ from .hosts import (
     error_verdict,
     galera_not_ready,
     replica_lag_problem,
+    server_read_only,
 )
 from .stats import PoolStats
 
@@ -116,6 +117,7 @@ class ConnectionPool:
         galera_check: bool | None = None,
         replica_fallback: bool | None = None,
         replica_max_lag: float | None = None,
+        causal_reads: bool | None = None,
         **params: Any,
     ) -> None:
         given = {
@@ -134,6 +136,7 @@ class ConnectionPool:
             "galera_check": galera_check,
             "replica_fallback": replica_fallback,
             "replica_max_lag": replica_max_lag,
+            "causal_reads": causal_reads,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
@@ -195,9 +198,14 @@ class ConnectionPool:
         self._aim = role == "replica" or len(addresses) > 1
         self._galera_check = options.galera_check
         self._max_lag = options.replica_max_lag if role == "replica" else None
+        # Of several primaries, a new connection must reach a writable one: after a
+        # switchover the old primary accepts connections but refuses writes.
+        self._needs_writable = role == "primary" and len(addresses) > 1
         # Whether a new connection is asked about its server before it is lent.
-        self._checks_server = self._galera_check or self._max_lag is not None
+        self._vets = self._galera_check or self._max_lag is not None or self._needs_writable
         self._replica_fallback = options.replica_fallback
+        # Replica reads wait for the thread's last write (MariaDB GTIDs); see _caught_up.
+        self._causal = options.causal_reads and role == "primary" and bool(settings.replicas)
         self._replicas = None
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
@@ -253,6 +261,8 @@ class ConnectionPool:
             if raw is not None:
                 self._driver.abandon(raw)
         self._driver.after_fork()
+        if self._hosts is not None:
+            self._hosts.after_fork()
         self._start_fresh()
 
     # -- lending -----------------------------------------------------------
@@ -273,11 +283,20 @@ class ConnectionPool:
         start = monotonic()
         if readonly and self._replicas is not None:
             try:
-                return self._replicas.acquire(timeout, max_retries)
+                reader = self._replicas.acquire(timeout, max_retries)
             except (ConnectError, ValidationError) as exc:
                 if not self._replica_fallback:
                     raise
                 log.debug("no replica of %s is usable; reading from a primary: %s", self.name, exc)
+            else:
+                if not self._causal or self._caught_up(reader, start + timeout):
+                    return reader
+                self._replicas.release(reader)
+                if not self._replica_fallback:
+                    raise PoolTimeout(
+                        f"no replica of pool {self.name} applied this thread's last write "
+                        f"({self._local.gtid}) within {timeout:.1f}s"
+                    )
             timeout = max(0.0, start + timeout - monotonic())
         if self._collected:
             self._reclaim_collected()
@@ -526,6 +545,8 @@ class ConnectionPool:
         now = monotonic()
         if raw is not None and handle.borrows == 1:
             reason = self._retire_reason(handle, failed, now)
+            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
+                self._note_last_write(raw)  # before a reset or close ends the session
             if reason is not None:
                 self._retire(handle, reason)
             elif self._reset_session or self._in_transaction(raw):
@@ -648,23 +669,33 @@ class ConnectionPool:
                 reason = self._stale_reason(handle, monotonic())
                 if reason is not None:
                     self._retire(handle, reason)
-            opened = handle.raw is None
-            if opened:
+            if handle.raw is None:
                 try:
                     self._open(handle, deadline)
-                    if not self._checks_server:
-                        return
+                    return
                 except ConnectError:
                     raise
                 except (HostsFailed, *self._driver_errors) as exc:  # type: ignore[misc]
                     failures += 1
-                    if failures > max_retries or monotonic() >= deadline:
+                    # Primaries that answer but cannot take writes now (a switchover in
+                    # progress, a cluster without quorum) are waited for until the deadline.
+                    waiting = (
+                        self._role == "primary"
+                        and isinstance(exc, HostsFailed)
+                        and exc.refused_by_vet
+                    )
+                    if (failures > max_retries and not waiting) or monotonic() >= deadline:
                         raise ConnectError(self._connect_failure(exc, failures)) from _cause(exc)
-                    sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - monotonic())))
+                    pause = (
+                        _CONNECT_BACKOFF * min(2 ** (failures - 1), 10)
+                        if waiting
+                        else _CONNECT_BACKOFF
+                    )
+                    sleep(min(pause, max(0.0, deadline - monotonic())))
                     continue
-            elif not self._pre_ping:
+            if not self._pre_ping:
                 return
-            problem = self._check(handle, deadline, opened)
+            problem = self._check(handle, deadline)
             if problem is None:
                 return
             reason, why = problem
@@ -679,23 +710,20 @@ class ConnectionPool:
                     f"no valid connection from {self.name} after {failures} attempts"
                 )
 
-    def _check(
-        self, handle: _Handle, deadline: float, opened: bool
-    ) -> tuple[str, str | None] | None:
+    def _check(self, handle: _Handle, deadline: float) -> tuple[str, str | None] | None:
         """Check a connection: a socket look when it was used moments ago, else a ping.
 
         None when it may be lent, else why not: (retire reason, what was seen). The
         real ping asks a Galera node whether it is ready (``galera_check``) and a
         replica how far it lags (``replica_max_lag``, once per ``ping_interval`` per
-        host); a connection just ``opened`` gets those questions without a ping. It
-        waits at most ``ping_timeout``, and no longer than the acquire deadline
-        allows (but long enough for a healthy server to answer).
+        host). It waits at most ``ping_timeout``, and no longer than the acquire
+        deadline allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
         now = monotonic()
-        if not opened and self._seen_alive(handle, now):
+        if self._seen_alive(handle, now):
             return None
-        if not opened and self._probe(raw) is False:
+        if self._probe(raw) is False:
             return "broken", None  # closed by the server: no ping can help
         host = handle.host
         lag_due = (
@@ -704,8 +732,6 @@ class ConnectionPool:
             and self._hosts is not None
             and self._hosts.due_for_check(host, self._ping_interval)
         )
-        if opened and not lag_due and not self._galera_check:
-            return None
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
@@ -713,7 +739,7 @@ class ConnectionPool:
                     why = galera_not_ready(raw)
                     if why is not None:
                         return "not_ready", why
-                elif not opened:
+                else:
                     self._driver.ping(raw)
                 if lag_due and self._max_lag is not None:
                     why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
@@ -738,6 +764,9 @@ class ConnectionPool:
                     is_permanent=self._driver.is_permanent,
                     describe_error=self._explain,
                     errors=self._driver_errors,
+                    vet=(lambda raw, state: self._vet(raw, state, deadline))
+                    if self._vets
+                    else None,
                 )
         except HostsFailed as exc:
             self._tallies.extend(["connect_failures"] * exc.tried)
@@ -767,6 +796,98 @@ class ConnectionPool:
             log.debug("opened a connection to %s", self.name)
         else:
             log.debug("opened a connection to %s host %s of %s", host.role, host.key, self.name)
+
+    def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
+        """Why a new connection's server cannot do this pool's job, or None; closes it if so.
+
+        Galera nodes must be ready (``galera_check``), one of several primaries must
+        take writes, a replica must not lag (``replica_max_lag``; asked once per
+        ``ping_interval`` per host, and again whenever the host is denied).
+        """
+        hosts = self._hosts
+        assert hosts is not None
+        lag_due = self._max_lag is not None and (
+            hosts.is_denied(host) or hosts.due_for_check(host, self._ping_interval)
+        )
+        why: str | None = None
+        reason = ""
+        limit = max(min(self._ping_timeout, deadline - monotonic()), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._galera_check:
+                    why, reason = galera_not_ready(raw), "not_ready"
+                if why is None and self._needs_writable and server_read_only(raw):
+                    why, reason = "read_only is ON", "read_only"
+                if why is None and lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    reason = "lagging"
+        except BaseException:
+            self._driver.close(raw)
+            raise
+        if why is None:
+            return None
+        self._driver.close(raw)
+        self._tallies.extend(("created", "closed", _RETIRE_COUNTERS[reason]))
+        log.debug("closed a new connection of %s to %s (%s): %s", self.name, host.key, reason, why)
+        return why
+
+    # -- causal reads ---------------------------------------------------------
+    #
+    # A primary connection given back tells its session's last GTID (@@last_gtid,
+    # MariaDB), kept per thread. The thread's next replica connection waits for that
+    # GTID (MASTER_GTID_WAIT) within the acquire deadline before it is lent; one that
+    # does not catch up in time is given back and the read goes to a primary.
+
+    def _note_last_write(self, raw: Any) -> None:
+        """Keep, for the calling thread, the GTID of the last write of this session."""
+        try:
+            with self._driver.bounded(raw, self._ping_timeout):
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT @@last_gtid")
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug(
+                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self.name, exc
+            )
+            return
+        gtid = str(rows[0][0] or "") if rows else ""
+        if gtid and gtid != getattr(self._local, "gtid", None):
+            self._local.gtid = gtid
+            self._local.seen = {}  # replicas known to have applied it: none yet
+
+    def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
+        """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
+        gtid = getattr(self._local, "gtid", None)
+        if gtid is None:
+            return True
+        raw = reader.dbapi_connection
+        key = reader._lease[-1][1].host if reader._lease else None
+        seen: dict[Any, str] = self._local.seen
+        if key is not None and seen.get(key) == gtid:
+            return True
+        seconds = max(0.0, deadline - monotonic())
+        try:
+            with self._driver.bounded(raw, seconds + self._ping_timeout):
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid, seconds))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self.name, exc)
+            rows = []
+        done = bool(rows) and rows[0][0] == 0
+        with self._lock:
+            self._stats.causal_waits += 1
+            if not done:
+                self._stats.causal_timeouts += 1
+        if done and key is not None:
+            seen[key] = gtid
+        return done
 
     def _connect_to(self, address: Address, seconds: float) -> Any:
         params = address.apply(self._params) if self._aim else self._params

@@ -16,6 +16,8 @@ class PoolStats:
     __slots__ = (
         "_waits",
         "acquired",
+        "causal_timeouts",
+        "causal_waits",
         "closed",
         "closed_broken",
         "closed_lagging",
@@ -48,6 +50,8 @@ class PoolStats:
         self.closed_not_ready = 0
         self.closed_lagging = 0
         self.closed_stale = 0
+        self.causal_waits = 0
+        self.causal_timeouts = 0
         self.reclaimed = 0
         self.leaks_reported = 0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
@@ -83,6 +87,8 @@ class PoolStats:
             "closed_not_ready": self.closed_not_ready,
             "closed_lagging": self.closed_lagging,
             "closed_stale": self.closed_stale,
+            "causal_waits": self.causal_waits,
+            "causal_timeouts": self.causal_timeouts,
             "reclaimed": self.reclaimed,
             "leaks_reported": self.leaks_reported,
             "wait_ms_mean": round(mean * 1000.0, 3),

@@ -157,7 +157,7 @@ def test_read_only_switch_retires_connections_after_one_error(
     errors: list[int] = []
     written: list[tuple[int, int]] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(threads)
+    opened = threading.Barrier(threads + 1)  # every worker's connections are open
     switched = threading.Event()
 
     def worker(index: int) -> None:
@@ -166,7 +166,7 @@ def test_read_only_switch_retires_connections_after_one_error(
             assert port_of(conn) == spare.port
         for conn in conns:
             conn.close()
-        barrier.wait()
+        opened.wait(10)
         switched.wait(10)
         for n in range(10):
             row = index * 100 + n
@@ -183,8 +183,7 @@ def test_read_only_switch_retires_connections_after_one_error(
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for thread in workers:
         thread.start()
-    if threads == 1:
-        workers[0].join(0)  # it waits on the barrier of one, then on `switched`
+    opened.wait(10)
     set_read_only(spare, True)
     switched.set()
     for thread in workers:
@@ -202,6 +201,20 @@ def test_read_only_switch_retires_connections_after_one_error(
     assert stats["hosts"][spare_key]["denied"] is True
     assert stats["hosts"][spare_key]["open"] == 0
     assert stats["closed_read_only"] == len(errors)
+
+
+def test_new_connections_skip_a_read_only_primary(both: tuple[MariaDBServer, ...],
+                                                  mysql_pool: Any) -> None:
+    spare, main = both
+    set_read_only(spare, True)
+    pool = mysql_pool(**hosts_params(spare, main))
+    for row in range(3):
+        with pool.connection() as conn:
+            assert port_of(conn) == main.port
+            write(conn, row)
+    stats = pool.get_stats()
+    assert stats["hosts"][f"127.0.0.1:{spare.port}"]["last_error"] == "read_only is ON"
+    assert rows_on(main) == 3 and rows_on(spare) == 0
 
 
 def test_readonly_connections_go_to_the_replica(both: tuple[MariaDBServer, ...],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -168,7 +169,53 @@ def test_read_only_error_closes_the_connection_and_denies_its_host(
     with pool.connection() as conn:
         assert host_of(conn) == "b:3306"
         insert(conn)
-    assert [c.statements for c in driver.on("b:3306")] == [["INSERT INTO t VALUES (1)"]]
+    assert [c.statements for c in driver.on("b:3306")] == [
+        ["SELECT @@global.read_only", "INSERT INTO t VALUES (1)"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_connection_skips_a_read_only_primary(new_pool: Any, driver: FakeDriver,
+                                                   mode: str) -> None:
+    driver.server("a:3306").read_only = True
+    pool = new_pool(mode=mode, host=["a", "b"], host_deny_seconds=0.05)
+    with pool.connection() as conn:
+        assert host_of(conn) == "b:3306"
+        insert(conn)
+    stats = pool.get_stats()
+    assert stats["closed_read_only"] == 1
+    assert stats["hosts"]["a:3306"]["last_error"] == "read_only is ON"
+    # Its deny window over, the preferred host is asked again, and skipped again.
+    wait_until(lambda: not pool.get_stats()["hosts"]["a:3306"]["denied"], "a's window to end")
+    pool.close_all()
+    with pool.connection() as conn:
+        assert host_of(conn) == "b:3306"
+    assert pool.get_stats()["closed_read_only"] == 2
+
+
+def test_no_writable_primary_is_waited_for_then_named(new_pool: Any,
+                                                      driver: FakeDriver) -> None:
+    driver.server("a:3306").read_only = True
+    driver.server("b:3306").read_only = True
+    pool = new_pool(host=["a", "b"], timeout=0.5)
+    with pytest.raises(ConnectError) as failed:
+        pool.acquire()
+    text = str(failed.value)
+    assert "a:3306: read_only is ON" in text
+    assert "b:3306: read_only is ON" in text or "(last error: read_only is ON)" in text
+    assert driver.open == set()
+    # A switchover ends while acquire() waits: the new primary is used.
+    threading.Timer(0.3, lambda: setattr(driver.server("b:3306"), "read_only", False)).start()
+    with pool.connection(timeout=5) as conn:
+        assert host_of(conn) == "b:3306"
+    stats = pool.get_stats()
+    assert stats["created"] == stats["total_connections"] + stats["closed"]
+
+
+def test_a_single_host_is_not_asked_whether_it_is_read_only(new_pool: Any,
+                                                            driver: FakeDriver) -> None:
+    pool = new_pool(host="a")
+    pool.acquire().close()
+    assert driver.server("a:3306").checks == []
 
 
 def test_one_read_only_error_retires_every_idle_connection_to_that_host(
@@ -196,6 +243,7 @@ def test_one_read_only_error_retires_every_idle_connection_to_that_host(
 def test_galera_not_ready_error_closes_and_denies(new_pool: Any, driver: FakeDriver,
                                                   mode: str) -> None:
     pool = new_pool(mode=mode, host=["a", "b"])
+    pool.acquire().close()
     driver.server("a:3306").not_ready = True
     with pool.connection() as conn, pytest.raises(FakeOperationalError, match="WSREP"):
         insert(conn)
@@ -256,7 +304,8 @@ def test_galera_check_is_not_on_the_fast_path(new_pool: Any, driver: FakeDriver)
     for _ in range(5):
         pool.acquire().close()
     # Asked once, when the connection was opened; not at each checkout.
-    assert driver.server("a:3306").checks == ["SHOW GLOBAL STATUS LIKE 'wsrep_ready'"]
+    assert driver.server("a:3306").checks == ["SHOW GLOBAL STATUS LIKE 'wsrep_ready'",
+                                              "SELECT @@global.read_only"]
 
 
 # -- replicas ---------------------------------------------------------------------------------
@@ -398,6 +447,57 @@ def test_persistent_thread_connection_closes_both(new_pool: Any, driver: FakeDri
     assert driver.open == set()
 
 
+# -- causal reads -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_causal_reads_wait_for_the_threads_last_write(new_pool: Any, driver: FakeDriver,
+                                                      mode: str) -> None:
+    pool = new_pool(mode=mode, host="p", replicas=["r1"], causal_reads=True, timeout=1)
+    with pool.connection(readonly=True) as conn:  # no write yet: no wait
+        assert host_of(conn) == "r1:3306"
+    assert driver.server("r1:3306").checks == []
+    with pool.connection() as conn:
+        insert(conn)
+        conn.commit()
+    # The replica has not applied it: the read goes to the primary.
+    with pool.connection(readonly=True) as conn:
+        assert host_of(conn) == "p:3306"
+    driver.server("r1:3306").gtid = 1  # applied now
+    for _ in range(3):
+        with pool.connection(readonly=True) as conn:
+            assert host_of(conn) == "r1:3306"
+    stats = pool.get_stats()
+    assert (stats["causal_waits"], stats["causal_timeouts"]) == (2, 1)  # once per replica
+
+
+def test_causal_reads_are_per_thread(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host="p", replicas=["r1"], causal_reads=True, timeout=1)
+    with pool.connection() as conn:
+        insert(conn)
+
+    def read() -> str:
+        with pool.connection(readonly=True) as conn:
+            return host_of(conn)
+
+    other: list[str] = []
+    thread = threading.Thread(target=lambda: other.append(read()))
+    thread.start()
+    thread.join(5)
+    assert other == ["r1:3306"]  # another thread did not write: no wait
+    assert read() == "p:3306"
+
+
+def test_causal_reads_without_fallback_time_out(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host="p", replicas=["r1"], causal_reads=True, replica_fallback=False,
+                    timeout=0.2)
+    with pool.connection() as conn:
+        insert(conn)
+    with pytest.raises(PoolTimeout, match=r"applied this thread's last write \(0-1-1\)"):
+        pool.acquire(readonly=True)
+    assert pool.get_stats()["replicas"]["in_use"] == 0
+
+
 # -- the facade -------------------------------------------------------------------------------
 
 
@@ -422,3 +522,28 @@ def test_facade_reads_from_replicas_outside_transactions(driver: FakeDriver, mod
         assert plain.sql_get_value("SELECT @@server_id") == driver.server("p:3306").server_id
     finally:
         ObjDataThreadSafe.close_pool("hosts")
+
+
+def test_forked_child_uses_host_lists_and_replicas(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host=["a", "b"], replicas=["r1"])
+    pool.acquire().close()
+    pool.acquire(readonly=True).close()
+    hosts = pool._hosts
+    assert hosts is not None
+    with hosts._lock:  # held by "another thread" at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if both pools work
+            code = 1
+            try:
+                with pool.connection() as conn, pool.connection(readonly=True) as reader:
+                    code = 0 if (host_of(conn), host_of(reader)) == ("a:3306", "r1:3306") else 2
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
