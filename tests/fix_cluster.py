@@ -481,6 +481,32 @@ class GaleraCluster:
         del params["port"]
         return params
 
+    def admin_connect(self) -> pymysql.connections.Connection:
+        """A root connection to the first node that is up and synced, reading causally.
+
+        ``wsrep_sync_wait``: a read waits until the node has applied every
+        transaction the cluster committed before it.
+        """
+        for node in self.nodes:
+            if node.running and node.synced(int(node.status()["wsrep_cluster_size"])):
+                return node.admin_connect(init_command="SET SESSION wsrep_sync_wait = 1")
+        raise MariaDBError("no Galera node is up and synced")
+
+    def wait_applied(self, sql: str, timeout: float = 30.0) -> None:
+        """Wait until ``sql`` (say, a SELECT from a new table) runs on every running node."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+
+            def runs(node: GaleraNode = node) -> bool:
+                try:
+                    query(node, sql)
+                except pymysql.err.MySQLError:
+                    return False
+                return True
+
+            wait_for(runs, timeout, f"{sql!r} to run on {node.name}")
+
     def size(self, node: GaleraNode) -> int:
         return int(node.status()["wsrep_cluster_size"])
 
@@ -550,6 +576,9 @@ class HAProxy:
 defaults
     mode tcp
     timeout connect 1s
+    # A connect refused by a node not yet marked down goes to another node.
+    retries 2
+    option redispatch
     timeout client 1h
     timeout server 1h
 
