@@ -92,6 +92,9 @@ class Ledger:
     ``hot_row=False`` counts with one inserted row per transaction instead of
     one updated row: on a multi-writer cluster (Galera) concurrent updates of
     one row from two nodes fail certification, which is not the fault under test.
+    ``tag=True`` first asks the server for ``@@port, CONNECTION_ID()``, so a
+    failed transaction's entry in ``failed_on`` says which server and which
+    connection it failed on (None when it failed before that answer).
     """
 
     connect: Any
@@ -100,6 +103,8 @@ class Ledger:
     committed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     hot_row: bool = True
+    tag: bool = False
+    failed_on: list[tuple[int, int] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count()
@@ -123,10 +128,15 @@ class Ledger:
     def transaction(self, pool: Any) -> None:
         """One unit of work: insert a token, bump the counter, commit."""
         token = f"{threading.get_ident()}-{next(self._ids)}"
+        where: tuple[int, int] | None = None
         try:
             with pool.connection() as conn:
                 cur = conn.cursor()
                 try:
+                    if self.tag:
+                        cur.execute("SELECT @@port, CONNECTION_ID()")
+                        port, conn_id = cur.fetchall()[0]
+                        where = (int(port), int(conn_id))
                     cur.execute(f"INSERT INTO {self.rows} (token) VALUES (%s)", (token,))
                     if self.hot_row:
                         cur.execute(f"UPDATE {self.counter} SET n = n + 1 WHERE id = 1")
@@ -137,8 +147,25 @@ class Ledger:
                 conn.commit()
         except BaseException:
             self.failed.append(token)
+            self.failed_on.append(where)
             raise
         self.committed.append(token)
+
+    def failures_by_port(self) -> dict[int | None, int]:
+        """How many failed transactions each server (by port) saw; None: unknown."""
+        counts: dict[int | None, int] = {}
+        for where in self.failed_on:
+            port = None if where is None else where[0]
+            counts[port] = counts.get(port, 0) + 1
+        return counts
+
+    def most_failures_on_one_connection(self) -> int:
+        """The largest number of failed transactions on one server connection."""
+        counts: dict[tuple[int, int], int] = {}
+        for where in self.failed_on:
+            if where is not None:
+                counts[where] = counts.get(where, 0) + 1
+        return max(counts.values(), default=0)
 
     def check(self) -> dict[str, int]:
         """Assert the invariants; return the figures."""

@@ -40,6 +40,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -596,9 +597,14 @@ listen mariadb
                 self.port = _free_port()
                 config = self._base / "haproxy.cfg"
                 config.write_text(self._config())
+                cmd = [self.binary, "-db", "-f", str(config)]
+                # As for mariadbd: if this (main) thread dies, the kernel stops haproxy.
+                setpriv = shutil.which("setpriv")
+                if setpriv and threading.current_thread() is threading.main_thread():
+                    cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
                 with open(self._base / "haproxy.log", "wb") as log:
                     self._proc = subprocess.Popen(
-                        [self.binary, "-db", "-f", str(config)],
+                        cmd,
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                         start_new_session=True)
                 try:

@@ -140,7 +140,7 @@ def enough_calls(load: Load, since: float, count: int = 200, timeout: float = 30
 @pytest.fixture
 def galera_ledger(galera: GaleraCluster) -> Iterator[Ledger]:
     """A ledger on the cluster, its tables on every node before the test starts."""
-    book = Ledger(galera.admin_connect, galera.nodes[0].database, hot_row=False)
+    book = Ledger(galera.admin_connect, galera.nodes[0].database, hot_row=False, tag=True)
     galera.wait_applied(f"SELECT COUNT(*) FROM {book.counter}")
     yield book
     book.drop()
@@ -148,7 +148,8 @@ def galera_ledger(galera: GaleraCluster) -> Iterator[Ledger]:
 
 @pytest.fixture
 def pair_ledger(replication: ReplicationPair) -> Iterator[Ledger]:
-    book = Ledger(lambda: replication.primary.admin_connect(), replication.first.database)
+    book = Ledger(lambda: replication.primary.admin_connect(), replication.first.database,
+                  tag=True)
     replication.wait_caught_up()
     yield book
     replication.reset()
@@ -183,6 +184,8 @@ def test_galera_node_killed_under_writers(galera: GaleraCluster, galera_ledger: 
         assert wait_until(lambda: opened(pool)[first.address] == 0, 10)
         t_moved = time.monotonic()
         enough_calls(load, t_moved)
+        # Denied after each refused connect (the window may lapse between two).
+        denied = wait_until(lambda: hosts(pool)[first.address]["denied"], 10)
         while_down = hosts(pool)[first.address]
         first.resume()
         galera.wait_synced()
@@ -206,15 +209,19 @@ def test_galera_node_killed_under_writers(galera: GaleraCluster, galera_ledger: 
           f"errors_in_flight={len(in_flight)} {error_kinds(in_flight)} "
           f"errors_after_kill={len(late)} {error_kinds(late)} hung={hung} "
           f"longest={longest:.2f}s conns_before={before} "
-          f"node1_while_down=open:{while_down['open']},denied:{while_down['denied']} "
+          f"node1_while_down=open:{while_down['open']},denied:{denied} "
           f"moved_in={t_moved - t_dead:.2f}s reused_after_rejoin={t_reused - t_back:.2f}s "
+          f"failed_by_port={galera_ledger.failures_by_port()} (node1={first.port}) "
+          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
           f"conns_after={per_host} server={servers} left={left} txn={figures}")
     assert hung == 0
     assert before[first.address] > 0 and before[second.address] == before[third.address] == 0
     assert not unclear(load.calls)
-    assert len(in_flight) <= before[first.address]
+    assert len(in_flight) <= pool.max_size
+    assert set(galera_ledger.failures_by_port()) <= {first.port, None}
+    assert galera_ledger.most_failures_on_one_connection() <= 1
     assert late == [], error_kinds(late)
-    assert while_down["open"] == 0 and while_down["denied"]
+    assert while_down["open"] == 0 and denied
     assert reused, "node1 was not used again after it rejoined"
     assert longest < POOL_TIMEOUT + 10
     assert servers == {n.address: per_host.get(n.address, 0) for n in galera.nodes}
@@ -254,10 +261,14 @@ def test_galera_node_cut_off(galera: GaleraCluster, galera_ledger: Ledger,
           f"requests={len(load.calls)} errors={len(errors)} codes={codes} hung={hung} "
           f"conns_before={before} node1_after=open:{cut_off['open']},"
           f"denied:{cut_off['denied']} validation_failures={stats['validation_failures']} "
-          f"closed_read_only={stats.get('closed_read_only')} txn={figures}")
+          f"closed_read_only={stats.get('closed_read_only')} "
+          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
+          f"txn={figures}")
     assert hung == 0
     assert before[first.address] > 0
     assert not unclear(load.calls)
+    assert set(galera_ledger.failures_by_port()) <= {first.port}
+    assert galera_ledger.most_failures_on_one_connection() <= 1
     if galera_check:
         assert errors == [], error_kinds(errors)
     else:
@@ -301,14 +312,17 @@ def test_switchover_moves_writes_to_the_new_primary(replication: ReplicationPair
           f"errors_after_move={len(late)} hung={hung} conns_before={before} "
           f"moved_in={t_moved - t_switch:.2f}s closed_read_only={stats['closed_read_only']} "
           f"old=open:{old_host['open']},denied:{old_host['denied']} server={servers} "
+          f"most_errors_per_conn={pair_ledger.most_failures_on_one_connection()} "
           f"txn={figures}")
     assert hung == 0
     assert before[old.address] > 0 and before[new.address] == 0
     assert not unclear(load.calls)
     assert codes <= READ_ONLY_ERRORS, codes
     # At most one error per pooled connection to the old primary: each is closed.
+    assert set(pair_ledger.failures_by_port()) <= {old.port}
+    assert pair_ledger.most_failures_on_one_connection() <= 1
     assert len(errors) <= pool.max_size
-    assert stats["closed_read_only"] == len(errors)
+    assert stats["closed_read_only"] >= len(errors)
     assert late == [], error_kinds(late)
     assert old_host["denied"] and old_host["open"] == 0
     assert servers[old.address] == 0
@@ -542,11 +556,16 @@ def test_galera_node_killed_behind_haproxy(galera_proxy: HAProxy, galera: Galera
           f"errors_after_kill={len(late)} {error_kinds(late)} hung={hung} "
           f"longest={longest:.2f}s marked_down_in={t_down - t_dead:.2f}s "
           f"sessions_before={before} sessions_after={servers} "
-          f"pool_conns={stats['total_connections']} left={left} txn={figures}")
+          f"pool_conns={stats['total_connections']} left={left} "
+          f"failed_by_port={galera_ledger.failures_by_port()} (victim={victim.port}) "
+          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
+          f"txn={figures}")
     assert hung == 0
     assert before[victim.address] > 0
     assert not unclear(load.calls)
-    assert len(in_flight) <= before[victim.address]
+    assert set(galera_ledger.failures_by_port()) <= {victim.port, None}
+    assert galera_ledger.most_failures_on_one_connection() <= 1
+    assert len(in_flight) <= pool.max_size
     assert late == [], error_kinds(late)
     assert longest < POOL_TIMEOUT + 10
     assert sum(servers.values()) == stats["total_connections"]
