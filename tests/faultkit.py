@@ -105,6 +105,7 @@ class Ledger:
     hot_row: bool = True
     tag: bool = False
     failed_on: list[tuple[int, int] | None] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # when each failed one began
 
     def __post_init__(self) -> None:
         self._ids = itertools.count()
@@ -129,6 +130,7 @@ class Ledger:
         """One unit of work: insert a token, bump the counter, commit."""
         token = f"{threading.get_ident()}-{next(self._ids)}"
         where: tuple[int, int] | None = None
+        began = time.monotonic()
         try:
             with pool.connection() as conn:
                 cur = conn.cursor()
@@ -148,15 +150,20 @@ class Ledger:
         except BaseException:
             self.failed.append(token)
             self.failed_on.append(where)
+            self.failed_at.append(began)
             raise
         self.committed.append(token)
 
-    def failures_by_port(self) -> dict[int | None, int]:
-        """How many failed transactions each server (by port) saw; None: unknown."""
+    def failures_by_port(self, since: float = 0.0) -> dict[int | None, int]:
+        """How many failed transactions each server (by port) saw; None: unknown.
+
+        ``since``: only transactions that began at that ``time.monotonic()`` or later.
+        """
         counts: dict[int | None, int] = {}
-        for where in self.failed_on:
-            port = None if where is None else where[0]
-            counts[port] = counts.get(port, 0) + 1
+        for where, began in zip(self.failed_on, self.failed_at, strict=True):
+            if began >= since:
+                port = None if where is None else where[0]
+                counts[port] = counts.get(port, 0) + 1
         return counts
 
     def most_failures_on_one_connection(self) -> int:

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +53,7 @@ import pytest
 
 from tests.mariadb import (
     HOST,
+    START_TIMEOUT,
     MariaDBError,
     MariaDBServer,
     _free_port,
@@ -180,6 +183,7 @@ class ReplicationPair:
         self.second = ReplicationNode(2, password)
         self.primary = self.first
         self.replica = self.second
+        self.demoted_at = self.promoted_at = 0.0
 
     def start(self) -> ReplicationPair:
         try:
@@ -275,14 +279,18 @@ class ReplicationPair:
         """Promote the replica; the old primary becomes its read-only replica.
 
         Connections to the old primary stay open: their writes now fail with 1290.
+        Between ``demoted_at`` and ``promoted_at`` (``time.monotonic()`` values)
+        no server takes writes.
         """
         old, new = self.primary, self.replica
         query(old, "SET GLOBAL read_only = ON")
+        self.demoted_at = time.monotonic()
         self.wait_caught_up(timeout)
         with contextlib.closing(new.admin_connect()) as conn, conn.cursor() as cur:
             cur.execute("STOP SLAVE")
             cur.execute("RESET SLAVE ALL")
             cur.execute("SET GLOBAL read_only = OFF")
+        self.promoted_at = time.monotonic()
         self.primary, self.replica = new, old
         self.follow(old, new)
         self.wait_running(timeout)
@@ -314,8 +322,24 @@ def find_galera() -> str:
                        "galera-4 and rsync (tools/test.sh does), or set DBPOOL_SKIP_CLUSTER=1")
 
 
+def _rsync_owner() -> tuple[int, int] | None:
+    """The user and group rsync's daemon drops to when started as root (nobody)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None  # it runs as this user: nothing to hand over
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    return user.pw_uid, user.pw_gid
+
+
 def _open_up(path: Path) -> None:
-    """chmod a+rwX, recursively: rsync's daemon writes here as an unprivileged user."""
+    """Let rsync's daemon, running unprivileged, write and re-own what is in ``path``.
+
+    chmod a+rwX, recursively; when root, also chown to nobody: rsync sets each
+    directory's group as on the donor, which only the directory's owner may do.
+    """
+    owner = _rsync_owner()
     for root, dirs, files in os.walk(path):
         for name in (*dirs, *files):
             with contextlib.suppress(OSError):
@@ -324,6 +348,8 @@ def _open_up(path: Path) -> None:
                 if not stat.S_ISLNK(mode):
                     extra = 0o777 if stat.S_ISDIR(mode) else 0o666
                     os.chmod(child, stat.S_IMODE(mode) | extra)
+                    if owner is not None:
+                        os.chown(child, *owner)
     os.chmod(path, 0o777)
 
 
@@ -341,6 +367,7 @@ class GaleraNode(MariaDBServer):
         self._fixed_port = True
         self.cluster_address = ""
         self.bootstrap = False
+        self._start_position: str | None = None
 
     @property
     def address(self) -> str:
@@ -381,7 +408,53 @@ class GaleraNode(MariaDBServer):
         if self.bootstrap:
             args.append("--wsrep-new-cluster")
             self.bootstrap = False  # a restart joins the others
+        if self._start_position is not None:
+            args.append(f"--wsrep-start-position={self._start_position}")
+            self._start_position = None
         return tuple(args)
+
+    def _respawn(self) -> None:
+        """Start again after ``halt()``; after a crash, from the position InnoDB recovers.
+
+        Started directly (not by systemd's galera_recovery or mysqld_safe), a node
+        that crashed knows no position (grastate.dat says seqno -1) and asks for
+        a full state transfer; with the recovered one it gets only what it missed (IST).
+        """
+        assert self._base is not None
+        grastate = self._base / "data" / "grastate.dat"
+        if grastate.exists() and re.search(r"^seqno:\s+-1\s*$", grastate.read_text(), re.M):
+            self._start_position = self._recover_position()
+        _open_up(self._base)
+        super()._respawn()
+
+    def _recover_position(self) -> str | None:
+        """Run ``mariadbd --wsrep-recover``; the uuid:seqno it finds, or None."""
+        assert self._base is not None
+        server_bin, _ = find_binaries()
+        log = self._base / "recover.log"
+        log.unlink(missing_ok=True)
+        cmd = [*self._command(server_bin), "--wsrep-recover", f"--log-error={log}"]
+        self._start_position = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=self._server_env(),
+                           timeout=START_TIMEOUT, check=False)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = re.search(r"Recovered position:\s*([0-9a-f-]{36}:-?\d+)", text)
+        return found.group(1) if found else None
+
+    def last_transfer(self) -> str:
+        """How the node got its state at its last start: "IST", "SST" or "none"."""
+        log = self.error_log
+        if log is None or not log.exists():
+            return "none"
+        with open(log, "rb") as f:
+            f.seek(self._log_start)
+            text = f.read().decode(errors="replace")
+        # The server logs "SST received" after an IST too; the script's last line tells.
+        if "SST completed on joiner" in text:
+            return "SST"
+        return "IST" if "IST received" in text else "none"
 
     def _server_env(self) -> dict[str, str]:
         return {**os.environ, "UMASK": "0666", "UMASK_DIR": "0777"}

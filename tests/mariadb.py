@@ -542,11 +542,11 @@ class MariaDBServer:
         """The environment of mariadbd (None: this process's)."""
         return None
 
-    def _launch(self, server_bin: str) -> None:
-        """Start mariadbd; ``_await_ready()`` waits until it accepts connections."""
+    def _command(self, server_bin: str) -> list[str]:
+        """The mariadbd command line of this server."""
         assert self._base is not None
         base = self._base
-        cmd = [
+        return [
             server_bin,
             "--no-defaults",  # must come first
             f"--datadir={base / 'data'}",
@@ -561,6 +561,12 @@ class MariaDBServer:
             *self._root_args(),
             *self._server_args(),
         ]
+
+    def _launch(self, server_bin: str) -> None:
+        """Start mariadbd; ``_await_ready()`` waits until it accepts connections."""
+        assert self._base is not None
+        base = self._base
+        cmd = self._command(server_bin)
         # If this (main) thread dies without cleaning up, the kernel sends the
         # server SIGTERM, so a killed test run leaves no server behind.
         setpriv = shutil.which("setpriv")
