@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -106,6 +107,7 @@ class Ledger:
     tag: bool = False
     failed_on: list[tuple[int, int] | None] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)  # when each failed one began
+    failed_with: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count()
@@ -151,6 +153,7 @@ class Ledger:
             self.failed.append(token)
             self.failed_on.append(where)
             self.failed_at.append(began)
+            self.failed_with.append(sys.exc_info()[1] or RuntimeError("no exception"))
             raise
         self.committed.append(token)
 
@@ -165,6 +168,11 @@ class Ledger:
                 port = None if where is None else where[0]
                 counts[port] = counts.get(port, 0) + 1
         return counts
+
+    def failures_on(self, port: int) -> list[BaseException]:
+        """The errors of the transactions that failed on the server at ``port``."""
+        return [error for where, error in zip(self.failed_on, self.failed_with, strict=True)
+                if where is not None and where[0] == port]
 
     def most_failures_on_one_connection(self) -> int:
         """The largest number of failed transactions on one server connection."""
