@@ -613,7 +613,7 @@ class ConnectionPool:
         """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
         return (
             now - handle.returned < self._ping_interval
-            and not self._host_check_due(handle, now)
+            and (self._max_lag is None or not self._host_check_due(handle, now))
             and self._probe(handle.raw) is True
         )
 
@@ -632,9 +632,11 @@ class ConnectionPool:
             return "broken"
         # The last statement's error: the server is read-only, not ready, or gone. A
         # replica is read-only by design: a write there is the caller's mistake.
-        verdict = error_verdict(self._driver.statement_error(handle.raw))
-        if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
-            return verdict
+        code = self._driver.statement_error(handle.raw)
+        if code is not None:
+            verdict = error_verdict(code)
+            if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
+                return verdict
         reason = self._stale_reason(handle, now)
         # An unlocked read of full(): a stale answer at worst keeps or closes one connection
         # too many, and DBUtils drops a handle given back to a full pool in any case.
