@@ -850,6 +850,7 @@ class ConnectionPool:
         """Keep, for the calling thread, the GTID of the last write of this session."""
         try:
             with self._driver.bounded(raw, self._ping_timeout):
+                self._driver.discard_pending(raw, self._ping_timeout)  # a result left unread
                 cur = raw.cursor()
                 try:
                     cur.execute("SELECT @@last_gtid")
