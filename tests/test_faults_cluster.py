@@ -296,6 +296,38 @@ def test_galera_node_cut_off(galera: GaleraCluster, galera_ledger: Ledger,
     assert cut_off["open"] == 0 and cut_off["denied"]
 
 
+def test_galera_random_order_spreads_connections(galera: GaleraCluster, cluster_pool: Factory,
+                                                 flavour: tuple[str, str]) -> None:
+    """Not a fault: with host_order="random" new connections go to every node."""
+    threads = 24
+    user = galera.nodes[0].user
+    # A short recycle keeps new connections coming in both modes.
+    pool = cluster_pool(galera.params(), threads=threads, host_order="random", recycle=0.5)
+    made_before = {n.address: n.connections_made(user) for n in galera.nodes}
+
+    def connects() -> dict[str, int]:
+        return {n.address: n.connections_made(user) - made_before[n.address]
+                for n in galera.nodes}
+
+    load = Load(pool, threads, select_one).start()
+    try:
+        assert wait_until(lambda: sum(connects().values()) >= 60, 60, step=0.2)
+        assert load.pause()
+        per_host = opened(pool)
+        servers = server_sessions(galera.nodes, user, expect=per_host)
+    finally:
+        hung = load.stop()
+    made = connects()
+    errors = errors_of(load.calls)
+    print(f"\ngalera-random/{flavour[0]}/{flavour[1]}: requests={load.requests} "
+          f"errors={len(errors)} hung={hung} connects={made} open={per_host} server={servers}")
+    assert hung == 0
+    assert errors == []
+    assert servers == per_host
+    # About a third each; the bound is many standard deviations away.
+    assert all(0 < n < 0.6 * sum(made.values()) for n in made.values()), made
+
+
 # -- replication pair ---------------------------------------------------------------
 
 
