@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
+from dbpool.drivers import DRIVERS, describe
 from dbpool.errors import ConfigError
 from dbpool.hosts import HOST_ORDERS, Address, parse_hosts
 
-DRIVERS: tuple[str, ...] = ("pymysql", "mysql-connector", "sqlite")
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
 DEFAULT_SQLITE_PATH = "dbpool.sqlite3"
@@ -34,8 +34,14 @@ _STRING_KEYS = ("user", "database", "charset")
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
 # Pool options of host lists that belong under `pool:`, not among the connection settings.
-_HOST_OPTION_NAMES = ("host_order", "host_deny_seconds", "galera_check", "replica_fallback",
-                      "replica_max_lag")
+_HOST_OPTION_NAMES = (
+    "host_order",
+    "host_deny_seconds",
+    "galera_check",
+    "replica_fallback",
+    "replica_max_lag",
+    "causal_reads",
+)
 _SECRET_MARKERS = ("pass", "secret", "token")
 # A config file is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -65,6 +71,7 @@ class PoolOptions:
     galera_check: bool = False
     replica_fallback: bool = True
     replica_max_lag: float | None = None
+    causal_reads: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -86,6 +93,7 @@ class PoolOptions:
         _check_seconds("host_deny_seconds", self.host_deny_seconds)
         _check_flag("galera_check", self.galera_check)
         _check_flag("replica_fallback", self.replica_fallback)
+        _check_flag("causal_reads", self.causal_reads)
         if self.replica_max_lag is not None:
             _check_seconds("replica_max_lag", self.replica_max_lag)
         if self.max_size < 1:
@@ -135,20 +143,12 @@ class Settings:
 
     def describe(self) -> str:
         """A URL-like summary for messages and logs, without the password."""
-        params = self.params
-        if self.driver == "sqlite":
-            path = str(params.get("path", ""))
-            return f"sqlite://{path}" if path.startswith("/") else f"sqlite:///{path}"
         if len(self.hosts) > 1:
             netloc = ",".join(address.key for address in self.hosts)
-        else:
-            host = str(params.get("host", ""))
-            netloc = f"[{host}]" if ":" in host else host
-            if params.get("port") is not None:
-                netloc = f"{netloc}:{params['port']}"
-        if params.get("user"):
-            netloc = f"{params['user']}@{netloc}"
-        return f"{self.driver}://{netloc}/{params.get('database') or ''}"
+            if self.params.get("user"):
+                netloc = f"{self.params['user']}@{netloc}"
+            return f"{self.driver}://{netloc}/{self.params.get('database') or ''}"
+        return describe(self.driver, self.params)
 
     def __repr__(self) -> str:
         text = (
@@ -279,20 +279,21 @@ def _host_lists(
     if driver not in _MYSQL_DRIVERS:
         if replicas_value is not None or not (host is None or isinstance(host, str)):
             raise ConfigError(
-                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})")
+                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})"
+            )
         return (), ()
     port = resolved.get("port")
     try:
         hosts = (Address("127.0.0.1", port),) if host is None else parse_hosts(host, port)
-        replicas = () if replicas_value is None else parse_hosts(
-            replicas_value, port, "replicas")
+        replicas = () if replicas_value is None else parse_hosts(replicas_value, port, "replicas")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     overlap = sorted({a.key for a in hosts} & {a.key for a in replicas})
     if overlap:
         raise ConfigError(
             f"{where}: {_listing(overlap)} listed both as host and as replica; "
-            "a server has one role")
+            "a server has one role"
+        )
     first = hosts[0]
     if host is not None and (host != first.host or len(hosts) > 1):
         resolved["host"] = first.host
@@ -397,7 +398,8 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
             or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
         ):
             raise ConfigError(
-                f"{where}: {key} must be a string or a list of strings (got {value!r})")
+                f"{where}: {key} must be a string or a list of strings (got {value!r})"
+            )
     if "password" in params and not isinstance(params["password"], str):
         raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
     port = params.get("port")

@@ -42,22 +42,26 @@ HOST_ORDERS: tuple[str, ...] = ("sequential", "random")
 ROLES: tuple[str, ...] = ("primary", "replica")
 
 # Server errors that say the server can no longer do a primary's job.
-READ_ONLY_CODES = frozenset({
-    1290,  # ER_OPTION_PREVENTS_STATEMENT: running with --read-only
-    1792,  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-    1836,  # ER_READ_ONLY_MODE
-})
+READ_ONLY_CODES = frozenset(
+    {
+        1290,  # ER_OPTION_PREVENTS_STATEMENT: running with --read-only
+        1792,  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+        1836,  # ER_READ_ONLY_MODE
+    }
+)
 # Galera's "WSREP has not yet prepared node for application use".
 NOT_READY_CODES = frozenset({1047})
 # The session is gone: the connection is useless whatever the host's state.
-LOST_CODES = frozenset({
-    1053,  # ER_SERVER_SHUTDOWN
-    1927,  # ER_CONNECTION_KILLED
-    2006,  # CR_SERVER_GONE_ERROR
-    2013,  # CR_SERVER_LOST
-    2055,  # CR_SERVER_LOST_EXTENDED
-    4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
-})
+LOST_CODES = frozenset(
+    {
+        1053,  # ER_SERVER_SHUTDOWN
+        1927,  # ER_CONNECTION_KILLED
+        2006,  # CR_SERVER_GONE_ERROR
+        2013,  # CR_SERVER_LOST
+        2055,  # CR_SERVER_LOST_EXTENDED
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
+    }
+)
 
 # The least time one host's connect gets when several share a short deadline.
 _MIN_HOST_SHARE = 0.5
@@ -146,16 +150,25 @@ def _parse_one(item: Any, default_port: int | None, what: str) -> Address:
     if port_text is None:
         return Address(host, default_port)
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(
-            f"{what} entry {item!r}: the port must be an integer from 1 to 65535")
+        raise ConfigError(f"{what} entry {item!r}: the port must be an integer from 1 to 65535")
     return Address(host, int(port_text))
 
 
 class HostState:
     """One server's figures and deny window; changed only under its list's lock."""
 
-    __slots__ = ("address", "checked_at", "connect_failures", "connects", "denied_until",
-                 "deny_lifted_by_connect", "key", "last_error", "role", "stale_before")
+    __slots__ = (
+        "address",
+        "checked_at",
+        "connect_failures",
+        "connects",
+        "denied_until",
+        "deny_lifted_by_connect",
+        "key",
+        "last_error",
+        "role",
+        "stale_before",
+    )
 
     def __init__(self, address: Address, role: str) -> None:
         self.address = address
@@ -179,13 +192,26 @@ class HostsFailed(Exception):
 
     ``failures`` pairs each host with why; ``retryable`` is False when another
     attempt right now cannot help (nothing was tried, or every error was permanent).
+    ``tried``: how many connects failed; ``last``: the driver's last error, if any;
+    ``refused_by_vet``: every host tried was reached but turned down by the vet.
     """
 
-    def __init__(self, role: str, failures: Sequence[tuple[str, str]], *,
-                 retryable: bool) -> None:
+    def __init__(
+        self,
+        role: str,
+        failures: Sequence[tuple[str, str]],
+        *,
+        retryable: bool,
+        tried: int = 0,
+        last: BaseException | None = None,
+        refused_by_vet: bool = False,
+    ) -> None:
         self.role = role
         self.failures = list(failures)
         self.retryable = retryable
+        self.tried = tried
+        self.last = last
+        self.refused_by_vet = refused_by_vet
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -202,11 +228,18 @@ class HostList:
     owner: the pool's name, for log lines. clock and rng are for tests.
     """
 
-    def __init__(self, addresses: Iterable[Address], *, role: str = "primary",
-                 order: str = "sequential", deny_seconds: float = 30.0,
-                 give_up_when_denied: bool = False, owner: str = "",
-                 clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        addresses: Iterable[Address],
+        *,
+        role: str = "primary",
+        order: str = "sequential",
+        deny_seconds: float = 30.0,
+        give_up_when_denied: bool = False,
+        owner: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES} (got {role!r})")
         if order not in HOST_ORDERS:
@@ -222,6 +255,10 @@ class HostList:
         self.states: tuple[HostState, ...] = tuple(HostState(a, role) for a in addresses)
         if not self.states:
             raise ValueError("a host list needs at least one host")
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held this one)."""
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.states)
@@ -250,50 +287,94 @@ class HostList:
             return usable
         return usable + denied
 
-    def connect(self, open_one: Callable[[Address, float], Any], deadline: float, *,
-                is_permanent: Callable[[BaseException], bool],
-                describe_error: Callable[[BaseException], str],
-                errors: tuple[type[BaseException], ...]) -> tuple[Any, HostState]:
+    def connect(
+        self,
+        open_one: Callable[[Address, float], Any],
+        deadline: float,
+        *,
+        is_permanent: Callable[[BaseException], bool],
+        describe_error: Callable[[BaseException], str],
+        errors: tuple[type[BaseException], ...],
+        vet: Callable[[Any, HostState], str | None] | None = None,
+    ) -> tuple[Any, HostState]:
         """Open a connection to the first candidate that accepts one, before ``deadline``.
 
-        ``open_one(address, seconds)`` connects or raises one of ``errors``. A single-host
-        list re-raises the driver's error itself, as a pool of one host always did; a
-        longer list raises HostsFailed naming every host tried and why.
+        ``open_one(address, seconds)`` connects or raises one of ``errors``. ``vet(raw,
+        state)``, when given, asks the new connection's server whether it can do its
+        job: it returns why not (having closed ``raw``), and that host is found
+        unusable and the next one tried. A single-host list re-raises the driver's
+        connect error itself, as a pool of one host always did; otherwise HostsFailed
+        names every host tried and why.
         """
         candidates = self.candidates()
         if not candidates:
             raise HostsFailed(self.role, self._denied_reasons(), retryable=False)
         failures: list[tuple[str, str]] = []
         permanent = True
+        vetted_out = 0
+        last: BaseException | None = None
         for index, state in enumerate(candidates):
             remaining = deadline - self._clock()
             if remaining <= 0 and failures:
                 break
             left = len(candidates) - index
-            share = remaining if left == 1 else max(remaining / left,
-                                                    min(remaining, _MIN_HOST_SHARE))
+            share = (
+                remaining if left == 1 else max(remaining / left, min(remaining, _MIN_HOST_SHARE))
+            )
             try:
                 raw = open_one(state.address, max(share, 0.0))
             except errors as exc:
-                self.connect_failed(state, describe_error(exc))
+                why = describe_error(exc)
+                self.connect_failed(state, why)
                 if len(self.states) == 1:
                     raise
                 permanent = permanent and is_permanent(exc)
-                failures.append((state.key, describe_error(exc)))
+                failures.append((state.key, why))
+                last = exc
                 continue
+            if vet is not None:
+                try:
+                    refusal = vet(raw, state)
+                except errors as exc:
+                    why = describe_error(exc)
+                    self.connect_failed(state, why)
+                    permanent = False
+                    failures.append((state.key, why))
+                    last = exc
+                    continue
+                if refusal is not None:
+                    self.unusable(state, refusal)
+                    permanent = False
+                    vetted_out += 1
+                    failures.append((state.key, refusal))
+                    continue
             self.connected(state)
             return raw, state
-        for state in candidates[len(failures):]:
-            failures.append((state.key, "not tried: the deadline passed"))
+        tried = len(failures)
+        for state in candidates[tried:]:
+            last_error = f" (last error: {state.last_error})" if state.last_error else ""
+            failures.append((state.key, f"not tried: the deadline passed{last_error}"))
             permanent = False
-        raise HostsFailed(self.role, failures, retryable=not permanent)
+        raise HostsFailed(
+            self.role,
+            failures,
+            retryable=not permanent,
+            tried=tried - vetted_out,
+            last=last,
+            refused_by_vet=0 < vetted_out == tried,
+        )
 
     def _denied_reasons(self) -> list[tuple[str, str]]:
         now = self._clock()
         with self._lock:
-            return [(s.key, f"denied for {max(0.0, s.denied_until - now):.1f}s more"
-                            + (f" after: {s.last_error}" if s.last_error else ""))
-                    for s in self.states]
+            return [
+                (
+                    s.key,
+                    f"denied for {max(0.0, s.denied_until - now):.1f}s more"
+                    + (f" after: {s.last_error}" if s.last_error else ""),
+                )
+                for s in self.states
+            ]
 
     # -- what happened -----------------------------------------------------------------
 
@@ -333,8 +414,20 @@ class HostList:
         return newly
 
     def _log_deny(self, state: HostState, why: str) -> None:
-        log.warning("%s host %s of %s denied for %.1fs: %s", self.role, state.key,
-                    self.owner or "a pool", self.deny_seconds, why)
+        log.warning(
+            "%s host %s of %s denied for %.1fs: %s",
+            self.role,
+            state.key,
+            self.owner or "a pool",
+            self.deny_seconds,
+            why,
+        )
+
+    def others_usable(self, state: HostState) -> bool:
+        """Whether any host other than ``state`` is not denied now."""
+        now = self._clock()
+        with self._lock:
+            return any(now >= s.denied_until for s in self.states if s is not state)
 
     def is_stale(self, state: HostState, created: float) -> bool:
         """Whether a connection opened to ``state`` at ``created`` must not be lent again."""
@@ -380,6 +473,12 @@ def _query(raw: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     return names, rows
 
 
+def server_read_only(raw: Any) -> bool:
+    """Whether the server refuses writes from ordinary accounts (``read_only`` is ON)."""
+    _, rows = _query(raw, "SELECT @@global.read_only")
+    return bool(rows) and str(rows[0][0]).upper() in ("1", "ON")
+
+
 def galera_not_ready(raw: Any) -> str | None:
     """Why a Galera node cannot take statements now, or None when ``wsrep_ready`` is ON."""
     _, rows = _query(raw, "SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
@@ -389,8 +488,11 @@ def galera_not_ready(raw: Any) -> str | None:
     return f"wsrep_ready is {value or 'missing (not a Galera node)'}"
 
 
-def replica_lag_problem(raw: Any, max_lag: float, errors: tuple[type[BaseException], ...],
-                        ) -> str | None:
+def replica_lag_problem(
+    raw: Any,
+    max_lag: float,
+    errors: tuple[type[BaseException], ...],
+) -> str | None:
     """Why a replica must be skipped (replication stopped, lag past ``max_lag``), or None.
 
     Needs the REPLICA MONITOR privilege (MariaDB 10.5.9+; REPLICATION CLIENT on MySQL);
@@ -404,8 +506,10 @@ def replica_lag_problem(raw: Any, max_lag: float, errors: tuple[type[BaseExcepti
                 raise
             names, rows = _query(raw, "SHOW SLAVE STATUS")
     except errors as exc:
-        return (f"cannot read its replication status (grant REPLICA MONITOR or "
-                f"REPLICATION CLIENT): {exc}")
+        return (
+            f"cannot read its replication status (grant REPLICA MONITOR or "
+            f"REPLICATION CLIENT): {exc}"
+        )
     if not rows:
         return "replication is not configured on it"
     row = {name.lower(): value for name, value in zip(names, rows[0], strict=False)}

@@ -6,17 +6,16 @@ import logging
 import os
 import random
 import threading
-import time
 import traceback
 import weakref
 from collections import deque
+from time import monotonic, sleep
 from types import TracebackType
 from typing import Any
 
-from dbutils.persistent_db import PersistentDB
-from dbutils.pooled_db import PooledDB
-
+from ._handles import _Handle, _HandleFactory, _Store, make_store
 from .config import MODES, Settings, load_settings
+from .connection import PooledConnection
 from .drivers import Driver, get_driver
 from .errors import (
     ConfigError,
@@ -26,10 +25,21 @@ from .errors import (
     PoolTimeout,
     ValidationError,
 )
+from .hosts import (
+    Address,
+    HostList,
+    HostsFailed,
+    HostState,
+    error_verdict,
+    galera_not_ready,
+    replica_lag_problem,
+    server_read_only,
+)
 from .stats import PoolStats
 
+__all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
+
 log = logging.getLogger("dbpool")
-_monotonic = time.monotonic
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -44,234 +54,23 @@ _CONNECT_BACKOFF = 0.05
 _MIN_PING_TIMEOUT = 0.05
 # Longest pause between two looks for connections held past leak_threshold.
 _LEAK_SCAN_INTERVAL = 1.0
-
-
-class _NeverRaised(Exception):
-    """Stands for DBUtils' failover errors: we never let it fail over."""
-
-
-def _never_fatal(error: BaseException) -> bool:
-    # DBUtils' failover re-executes a statement that failed on a dead connection.
-    # The statement may have run already; the caller must see the error instead.
-    return False
-
-
-class _Handle:
-    """The object DBUtils pools: a slot whose driver connection dbpool may replace.
-
-    DBUtils keeps these as if they were DB-API connections. The driver
-    connection inside (``raw``) is opened, validated, reset and closed by the
-    pool outside every lock, which DBUtils' own steady connections cannot do.
-    """
-
-    __slots__ = (
-        "borrows",
-        "close_on_release",
-        "created",
-        "dropped",
-        "epoch",
-        "expires",
-        "raw",
-        "returned",
-        "slots",
-    )
-
-    def __init__(self, slots: _Slots) -> None:
-        self.slots = slots
-        self.raw: Any = None
-        self.created = 0.0
-        self.expires = float("inf")
-        self.returned = 0.0
-        self.epoch = -1
-        self.borrows = 0
-        self.dropped = False
-        self.close_on_release = False
-
-    def close(self) -> None:
-        """Called by DBUtils when it lets the slot go (under its lock, or in ``__del__``)."""
-        if not self.dropped:
-            self.dropped = True
-            # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
-            self.slots.graveyard.append(self)
-
-
-class _Slots:
-    """A DB-API-shaped factory of empty handles, given to DBUtils as its creator."""
-
-    threadsafety = 1
-    OperationalError = InterfaceError = InternalError = _NeverRaised
-
-    def __init__(self) -> None:
-        self.graveyard: deque[_Handle] = deque()
-        self.live: set[_Handle] = set()
-
-    def connect(self) -> _Handle:
-        # Called by DBUtils while the pool lock is held: no I/O here.
-        handle = _Handle(self)
-        self.live.add(handle)
-        return handle
-
-
-_DBUTILS_OPTIONS: dict[str, Any] = {
-    "ping": 0,  # validation happens outside DBUtils' lock
-    "failures": _NeverRaised,
-    "isfatal": _never_fatal,
+# The counter each retire reason adds to, besides "closed".
+_RETIRE_COUNTERS = {
+    "recycled": "recycled",
+    "overflow": "closed_overflow",
+    "broken": "closed_broken",
+    "lost": "closed_broken",
+    "read_only": "closed_read_only",
+    "not_ready": "closed_not_ready",
+    "lagging": "closed_lagging",
+    "stale": "closed_stale",
 }
-
-
-class _SharedStore:
-    """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
-
-    PooledDB hands out idle connections first in, first out. That rotates
-    work over every kept connection, so none idles long enough to meet the
-    server's ``wait_timeout``; connections beyond ``size`` are closed at return.
-    """
-
-    thread_affine = False
-
-    def __init__(self, slots: _Slots, size: int) -> None:
-        # reset=False: rollback happens in the pool, outside DBUtils' lock.
-        # maxcached=size: a handle given back to a full pool is dropped, not kept.
-        self._db = PooledDB(slots, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
-        self.size = size
-        self.idle = 0
-
-    def ready(self) -> bool:
-        return self.idle > 0
-
-    def full(self) -> bool:
-        return self.idle >= self.size
-
-    def take(self) -> tuple[Any, _Handle]:
-        token = self._db.connection(shareable=False)
-        if self.idle:
-            self.idle -= 1
-        return token, token.dbapi_connection
-
-    def put(self, token: Any, handle: _Handle) -> None:
-        token.close()
-        if not handle.dropped:
-            self.idle += 1
-
-    def thread_handle(self) -> None:
-        return None
-
-    def forget_thread(self) -> None:
-        return None
-
-    def close_idle(self) -> None:
-        self._db.close()
-        self.idle = 0
-
-
-class _PersistentStore:
-    """Persistent mode: DBUtils' PersistentDB keeps one handle per thread."""
-
-    thread_affine = True
-
-    def __init__(self, slots: _Slots) -> None:
-        # threading.local: DBUtils' default pure-Python local takes a lock on every access.
-        self._db = PersistentDB(slots, closeable=True, threadlocal=threading.local,
-                                **_DBUTILS_OPTIONS)
-
-    def ready(self) -> bool:
-        return hasattr(self._db.thread, "connection")
-
-    def full(self) -> bool:
-        return False
-
-    def take(self) -> tuple[Any, _Handle]:
-        steady = self._db.connection()
-        return steady, steady.dbapi_connection
-
-    def put(self, token: Any, handle: _Handle) -> None:
-        return None
-
-    @property
-    def idle(self) -> int:
-        return 0  # a thread's kept connection is not free for another thread
-
-    def thread_handle(self) -> _Handle | None:
-        steady = getattr(self._db.thread, "connection", None)
-        return None if steady is None else steady.dbapi_connection
-
-    def forget_thread(self) -> None:
-        steady = getattr(self._db.thread, "connection", None)
-        if steady is not None:
-            del self._db.thread.connection
-            steady.close()  # DBUtils closes the handle, which frees the slot
-
-    def close_idle(self) -> None:
-        return None
-
-
-class PooledConnection:
-    """A connection lent by the pool; a DB-API 2 connection of the driver.
-
-    ``close()`` gives it back to the pool. Other attributes come from the
-    driver's connection, which ``dbapi_connection`` returns outright.
-    """
-
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
-
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float,
-                 origin: str | None) -> None:
-        self._pool = pool
-        self._raw = handle.raw
-        self._lease = [(token, handle)]
-        self._since = since
-        self._origin = origin  # where it was acquired, kept only when leak_threshold is set
-        self._reported = False  # already reported as held past leak_threshold
-
-    def __del__(self) -> None:
-        # Dropped without close(): hand the slot to the pool, which closes the driver
-        # connection on its next call. A finalizer may run in any thread, even one
-        # holding the pool's lock, so it only appends to a deque (atomic, no lock).
-        lease = getattr(self, "_lease", None)
-        if lease:
-            try:
-                token, handle = lease.pop()
-            except IndexError:
-                return
-            self._pool._orphans.append((token, handle, self._since, self._origin))
-
-    def _live(self) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise PoolError("this connection was already given back to the pool")
-        return raw
-
-    @property
-    def dbapi_connection(self) -> Any:
-        """The driver's own connection object."""
-        return self._live()
-
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        """A cursor of the driver's connection."""
-        return self._live().cursor(*args, **kwargs)
-
-    def commit(self) -> None:
-        self._live().commit()
-
-    def rollback(self) -> None:
-        self._live().rollback()
-
-    def close(self) -> None:
-        """Give the connection back to the pool (a second call does nothing)."""
-        self._pool.release(self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._live(), name)
-
-    def __enter__(self) -> PooledConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.release(self)
-
-    def __repr__(self) -> str:
-        state = "returned" if self._raw is None else "in use"
-        return f"<PooledConnection {self._pool.name} {state}>"
+# Retire reasons that say the server itself can no longer do its job: its host is denied.
+_HOST_UNUSABLE = {
+    "read_only": "the server is read-only",
+    "not_ready": "the Galera node is not ready",
+    "lagging": "the replica lags",
+}
 
 
 class ConnectionPool:
@@ -286,11 +85,16 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. Other keywords are connection
-    parameters (host, port, user, password, database, charset, path, ...)
-    that override the config entry. Options not given come from the entry's
-    ``pool:`` section, then from the defaults.
+    a connection not given back is reported. host_order, host_deny_seconds,
+    galera_check, replica_fallback, replica_max_lag: how a host list and its
+    replicas are used (see the README's "Many servers"). Other keywords are
+    connection parameters (host, which may be a list, replicas, port, user,
+    password, database, charset, path, ...) that override the config entry.
+    Options not given come from the entry's ``pool:`` section, then from the
+    defaults.
     """
+
+    _replicas: ConnectionPool | None  # the pool of readonly connections, if any
 
     def __init__(
         self,
@@ -308,35 +112,101 @@ class ConnectionPool:
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        host_order: str | None = None,
+        host_deny_seconds: float | None = None,
+        galera_check: bool | None = None,
+        replica_fallback: bool | None = None,
+        replica_max_lag: float | None = None,
+        causal_reads: bool | None = None,
         **params: Any,
     ) -> None:
         given = {
-            "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
-            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout, "reset": reset, "leak_threshold": leak_threshold,
+            "size": size,
+            "timeout": timeout,
+            "max_overflow": max_overflow,
+            "recycle": recycle,
+            "mode": mode,
+            "pre_ping": pre_ping,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "reset": reset,
+            "leak_threshold": leak_threshold,
+            "host_order": host_order,
+            "host_deny_seconds": host_deny_seconds,
+            "galera_check": galera_check,
+            "replica_fallback": replica_fallback,
+            "replica_max_lag": replica_max_lag,
+            "causal_reads": causal_reads,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
         driver_name = "pymysql" if isinstance(driver, Driver) else driver
-        self.settings: Settings = load_settings(
+        settings = load_settings(
             config_name,
             config=config,
             driver=driver_name,
             pool_options=pool_options,
             params=params,
         )
-        options = self.settings.pool
-        self._driver = custom or get_driver(self.settings.driver)
+        driver_object = custom or get_driver(settings.driver)
+        if len(settings.hosts) > 1 and custom is None:
+            target = settings.describe()
+        else:
+            target = driver_object.describe(settings.params)
+        self._setup(settings, driver_object, "primary", f"{config_name!r} ({target})")
+        if settings.replicas:
+            # Replica connections are a pool of their own: the same options, other hosts.
+            replicas = ",".join(address.key for address in settings.replicas)
+            replica_pool = ConnectionPool.__new__(ConnectionPool)
+            replica_pool._setup(
+                settings,
+                custom or get_driver(settings.driver),
+                "replica",
+                f"replicas of {config_name!r} ({replicas})",
+            )
+            self._replicas = replica_pool
+
+    def _setup(self, settings: Settings, driver: Driver, role: str, name: str) -> None:
+        """Set up a pool of the primaries (``role`` "primary") or of the replicas."""
+        self.settings: Settings = settings
+        options = settings.pool
+        self._driver = driver
         self._probe = self._driver.probe  # bound once: called at every checkout
         self._in_transaction = self._driver.in_transaction
-        self._params = dict(self.settings.params)
+        # What a failed connect, ping or reset raises: the driver's errors and the OS's.
+        self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
+        self._params = dict(settings.params)
         self.mode = options.mode
         self.size = options.size
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        target = custom.describe(self._params) if custom else self.settings.describe()
-        self.name = f"{config_name!r} ({target})"
+        self.name = name
+        self._role = role
+        addresses = settings.hosts if role == "primary" else settings.replicas
+        self._hosts: HostList | None = None
+        if addresses:
+            self._hosts = HostList(
+                addresses,
+                role=role,
+                order=options.host_order,
+                deny_seconds=options.host_deny_seconds,
+                owner=name,
+                give_up_when_denied=role == "replica" and options.replica_fallback,
+            )
+        # A lone primary gets the parameters exactly as given; list members get theirs aimed.
+        self._aim = role == "replica" or len(addresses) > 1
+        self._galera_check = options.galera_check
+        self._max_lag = options.replica_max_lag if role == "replica" else None
+        # Of several primaries, a new connection must reach a writable one: after a
+        # switchover the old primary accepts connections but refuses writes.
+        self._needs_writable = role == "primary" and len(addresses) > 1
+        # Whether a new connection is asked about its server before it is lent.
+        self._vets = self._galera_check or self._max_lag is not None or self._needs_writable
+        self._replica_fallback = options.replica_fallback
+        # Replica reads wait for the thread's last write (MariaDB GTIDs); see _caught_up.
+        self._causal = options.causal_reads and role == "primary" and bool(settings.replicas)
+        self._replicas = None
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -348,8 +218,9 @@ class ConnectionPool:
         self._closed = False
         self._start_fresh()
         _live_pools.add(self)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
-                  self.size, self.max_size)
+        log.debug(
+            "created %s pool %s (size %d, max %d)", self.mode, self.name, self.size, self.max_size
+        )
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -358,22 +229,21 @@ class ConnectionPool:
         # `with self._lock` is a C call, `with self._cond` a Python one: the hot path uses the lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._slots = _Slots()
-        self._store: _SharedStore | _PersistentStore
-        if self.mode == "persistent":
-            self._store = _PersistentStore(self._slots)
-        else:
-            self._store = _SharedStore(self._slots, self.size)
+        self._handles = _HandleFactory()
+        self._store: _Store = make_store(self.mode, self._handles, self.size)
         self._stats = PoolStats()
+        # Counter bumps of the I/O paths (connect, close, failed validation), queued without
+        # a lock and added to the stats in the next critical section (see _fold_tallies).
+        self._tallies: deque[str] = deque()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
         self._local = threading.local()  # the `with pool as conn` stack of each thread
-        # Leases of connections garbage-collected without release, for _reap().
-        self._orphans: deque[tuple[Any, _Handle, float, str | None]] = deque()
+        # Leases of connections garbage-collected without release, for _reclaim_collected().
+        self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
         # Lent connections, watched only when leak_threshold is set.
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
-        self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
+        self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -384,42 +254,62 @@ class ConnectionPool:
         (another thread may have held the old one at the fork).
         """
         self._finalizer.detach()
-        handles = set(self._slots.live) | set(self._slots.graveyard)
-        handles.update(lease[1] for lease in self._orphans)
+        handles = set(self._handles.live) | set(self._handles.dropped)
+        handles.update(lease[1] for lease in self._collected)
         for handle in handles:
             raw, handle.raw = handle.raw, None
             if raw is not None:
                 self._driver.abandon(raw)
         self._driver.after_fork()
+        if self._hosts is not None:
+            self._hosts.after_fork()
         self._start_fresh()
 
     # -- lending -----------------------------------------------------------
 
-    def acquire(self, timeout: float | None = None, max_retries: int = 3) -> PooledConnection:
+    def acquire(
+        self, timeout: float | None = None, max_retries: int = 3, *, readonly: bool = False
+    ) -> PooledConnection:
         """A validated connection, waiting at most ``timeout`` seconds (None: the pool's).
 
         A connection that fails validation is closed and replaced, up to
         ``max_retries`` times. Raises PoolTimeout when none is free in time.
+        ``readonly``: a connection to a replica, when the config lists ``replicas``.
         """
         if max_retries < 0:
             raise ValueError(f"max_retries cannot be negative (got {max_retries})")
         if timeout is None:
             timeout = self.timeout
-        start = _monotonic()
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()
+        start = monotonic()
+        if readonly and self._replicas is not None:
+            try:
+                reader = self._replicas.acquire(timeout, max_retries)
+            except (ConnectError, ValidationError) as exc:
+                if not self._replica_fallback:
+                    raise
+                log.debug("no replica of %s is usable; reading from a primary: %s", self.name, exc)
+            else:
+                if not self._causal or self._caught_up(reader, start + timeout):
+                    return reader
+                self._replicas.release(reader)
+                if not self._replica_fallback:
+                    raise PoolTimeout(
+                        f"no replica of pool {self.name} applied this thread's last write "
+                        f"({self._local.gtid}) within {timeout:.1f}s"
+                    )
+            timeout = max(0.0, start + timeout - monotonic())
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()
         token, handle = self._checkout(start + timeout, timeout)
         # The common case, decided with no I/O but a look at the socket: a current
         # connection seen alive moments ago, or one lent to this very thread already.
-        now = _monotonic()
-        raw = handle.raw
-        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires
-                and not self._closed and (
-                    handle.borrows > 1 or not self._pre_ping
-                    or (now - handle.returned < self._ping_interval
-                        and self._probe(raw) is True))):
+        now = monotonic()
+        if not (
+            self._is_current(handle, now)
+            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
+        ):
             try:
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
@@ -427,7 +317,7 @@ class ConnectionPool:
             except BaseException:
                 self._checkin(token, handle, failed=True)
                 raise
-            now = _monotonic()
+            now = monotonic()
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
             conn = PooledConnection(self, token, handle, now, None)
@@ -440,9 +330,11 @@ class ConnectionPool:
         log.debug("acquired a connection from %s", self.name)
         return conn
 
-    def connection(self, timeout: float | None = None) -> PooledConnection:
+    def connection(
+        self, timeout: float | None = None, *, readonly: bool = False
+    ) -> PooledConnection:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
-        return self.acquire(timeout)
+        return self.acquire(timeout, readonly=readonly)
 
     def release(self, conn: PooledConnection | None) -> None:
         """Give a connection back, rolling back any open transaction first.
@@ -451,9 +343,14 @@ class ConnectionPool:
         """
         if conn is None:
             return
+        if self._is_readonly(conn):
+            assert self._replicas is not None
+            self._replicas.release(conn)
+            return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
-                f"release() got {conn!r}, which is not a connection of pool {self.name}")
+                f"release() got {conn!r}, which is not a connection of pool {self.name}"
+            )
         try:
             # list.pop is atomic, so two racing releases cannot both get the lease.
             token, handle = conn._lease.pop()
@@ -461,7 +358,7 @@ class ConnectionPool:
             log.debug("ignored a second release of a connection of %s", self.name)
             return
         conn._raw = None
-        if handle.slots is not self._slots:
+        if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return
         self._checkin(token, handle, failed=False)
@@ -471,9 +368,18 @@ class ConnectionPool:
                 self._lent.discard(conn)
             held = handle.returned - conn._since
             if held > self._leak_threshold and not conn._reported:
-                log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                            "it was acquired at:\n%s", self.name, held, self._leak_threshold,
-                            conn._origin)
+                log.warning(
+                    "a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                    "it was acquired at:\n%s",
+                    self.name,
+                    held,
+                    self._leak_threshold,
+                    conn._origin,
+                )
+
+    def _is_readonly(self, conn: PooledConnection) -> bool:
+        """Whether ``conn`` came from this pool's replicas."""
+        return self._replicas is not None and getattr(conn, "_pool", None) is self._replicas
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
@@ -495,6 +401,8 @@ class ConnectionPool:
         If the thread is still using it, it is closed when given back.
         Does nothing in shared mode, where connections are not bound to threads.
         """
+        if self._replicas is not None:
+            self._replicas.close_thread_connection()
         handle = self._store.thread_handle()
         if handle is None:
             return
@@ -503,43 +411,48 @@ class ConnectionPool:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
-        self._bury()
+        self._close_dropped()
 
     def close_all(self) -> None:
         """Close every idle connection now, and every lent one when it comes back.
 
         The pool stays usable and opens new connections as needed.
         """
+        if self._replicas is not None:
+            self._replicas.close_all()
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
         for raw in raws:
             self._driver.close(raw)
-        self._bury()
+        self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self.name)
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
+        if self._replicas is not None:
+            self._replicas.dispose()
         with self._lock:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
-        if not any(h.borrows for h in list(self._slots.live)):
+        if not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()  # connections of threads that ended since the last call
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()  # connections of threads that ended since the last call
         if self._leak_threshold is not None:
             self._report_leaks()
         with self._lock:
+            self._fold_tallies()
             stats = self._stats.snapshot()
-            handles = list(self._slots.live)
+            handles = list(self._handles.live)
             in_use = self._in_use
             waiting = self._waiting
         open_count = sum(1 for h in handles if h.raw is not None)
@@ -552,8 +465,28 @@ class ConnectionPool:
             waiting=waiting,
             size=self.size,
             mode=self.mode,
+            hosts=self._host_figures(handles),
         )
+        if self._replicas is not None:
+            replica_stats = self._replicas.get_stats()
+            stats["hosts"].update(replica_stats.pop("hosts"))
+            stats["replicas"] = replica_stats
         return stats
+
+    def _host_figures(self, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
+        """``get_stats()["hosts"]``: each host's connections and deny state."""
+        if self._hosts is None:
+            return {}
+        figures: dict[str, dict[str, Any]] = {}
+        for key, values in self._hosts.figures().items():
+            figures[key] = {"role": values.pop("role"), "open": 0, "in_use": 0, **values}
+        for handle in handles:
+            host = handle.host
+            if handle.raw is not None and host is not None and host.key in figures:
+                figures[host.key]["open"] += 1
+                if handle.borrows:
+                    figures[host.key]["in_use"] += 1
+        return figures
 
     def __repr__(self) -> str:
         return f"<ConnectionPool {self.mode} {self.name} size={self.size} max_size={self.max_size}>"
@@ -563,49 +496,57 @@ class ConnectionPool:
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
         store = self._store
-        queued = False  # once in line, a thread may take whatever frees up
-        with self._lock:  # critical section: counts and DBUtils' in-memory lists only
+        # Once in line (counted in _waiting from its first wait until it leaves), a thread
+        # may take whatever frees up.
+        queued = False
+        try:
             while True:
-                if self._closed:
-                    raise PoolClosed(f"pool {self.name} is closed")
-                if store.thread_affine and store.ready():
-                    break  # persistent mode: the thread's own connection
-                # Waiting threads go first: a newcomer takes a connection only when there
-                # is one for every waiter too, or a busy pool starves its waiters.
-                free = store.idle + self.max_size - len(self._slots.live)
-                if free > (0 if queued else self._waiting):
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._stats.timeouts += 1
-                    raise PoolTimeout(self._timeout_message(timeout))
-                self._waiting += 1
-                queued = True
-                try:
+                with self._lock:  # critical section: decide only (take, wait or give up)
+                    if self._closed:
+                        raise PoolClosed(f"pool {self.name} is closed")
+                    # Waiting threads go first: a newcomer takes a connection only when there
+                    # is one for every waiter too, or a busy pool starves its waiters.
+                    free = store.idle + self.max_size - len(self._handles.live)
+                    if store.owns_handle() or free > (0 if queued else self._waiting):
+                        if queued:
+                            queued = False
+                            self._waiting -= 1
+                        token, handle = store.take()
+                        handle.borrows += 1
+                        # Counted as lent from here; a checkout whose connect or check fails
+                        # is taken off both counts again in _checkin(failed=True).
+                        self._in_use += 1
+                        self._stats.acquired += 1
+                        return token, handle
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        if queued:
+                            queued = False
+                            self._waiting -= 1  # before the message, which counts the others
+                        self._stats.timeouts += 1
+                        raise PoolTimeout(self._timeout_message(timeout))
+                    if not queued:
+                        queued = True
+                        self._waiting += 1
                     self._cond.wait(min(remaining, _WAIT_SLICE))
-                finally:
+                # Outside the critical section: close what went away, which frees slots.
+                if self._collected:
+                    self._reclaim_collected()
+                if self._handles.dropped:
+                    self._close_dropped()
+        finally:
+            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
+                with self._lock:
                     self._waiting -= 1
-                if self._slots.graveyard or self._orphans:
-                    self._lock.release()
-                    try:
-                        self._reap()
-                        self._bury()
-                    finally:
-                        self._lock.acquire()
-            token, handle = store.take()
-            handle.borrows += 1
-            # Counted as lent from here; a checkout whose connect or check fails is
-            # taken off both counts again in _checkin(failed=True).
-            self._in_use += 1
-            self._stats.acquired += 1
-            return token, handle
 
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
         raw = handle.raw
-        now = _monotonic()
+        now = monotonic()
         if raw is not None and handle.borrows == 1:
             reason = self._retire_reason(handle, failed, now)
+            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
+                self._note_last_write(raw)  # before a reset or close ends the session
             if reason is not None:
                 self._retire(handle, reason)
             elif self._reset_session or self._in_transaction(raw):
@@ -616,12 +557,14 @@ class ConnectionPool:
                             self._driver.reset_session(raw)
                         else:
                             raw.rollback()
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except self._driver_errors as exc:
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
                     self._retire(handle, "broken")
-                now = _monotonic()
+                now = monotonic()
         handle.returned = now
         with self._lock:  # critical section
+            if self._tallies:
+                self._fold_tallies()
             self._in_use -= 1
             if failed:
                 self._stats.acquired -= 1
@@ -634,37 +577,85 @@ class ConnectionPool:
         if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()
-        if self._slots.graveyard:
-            self._bury()
-        if self._closed and not any(h.borrows for h in list(self._slots.live)):
+        if self._handles.dropped:
+            self._close_dropped()
+        if self._closed and not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # the last connection lent before dispose() is back
 
-    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
-        """Why a connection must be closed rather than reused, or None."""
-        if failed:
-            return "broken"
+    # -- the reuse rule ------------------------------------------------------
+    #
+    # A connection is reused when it is current (open, not made before the last
+    # close_all(), not past its recycle time, the pool not closed, its server not found
+    # unable to do its job since it was opened) and, with pre_ping, seen alive (given
+    # back less than ping_interval ago, its socket clean, no check of its replica's lag
+    # due), else pinged.
+
+    def _stale_reason(self, handle: _Handle, now: float) -> str | None:
+        """Why an open connection is no longer current, or None.
+
+        "closed", "recycled", or "stale" when its host was found unable to do its job
+        after the connection was opened (see HostList.unusable).
+        """
         if self._closed or handle.epoch != self._epoch:
             return "closed"
         if now >= handle.expires:
             return "recycled"
-        # An unlocked read: a stale answer at worst keeps or closes one connection too many,
-        # and DBUtils drops a handle given back to a full pool in any case.
-        if self._store.full():
-            return "overflow"
+        host = handle.host
+        if host is not None and handle.created <= host.stale_before:
+            return "stale"
         return None
 
+    def _is_current(self, handle: _Handle, now: float) -> bool:
+        """Whether the handle holds a connection that may be reused, validation aside."""
+        return handle.raw is not None and self._stale_reason(handle, now) is None
+
+    def _seen_alive(self, handle: _Handle, now: float) -> bool:
+        """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
+        return (
+            now - handle.returned < self._ping_interval
+            and not self._host_check_due(handle, now)
+            and self._probe(handle.raw) is True
+        )
+
+    def _host_check_due(self, handle: _Handle, now: float) -> bool:
+        """Whether the replica of this connection is due for its lag check (unclaimed)."""
+        host = handle.host
+        return (
+            self._max_lag is not None
+            and host is not None
+            and now - host.checked_at >= self._ping_interval
+        )
+
+    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
+        """Why a connection given back must be closed rather than kept, or None."""
+        if failed:
+            return "broken"
+        # The last statement's error: the server is read-only, not ready, or gone. A
+        # replica is read-only by design: a write there is the caller's mistake.
+        verdict = error_verdict(self._driver.statement_error(handle.raw))
+        if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
+            return verdict
+        reason = self._stale_reason(handle, now)
+        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
+        # too many, and DBUtils drops a handle given back to a full pool in any case.
+        if reason is None and self._store.full():
+            reason = "overflow"
+        return reason
+
     def _timeout_message(self, timeout: float) -> str:
-        held = len(self._slots.live)
-        text = (f"Connection pool timeout after {timeout:.1f}s "
-                f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
-        if self._store.thread_affine:
-            text += (
-                f" in pool {self.name}: in persistent mode each connection stays with its "
-                "thread until the thread ends or calls close_thread_connection()"
-            )
-        else:
-            text += f" in pool {self.name}"
-        return text
+        held = len(self._handles.live)
+        spread = ""
+        if self._hosts is not None and len(self._hosts) > 1:
+            counts: dict[str, int] = {}
+            for handle in self._handles.live:
+                if handle.raw is not None and handle.host is not None:
+                    counts[handle.host.key] = counts.get(handle.host.key, 0) + 1
+            spread = "".join(f"; {key}: {count}" for key, count in counts.items())
+        text = (
+            f"Connection pool timeout after {timeout:.1f}s "
+            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
+        )
+        return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
     # -- I/O outside the lock ------------------------------------------------
 
@@ -675,8 +666,8 @@ class ConnectionPool:
         failures = 0
         while True:
             if handle.raw is not None:
-                reason = self._retire_reason(handle, False, _monotonic())
-                if reason in ("closed", "recycled"):
+                reason = self._stale_reason(handle, monotonic())
+                if reason is not None:
                     self._retire(handle, reason)
             if handle.raw is None:
                 try:
@@ -684,51 +675,106 @@ class ConnectionPool:
                     return
                 except ConnectError:
                     raise
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except (HostsFailed, *self._driver_errors) as exc:  # type: ignore[misc]
                     failures += 1
-                    if failures > max_retries or time.monotonic() >= deadline:
-                        raise ConnectError(self._connect_failure(exc, failures)) from exc
-                    time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
+                    # Primaries that answer but cannot take writes now (a switchover in
+                    # progress, a cluster without quorum) are waited for until the deadline.
+                    waiting = (
+                        self._role == "primary"
+                        and isinstance(exc, HostsFailed)
+                        and exc.refused_by_vet
+                    )
+                    if (failures > max_retries and not waiting) or monotonic() >= deadline:
+                        raise ConnectError(self._connect_failure(exc, failures)) from _cause(exc)
+                    pause = (
+                        _CONNECT_BACKOFF * min(2 ** (failures - 1), 10)
+                        if waiting
+                        else _CONNECT_BACKOFF
+                    )
+                    sleep(min(pause, max(0.0, deadline - monotonic())))
                     continue
-            if not self._pre_ping or self._alive(handle, deadline):
+            if not self._pre_ping:
                 return
+            problem = self._check(handle, deadline)
+            if problem is None:
+                return
+            reason, why = problem
             failures += 1
-            with self._lock:
-                self._stats.validation_failures += 1
-            log.debug("a connection of %s failed validation; replacing it", self.name)
-            self._retire(handle, "broken")
+            self._tallies.append("validation_failures")
+            log.debug(
+                "a connection of %s failed validation (%s); replacing it", self.name, why or reason
+            )
+            self._retire(handle, reason, why)
             if failures > max_retries:
                 raise ValidationError(
-                    f"no valid connection from {self.name} after {failures} attempts")
+                    f"no valid connection from {self.name} after {failures} attempts"
+                )
 
-    def _alive(self, handle: _Handle, deadline: float) -> bool:
+    def _check(self, handle: _Handle, deadline: float) -> tuple[str, str | None] | None:
         """Check a connection: a socket look when it was used moments ago, else a ping.
 
-        The ping waits at most ``ping_timeout``, and no longer than the acquire
+        None when it may be lent, else why not: (retire reason, what was seen). The
+        real ping asks a Galera node whether it is ready (``galera_check``) and a
+        replica how far it lags (``replica_max_lag``, once per ``ping_interval`` per
+        host). It waits at most ``ping_timeout``, and no longer than the acquire
         deadline allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
-        seen = self._driver.probe(raw)
-        if seen is False:
-            return False
-        now = time.monotonic()
-        if seen is True and now - handle.returned < self._ping_interval:
-            return True
+        now = monotonic()
+        if self._seen_alive(handle, now):
+            return None
+        if self._probe(raw) is False:
+            return "broken", None  # closed by the server: no ping can help
+        host = handle.host
+        lag_due = (
+            self._max_lag is not None
+            and host is not None
+            and self._hosts is not None
+            and self._hosts.due_for_check(host, self._ping_interval)
+        )
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
-                self._driver.ping(raw)
+                if self._galera_check:
+                    why = galera_not_ready(raw)
+                    if why is not None:
+                        return "not_ready", why
+                else:
+                    self._driver.ping(raw)
+                if lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    if why is not None:
+                        return "lagging", why
         except Exception:
-            return False
-        return True
+            if error_verdict(self._driver.statement_error(raw)) == "not_ready":
+                return "not_ready", None
+            return "broken", None
+        return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - monotonic()
+        host: HostState | None = None
         try:
-            raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
-        except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
-            with self._lock:
-                self._stats.connect_failures += 1
+            if self._hosts is None:
+                raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            else:
+                raw, host = self._hosts.connect(
+                    self._connect_to,
+                    deadline,
+                    is_permanent=self._driver.is_permanent,
+                    describe_error=self._explain,
+                    errors=self._driver_errors,
+                    vet=(lambda raw, state: self._vet(raw, state, deadline))
+                    if self._vets
+                    else None,
+                )
+        except HostsFailed as exc:
+            self._tallies.extend(["connect_failures"] * exc.tried)
+            if not exc.retryable:
+                raise ConnectError(self._connect_failure(exc, None)) from _cause(exc)
+            raise
+        except self._driver_errors as exc:
+            self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
                 raise ConnectError(self._connect_failure(exc, None)) from exc
             raise
@@ -736,47 +782,161 @@ class ConnectionPool:
             # How the drivers reject an unknown or ill-typed connection parameter.
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
-                f"of pool {self.name}: {self._scrub(exc)}") from exc
-        now = time.monotonic()
+                f"of pool {self.name}: {self._scrub(exc)}"
+            ) from exc
+        now = monotonic()
         handle.raw = raw
+        handle.host = host
         handle.created = handle.returned = now
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
-        with self._lock:
-            self._stats.created += 1
-        log.debug("opened a connection to %s", self.name)
+        self._tallies.append("created")
+        if host is None:
+            log.debug("opened a connection to %s", self.name)
+        else:
+            log.debug("opened a connection to %s host %s of %s", host.role, host.key, self.name)
 
-    def _retire(self, handle: _Handle, reason: str) -> None:
-        """Close a handle's connection; the handle itself stays to be refilled or dropped."""
+    def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
+        """Why a new connection's server cannot do this pool's job, or None; closes it if so.
+
+        Galera nodes must be ready (``galera_check``), one of several primaries must
+        take writes, a replica must not lag (``replica_max_lag``; asked once per
+        ``ping_interval`` per host, and again whenever the host is denied).
+        """
+        hosts = self._hosts
+        assert hosts is not None
+        lag_due = self._max_lag is not None and (
+            hosts.is_denied(host) or hosts.due_for_check(host, self._ping_interval)
+        )
+        why: str | None = None
+        reason = ""
+        limit = max(min(self._ping_timeout, deadline - monotonic()), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._galera_check:
+                    why, reason = galera_not_ready(raw), "not_ready"
+                if why is None and self._needs_writable and server_read_only(raw):
+                    why, reason = "read_only is ON", "read_only"
+                if why is None and lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    reason = "lagging"
+        except BaseException:
+            self._driver.close(raw)
+            raise
+        if why is None:
+            return None
+        self._driver.close(raw)
+        self._tallies.extend(("created", "closed", _RETIRE_COUNTERS[reason]))
+        log.debug("closed a new connection of %s to %s (%s): %s", self.name, host.key, reason, why)
+        return why
+
+    # -- causal reads ---------------------------------------------------------
+    #
+    # A primary connection given back tells its session's last GTID (@@last_gtid,
+    # MariaDB), kept per thread. The thread's next replica connection waits for that
+    # GTID (MASTER_GTID_WAIT) within the acquire deadline before it is lent; one that
+    # does not catch up in time is given back and the read goes to a primary.
+
+    def _note_last_write(self, raw: Any) -> None:
+        """Keep, for the calling thread, the GTID of the last write of this session."""
+        try:
+            with self._driver.bounded(raw, self._ping_timeout):
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT @@last_gtid")
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug(
+                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self.name, exc
+            )
+            return
+        gtid = str(rows[0][0] or "") if rows else ""
+        if gtid and gtid != getattr(self._local, "gtid", None):
+            self._local.gtid = gtid
+            self._local.seen = {}  # replicas known to have applied it: none yet
+
+    def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
+        """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
+        gtid = getattr(self._local, "gtid", None)
+        if gtid is None:
+            return True
+        raw = reader.dbapi_connection
+        key = reader._lease[-1][1].host if reader._lease else None
+        seen: dict[Any, str] = self._local.seen
+        if key is not None and seen.get(key) == gtid:
+            return True
+        seconds = max(0.0, deadline - monotonic())
+        try:
+            with self._driver.bounded(raw, seconds + self._ping_timeout):
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid, seconds))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self.name, exc)
+            rows = []
+        done = bool(rows) and rows[0][0] == 0
+        with self._lock:
+            self._stats.causal_waits += 1
+            if not done:
+                self._stats.causal_timeouts += 1
+        if done and key is not None:
+            seen[key] = gtid
+        return done
+
+    def _connect_to(self, address: Address, seconds: float) -> Any:
+        params = address.apply(self._params) if self._aim else self._params
+        return self._driver.connect(params, timeout=seconds)
+
+    def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
+        """Close a handle's connection; the handle itself stays to be refilled or dropped.
+
+        A reason that says the server cannot do its job denies its host too.
+        """
         raw = handle.raw
+        host = handle.host
+        if reason in _HOST_UNUSABLE and host is not None and self._hosts is not None:
+            if why is None:
+                code = self._driver.statement_error(raw)
+                why = f"a statement failed with error {code} ({_HOST_UNUSABLE[reason]})"
+            self._hosts.unusable(host, why)
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
             self._driver.close(raw)
-        with self._lock:
-            if raw is not None:
-                self._stats.closed += 1
-            if reason == "recycled":
-                self._stats.recycled += 1
-            elif reason == "overflow":
-                self._stats.closed_overflow += 1
-            elif reason == "broken":
-                self._stats.closed_broken += 1
-        log.debug("closed a connection of %s (%s)", self.name, reason)
+            self._tallies.append("closed")
+        counter = _RETIRE_COUNTERS.get(reason)
+        if counter is not None:
+            self._tallies.append(counter)
+        if host is None:
+            log.debug("closed a connection of %s (%s)", self.name, reason)
+        else:
+            log.debug("closed a connection of %s to %s (%s)", self.name, host.key, reason)
+
+    def _fold_tallies(self) -> None:
+        """Add the queued counter bumps to the stats; called with the lock held."""
+        tallies, stats = self._tallies, self._stats
+        while tallies:
+            name = tallies.popleft()
+            setattr(stats, name, getattr(stats, name) + 1)
 
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:
         raw, handle.raw = handle.raw, None
         return raw
 
-    def _bury(self) -> None:
-        """Close the connections of handles DBUtils let go, and free their slots."""
-        graveyard = self._slots.graveyard
+    def _close_dropped(self) -> None:
+        """Close the connections of the handles DBUtils let go, and free their slots."""
+        queue = self._handles.dropped
         dead: list[_Handle] = []
-        while graveyard:
+        while queue:
             try:
-                dead.append(graveyard.popleft())
+                dead.append(queue.popleft())
             except IndexError:
                 break
         if not dead:
@@ -784,7 +944,7 @@ class ConnectionPool:
         with self._lock:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
-                self._slots.live.discard(handle)
+                self._handles.live.discard(handle)
             self._stats.closed += len(raws)
             if self._waiting:
                 self._cond.notify(len(dead))
@@ -795,24 +955,29 @@ class ConnectionPool:
         text = f"cannot connect to {self.name}"
         if attempts is not None:
             text += f" after {attempts} attempts"
-        cause = self._driver.explain(exc)
-        if cause:
-            text += f": {cause}"
-        return f"{text}: {self._scrub(exc) or type(exc).__name__}"
+        if isinstance(exc, HostsFailed):
+            return f"{text}: {exc.describe()}"
+        return f"{text}: {self._explain(exc)}"
 
-    def _reap(self) -> None:
-        """Take back the slots of connections dropped without release, closing them.
+    def _explain(self, exc: BaseException) -> str:
+        """A connect error in plain words, then the driver's own (password blanked)."""
+        text = self._scrub(exc) or type(exc).__name__
+        cause = self._driver.explain(exc)
+        return f"{cause}: {text}" if cause else text
+
+    def _reclaim_collected(self) -> None:
+        """Close the connections garbage-collected without release, and free their slots.
 
         What such a connection was doing is unknown (a half-read result, an open
         transaction), so it is closed rather than reused.
         """
-        orphans = self._orphans
-        while orphans:
+        collected = self._collected
+        while collected:
             try:
-                token, handle, since, origin = orphans.popleft()
+                token, handle, since, origin = collected.popleft()
             except IndexError:
                 break
-            if handle.slots is not self._slots:
+            if handle.factory is not self._handles:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
@@ -829,17 +994,22 @@ class ConnectionPool:
                     self._cond.notify()
             if raw is not None:
                 self._driver.close(raw)
-            held = time.monotonic() - since
+            held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
-            log.warning("a connection of %s was garbage-collected after %.1fs without being "
-                        "given back; its slot is reclaimed and it is closed; it was acquired "
-                        "at:\n%s", self.name, held, origin)
+            log.warning(
+                "a connection of %s was garbage-collected after %.1fs without being "
+                "given back; its slot is reclaimed and it is closed; it was acquired "
+                "at:\n%s",
+                self.name,
+                held,
+                origin,
+            )
 
     def _report_leaks(self) -> None:
         """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
         threshold = self._leak_threshold
-        now = time.monotonic()
+        now = monotonic()
         if threshold is None or now < self._next_leak_scan:
             return
         self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
@@ -849,9 +1019,14 @@ class ConnectionPool:
                 conn._reported = True
             self._stats.leaks_reported += len(late)
         for conn in late:
-            log.warning("a connection of %s has been held for %.1fs and is not back yet "
-                        "(leak_threshold %.1fs); it was acquired at:\n%s", self.name,
-                        now - conn._since, threshold, conn._origin)
+            log.warning(
+                "a connection of %s has been held for %.1fs and is not back yet "
+                "(leak_threshold %.1fs); it was acquired at:\n%s",
+                self.name,
+                now - conn._since,
+                threshold,
+                conn._origin,
+            )
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
@@ -860,6 +1035,13 @@ class ConnectionPool:
         if password:
             text = text.replace(str(password), "***")
         return text
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's error behind a failed connect, to chain a ConnectError to."""
+    if isinstance(exc, HostsFailed) and exc.last is not None:
+        return exc.last
+    return exc
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
@@ -874,8 +1056,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_connections(slots: _Slots, driver: Driver) -> None:
-    for handle in list(slots.live):
+def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
+    for handle in list(handles.live):
         raw, handle.raw = handle.raw, None
         if raw is not None:
             driver.close(raw)
@@ -888,8 +1070,9 @@ def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
     """
     if mode is not None and mode not in MODES:
+        # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
-        raise ValueError(f"unknown pool mode {mode!r}; valid modes: {valid}")
+        raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(mode=mode, **options)
 
 
@@ -918,7 +1101,11 @@ def get_global_pool(
             pool = _global_pool
             if pool is None:
                 pool = _global_pool = ConnectionPool(
-                    size=size, config_name=config_name, timeout=timeout,
-                    max_overflow=max_overflow, recycle=recycle, driver=driver)
+                    size=size,
+                    config_name=config_name,
+                    timeout=timeout,
+                    max_overflow=max_overflow,
+                    recycle=recycle,
+                    driver=driver,
+                )
     return pool
-

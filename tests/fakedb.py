@@ -24,6 +24,8 @@ class FakeCursor:
         self.conn = conn
         self.rows: list[tuple[Any, ...]] = []
         self.description: list[tuple[Any, ...]] | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
 
     def execute(self, sql: str, params: Any = None) -> int:
         conn = self.conn
@@ -47,10 +49,23 @@ class FakeCursor:
             raise FakeOperationalError(*failure)
         if upper.startswith(("INSERT", "UPDATE", "DELETE", "BEGIN")):
             conn.in_transaction = True
+        if write:
+            server.gtid += 1
+            conn.last_gtid = f"0-1-{server.gtid}"
         self.description = [("1",)]
         self.rows = [(1,)]
+        self.rowcount = 1
         if upper == "SELECT @@SERVER_ID":
             self.rows = [(server.server_id,)]
+        elif upper == "SELECT @@LAST_GTID":
+            self.rows = [(conn.last_gtid,)]
+        elif upper.startswith("SELECT MASTER_GTID_WAIT("):
+            server.checks.append(sql)
+            wanted = int(str(params[0]).rsplit("-", 1)[1])
+            self.rows = [(0 if server.gtid >= wanted else -1,)]
+        elif upper == "SELECT @@GLOBAL.READ_ONLY":
+            server.checks.append(sql)
+            self.rows = [(int(server.read_only),)]
         elif upper.startswith("SHOW GLOBAL STATUS LIKE 'WSREP_READY'"):
             server.checks.append(sql)
             self.rows = [("wsrep_ready", "OFF" if server.not_ready else "ON")]
@@ -81,6 +96,7 @@ class FakeServer:
         self.read_only = False
         self.not_ready = False
         self.lag: int | None = 0  # None: replication stopped
+        self.gtid = 0  # the sequence number of the last transaction it wrote or applied
         self.checks: list[str] = []  # health queries received
 
 
@@ -93,6 +109,7 @@ class FakeConnection:
         self.host = host  # the server's host:port
         self.fail_next: tuple[int, str] | None = None  # the next statement's error
         self.dbpool_error: int | None = None
+        self.last_gtid = ""
         self.closed = False
         self.killed = False
         self.in_transaction = False

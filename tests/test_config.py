@@ -107,6 +107,7 @@ def test_pool_option_defaults_and_max_size() -> None:
         galera_check=False,
         replica_fallback=True,
         replica_max_lag=None,
+        causal_reads=False,
     )
     assert options.max_size == 15
     assert PoolOptions(size=0, max_overflow=1).max_size == 1
@@ -126,6 +127,7 @@ def test_pool_option_defaults_and_max_size() -> None:
         "galera_check",
         "replica_fallback",
         "replica_max_lag",
+        "causal_reads",
     }
 
 
@@ -154,7 +156,7 @@ def test_validate_pool_options_accepts_good_values() -> None:
 def test_unknown_pool_option_is_named_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"^ConnectionPool\(\): unknown pool option 'sise'") as e:
         validate_pool_options({"sise": 3}, where="ConnectionPool()")
-    assert "valid options: 'galera_check', 'host_deny_seconds', 'host_order', 'leak_threshold'" \
+    assert "valid options: 'causal_reads', 'galera_check', 'host_deny_seconds', 'host_order'" \
         in str(e.value)
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pymysql
 import pytest
 
 from dbpool import ConnectError, ObjDataThreadSafe
@@ -76,6 +75,11 @@ def write(conn: Any, row: int) -> None:
     finally:
         cur.close()
     conn.commit()
+
+
+def error_code(exc: BaseException) -> Any:
+    code = getattr(exc, "errno", None)
+    return exc.args[0] if code is None and exc.args else code
 
 
 def rows_on(server: MariaDBServer) -> int:
@@ -153,7 +157,7 @@ def test_read_only_switch_retires_connections_after_one_error(
     errors: list[int] = []
     written: list[tuple[int, int]] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(threads)
+    opened = threading.Barrier(threads + 1)  # every worker's connections are open
     switched = threading.Event()
 
     def worker(index: int) -> None:
@@ -162,16 +166,16 @@ def test_read_only_switch_retires_connections_after_one_error(
             assert port_of(conn) == spare.port
         for conn in conns:
             conn.close()
-        barrier.wait()
+        opened.wait(10)
         switched.wait(10)
         for n in range(10):
             row = index * 100 + n
             with pool.connection() as conn:
                 try:
                     write(conn, row)
-                except pymysql.MySQLError as exc:
+                except Exception as exc:
                     with lock:
-                        errors.append(exc.args[0])
+                        errors.append(error_code(exc))
                     continue
                 with lock:
                     written.append((row, port_of(conn)))
@@ -179,8 +183,7 @@ def test_read_only_switch_retires_connections_after_one_error(
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for thread in workers:
         thread.start()
-    if threads == 1:
-        workers[0].join(0)  # it waits on the barrier of one, then on `switched`
+    opened.wait(10)
     set_read_only(spare, True)
     switched.set()
     for thread in workers:
@@ -198,6 +201,20 @@ def test_read_only_switch_retires_connections_after_one_error(
     assert stats["hosts"][spare_key]["denied"] is True
     assert stats["hosts"][spare_key]["open"] == 0
     assert stats["closed_read_only"] == len(errors)
+
+
+def test_new_connections_skip_a_read_only_primary(both: tuple[MariaDBServer, ...],
+                                                  mysql_pool: Any) -> None:
+    spare, main = both
+    set_read_only(spare, True)
+    pool = mysql_pool(**hosts_params(spare, main))
+    for row in range(3):
+        with pool.connection() as conn:
+            assert port_of(conn) == main.port
+            write(conn, row)
+    stats = pool.get_stats()
+    assert stats["hosts"][f"127.0.0.1:{spare.port}"]["last_error"] == "read_only is ON"
+    assert rows_on(main) == 3 and rows_on(spare) == 0
 
 
 def test_readonly_connections_go_to_the_replica(both: tuple[MariaDBServer, ...],
@@ -254,7 +271,7 @@ def test_statement_error_codes_are_seen_by_both_drivers(both: tuple[MariaDBServe
         set_read_only(spare, True)
         with pytest.raises(Exception) as failed:
             write(conn, 1)
-        assert getattr(failed.value, "errno", None) == 1290 or failed.value.args[0] == 1290
+        assert error_code(failed.value) == 1290
     assert pool.get_stats()["closed_read_only"] == 1
     with pool.connection() as conn:
         assert port_of(conn) == main.port

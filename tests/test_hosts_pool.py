@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -103,9 +104,7 @@ def test_every_host_down_names_each_host_and_one_back_is_served(
     assert time.monotonic() - started < 2.5
     text = str(failed.value)
     assert "cannot connect to 'primary' (fake://) after 4 attempts" in text
-    assert "a:3306: the server cannot be reached: (2003, \"Can't connect to server on " \
-           "a:3306\")" in text
-    assert "b:3307: the server cannot be reached" in text
+    assert "a:3306: (2003, \"Can't connect to server on a:3306\"); b:3307: (2003, " in text
     assert isinstance(failed.value.__cause__, FakeOperationalError)
     assert pool.get_stats()["hosts"]["b:3307"]["connect_failures"] == 4
     # Both denied now; one comes back and is found at once.
@@ -143,8 +142,8 @@ def test_single_host_messages_are_unchanged(new_pool: Any, driver: FakeDriver) -
     with pytest.raises(ConnectError) as failed:
         pool.acquire()
     assert str(failed.value) == (
-        "cannot connect to 'primary' (fake://) after 4 attempts: the server cannot be "
-        "reached: (2003, \"Can't connect to server on a:3306\")")
+        "cannot connect to 'primary' (fake://) after 4 attempts: "
+        "(2003, \"Can't connect to server on a:3306\")")
     assert list(pool.get_stats()["hosts"]) == ["a:3306"]
 
 
@@ -166,11 +165,57 @@ def test_read_only_error_closes_the_connection_and_denies_its_host(
     assert stats["hosts"]["a:3306"]["denied"] is True
     assert stats["hosts"]["a:3306"]["open"] == 0
     assert "primary host a:3306 of 'primary' (fake://) denied for 30.0s" in caplog.text
-    assert "--read-only" in caplog.text
+    assert "a statement failed with error 1290 (the server is read-only)" in caplog.text
     with pool.connection() as conn:
         assert host_of(conn) == "b:3306"
         insert(conn)
-    assert [c.statements for c in driver.on("b:3306")] == [["INSERT INTO t VALUES (1)"]]
+    assert [c.statements for c in driver.on("b:3306")] == [
+        ["SELECT @@global.read_only", "INSERT INTO t VALUES (1)"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_connection_skips_a_read_only_primary(new_pool: Any, driver: FakeDriver,
+                                                   mode: str) -> None:
+    driver.server("a:3306").read_only = True
+    pool = new_pool(mode=mode, host=["a", "b"], host_deny_seconds=0.05)
+    with pool.connection() as conn:
+        assert host_of(conn) == "b:3306"
+        insert(conn)
+    stats = pool.get_stats()
+    assert stats["closed_read_only"] == 1
+    assert stats["hosts"]["a:3306"]["last_error"] == "read_only is ON"
+    # Its deny window over, the preferred host is asked again, and skipped again.
+    wait_until(lambda: not pool.get_stats()["hosts"]["a:3306"]["denied"], "a's window to end")
+    pool.close_all()
+    with pool.connection() as conn:
+        assert host_of(conn) == "b:3306"
+    assert pool.get_stats()["closed_read_only"] == 2
+
+
+def test_no_writable_primary_is_waited_for_then_named(new_pool: Any,
+                                                      driver: FakeDriver) -> None:
+    driver.server("a:3306").read_only = True
+    driver.server("b:3306").read_only = True
+    pool = new_pool(host=["a", "b"], timeout=0.5)
+    with pytest.raises(ConnectError) as failed:
+        pool.acquire()
+    text = str(failed.value)
+    assert "a:3306: read_only is ON" in text
+    assert "b:3306: read_only is ON" in text or "(last error: read_only is ON)" in text
+    assert driver.open == set()
+    # A switchover ends while acquire() waits: the new primary is used.
+    threading.Timer(0.3, lambda: setattr(driver.server("b:3306"), "read_only", False)).start()
+    with pool.connection(timeout=5) as conn:
+        assert host_of(conn) == "b:3306"
+    stats = pool.get_stats()
+    assert stats["created"] == stats["total_connections"] + stats["closed"]
+
+
+def test_a_single_host_is_not_asked_whether_it_is_read_only(new_pool: Any,
+                                                            driver: FakeDriver) -> None:
+    pool = new_pool(host="a")
+    pool.acquire().close()
+    assert driver.server("a:3306").checks == []
 
 
 def test_one_read_only_error_retires_every_idle_connection_to_that_host(
@@ -198,6 +243,7 @@ def test_one_read_only_error_retires_every_idle_connection_to_that_host(
 def test_galera_not_ready_error_closes_and_denies(new_pool: Any, driver: FakeDriver,
                                                   mode: str) -> None:
     pool = new_pool(mode=mode, host=["a", "b"])
+    pool.acquire().close()
     driver.server("a:3306").not_ready = True
     with pool.connection() as conn, pytest.raises(FakeOperationalError, match="WSREP"):
         insert(conn)
@@ -257,7 +303,9 @@ def test_galera_check_is_not_on_the_fast_path(new_pool: Any, driver: FakeDriver)
     pool = new_pool(host=["a", "b"], galera_check=True, ping_interval=60)
     for _ in range(5):
         pool.acquire().close()
-    assert driver.server("a:3306").checks == []
+    # Asked once, when the connection was opened; not at each checkout.
+    assert driver.server("a:3306").checks == ["SHOW GLOBAL STATUS LIKE 'wsrep_ready'",
+                                              "SELECT @@global.read_only"]
 
 
 # -- replicas ---------------------------------------------------------------------------------
@@ -293,7 +341,22 @@ def test_no_usable_replica_falls_back_to_the_primary(new_pool: Any, driver: Fake
     connects = driver.connects
     with pool.connection(readonly=True) as conn:
         assert host_of(conn) == "p:3306"
-    assert driver.connects == connects + (1 if mode == "persistent" else 0)
+    assert driver.connects == connects
+
+
+def test_a_write_on_a_replica_fails_without_denying_it(new_pool: Any,
+                                                        driver: FakeDriver) -> None:
+    driver.server("r1:3306").read_only = True
+    pool = new_pool(host="p", replicas=["r1"])
+    with pool.connection(readonly=True) as conn:
+        raw = conn.dbapi_connection
+        with pytest.raises(FakeOperationalError, match="read-only"):
+            insert(conn)
+    with pool.connection(readonly=True) as conn:
+        assert conn.dbapi_connection is raw
+    stats = pool.get_stats()
+    assert stats["hosts"]["r1:3306"]["denied"] is False
+    assert stats["replicas"]["closed_read_only"] == 0
 
 
 def test_without_fallback_the_error_names_the_replicas(new_pool: Any, driver: FakeDriver) -> None:
@@ -303,9 +366,9 @@ def test_without_fallback_the_error_names_the_replicas(new_pool: Any, driver: Fa
     with pytest.raises(ConnectError) as failed:
         pool.acquire(readonly=True)
     text = str(failed.value)
-    assert "no replica of 'primary' (fake://) is usable" in text
-    assert "r1:3306: the server cannot be reached" in text
-    assert "r2:3306: the server cannot be reached" in text
+    assert "cannot connect to replicas of 'primary' (r1:3306,r2:3306) after 4 attempts" in text
+    assert "r1:3306: (2003, " in text
+    assert "r2:3306: (2003, " in text
     assert pool.get_stats()["hosts"]["p:3306"]["open"] == 0
 
 
@@ -325,6 +388,15 @@ def test_a_lagging_replica_is_skipped(new_pool: Any, driver: FakeDriver, mode: s
     with pool.connection(readonly=True) as conn:
         assert host_of(conn) == "p:3306"
     assert "replication is stopped" in pool.get_stats()["hosts"]["r2:3306"]["last_error"]
+
+
+def test_a_new_connection_to_a_lagging_replica_is_not_lent(new_pool: Any,
+                                                           driver: FakeDriver) -> None:
+    driver.server("r1:3306").lag = 60
+    pool = new_pool(host="p", replicas=["r1", "r2"], replica_max_lag=5)
+    with pool.connection(readonly=True) as conn:
+        assert host_of(conn) == "r2:3306"
+    assert pool.get_stats()["replicas"]["closed_lagging"] == 1
 
 
 def test_replica_lag_is_checked_once_per_ping_interval_per_host(
@@ -375,6 +447,57 @@ def test_persistent_thread_connection_closes_both(new_pool: Any, driver: FakeDri
     assert driver.open == set()
 
 
+# -- causal reads -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_causal_reads_wait_for_the_threads_last_write(new_pool: Any, driver: FakeDriver,
+                                                      mode: str) -> None:
+    pool = new_pool(mode=mode, host="p", replicas=["r1"], causal_reads=True, timeout=1)
+    with pool.connection(readonly=True) as conn:  # no write yet: no wait
+        assert host_of(conn) == "r1:3306"
+    assert driver.server("r1:3306").checks == []
+    with pool.connection() as conn:
+        insert(conn)
+        conn.commit()
+    # The replica has not applied it: the read goes to the primary.
+    with pool.connection(readonly=True) as conn:
+        assert host_of(conn) == "p:3306"
+    driver.server("r1:3306").gtid = 1  # applied now
+    for _ in range(3):
+        with pool.connection(readonly=True) as conn:
+            assert host_of(conn) == "r1:3306"
+    stats = pool.get_stats()
+    assert (stats["causal_waits"], stats["causal_timeouts"]) == (2, 1)  # once per replica
+
+
+def test_causal_reads_are_per_thread(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host="p", replicas=["r1"], causal_reads=True, timeout=1)
+    with pool.connection() as conn:
+        insert(conn)
+
+    def read() -> str:
+        with pool.connection(readonly=True) as conn:
+            return host_of(conn)
+
+    other: list[str] = []
+    thread = threading.Thread(target=lambda: other.append(read()))
+    thread.start()
+    thread.join(5)
+    assert other == ["r1:3306"]  # another thread did not write: no wait
+    assert read() == "p:3306"
+
+
+def test_causal_reads_without_fallback_time_out(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host="p", replicas=["r1"], causal_reads=True, replica_fallback=False,
+                    timeout=0.2)
+    with pool.connection() as conn:
+        insert(conn)
+    with pytest.raises(PoolTimeout, match=r"applied this thread's last write \(0-1-1\)"):
+        pool.acquire(readonly=True)
+    assert pool.get_stats()["replicas"]["in_use"] == 0
+
+
 # -- the facade -------------------------------------------------------------------------------
 
 
@@ -399,3 +522,28 @@ def test_facade_reads_from_replicas_outside_transactions(driver: FakeDriver, mod
         assert plain.sql_get_value("SELECT @@server_id") == driver.server("p:3306").server_id
     finally:
         ObjDataThreadSafe.close_pool("hosts")
+
+
+def test_forked_child_uses_host_lists_and_replicas(new_pool: Any, driver: FakeDriver) -> None:
+    pool = new_pool(host=["a", "b"], replicas=["r1"])
+    pool.acquire().close()
+    pool.acquire(readonly=True).close()
+    hosts = pool._hosts
+    assert hosts is not None
+    with hosts._lock:  # held by "another thread" at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if both pools work
+            code = 1
+            try:
+                with pool.connection() as conn, pool.connection(readonly=True) as reader:
+                    code = 0 if (host_of(conn), host_of(reader)) == ("a:3306", "r1:3306") else 2
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
