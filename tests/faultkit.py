@@ -90,9 +90,12 @@ class Ledger:
     """Tables ``<name>_rows`` and ``<name>_counter`` in the test database.
 
     ``connect`` opens an admin connection (one per check, so it survives restarts).
-    ``hot_row=False`` counts with one inserted row per transaction instead of
-    one updated row: on a multi-writer cluster (Galera) concurrent updates of
-    one row from two nodes fail certification, which is not the fault under test.
+    ``hot_row=False`` is for a multi-writer cluster (Galera), where what is not
+    the fault under test must not fail certification: it counts with one
+    inserted row per transaction instead of one updated row (concurrent updates
+    of one row from two nodes conflict), and keys rows by ``UUID()`` instead of
+    AUTO_INCREMENT (Galera re-spaces auto-increment values when a node leaves,
+    and inserts in flight then collide).
     ``tag=True`` first asks the server for ``@@port, CONNECTION_ID()``, so a
     failed transaction's entry in ``failed_on`` says which server and which
     connection it failed on (None when it failed before that answer).
@@ -113,16 +116,18 @@ class Ledger:
         self._ids = itertools.count()
         self.rows = f"`{self.database}`.`{self.name}_rows`"
         self.counter = f"`{self.database}`.`{self.name}_counter`"
+        key = ("id INT AUTO_INCREMENT PRIMARY KEY" if self.hot_row
+               else "id CHAR(36) NOT NULL DEFAULT (UUID()) PRIMARY KEY")
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
-            cur.execute(f"CREATE TABLE {self.rows} (id INT AUTO_INCREMENT PRIMARY KEY, "
-                        "token VARCHAR(64) NOT NULL) ENGINE=InnoDB")
+            cur.execute(f"CREATE TABLE {self.rows} ({key}, token VARCHAR(64) NOT NULL) "
+                        "ENGINE=InnoDB")
             if self.hot_row:
                 cur.execute(f"CREATE TABLE {self.counter} (id INT PRIMARY KEY, n INT NOT NULL) "
                             "ENGINE=InnoDB")
                 cur.execute(f"INSERT INTO {self.counter} VALUES (1, 0)")
             else:
-                cur.execute(f"CREATE TABLE {self.counter} (id INT AUTO_INCREMENT PRIMARY KEY, "
-                            "token VARCHAR(64) NOT NULL) ENGINE=InnoDB")
+                cur.execute(f"CREATE TABLE {self.counter} ({key}, token VARCHAR(64) NOT NULL) "
+                            "ENGINE=InnoDB")
 
     def drop(self) -> None:
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
@@ -168,11 +173,6 @@ class Ledger:
                 port = None if where is None else where[0]
                 counts[port] = counts.get(port, 0) + 1
         return counts
-
-    def failures_on(self, port: int) -> list[BaseException]:
-        """The errors of the transactions that failed on the server at ``port``."""
-        return [error for where, error in zip(self.failed_on, self.failed_with, strict=True)
-                if where is not None and where[0] == port]
 
     def most_failures_on_one_connection(self) -> int:
         """The largest number of failed transactions on one server connection."""

@@ -403,6 +403,7 @@ class GaleraNode(MariaDBServer):
             "--default-storage-engine=InnoDB",
             "--innodb-autoinc-lock-mode=2",
             "--innodb-log-file-size=16M",  # a smaller state transfer (the default is 96M)
+            "--userstat=ON",  # connections per user: information_schema.USER_STATISTICS
             *self.extra_args,
         ]
         if self.bootstrap:
@@ -491,6 +492,12 @@ class GaleraNode(MariaDBServer):
                 and status.get("wsrep_local_state_comment") == "Synced"
                 and status.get("wsrep_cluster_status") == "Primary"
                 and status.get("wsrep_cluster_size") == str(size))
+
+    def connections_made(self, user: str) -> int:
+        """How many connections ``user`` has opened to this node since it started."""
+        rows = query(self, "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS "
+                     "WHERE USER = %s", (user,))
+        return int(rows[0][0]) if rows else 0
 
     def kill(self) -> None:
         """SIGKILL the node and wait until it is gone (its data stays for ``resume()``)."""
