@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._sql import _DIALECTS, _FORMAT
-from .config import _ALIASES, _SECRET_MARKERS, POOL_OPTION_NAMES
+from .config import _ALIASES, _SECRET_MARKERS, POOL_OPTION_NAMES, _masked
 from .connection import PooledConnection
 from .errors import ConfigError, PoolClosed, PoolError
 from .pool import make_pool
@@ -114,9 +114,9 @@ class _PoolEntry:
             if any(marker in key.lower() for marker in _SECRET_MARKERS):
                 parts.append(f"{key} (differs)")
             elif current is _MISSING:
-                parts.append(f"{key}={value!r} (not set on the pool)")
+                parts.append(f"{key}={_shown(value)!r} (not set on the pool)")
             else:
-                parts.append(f"{key}={value!r} (the pool has {current!r})")
+                parts.append(f"{key}={_shown(value)!r} (the pool has {_shown(current)!r})")
         raise ConfigError(
             f"the pool of config {self.config_name!r} already exists with other options: "
             f"{', '.join(parts)}. All ObjDataThreadSafe instances of one config share one pool: "
@@ -144,6 +144,11 @@ class _PoolEntry:
 
 
 _MISSING: Any = object()
+
+
+def _shown(value: Any) -> Any:
+    """An option's value fit for a message: secrets inside a dict (ssl's key_password) masked."""
+    return _masked(value) if isinstance(value, Mapping) else value
 
 
 class _Registry:
