@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import logging
 import queue
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from ._registry import _PoolEntry
-from .errors import PoolError
+from .errors import PoolClosed, PoolError
 
 log = logging.getLogger("dbpool.facade")
 
@@ -35,7 +37,14 @@ async def run(entry: _PoolEntry, call: Callable[[], _T]) -> _T:
     if tx is not None:
         return await tx.submit(call)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(entry.executor(), call)
+    try:
+        return await loop.run_in_executor(entry.executor(), call)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if entry.closed and task is not None and not task.cancelling():
+            # Not this task's cancellation: close_pool() dropped the queued call.
+            raise PoolClosed(f"pool {entry.pool.name} was closed before the call ran") from None
+        raise
 
 
 @contextlib.asynccontextmanager
@@ -54,8 +63,13 @@ async def transaction(
         try:
             yield
         except BaseException as exc:
-            # Shielded: a task cancelled again must still wait for its rollback.
-            await asyncio.shield(tx.submit(functools.partial(tx.exit, block, exc)))
+            try:
+                # Shielded: a task cancelled again must still wait for its rollback.
+                await asyncio.shield(tx.submit(functools.partial(tx.exit, block, exc)))
+            except PoolError:
+                if not tx.ended:
+                    raise
+                # The worker stopped (close_pool) and rolled the block back itself.
             raise
         await tx.submit(functools.partial(tx.exit, block, None))
     finally:
@@ -64,8 +78,18 @@ async def transaction(
             _ASYNC_TX.reset(token)
 
 
+_BLOCK_ENDED = (
+    "the async transaction block this task was started in has ended: a task that "
+    "outlives the block must not use it (start it outside the block, or await it inside)"
+)
+
+
 class _TxThread:
-    """Runs the statements of one async transaction, in order, on one worker thread."""
+    """Runs the statements of one async transaction, in order, on one worker thread.
+
+    Once the worker stops (the block ended, the pool was closed, the loop is gone), every
+    call queued or submitted later fails at once, with the reason: none waits for ever.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, entry: _PoolEntry) -> None:
         self._loop = loop
@@ -73,16 +97,53 @@ class _TxThread:
         self._open: list[contextlib.AbstractContextManager[Any]] = []  # used by the worker only
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None]
         self._calls = queue.SimpleQueue()
-        entry.executor().submit(self._serve)
+        self._lock = threading.Lock()
+        self._why_ended: str | None = None  # set once, under the lock
+        self._closed_pool = False
+        entry.on_close.add(self._pool_closed)
+        try:
+            work = entry.executor().submit(self._serve)
+        except BaseException:
+            entry.on_close.discard(self._pool_closed)
+            raise
+        work.add_done_callback(self._never_started)
+
+    @property
+    def ended(self) -> bool:
+        return self._why_ended is not None
 
     def submit(self, call: Callable[[], _T]) -> asyncio.Future[_T]:
         """Queue ``call``; queued at once, so calls run in the order they were submitted."""
         future: asyncio.Future[_T] = self._loop.create_future()
-        self._calls.put((call, future))
+        with self._lock:
+            if self._why_ended is None:
+                self._calls.put((call, future))
+                return future
+        future.set_exception(self._error())
         return future
 
     def stop(self) -> None:
-        self._calls.put(None)
+        """Let the worker roll back what is still open and end."""
+        with self._lock:
+            if self._why_ended is None:
+                self._calls.put(None)
+
+    def _pool_closed(self) -> None:
+        self._closed_pool = True
+        self.stop()
+
+    def _never_started(self, work: concurrent.futures.Future[None]) -> None:
+        if work.cancelled():  # by close_pool(), before a thread took it
+            self._closed_pool = True
+            self._finish(None)
+
+    def _error(self) -> PoolError:
+        if self._closed_pool:
+            return PoolClosed(
+                f"pool {self._entry.pool.name} was closed during an async transaction, "
+                "which was rolled back"
+            )
+        return PoolError(self._why_ended or _BLOCK_ENDED)
 
     def enter(self, block: contextlib.AbstractContextManager[Any]) -> None:
         """On the worker: open a transaction block."""
@@ -101,6 +162,14 @@ class _TxThread:
             block.__exit__(type(exc), exc, exc.__traceback__)
 
     def _serve(self) -> None:
+        why = None
+        try:
+            why = self._serve_calls()
+        finally:
+            self._unwind()
+            self._finish(why)
+
+    def _serve_calls(self) -> str | None:
         while True:
             try:
                 item = self._calls.get(timeout=_ABANDON_POLL)
@@ -112,12 +181,11 @@ class _TxThread:
                             "or pool; rolling it back",
                             self._entry.config_name,
                         )
-                    self._unwind()
-                    return
+                    self._closed_pool = self._entry.closed
+                    return "the event loop of the async transaction is closed"
                 continue
             if item is None:
-                self._unwind()  # a block its task left without closing it (cancelled early)
-                return
+                return None  # open blocks left are those of a task cancelled early
             call, future = item
             try:
                 result = call()
@@ -125,6 +193,20 @@ class _TxThread:
                 self._settle(future, None, exc)
             else:
                 self._settle(future, result, None)
+
+    def _finish(self, why: str | None) -> None:
+        """Refuse further calls, and fail those still queued."""
+        self._entry.on_close.discard(self._pool_closed)
+        with self._lock:
+            if self._why_ended is None:
+                self._why_ended = why or _BLOCK_ENDED
+        while True:
+            try:
+                item = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._settle(item[1], None, self._error())
 
     def _settle(self, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:

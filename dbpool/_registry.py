@@ -9,7 +9,7 @@ import inspect
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -49,6 +49,8 @@ class _PoolEntry:
         # Threads that keep their connection; a thread that ends drops out by itself.
         self._keepers: weakref.WeakSet[_Keeper] = weakref.WeakSet()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # The stop() of each running async transaction worker, called when the pool closes.
+        self.on_close: set[Callable[[], None]] = set()
 
     # A transaction block pins its session to the code that runs inside it: the statements
     # that thread runs in that context (contextvars), whatever object (ObjData() of a
@@ -205,6 +207,8 @@ class _PoolEntry:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        for stop in list(self.on_close):
+            stop()
         self.pool.dispose()
 
 
