@@ -23,9 +23,10 @@ _T = TypeVar("_T")
 # How often the thread of an async transaction looks whether its event loop is gone.
 _ABANDON_POLL = 0.5
 
-# The async transaction each task is in, per pool: statements of the task go to it.
-# The default is never mutated, only replaced.
-_ASYNC_TX: contextvars.ContextVar[dict[_PoolEntry, _TxThread]] = contextvars.ContextVar(
+# The async transaction each task is in, per pool, and the innermost block of it the task
+# is in: statements of the task go to it. The default is never mutated, only replaced.
+_ASYNC_TX: contextvars.ContextVar[dict[_PoolEntry, tuple[_TxThread, _Level]]]
+_ASYNC_TX = contextvars.ContextVar(
     "dbpool_async_transactions",
     default={},  # noqa: B039
 )
@@ -33,8 +34,11 @@ _ASYNC_TX: contextvars.ContextVar[dict[_PoolEntry, _TxThread]] = contextvars.Con
 
 async def run(entry: _PoolEntry, call: Callable[[], _T]) -> _T:
     """Run ``call`` on a worker thread: the task's transaction thread when it is in one."""
-    tx = _ASYNC_TX.get().get(entry)
-    if tx is not None:
+    current = _ASYNC_TX.get().get(entry)
+    if current is not None:
+        tx, level = current
+        while not level.free.is_set():
+            await level.free.wait()  # a nested block of another task is open in this one
         return await tx.submit(call)
     loop = asyncio.get_running_loop()
     try:
@@ -47,17 +51,38 @@ async def run(entry: _PoolEntry, call: Callable[[], _T]) -> _T:
         raise
 
 
+class _Level:
+    """An open block of an async transaction, as seen by the blocks nested in it.
+
+    Tasks share a transaction (asyncio.gather inside the block), and a nested block is a
+    savepoint of the one connection: were two open at once, one's ROLLBACK TO SAVEPOINT
+    would undo the other's work, and a statement of the enclosing block run meanwhile
+    would go with it. So the blocks nested directly in one block take turns (``turn``),
+    and the statements of that block wait while one is open (``free``).
+    """
+
+    __slots__ = ("free", "turn")
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Lock()
+        self.free = asyncio.Event()
+        self.free.set()
+
+
 @contextlib.asynccontextmanager
 async def transaction(
     entry: _PoolEntry, block: contextlib.AbstractContextManager[Any]
 ) -> AsyncIterator[None]:
     """Run the transaction ``block`` on one worker thread, with the task's statements in it."""
     active = _ASYNC_TX.get()
-    tx = active.get(entry)
-    token = None
-    if tx is None:
-        tx = _TxThread(asyncio.get_running_loop(), entry)
-        token = _ASYNC_TX.set({**active, entry: tx})
+    current = active.get(entry)
+    if current is None:
+        tx, parent = _TxThread(asyncio.get_running_loop(), entry), None
+    else:
+        tx, parent = current
+        await parent.turn.acquire()
+        parent.free.clear()
+    token = _ASYNC_TX.set({**active, entry: (tx, _Level())})
     try:
         await tx.submit(functools.partial(tx.enter, block))
         try:
@@ -73,9 +98,13 @@ async def transaction(
             raise
         await tx.submit(functools.partial(tx.exit, block, None))
     finally:
-        if token is not None:
+        _ASYNC_TX.reset(token)
+        if parent is None:
             tx.stop()
-            _ASYNC_TX.reset(token)
+        else:
+            # The exit is queued by now: statements let through run after it.
+            parent.free.set()
+            parent.turn.release()
 
 
 _BLOCK_ENDED = (
