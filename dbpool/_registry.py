@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
+import os
 import sys
 import threading
 import weakref
@@ -201,6 +202,17 @@ class _PoolEntry:
             return settings.driver
         return settings.params.get(_ALIASES.get(key, key), _MISSING)
 
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's worker threads and locks.
+
+        Only the forking thread exists in the child: the executor's workers, those of the
+        async transactions and any thread that held a lock at the fork are gone.
+        """
+        self._lock = threading.Lock()
+        self._executor = None
+        self.on_close = set()
+        self._keepers = weakref.WeakSet()
+
     def close(self) -> None:
         with self._lock:
             self.closed = True
@@ -276,7 +288,14 @@ class _Registry:
             return [] if entry is None else [entry]
 
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for entry in self._entries.values():
+            entry._after_fork()
+
+
 _registry = _Registry()
+os.register_at_fork(after_in_child=_registry._after_fork)
 
 
 def _given_back(conn: PooledConnection) -> bool:
