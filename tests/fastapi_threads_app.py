@@ -29,8 +29,12 @@ def get_conn() -> Iterator[PooledConnection]:
 
 def get_tx(n: int) -> Iterator[ObjDataThreadSafe]:
     with db.transaction():
+        session = db.sql_get_value("SELECT CONNECTION_ID()")
         db.sql_execute(INSERT, (f"{n} before",))
         yield db
+        # Resumed by another thread-pool call: still inside the block, on its connection.
+        if db.sql_get_value("SELECT CONNECTION_ID()") != session:
+            raise RuntimeError("the code after yield ran outside the transaction block")
         db.sql_execute(INSERT, (f"{n} after",))
 
 

@@ -170,9 +170,13 @@ def test_transaction_exit_on_another_thread(cwd: Path, mode: str) -> None:
 
     def dependency(name: str) -> Iterator[ObjDataThreadSafe]:
         with db.transaction():
+            # A table of the block's own connection (SQLite keeps TEMP tables per connection).
+            db.sql_execute(f"CREATE TEMP TABLE mark_{name} (x INTEGER)")
             if name == "first":
                 db.sql_execute(INSERT, (name,))
             yield db
+            # Resumed on another thread: still inside the block, on its connection.
+            assert db.sql_get_value(f"SELECT COUNT(*) FROM temp.mark_{name}") == 0
             if name != "first":  # SQLite: one writer at a time, so after the first ends
                 db.sql_execute(INSERT, (name,))
 
