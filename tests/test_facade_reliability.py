@@ -354,3 +354,32 @@ def test_async_methods_work_in_a_forked_child(cwd: Path) -> None:
         time.sleep(0.05)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert asyncio.run(use()) == 3
+
+
+def test_close_pool_fails_queued_async_calls_with_pool_closed(cwd: Path) -> None:
+    db = make_db(size=1, max_overflow=0)  # one worker thread
+
+    async def main() -> None:
+        inside = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with db.atransaction():  # takes the only worker
+                await db.asql_execute(INSERT, ("held",))
+                inside.set()
+                await release.wait()
+
+        held = asyncio.create_task(holder())
+        await asyncio.wait_for(inside.wait(), 10)
+        queued = asyncio.create_task(db.asql_get_value("SELECT 1"))  # waits for a worker
+        await asyncio.sleep(0)
+        ObjDataThreadSafe.close_pool()
+        # Not a CancelledError the task never asked for: the reason.
+        with pytest.raises(PoolClosed):
+            await asyncio.wait_for(queued, 10)
+        release.set()
+        with pytest.raises(PoolClosed):
+            await asyncio.wait_for(held, 10)
+
+    asyncio.run(main())
+    assert committed_names(cwd / "facade.sqlite3") == []
