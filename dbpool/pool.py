@@ -235,6 +235,8 @@ class ConnectionPool:
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
         self._store: _Store = make_store(self.mode, self._handles, self.size)
+        # causal_reads: each thread's last write (GTID) and the replicas that applied it.
+        self._last_write = threading.local()
         self._stats = PoolStats()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
@@ -303,7 +305,7 @@ class ConnectionPool:
                 if not self._replica_fallback:
                     raise PoolTimeout(
                         f"no replica of pool {self.name} applied this thread's last write "
-                        f"({self._local.gtid}) within {timeout:.1f}s"
+                        f"({self._last_write.gtid}) within {timeout:.1f}s"
                     )
             timeout = max(0.0, start + timeout - monotonic())
         if self._collected:
@@ -890,18 +892,18 @@ class ConnectionPool:
             )
             return
         gtid = str(rows[0][0] or "") if rows else ""
-        if gtid and gtid != getattr(self._local, "gtid", None):
-            self._local.gtid = gtid
-            self._local.seen = {}  # replicas known to have applied it: none yet
+        if gtid and gtid != getattr(self._last_write, "gtid", None):
+            self._last_write.gtid = gtid
+            self._last_write.seen = {}  # replicas known to have applied it: none yet
 
     def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
         """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
-        gtid = getattr(self._local, "gtid", None)
+        gtid = getattr(self._last_write, "gtid", None)
         if gtid is None:
             return True
         raw = reader.dbapi_connection
         key = reader._lease[-1][1].host if reader._lease else None
-        seen: dict[Any, str] = self._local.seen
+        seen: dict[Any, str] = self._last_write.seen
         if key is not None and seen.get(key) == gtid:
             return True
         seconds = max(0.0, deadline - monotonic())
