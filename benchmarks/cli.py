@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="results file name (default: full, quick or partial)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
     p.add_argument("--write-results", action="store_true",
-                   help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only)")
+                   help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only), "
+                   "which then stands for results/<name>.md")
     p.add_argument("--config", help="use the server of this dbpool config file "
                    "instead of starting a throwaway MariaDB")
     p.add_argument("--config-name", default="primary", help="entry of --config (default primary)")
@@ -235,7 +236,8 @@ def _rewrite(args: argparse.Namespace) -> int:
     for key in ("summary", "plots"):
         data.pop(key, None)
     out = args.from_json.resolve().parent
-    paths = report.write(data, out, plots=not args.no_plots)
+    paths = report.write(data, out, plots=not args.no_plots,
+                         markdown_file=not args.write_results)
     if args.write_results:
         if data["settings"].get("quick") or data["name"] != "full":
             raise SystemExit("--write-results needs the JSON of a full run")
@@ -370,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         "micro": micros,
         "micro_live": live_micros,
     }
-    paths = report.write(data, args.out, plots=not args.no_plots)
+    paths = report.write(data, args.out, plots=not args.no_plots,
+                         markdown_file=not args.write_results)
     if profiler is not None:
         profiler.write(args.profile)
         paths.append(args.profile)

@@ -747,10 +747,12 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
 
 # -- files -----------------------------------------------------------------------
 
-def write(data: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
+def write(data: dict[str, Any], out: Path, *, plots: bool = True,
+          markdown_file: bool = True) -> list[Path]:
     """Write <name>.json, <name>.md and the plots into ``out``; the paths written.
 
     Adds the aggregated ``summary`` (and the ``plots`` made) to ``data``.
+    ``markdown_file=False``: no <name>.md (RESULTS.md holds the same report).
     """
     out.mkdir(parents=True, exist_ok=True)
     name = data["name"]
@@ -773,8 +775,11 @@ def write(data: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
         paths += written
     json_path.write_text(json.dumps(data, indent=1) + "\n")
     md_path = out / f"{name}.md"
-    md_path.write_text(markdown(data, plot_prefix=f"{name}-"))
-    paths.append(md_path)
+    if markdown_file:
+        md_path.write_text(markdown(data, plot_prefix=f"{name}-"))
+        paths.append(md_path)
+    else:
+        md_path.unlink(missing_ok=True)  # an older run's: RESULTS.md is this run's report
     return paths
 
 

@@ -382,11 +382,13 @@ def run_spike(
         before = monitor.status()["status"]["Connections"]
         with connect_delay(delay):
             t0, done, stuck2 = wave(approach, threads)
+            # A connect started for the burst and still under way when it ended counts
+            # too: give it the time to finish before counting.
+            time.sleep(delay + 0.05)
         stuck += stuck2
+        after = monitor.status()["status"]["Connections"]
     finally:
         approach.close()
-    # Read after close(): a connect still under way when the burst ended counts too.
-    after = monitor.status()["status"]["Connections"]
     monitor.settle(baseline)
     finished = [t for t in done if t]
     result.update(
