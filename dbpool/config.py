@@ -19,6 +19,7 @@ import yaml
 
 from dbpool.drivers import DRIVERS, describe
 from dbpool.errors import ConfigError
+from dbpool.hosts import HOST_ORDERS, Address, parse_hosts
 
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
@@ -29,9 +30,29 @@ _MYSQL_DRIVERS = ("pymysql", "mysql-connector")
 # file, the embedded SQLite database is used.
 _CONNECTION_KEYS = ("host", "port", "user", "password", "database", "path")
 _ALIASES = {"ip": "host", "db": "database"}
-_STRING_KEYS = ("host", "user", "database", "charset")
+_STRING_KEYS = ("user", "database", "charset", "init_command", "sql_mode")
+# Connection parameters in seconds; 0 lifts the bound (see drivers.py for the defaults).
+_SECONDS_KEYS = ("connect_timeout", "read_timeout", "write_timeout")
+_BOOL_KEYS = ("autocommit", "use_pure")
+# The one set of TLS options every MySQL driver takes; ``ssl={...}`` holds the same
+# names without the prefix. A CA given means the server's certificate is verified.
+_TLS_PATH_KEYS = ("ssl_ca", "ssl_cert", "ssl_key")
+_TLS_BOOL_KEYS = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+_TLS_KEYS = (*_TLS_PATH_KEYS, "ssl_key_password", *_TLS_BOOL_KEYS)
+# How each driver puts a password on the wire: a password it cannot encode is refused
+# when the pool is built, not at the first connect.
+_PASSWORD_ENCODINGS = {"pymysql": "latin-1", "mysql-connector": "utf-8"}
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
+# Pool options of host lists that belong under `pool:`, not among the connection settings.
+_HOST_OPTION_NAMES = (
+    "host_order",
+    "host_deny_seconds",
+    "galera_check",
+    "replica_fallback",
+    "replica_max_lag",
+    "causal_reads",
+)
 _SECRET_MARKERS = ("pass", "secret", "token")
 # A config file is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -56,6 +77,12 @@ class PoolOptions:
     ping_timeout: float = 5.0
     reset: str = "rollback"
     leak_threshold: float | None = None
+    host_order: str = "sequential"
+    host_deny_seconds: float = 30.0
+    galera_check: bool = False
+    replica_fallback: bool = True
+    replica_max_lag: float | None = None
+    causal_reads: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -67,13 +94,19 @@ class PoolOptions:
         _check_seconds("ping_timeout", self.ping_timeout)
         if self.ping_timeout == 0:
             raise ConfigError("ping_timeout must be positive (got 0)")
-        if not isinstance(self.pre_ping, bool):
-            raise ConfigError(f"pre_ping must be true or false (got {self.pre_ping!r})")
+        _check_flag("pre_ping", self.pre_ping)
         _check_choice("reset", self.reset, RESET_POLICIES)
         if self.leak_threshold is not None:
             _check_seconds("leak_threshold", self.leak_threshold)
             if self.leak_threshold == 0:
                 raise ConfigError("leak_threshold must be positive, or None to disable it (got 0)")
+        _check_choice("host_order", self.host_order, HOST_ORDERS)
+        _check_seconds("host_deny_seconds", self.host_deny_seconds)
+        _check_flag("galera_check", self.galera_check)
+        _check_flag("replica_fallback", self.replica_fallback)
+        _check_flag("causal_reads", self.causal_reads)
+        if self.replica_max_lag is not None:
+            _check_seconds("replica_max_lag", self.replica_max_lag)
         if self.max_size < 1:
             raise ConfigError(
                 f"size + max_overflow must be at least 1 (got {self.size} + {self.max_overflow})"
@@ -114,16 +147,29 @@ class Settings:
     params: Mapping[str, Any]
     pool: PoolOptions
     source: str | None
+    #: The primaries, in list order (one for a single host; none for SQLite).
+    hosts: tuple[Address, ...] = ()
+    #: The read replicas (``replicas:``), in list order.
+    replicas: tuple[Address, ...] = ()
 
     def describe(self) -> str:
         """A URL-like summary for messages and logs, without the password."""
+        if len(self.hosts) > 1:
+            netloc = ",".join(address.key for address in self.hosts)
+            if self.params.get("user"):
+                netloc = f"{self.params['user']}@{netloc}"
+            return f"{self.driver}://{netloc}/{self.params.get('database') or ''}"
         return describe(self.driver, self.params)
 
     def __repr__(self) -> str:
-        return (
+        text = (
             f"Settings(config_name={self.config_name!r}, driver={self.driver!r}, "
-            f"params={_masked(self.params)!r}, pool={self.pool!r}, source={self.source!r})"
+            f"params={_masked(self.params)!r}, pool={self.pool!r}, source={self.source!r}"
         )
+        if len(self.hosts) > 1 or self.replicas:
+            text += f", hosts={[a.key for a in self.hosts]!r}"
+            text += f", replicas={[a.key for a in self.replicas]!r}"
+        return text + ")"
 
 
 def set_password_decoder(decoder: Callable[[str], str] | None) -> None:
@@ -166,6 +212,10 @@ def load_settings(
     ``password_env`` names a variable holding its password. A configured password starting
     with ``^`` goes through the decoder set with ``set_password_decoder``.
     """
+    if not isinstance(config_name, str):
+        raise ConfigError(f"config_name must be a string (got {config_name!r})")
+    if config is not None and not isinstance(config, str | os.PathLike):
+        raise ConfigError(f"config must be a path (got {config!r})")
     path = find_config_file(config)
     given = _connection_params(params or {}, where="arguments")
     if driver is not None:
@@ -190,6 +240,8 @@ def load_settings(
         wants_server = path is not None or any(key in given for key in server_keys)
         driver = "pymysql" if wants_server else "sqlite"
 
+    _refuse_misplaced_options(entry, where)
+    _refuse_misplaced_options(given, "arguments")
     from_entry = _connection_params(
         {key: value for key, value in entry.items() if key not in _ENTRY_ONLY_KEYS}, where=where
     )
@@ -198,6 +250,9 @@ def load_settings(
             from_entry, entry, config_name, where, caller_password="password" in given
         )
     resolved = {**from_entry, **given}
+    if driver in _MYSQL_DRIVERS:
+        _check_mysql_params(resolved, driver, config_name)
+    hosts, replicas = _host_lists(resolved, driver, where)
 
     if driver == "sqlite":
         if "path" in given:
@@ -215,7 +270,53 @@ def load_settings(
         params=MappingProxyType(resolved),
         pool=pool,
         source=None if path is None else str(path),
+        hosts=hosts,
+        replicas=replicas,
     )
+
+
+def _refuse_misplaced_options(values: Mapping[Any, Any], where: str) -> None:
+    misplaced = [key for key in _HOST_OPTION_NAMES if key in values]
+    if misplaced:
+        raise ConfigError(
+            f"{where}: {_listing(misplaced)} belong with the pool options "
+            "(under 'pool:' in a config entry), not with the connection settings"
+        )
+
+
+def _host_lists(
+    resolved: dict[str, Any], driver: str, where: str
+) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+    """Read ``host`` and ``replicas`` into address lists, aiming ``resolved`` at the first host.
+
+    A lone host without a port in its text is left in ``resolved`` exactly as given.
+    """
+    host = resolved.get("host")
+    replicas_value = resolved.pop("replicas", None)
+    if driver not in _MYSQL_DRIVERS:
+        if replicas_value is not None or not (host is None or isinstance(host, str)):
+            raise ConfigError(
+                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})"
+            )
+        return (), ()
+    port = resolved.get("port")
+    try:
+        hosts = (Address("127.0.0.1", port),) if host is None else parse_hosts(host, port)
+        replicas = () if replicas_value is None else parse_hosts(replicas_value, port, "replicas")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    overlap = sorted({a.key for a in hosts} & {a.key for a in replicas})
+    if overlap:
+        raise ConfigError(
+            f"{where}: {_listing(overlap)} listed both as host and as replica; "
+            "a server has one role"
+        )
+    first = hosts[0]
+    if host is not None and (host != first.host or len(hosts) > 1):
+        resolved["host"] = first.host
+        if first.port is not None:
+            resolved["port"] = first.port
+    return hosts, replicas
 
 
 def _existing_file(value: str | os.PathLike[str], origin: str) -> Path:
@@ -307,6 +408,15 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
     for key in _STRING_KEYS:
         if key in params and not isinstance(params[key], str):
             raise ConfigError(f"{where}: {key} must be a string (got {params[key]!r})")
+    for key in ("host", "replicas"):
+        value = params.get(key)
+        if value is not None and not (
+            isinstance(value, str)
+            or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+        ):
+            raise ConfigError(
+                f"{where}: {key} must be a string or a list of strings (got {value!r})"
+            )
     if "password" in params and not isinstance(params["password"], str):
         raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
     port = params.get("port")
@@ -314,7 +424,77 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
     ):
         raise ConfigError(f"{where}: port must be an integer from 1 to 65535 (got {port!r})")
+    for key in _SECONDS_KEYS:
+        if key in params:
+            _check_seconds(key, params[key], where)
+    for key in _BOOL_KEYS:
+        if key in params:
+            _check_bool(key, params[key], where)
+    _tls_params(params, where)
     return params
+
+
+def _tls_params(params: dict[str, Any], where: str) -> None:
+    """Turn ``ssl={...}`` into the flat ``ssl_*`` options, checking every value."""
+    if "ssl" in params:
+        nested = params.pop("ssl")
+        if not isinstance(nested, Mapping):
+            raise ConfigError(
+                f"{where}: ssl must be a mapping of {_listing(_tls_names())} (got {_kind(nested)})"
+            )
+        for key, value in nested.items():
+            name = f"ssl_{key}"
+            if name not in _TLS_KEYS:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} in ssl; valid keys: {_listing(_tls_names())}"
+                )
+            if name in params:
+                raise ConfigError(f"{where}: {name} is given twice (as {name} and in ssl)")
+            if value is not None:
+                params[name] = value
+    for key in _TLS_PATH_KEYS:
+        if key in params:
+            value = params[key]
+            if not isinstance(value, str | os.PathLike) or not isinstance(os.fspath(value), str):
+                raise ConfigError(f"{where}: {key} must be a path (got {value!r})")
+            params[key] = os.fspath(value)
+    if "ssl_key_password" in params and not isinstance(params["ssl_key_password"], str):
+        raise ConfigError(f"{where}: ssl_key_password must be a string")
+    for key in _TLS_BOOL_KEYS:
+        if key in params:
+            _check_bool(key, params[key], where)
+
+
+def _tls_names() -> tuple[str, ...]:
+    return tuple(key.removeprefix("ssl_") for key in _TLS_KEYS)
+
+
+def _check_mysql_params(params: dict[str, Any], driver: str, config_name: str) -> None:
+    """Checks that need the driver: the password's encoding, TLS defaults."""
+    password = params.get("password")
+    encoding = _PASSWORD_ENCODINGS[driver]
+    if isinstance(password, str):
+        try:
+            password.encode(encoding)
+        except UnicodeEncodeError:
+            # `from None`: the encoding error holds the password itself.
+            raise ConfigError(
+                f"config {config_name!r}: the password has characters that driver {driver!r} "
+                f"cannot send (it sends passwords as {encoding.upper()})"
+                + ("; mysql-connector sends UTF-8" if driver == "pymysql" else "")
+            ) from None
+    if "ssl_key_password" in params and driver != "pymysql":
+        raise ConfigError(
+            f"config {config_name!r}: ssl_key_password is not supported by driver {driver!r}"
+        )
+    if params.get("ssl_verify_identity") and params.get("ssl_verify_cert") is False:
+        raise ConfigError(
+            f"config {config_name!r}: ssl_verify_identity needs ssl_verify_cert "
+            "(a name is only checked on a verified certificate)"
+        )
+    if "ssl_ca" in params or params.get("ssl_verify_identity"):
+        # A CA is given to be used: verify the server's certificate unless told not to.
+        params.setdefault("ssl_verify_cert", True)
 
 
 def _apply_environment(
@@ -390,6 +570,11 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...], where: str = 
         raise ConfigError(f"{prefix}{name} must be one of {_listing(choices)} (got {value!r})")
 
 
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false (got {value!r})")
+
+
 def _check_count(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be an integer (got {value!r})")
@@ -397,13 +582,19 @@ def _check_count(name: str, value: Any) -> None:
         raise ConfigError(f"{name} cannot be negative (got {value})")
 
 
-def _check_seconds(name: str, value: Any) -> None:
+def _check_seconds(name: str, value: Any, where: str = "") -> None:
+    prefix = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds (got {value!r})")
+        raise ConfigError(f"{prefix}{name} must be a number of seconds (got {value!r})")
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number of seconds (got {value!r})")
+        raise ConfigError(f"{prefix}{name} must be a finite number of seconds (got {value!r})")
     if value < 0:
-        raise ConfigError(f"{name} cannot be negative (got {value})")
+        raise ConfigError(f"{prefix}{name} cannot be negative (got {value})")
+
+
+def _check_bool(name: str, value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be true or false (got {value!r})")
 
 
 def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -417,6 +608,33 @@ def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
         else:
             masked[key] = value
     return masked
+
+
+def scrub_secrets(text: str, params: Mapping[str, Any]) -> str:
+    """``text`` with the secrets of ``params`` (password...) masked where they stand as values.
+
+    A value is quoted (``'...'``, ``"..."``, a repr), follows ``=`` or ``:``, or is a whole
+    word of eight characters or more. A secret is never masked inside other words, so a
+    short password cannot garble a message (``C***n't connect``).
+    """
+    for key, secret in params.items():
+        if not (isinstance(key, str) and any(m in key.lower() for m in _SECRET_MARKERS)):
+            continue
+        if not isinstance(secret, str) or not secret:
+            continue
+        for quoted, masked in (
+            (repr(secret), "'***'"),
+            (repr(secret.encode("utf-8", "backslashreplace")), "b'***'"),
+            (f"'{secret}'", "'***'"),
+            (f'"{secret}"', '"***"'),
+        ):
+            text = text.replace(quoted, masked)
+        escaped = re.escape(secret)
+        end = r"(?=[\s,;)\]}]|$)"
+        text = re.sub(r"([=:]\s*)" + escaped + end, r"\1***", text)
+        if len(secret) >= 8:
+            text = re.sub(r"(?<!\w)" + escaped + r"(?!\w)", "***", text)
+    return text
 
 
 def _check_expanded_size(entry: Mapping[Any, Any], where: str) -> None:

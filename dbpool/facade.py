@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _aio
-from ._registry import _given_back, _PoolEntry, _registry
+from ._registry import _given_back, _opening_frame, _PoolEntry, _registry
 from ._session import _Session
 from ._sql import Params, Row, _dialect_of, _dicts, _lastrowid, _rowcount, _rows
 from .connection import PooledConnection
@@ -26,11 +27,10 @@ class _SqlMethods:
     """The SQL methods of both facades, written once over ``_pinned`` and ``_borrow_from``."""
 
     config_name: str
+    # Reads outside a transaction go to the pool's replicas (ObjDataThreadSafe's option).
+    _read_from_replicas = False
 
     def _pinned(self) -> _Session | None:
-        raise NotImplementedError
-
-    def _pin(self, session: _Session | None) -> None:
         raise NotImplementedError
 
     def _borrow_from(self) -> _PoolEntry:
@@ -53,7 +53,7 @@ class _SqlMethods:
             session.conn.commit()
             return
         entry = self._borrow_from()
-        conn = entry.pool.acquire()
+        conn = entry.pool.acquire(readonly=not write and self._read_from_replicas)
         session = _Session(conn, entry.dialect)
         try:
             yield session
@@ -105,21 +105,24 @@ class _SqlMethods:
             with session.block():
                 yield self
             return
+        opener = _opening_frame(sys._getframe(1))
         entry = self._borrow_from()
         conn = entry.pool.acquire()
         session = _Session(conn, entry.dialect)
-        self._pin(session)
+        entry.pin(session, opener)
         try:
             with session.block():
                 yield self
         finally:
-            self._pin(None)
+            entry.unpin(session)
             entry.give_back(conn)
 
 
 class ObjData(_SqlMethods):
     """SQL methods over one connection (``DB=conn``), or over the pool of ``config_name``.
 
+    Without ``DB``, a transaction block belongs to the thread, as with ObjDataThreadSafe:
+    every ObjData() of that config the thread uses inside the block runs in it.
     Not to be shared between threads: use one instance per thread, or ObjDataThreadSafe.
     """
 
@@ -128,7 +131,6 @@ class ObjData(_SqlMethods):
         self.config_name = config_name
         self._entry: _PoolEntry | None = None
         self._fixed: _Session | None = None  # over DB, for the instance's lifetime
-        self._own: _Session | None = None  # of a transaction on a borrowed connection
         self._remotes: dict[str, PooledConnection] = {}  # of db_connect_remote
         if DB is None:
             self._entry = _registry.get(config_name, {})
@@ -136,10 +138,10 @@ class ObjData(_SqlMethods):
             self._fixed = _Session(DB, _dialect_of(DB))
 
     def _pinned(self) -> _Session | None:
-        return self._fixed or self._own
-
-    def _pin(self, session: _Session | None) -> None:
-        self._own = session
+        if self._fixed is not None:
+            return self._fixed
+        assert self._entry is not None
+        return self._entry.pinned()
 
     def _borrow_from(self) -> _PoolEntry:
         assert self._entry is not None  # DB=None made one; with a DB, _pinned() never misses
@@ -181,11 +183,23 @@ class ObjDataThreadSafe(_SqlMethods):
     gives it back; ``with obj.transaction():`` keeps one for the calling thread until the
     block ends. pool_size and other options (``mode``, ``max_overflow``, connection
     parameters...) build that pool on first use; see ``ConnectionPool``.
+    read_from_replicas: this instance sends ``sql_get_values``, ``sql_get_dicts`` and
+    ``sql_get_value`` outside a transaction to the config's replicas.
     """
 
     def __init__(
-        self, pool_size: int | None = None, config_name: str = "primary", **options: Any
+        self,
+        pool_size: int | None = None,
+        config_name: str = "primary",
+        *,
+        read_from_replicas: bool = False,
+        **options: Any,
     ) -> None:
+        if not isinstance(read_from_replicas, bool):
+            raise ConfigError(
+                f"read_from_replicas must be true or false (got {read_from_replicas!r})"
+            )
+        self._read_from_replicas = read_from_replicas
         if pool_size is not None:
             if "size" in options:
                 raise ConfigError("pass pool_size or size, not both")
@@ -199,11 +213,7 @@ class ObjDataThreadSafe(_SqlMethods):
         return self._entry.pool
 
     def _pinned(self) -> _Session | None:
-        session: _Session | None = getattr(self._entry.local, "session", None)
-        return session
-
-    def _pin(self, session: _Session | None) -> None:
-        self._entry.local.session = session
+        return self._entry.pinned()
 
     def _borrow_from(self) -> _PoolEntry:
         return self._entry

@@ -267,13 +267,11 @@ class LineInjector:
 # completed try, a statement of a finally reached by the normal path).
 _TRACE_ONLY = {
     ("__enter__", "return conn"),
-    ("__exit__", "stack.pop()"),
 }
-# The start of pool.__exit__, before it has read the thread's with-stack: a fault there
-# leaves the connection on that stack, as the thread-keyed stack cannot tell it apart.
+# The start of pool.__exit__, before it has found its block: a fault there leaves the
+# block registered and its connection lent.
 _NOT_COVERED = {
-    ("__exit__", "stack = self._local.stack"),
-    ("__exit__", "try:"),
+    ("__exit__", "self.release(self._end_block(sys._getframe(1)))"),
 }
 
 
