@@ -6,9 +6,11 @@ slot can be had, no borrower inherits (and commits) another's abandoned rows.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +20,21 @@ class Interrupted(BaseException):
     """What the test's SIGALRM handler raises, like a KeyboardInterrupt."""
 
 
-ROUNDS = 400
+ROUNDS = 600
+
+
+@contextlib.contextmanager
+def _borrow(pool: Any, style: str) -> Iterator[Any]:
+    """``with pool``, or acquire() and release() in a try/finally."""
+    if style == "with":
+        with pool as conn:
+            yield conn
+        return
+    conn = pool.acquire()
+    try:
+        yield conn
+    finally:
+        pool.release(conn)
 
 
 @pytest.mark.faults
@@ -26,13 +42,24 @@ ROUNDS = 400
 # garbage collector, which warns; that socket was never the pool's.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("style", ["acquire", "with"])
 def test_random_signals_leave_the_pool_usable(
-    mysql_pool: Any, admin: Any, mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str
+    mysql_pool: Any,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    style: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     if mysql_driver == "mysql-connector":
         # Known gap: after a few hundred interrupts a mysql-connector connection closed
         # by an interrupted read can still be lent once.
         pytest.xfail("mysql-connector: a connection closed by an interrupted read may be lent")
+    if style == "with":
+        # Known gap: a signal at the very start of pool.__exit__ (before it has found its
+        # block) leaves the block registered, and its connection lent.
+        request.applymarker(pytest.mark.xfail(reason="a signal at the start of __exit__"))
     mode = pool_mode
     assert threading.current_thread() is threading.main_thread()
     table = f"`{mysql_params['database']}`.`signals_{mysql_driver.replace('-', '_')}_{mode}`"
@@ -54,9 +81,9 @@ def test_random_signals_leave_the_pool_usable(
             try:
                 try:
                     # Rounds that commit get longer, so that some of them get that far.
-                    longest = 0.2 if round_ % 5 == 0 else 0.01
-                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.0002, longest))
-                    with pool as conn:
+                    longest = 0.2 if round_ % 5 == 0 else 0.0015
+                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.00002, longest))
+                    with _borrow(pool, style) as conn:
                         cur = conn.cursor()
                         cur.execute(f"SELECT COUNT(*) FROM {table}")
                         cur.fetchall()
