@@ -137,15 +137,15 @@ class _Store(Protocol):
         ...
 
     def full(self) -> bool:
-        """Whether a handle given back now would be dropped rather than kept."""
+        """Whether ``size`` open connections wait idle already (called under the pool lock)."""
         ...
 
     def take(self) -> tuple[Any, _Handle]:
         """A DBUtils token and its handle: an idle one, else a new one (no I/O)."""
         ...
 
-    def put(self, token: Any, handle: _Handle) -> None:
-        """Give a handle back to DBUtils, which keeps it or drops it."""
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
+        """Give a handle back to DBUtils: kept idle, or (``keep`` false) dropped."""
         ...
 
     def thread_handle(self) -> _Handle | None:
@@ -173,8 +173,8 @@ class _SharedStore:
 
     def __init__(self, factory: _HandleFactory, size: int) -> None:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
-        # maxcached=size: a handle given back to a full pool is dropped, not kept.
-        self._db = PooledDB(factory, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
+        # maxcached=0 (no bound): the pool decides under its lock what is kept (see put).
+        self._db = PooledDB(factory, maxcached=0, reset=False, **_DBUTILS_OPTIONS)
         self.size = size
         # PooledDB's own list, read rather than counted: DBUtils takes a handle back by
         # itself when a token is garbage-collected (a checkout cut short), uncounted.
@@ -194,8 +194,14 @@ class _SharedStore:
         token = self._db.connection(shareable=False)
         return token, token.dbapi_connection
 
-    def put(self, token: Any, handle: _Handle) -> None:
-        token.close()
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
+        if keep:
+            token.close()
+            return
+        # Dropped, not cached: only open connections wait in PooledDB's idle list.
+        steady, token._con = token._con, None
+        if steady is not None:
+            steady.close()  # DBUtils closes the handle, which queues it as dropped
 
     def thread_handle(self) -> _Handle | None:
         return None
@@ -242,7 +248,7 @@ class _PersistentStore:
             steady = self._db.connection()
         return steady, steady.dbapi_connection
 
-    def put(self, token: Any, handle: _Handle) -> None:
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
         return None  # the handle stays with its thread
 
     def thread_handle(self) -> _Handle | None:

@@ -669,9 +669,17 @@ class ConnectionPool:
                     self._stats.released += 1
                 if not handle.borrowers():
                     # Still marked lent only if the reset and the close both were cut short:
-                    # the next checkout of this handle then closes the connection.
+                    # then it is dropped, and its connection closed.
                     handle.lent = not settled and handle.raw is not None
-                    self._store.put(token, handle)
+                    # Overflow is decided here, under the lock, from the open connections
+                    # kept idle; and a connection is never closed while a thread waits:
+                    # it is kept for that thread (an empty handle is dropped, which frees
+                    # its slot for the waiter to open one).
+                    keep = handle.raw is not None and not handle.lent
+                    if keep and not self._waiters and self._store.full():
+                        keep = False
+                        self._stats.closed_overflow += 1
+                    self._store.put(token, handle, keep)
                 if self._waiters:
                     self._cond.notify()
             if handle.close_on_release and not handle.lent:
@@ -745,12 +753,8 @@ class ConnectionPool:
             verdict = error_verdict(code)
             if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
                 return verdict
-        reason = self._stale_reason(handle, now)
-        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
-        # too many, and DBUtils drops a handle given back to a full pool in any case.
-        if reason is None and self._store.full():
-            reason = "overflow"
-        return reason
+        # Overflow is decided at the put, under the lock (see _checkin).
+        return self._stale_reason(handle, now)
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
@@ -1094,7 +1098,7 @@ class ConnectionPool:
                     raw, handle.raw = handle.raw, None
                     handle.expires = float("inf")
                     handle.lent = False
-                    self._store.put(token, handle)
+                    self._store.put(token, handle, keep=False)
                 self._stats.reclaimed += 1
                 if raw is not None:
                     self._stats.closed += 1

@@ -15,6 +15,7 @@ import gc
 import linecache
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -422,3 +423,31 @@ def test_global_pool_after_dispose_is_a_new_pool(monkeypatch: pytest.MonkeyPatch
         assert pool_module.get_global_pool() is second
     finally:
         second.dispose()
+
+
+# -- item 8: no overflow churn under overload -----------------------------------------
+
+
+def test_no_overflow_close_while_threads_wait(pools: list[ConnectionPool]) -> None:
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, "shared", size=3, max_overflow=2, timeout=30)
+    barrier = threading.Barrier(24)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(60):
+            with pool as conn:
+                conn.cursor().execute("SELECT 1")
+                time.sleep(0.0005)  # held a while: more borrowers than connections
+
+    workers = [threading.Thread(target=work) for _ in range(24)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    stats = pool.get_stats()
+    # Under overload the five connections go from thread to thread: none is closed as
+    # overflow while others wait, so none is opened again.
+    assert driver.connects == pool.max_size, stats
+    assert stats["closed_overflow"] == pool.max_size - pool.size
+    assert stats["pool_size"] == pool.size
