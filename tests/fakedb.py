@@ -29,8 +29,13 @@ class FakeCursor:
         self.conn.statements.append(sql)
         if sql.upper().startswith(("INSERT", "UPDATE", "DELETE", "BEGIN")):
             self.conn.in_transaction = True
-        self.rows = [(1,)]
+        # "SELECT %s" with (value,) gives back (value,), as a server would.
+        echo = sql.upper().startswith("SELECT") and isinstance(params, (tuple, list)) and params
+        self.rows = [tuple(params)] if echo else [(1,)]
         return 1
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows.pop(0) if self.rows else None
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self.rows

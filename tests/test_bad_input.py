@@ -7,9 +7,8 @@ through the public constructors, and through YAML written to hurt.
 from __future__ import annotations
 
 import logging
-import math
+import re
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,10 @@ from hypothesis import strategies as st
 
 from dbpool import ConfigError, ConnectionPool, PoolError, load_settings, make_pool
 from dbpool.config import MAX_CONFIG_BYTES
+from tests.bad_options import AS_ARGUMENTS, AS_ARGUMENTS_IDS, BAD_POOL_OPTIONS
+from tests.bad_options import IDS as BAD_IDS
 
 SECRET = "hunter2-bad-input-secret"
-
-
-@pytest.fixture(autouse=True)
-def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
 
 
 def full_text(exc: BaseException) -> str:
@@ -38,32 +32,15 @@ def full_text(exc: BaseException) -> str:
 
 MYSQL = {"host": "127.0.0.1", "port": 1, "user": "u", "password": SECRET}
 
-# (arguments of make_pool, exception type, words the message must contain)
+# (arguments of make_pool, exception type, words the message must contain); the pool
+# options themselves are in tests/bad_options.py, for every entry point.
 BAD_ARGUMENTS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"mode": "pooled"}, ValueError, "valid modes: 'shared', 'persistent'"),
     ({"mode": 3}, ValueError, "unknown pool mode 3"),
     ({"driver": "oracle"}, ValueError, "'pymysql', 'mysql-connector', 'sqlite'"),
     ({"driver": 5}, ValueError, "driver"),
-    ({"size": -1}, ConfigError, "size cannot be negative (got -1)"),
-    ({"size": "10"}, ConfigError, "size must be an integer (got '10')"),
-    ({"size": 2.5}, ConfigError, "size must be an integer (got 2.5)"),
-    ({"size": True}, ConfigError, "size must be an integer (got True)"),
-    ({"size": 0, "max_overflow": 0}, ConfigError, "size + max_overflow must be at least 1"),
-    ({"max_overflow": -1}, ConfigError, "max_overflow cannot be negative (got -1)"),
+    # None leaves an option to the config file or the default.
     ({"max_overflow": None, "size": -3}, ConfigError, "size cannot be negative"),
-    ({"timeout": -0.5}, ConfigError, "timeout cannot be negative (got -0.5)"),
-    ({"timeout": math.nan}, ConfigError, "timeout must be a finite number"),
-    ({"timeout": math.inf}, ConfigError, "timeout must be a finite number"),
-    ({"timeout": "30"}, ConfigError, "timeout must be a number of seconds (got '30')"),
-    ({"recycle": -1}, ConfigError, "recycle cannot be negative"),
-    ({"recycle": [1]}, ConfigError, "recycle must be a number of seconds"),
-    ({"pre_ping": "yes"}, ConfigError, "pre_ping must be true or false (got 'yes')"),
-    ({"ping_interval": -1}, ConfigError, "ping_interval cannot be negative"),
-    ({"ping_timeout": 0}, ConfigError, "ping_timeout must be positive"),
-    ({"ping_timeout": -2}, ConfigError, "ping_timeout cannot be negative"),
-    ({"reset": "full"}, ConfigError, "reset must be one of 'rollback', 'session' (got 'full')"),
-    ({"leak_threshold": 0}, ConfigError, "leak_threshold must be positive"),
-    ({"leak_threshold": "1s"}, ConfigError, "leak_threshold must be a number of seconds"),
     ({**MYSQL, "port": 0}, ConfigError, "port must be an integer from 1 to 65535 (got 0)"),
     ({**MYSQL, "port": 70000}, ConfigError, "port must be an integer from 1 to 65535"),
     ({**MYSQL, "port": "3306"}, ConfigError, "port must be an integer from 1 to 65535"),
@@ -92,6 +69,28 @@ def test_bad_argument(kwargs: dict[str, Any], error: type[BaseException], words:
         make_pool(**kwargs)
     print(f"\nbad-argument {kwargs!r:.70}: {type(caught.value).__name__}: {caught.value}")
     assert words in str(caught.value)
+    assert SECRET not in full_text(caught.value)
+
+
+@pytest.mark.parametrize(("options", "message"), AS_ARGUMENTS, ids=AS_ARGUMENTS_IDS)
+def test_bad_pool_option_argument(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ConnectionPool(**MYSQL, **options)
+    assert re.search(message, str(caught.value))
+    assert SECRET not in full_text(caught.value)
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_POOL_OPTIONS, ids=BAD_IDS)
+def test_bad_pool_option_in_the_config_file(
+    options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    entry = {"host": "127.0.0.1", "password": SECRET, "pool": options}
+    path.write_text(yaml.safe_dump({"database": {"primary": entry}}))
+    with pytest.raises(ConfigError) as caught:
+        ConnectionPool(config=str(path))
+    assert re.search(message, str(caught.value))
+    assert str(path) in str(caught.value)
     assert SECRET not in full_text(caught.value)
 
 

@@ -11,7 +11,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -20,14 +19,6 @@ import pytest
 from dbpool import ConnectionPool, ObjData, ObjDataThreadSafe, make_pool
 
 Tables = Callable[..., str]
-
-
-@pytest.fixture
-def setup_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield
-    ObjDataThreadSafe.close_pool()
 
 
 @pytest.fixture
@@ -54,7 +45,7 @@ def options(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
     return {**mysql_params, "driver": mysql_driver, "mode": pool_mode, **more}
 
 
-def test_worker_threads_share_one_obj(setup_env: None, table: Tables,
+def test_worker_threads_share_one_obj(table: Tables,
                                       mysql_params: dict[str, Any], mysql_driver: str,
                                       pool_mode: str) -> None:
     """Worker threads on one ObjDataThreadSafe; then the same with ObjData over `with pool`."""
@@ -90,7 +81,7 @@ def test_worker_threads_share_one_obj(setup_env: None, table: Tables,
         pool.dispose()
 
 
-def test_background_orders(setup_env: None, table: Tables, mysql_params: dict[str, Any],
+def test_background_orders(table: Tables, mysql_params: dict[str, Any],
                            mysql_driver: str, pool_mode: str) -> None:
     """100 threads each process one order on a 10 + 5 pool, in one transaction."""
     orders = table("orders", "id INT PRIMARY KEY, status VARCHAR(20) NOT NULL, "
@@ -148,7 +139,7 @@ def test_background_orders(setup_env: None, table: Tables, mysql_params: dict[st
         pool.dispose()
 
 
-def test_etl_pipeline(setup_env: None, table: Tables, mysql_params: dict[str, Any],
+def test_etl_pipeline(table: Tables, mysql_params: dict[str, Any],
                       mysql_driver: str, pool_mode: str) -> None:
     """Extract four tables in parallel, transform, and bulk-load into staging tables."""
     db = ObjDataThreadSafe(pool_size=15, **options(mysql_params, mysql_driver, pool_mode))
@@ -186,7 +177,7 @@ def test_etl_pipeline(setup_env: None, table: Tables, mysql_params: dict[str, An
     assert stats["in_use"] == 0
 
 
-def test_queue_workers(setup_env: None, table: Tables, mysql_params: dict[str, Any],
+def test_queue_workers(table: Tables, mysql_params: dict[str, Any],
                        mysql_driver: str, pool_mode: str) -> None:
     """Five workers take inserts and selects from a queue, then give their connections back."""
     logs = table("logs", "id INT AUTO_INCREMENT PRIMARY KEY, message VARCHAR(100) NOT NULL")

@@ -42,9 +42,6 @@ Factory = Callable[..., ObjDataThreadSafe]
 def facade(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Factory]:
     """Makes the class-level pool on the test server; closes every such pool afterwards."""
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
     def new(**options: Any) -> ObjDataThreadSafe:
         return ObjDataThreadSafe(**{**mysql_params, "driver": mysql_driver, "mode": pool_mode,
                                     **options})
@@ -447,8 +444,6 @@ def test_make_pool_and_facade_agree_on_the_driver(mysql_params: dict[str, Any],
                                                   mysql_driver: str, pools: list[Any],
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
     pool = make_pool(driver=mysql_driver, **mysql_params)
     pools.append(pool)
     with pool as conn:

@@ -7,15 +7,14 @@ proxy heals. Each test prints one line of figures (``pytest -s``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.faultkit import CLEAR_ERRORS, Ledger, wait_until
+from tests.fix_proxy import TCPProxy
 from tests.loadgen import Load, error_kinds, select_one
 from tests.mariadb import MariaDBServer
-from tests.tcpproxy import TCPProxy
 
 pytestmark = pytest.mark.faults
 
@@ -27,12 +26,6 @@ PING_TIMEOUT = 0.5
 # one statement (read timeout), the reset at release (ping timeout, rounded up),
 # and slack for a busy two-core machine.
 CALL_BOUND = POOL_TIMEOUT + 1.0 + READ_TIMEOUT + 1.0 + 1.5
-
-
-@pytest.fixture
-def proxy(mariadb: MariaDBServer) -> Iterator[TCPProxy]:
-    with TCPProxy(mariadb.host, mariadb.port) as running:
-        yield running
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def pool_for_threads(mysql_pool: Any, pool_mode: str, threads: int, **options: A
 
 
 def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver: str,
-                                   mariadb: MariaDBServer, mysql_params: dict[str, Any],
+                                   restartable_mariadb: MariaDBServer, mysql_params: dict[str, Any],
                                    ledger: Ledger) -> None:
     pool = pool_for_threads(mysql_pool, pool_mode, THREADS)
     user = mysql_params["user"]
@@ -52,15 +52,15 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
     try:
         time.sleep(0.5)
         t_down = time.monotonic()
-        mariadb.halt(graceful=False)  # a crash: every connection drops at once
+        restartable_mariadb.halt(graceful=False)  # a crash: every connection drops at once
         time.sleep(0.7)
-        mariadb.resume()
+        restartable_mariadb.resume()
         t_up = time.monotonic()
         time.sleep(1.0)
     finally:
         hung = reads.stop() + writes.stop()
-        if not mariadb.running:
-            mariadb.resume()
+        if not restartable_mariadb.running:
+            restartable_mariadb.resume()
     calls = reads.calls + writes.calls
     down = [c for c in calls if t_down <= c.start < t_up]
     after = [c for c in calls if c.start >= t_up]
@@ -68,7 +68,7 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
     errors_after = [c for c in after if c.error is not None]
     longest_down = max((c.seconds for c in down), default=0.0)
     stats = pool.get_stats()
-    admin = mariadb.admin_connect()
+    admin = restartable_mariadb.admin_connect()
     try:
         server = session_count(admin, user, expect=stats["total_connections"])
         figures = ledger.check()
@@ -93,23 +93,23 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
 
 
 def test_server_down_fails_fast_with_a_clear_error(mysql_pool: Any, pool_mode: str,
-                                                    mariadb: MariaDBServer) -> None:
+                                                    restartable_mariadb: MariaDBServer) -> None:
     pool = mysql_pool(size=2, timeout=POOL_TIMEOUT)
     with pool as conn:
         conn.cursor().execute("SELECT 1")
-    mariadb.halt(graceful=False)
+    restartable_mariadb.halt(graceful=False)
     try:
         start = time.monotonic()
         with pytest.raises(ConnectError) as caught:
             pool.acquire()
         took = time.monotonic() - start
     finally:
-        mariadb.resume()
+        restartable_mariadb.resume()
     message = str(caught.value)
     print(f"\nserver-down/{pool_mode}: {took:.2f}s: {message}")
     assert took < CALL_BOUND
     assert "cannot connect to" in message and "attempts" in message
-    assert mariadb.password not in message
+    assert restartable_mariadb.password not in message
     with pool as conn:
         conn.cursor().execute("SELECT 1")
 

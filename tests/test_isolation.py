@@ -16,8 +16,8 @@ import mysql.connector
 import pymysql
 import pytest
 
+from tests.fix_proxy import TCPProxy
 from tests.mariadb import MariaDBServer
-from tests.tcpproxy import TCPProxy
 
 POLICIES = ("rollback", "session")
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)

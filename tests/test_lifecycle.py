@@ -97,6 +97,7 @@ def test_dropped_connections_never_exhaust_the_pool(mysql_pool: Any, pool_mode: 
     assert stats["total_connections"] <= stats["max_size"]
 
 
+@pytest.mark.timing
 def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     pool = mysql_pool(size=1, max_overflow=0, timeout=10.0)
     held = pool.acquire()
@@ -158,6 +159,7 @@ def test_connection_returned_after_close_is_closed(mysql_pool: Any, admin: Any,
         lent.cursor()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str) -> None:
     """Eight busy threads on two connections must not keep a ninth waiting forever."""

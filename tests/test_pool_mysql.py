@@ -199,6 +199,7 @@ def test_recycle_replaces_old_connections(mysql_pool: Any) -> None:
     assert pool.get_stats()["recycled"] == 1
 
 
+@pytest.mark.timing
 def test_bad_password_fails_fast_without_leaking_it(mysql_pool: Any) -> None:
     secret = "Wr0ng-Pa55-word"
     pool = mysql_pool(password=secret, timeout=10)

@@ -11,19 +11,9 @@ import pytest
 from dbpool import ConfigError, ConnectError, ConnectionPool, make_pool
 from dbpool.cli import main
 
-MODES = ["shared", "persistent"]
 
-
-@pytest.fixture(autouse=True)
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], mode: str) -> None:
-    pool = make_pool(mode=mode)
+def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], pool_mode: str) -> None:
+    pool = make_pool(mode=pool_mode)
     pools.append(pool)
     assert pool.settings.driver == "sqlite"
     with pool as conn:
@@ -31,15 +21,14 @@ def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], mode
         conn.execute("INSERT INTO t VALUES (?)", (1,))
         conn.commit()
     assert (cwd / "dbpool.sqlite3").exists()
-    other = make_pool(mode=mode)
+    other = make_pool(mode=pool_mode)
     pools.append(other)
     with other as conn:
         assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -> None:
-    pool = make_pool(mode=mode, path=":memory:")
+def test_memory_database_is_one_database_per_pool(pools: list[Any], pool_mode: str) -> None:
+    pool = make_pool(mode=pool_mode, path=":memory:")
     pools.append(pool)
     with pool as conn:
         conn.execute("CREATE TABLE t (x INTEGER)")
@@ -61,7 +50,7 @@ def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -
     pool.close_all()  # no connection open: the database still lives while the pool does
     with pool as conn:
         assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
-    separate = make_pool(mode=mode, path=":memory:")
+    separate = make_pool(mode=pool_mode, path=":memory:")
     pools.append(separate)
     with separate as conn, pytest.raises(Exception, match="no such table"):
         conn.execute("SELECT x FROM t")

@@ -148,5 +148,5 @@ PY
     "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not mysql"
     step "pytest on the oldest versions: the MySQL pool tests"
     "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider \
-        tests/test_seed_cases_mysql.py tests/test_pool_mysql.py
+        tests/test_pool_contract.py tests/test_pool_mysql.py
 fi

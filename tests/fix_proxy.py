@@ -13,6 +13,10 @@ One thread accepts, one thread per connection pumps both directions; every
 blocking call has a short timeout, so ``stop()`` ends them all promptly. The
 number of connections is bounded (``max_connections``); beyond it, new ones are
 reset. Listens on 127.0.0.1 only.
+
+As a plugin: the ``proxy`` fixture is a running TCPProxy in front of the
+session's MariaDB server, stopped after the test; every test that uses it gets
+the ``faults`` marker.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
+
+import pytest
+
+from tests.mariadb import MariaDBServer
 
 PASS = "pass"
 BLACKHOLE = "blackhole"
@@ -213,3 +222,16 @@ def _close(sock: socket.socket | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "proxy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def proxy(mariadb: MariaDBServer) -> Iterator[TCPProxy]:
+    """A TCPProxy in front of the session's MariaDB server, passing traffic at first."""
+    with TCPProxy(mariadb.host, mariadb.port) as running:
+        yield running
