@@ -43,7 +43,11 @@ BAD_POOL_OPTIONS: list[tuple[dict[str, Any], str]] = [
 IDS = [",".join(f"{k}={v!r}" for k, v in options.items()) for options, _ in BAD_POOL_OPTIONS]
 
 # As arguments of the constructors, None means "not given": those rows do not apply.
-AS_ARGUMENTS = [(options, message) for options, message in BAD_POOL_OPTIONS
-                if None not in options.values()]
-AS_ARGUMENTS_IDS = [ident for ident, (options, _) in zip(IDS, BAD_POOL_OPTIONS, strict=True)
-                    if None not in options.values()]
+AS_ARGUMENTS = [
+    (options, message) for options, message in BAD_POOL_OPTIONS if None not in options.values()
+]
+AS_ARGUMENTS_IDS = [
+    ident
+    for ident, (options, _) in zip(IDS, BAD_POOL_OPTIONS, strict=True)
+    if None not in options.values()
+]

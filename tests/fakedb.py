@@ -94,8 +94,9 @@ class FakeDriver(Driver):
     name = "fake"
     errors = (FakeError,)
 
-    def __init__(self, connect_delay: float = 0.0, fail_connects: int = 0,
-                 permanent: bool = False) -> None:
+    def __init__(
+        self, connect_delay: float = 0.0, fail_connects: int = 0, permanent: bool = False
+    ) -> None:
         self.connect_delay = connect_delay
         self.fail_connects = fail_connects
         self.permanent = permanent

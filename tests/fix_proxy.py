@@ -57,8 +57,14 @@ def _abort(sock: socket.socket | None) -> None:
 class TCPProxy:
     """Forwards 127.0.0.1:``port`` to ``target_host``:``target_port``, with faults on demand."""
 
-    def __init__(self, target_host: str, target_port: int, *, max_connections: int = 256,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        max_connections: int = 256,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.target = (target_host, target_port)
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
@@ -115,8 +121,9 @@ class TCPProxy:
         listener.settimeout(_TICK)
         self._listener = listener
         self.port = listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name="tcpproxy-accept",
-                                          daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="tcpproxy-accept", daemon=True
+        )
         self._acceptor.start()
         return self
 
@@ -141,8 +148,12 @@ class TCPProxy:
     def __enter__(self) -> TCPProxy:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- the threads ----------------------------------------------------------------
@@ -162,8 +173,9 @@ class TCPProxy:
             if full or self._mode == RESET:
                 _abort(client)
                 continue
-            thread = threading.Thread(target=self._serve, args=(client,),
-                                      name=f"tcpproxy-{self.accepted}", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(client,), name=f"tcpproxy-{self.accepted}", daemon=True
+            )
             with self._lock:
                 self._threads.add(thread)
             thread.start()

@@ -62,14 +62,16 @@ def test_sql_methods(pool_mode: str) -> None:
     first = db.sql_insert("INSERT INTO items (name) VALUES (%s)", ("a",))
     second = db.sql_insert("INSERT INTO items (name) VALUES (%(name)s)", {"name": "b"})
     assert (first, second) == (1, 2)
-    assert db.sql_executemany("INSERT INTO items (name) VALUES (%s)",
-                              (("c",), ("d",), ("e",))) == 3
+    assert db.sql_executemany("INSERT INTO items (name) VALUES (%s)", (("c",), ("d",), ("e",))) == 3
     assert db.sql_executemany("INSERT INTO items (name) VALUES (%s)", []) == 0
     assert db.sql_execute("UPDATE items SET name = %s WHERE id > %s", ("z", 3)) == 2
     assert db.sql_get_values("SELECT id, name FROM items WHERE id <= %s ORDER BY id", (2,)) == [
-        (1, "a"), (2, "b")]
+        (1, "a"),
+        (2, "b"),
+    ]
     assert db.sql_get_dicts("SELECT id, name FROM items WHERE id = %s", (1,)) == [
-        {"id": 1, "name": "a"}]
+        {"id": 1, "name": "a"}
+    ]
     assert db.sql_get_value("SELECT COUNT(*) FROM items") == 5
     assert db.sql_get_value("SELECT name FROM items WHERE id = %s", (99,)) is None
     assert db.sql_get_value("SELECT name FROM items WHERE id = %s", (99,), default="-") == "-"
@@ -135,8 +137,11 @@ def test_different_options_for_an_existing_pool_are_an_error() -> None:
 def test_bad_options_fail_and_leave_no_pool() -> None:
     with pytest.raises(ConfigError, match="size"):
         ObjDataThreadSafe(pool_size=-1, path="./x.sqlite3")
-    with pytest.raises(PoolError, match=r"no pool for config 'primary' yet \(pools exist for: "
-                                        r"none\)"):
+    with pytest.raises(
+        PoolError,
+        match=r"no pool for config 'primary' yet \(pools exist for: "
+        r"none\)",
+    ):
         ObjDataThreadSafe.get_pool_stats()
     assert ObjDataThreadSafe(pool_size=1, path="./x.sqlite3").pool.size == 1
 
@@ -158,7 +163,8 @@ def test_named_configs(cwd: Path) -> None:
     (cwd / "config.yaml").write_text(
         "database:\n"
         "  primary: {driver: sqlite, path: one.sqlite3}\n"
-        "  secondary: {driver: sqlite, path: two.sqlite3, pool: {size: 2, max_overflow: 0}}\n")
+        "  secondary: {driver: sqlite, path: two.sqlite3, pool: {size: 2, max_overflow: 0}}\n"
+    )
     one = ObjDataThreadSafe()
     two = ObjDataThreadSafe(config_name="secondary")
     assert one.pool is not two.pool
@@ -347,8 +353,7 @@ def test_more_threads_than_connections(pool_mode: str) -> None:
     """40 threads, 5 connections, 400 statements: all answered, the bound kept."""
     db = make_db(pool_mode, size=5, max_overflow=0, timeout=20)
     with ThreadPoolExecutor(max_workers=40) as executor:
-        answers = list(executor.map(
-            lambda i: db.sql_get_value("SELECT %s * 2", (i,)), range(400)))
+        answers = list(executor.map(lambda i: db.sql_get_value("SELECT %s * 2", (i,)), range(400)))
         assert answers == [i * 2 for i in range(400)]
         stats = ObjDataThreadSafe.get_pool_stats()
         assert stats["timeouts"] == 0
@@ -460,10 +465,12 @@ def test_async_methods_and_transactions(cwd: Path, pool_mode: str) -> None:
     async def main() -> None:
         await db.asql_execute("INSERT INTO items (name) VALUES (%s)", ("a",))
         assert await db.asql_insert("INSERT INTO items (name) VALUES (%s)", ("b",)) == 2
-        assert await db.asql_executemany("INSERT INTO items (name) VALUES (%s)",
-                                         [("c",), ("d",)]) == 2
+        assert (
+            await db.asql_executemany("INSERT INTO items (name) VALUES (%s)", [("c",), ("d",)]) == 2
+        )
         assert await db.asql_get_dicts("SELECT name FROM items WHERE id = %s", (1,)) == [
-            {"name": "a"}]
+            {"name": "a"}
+        ]
         assert await db.asql_get_value("SELECT COUNT(*) FROM items") == 4
 
         async with db.atransaction() as tx:
@@ -471,7 +478,8 @@ def test_async_methods_and_transactions(cwd: Path, pool_mode: str) -> None:
             await db.asql_execute("INSERT INTO items (name) VALUES (%s)", ("e",))
             # Concurrent statements of the block run in order on its one connection.
             counts = await asyncio.gather(
-                *(db.asql_get_value("SELECT COUNT(*) FROM items") for _ in range(5)))
+                *(db.asql_get_value("SELECT COUNT(*) FROM items") for _ in range(5))
+            )
             assert counts == [5] * 5
             assert committed_names(cwd / "facade.sqlite3") == ["a", "b", "c", "d"]
             async with db.atransaction():

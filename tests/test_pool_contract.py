@@ -28,8 +28,18 @@ from tests.faultkit import wait_until
 from tests.fix_backend import Backend
 
 STATS_KEYS = (
-    "created", "recycled", "acquired", "released", "timeouts", "total_connections",
-    "pool_size", "max_size", "in_use", "waiting", "validation_failures", "wait_ms_mean",
+    "created",
+    "recycled",
+    "acquired",
+    "released",
+    "timeouts",
+    "total_connections",
+    "pool_size",
+    "max_size",
+    "in_use",
+    "waiting",
+    "validation_failures",
+    "wait_ms_mean",
     "wait_ms_p99",
 )
 
@@ -390,13 +400,17 @@ def test_get_global_pool_creates_once_and_thread_safe(backend: Backend, tmp_path
     if entry is None:
         pytest.skip("get_global_pool() takes drivers by name: the fake driver has none")
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"database": {"primary": {**entry, "pool": {
-        "mode": backend.mode}}}}))
+    config.write_text(
+        yaml.safe_dump({"database": {"primary": {**entry, "pool": {"mode": backend.mode}}}})
+    )
     # A process of its own: one that has never made the global pool.
     done = subprocess.run(
         [sys.executable, "-c", _GLOBAL_POOL_SCRIPT],
         env={"DBPOOL_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)

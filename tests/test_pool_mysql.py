@@ -46,16 +46,18 @@ def connection_id(conn: Any) -> int:
     return int(query(conn, "SELECT CONNECTION_ID()")[0][0])
 
 
-def server_connections(admin: pymysql.connections.Connection, user: str,
-                       expect: int | None = None) -> int:
+def server_connections(
+    admin: pymysql.connections.Connection, user: str, expect: int | None = None
+) -> int:
     """The server's count of the user's sessions, polled a while for ``expect``.
 
     The server notices closed connections asynchronously.
     """
     for _ in range(200):
         with admin.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s",
-                        (user,))
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+            )
             count = int(cur.fetchone()[0])
         if expect is None or count == expect:
             break
@@ -130,8 +132,9 @@ def test_open_transaction_rolled_back_on_release(mysql_pool: Any, table: str) ->
         assert query(conn, f"SELECT n FROM {table}")[0][0] == 7
 
 
-def test_threads_share_one_pool_object(mysql_pool: Any, admin: Any,
-                                       mysql_params: dict[str, Any]) -> None:
+def test_threads_share_one_pool_object(
+    mysql_pool: Any, admin: Any, mysql_params: dict[str, Any]
+) -> None:
     pool = mysql_pool(size=4, max_overflow=2, timeout=20)
     holders: dict[int, str] = {}
     lock = threading.Lock()
@@ -160,8 +163,9 @@ def test_threads_share_one_pool_object(mysql_pool: Any, admin: Any,
     assert server_connections(admin, mysql_params["user"], expect=total) == total
 
 
-def test_bound_holds_on_the_server(mysql_pool: Any, admin: Any,
-                                   mysql_params: dict[str, Any]) -> None:
+def test_bound_holds_on_the_server(
+    mysql_pool: Any, admin: Any, mysql_params: dict[str, Any]
+) -> None:
     pool = mysql_pool(size=2, max_overflow=1, timeout=0.3)
     user = mysql_params["user"]
     holding = threading.Barrier(4)
@@ -207,8 +211,13 @@ def test_bad_password_fails_fast_without_leaking_it(mysql_pool: Any) -> None:
     with pytest.raises(ConnectError, match="Access denied") as info:
         pool.acquire()
     assert time.monotonic() - start < 5
-    shown = [str(info.value), repr(info.value), repr(pool), str(pool.get_stats()),
-             repr(pool.settings)]
+    shown = [
+        str(info.value),
+        repr(info.value),
+        repr(pool),
+        str(pool.get_stats()),
+        repr(pool.settings),
+    ]
     assert all(secret not in text for text in shown)
 
 
@@ -230,11 +239,19 @@ def test_unreachable_server_names_the_cause(mysql_pool: Any) -> None:
         pool.acquire()
 
 
-def test_config_file_entry(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
-                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_file_entry(
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     entry = {
-        "ip": mysql_params["host"], "port": mysql_params["port"], "user": mysql_params["user"],
-        "password": mysql_params["password"], "db": mysql_params["database"],
+        "ip": mysql_params["host"],
+        "port": mysql_params["port"],
+        "user": mysql_params["user"],
+        "password": mysql_params["password"],
+        "db": mysql_params["database"],
         "driver": mysql_driver,
         "pool": {"size": 3, "max_overflow": 1, "timeout": 5, "mode": pool_mode},
     }
@@ -250,8 +267,9 @@ def test_config_file_entry(mysql_params: dict[str, Any], mysql_driver: str, pool
         pool.dispose()
 
 
-def test_pymysql_tls_context_built_once(mysql_params: dict[str, Any],
-                                        pools: list[ConnectionPool]) -> None:
+def test_pymysql_tls_context_built_once(
+    mysql_params: dict[str, Any], pools: list[ConnectionPool]
+) -> None:
     pool = make_pool(driver="pymysql", recycle=0, **mysql_params)
     pools.append(pool)
     a, b = pool.acquire(), pool.acquire()
@@ -276,8 +294,8 @@ def rollbacks(admin: pymysql.connections.Connection) -> int:
 
 @pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "no-autocommit"])
 def test_rollback_at_return_only_when_a_transaction_is_open(
-        mysql_pool: Any, admin: pymysql.connections.Connection, table: str,
-        autocommit: bool) -> None:
+    mysql_pool: Any, admin: pymysql.connections.Connection, table: str, autocommit: bool
+) -> None:
     pool = mysql_pool(size=1, max_overflow=0, autocommit=autocommit)
     with pool as conn:
         query(conn, "SELECT 1")
@@ -296,7 +314,8 @@ def test_rollback_at_return_only_when_a_transaction_is_open(
 
 
 def test_a_failed_statement_leaves_no_lock_behind(
-        mysql_pool: Any, admin: pymysql.connections.Connection, table: str) -> None:
+    mysql_pool: Any, admin: pymysql.connections.Connection, table: str
+) -> None:
     pool = mysql_pool(size=1, max_overflow=0)
     with pool as conn, pytest.raises(DRIVER_ERRORS):
         # A duplicate key under autocommit=0: InnoDB keeps a lock on the existing row,

@@ -61,8 +61,6 @@ def in_thread(fn: Any) -> Any:
     return value
 
 
-
-
 def test_dead_connection_replaced_transparently(new_pool: Any, pool_mode: str) -> None:
     pool = new_pool(mode=pool_mode)
     with pool as conn:
@@ -208,8 +206,9 @@ def test_persistent_bound_waits_then_times_out(new_pool: Any) -> None:
     assert pool.get_stats()["total_connections"] == 1
 
 
-def test_persistent_close_thread_connection_frees_the_slot(new_pool: Any,
-                                                          driver: FakeDriver) -> None:
+def test_persistent_close_thread_connection_frees_the_slot(
+    new_pool: Any, driver: FakeDriver
+) -> None:
     pool = new_pool(mode="persistent", size=1, max_overflow=0, timeout=0.5)
     with pool as conn:
         mine = conn.dbapi_connection
@@ -284,7 +283,8 @@ def test_persistent_nested_acquire_leaves_the_outer_connection_alone(new_pool: A
 
 
 def test_connection_held_past_leak_threshold_is_reported(
-        new_pool: Any, caplog: pytest.LogCaptureFixture) -> None:
+    new_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     pool = new_pool(leak_threshold=0.05)
     with pool:
         pass

@@ -97,7 +97,8 @@ def test_unknown_config_name_lists_the_names(cwd: Path) -> None:
     (cwd / "config.yaml").write_text(
         "database:\n"
         "  primary: {driver: sqlite, path: a.db}\n"
-        "  replica: {driver: sqlite, path: b.db}\n")
+        "  replica: {driver: sqlite, path: b.db}\n"
+    )
     with pytest.raises(ConfigError, match="'primary', 'replica'"):
         ConnectionPool(config_name="reporting")
 
@@ -112,7 +113,8 @@ def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_mode_from_the_config_entry(cwd: Path, pools: list[Any]) -> None:
     (cwd / "config.yaml").write_text(
-        "database:\n  primary: {driver: sqlite, path: a.db, pool: {mode: persistent}}\n")
+        "database:\n  primary: {driver: sqlite, path: a.db, pool: {mode: persistent}}\n"
+    )
     pool = make_pool()
     pools.append(pool)
     assert pool.mode == "persistent"
