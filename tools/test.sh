@@ -102,7 +102,7 @@ install_dbpool() {  # install_dbpool DIR [pip args]: pip install -e '.[test]' un
     shift
     want=$(cat setup.cfg pyproject.toml "$@" <("$dir/bin/python" --version) | sha256sum)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
-        || ! "$dir/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool")' \
+        || ! "$dir/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool-dbutils")' \
             >/dev/null 2>&1; then
         step "pip install -e '.[test]' into $dir${*:+ ($*)}"
         rm -f "$stamp"
