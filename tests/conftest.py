@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from dbpool.config import MODES
+
 # tests/ has no __init__.py: make "tests.mariadb" importable whatever the import mode.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
@@ -78,7 +80,7 @@ def mysql_driver(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["shared", "persistent"])
+@pytest.fixture(params=MODES)
 def pool_mode(request: pytest.FixtureRequest) -> str:
     """Each pool mode in turn."""
     return str(request.param)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dbpool.drivers import Driver
+from dbpool import Driver
 
 
 class FakeError(Exception):

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from dbpool import ConnectionPool, make_pool
+from dbpool.config import MODES
 from tests.fakedb import FakeDriver
 
-MODES = ("shared", "persistent")
 KINDS = ("fake", "sqlite", "pymysql", "mysql-connector")
 
 

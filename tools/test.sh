@@ -25,7 +25,7 @@ OLDEST_PINS=tools/oldest.txt
 PYTHON=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %ds)\n' "$*" "$SECONDS"; }
 die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
