@@ -3,9 +3,10 @@
 Tiers: tests that use the ``mariadb`` fixture (directly or through
 ``mysql_params``/``admin``/``mysql_pool``/``backend``) get the ``mysql`` marker,
 so ``-m "not mysql"`` runs the fast tier; ``slow`` tests run only with
-``--run-slow``. The server comes from the tests/fix_mariadb.py plugin, the
-loopback proxy from tests/fix_proxy.py, the contract's backends from
-tests/fix_backend.py.
+``--run-slow``; ``-m "not timing"`` leaves out the few assertions on elapsed
+time (bounds far above the expected figure). The server comes from the
+tests/fix_mariadb.py plugin, the loopback proxy from tests/fix_proxy.py, the
+contract's backends from tests/fix_backend.py.
 """
 
 from __future__ import annotations

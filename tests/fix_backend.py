@@ -72,17 +72,23 @@ class Backend:
             cur.close()
         return int(result)
 
-    def open_connections(self, expect: int | None = None) -> int | None:
-        """Connections open on the database side; None where nothing can count them.
+    def assert_open(self, count: int) -> None:
+        """Assert that the database side has ``count`` of the pool's connections open.
+
+        SQLite has no server to ask: there, nothing is checked.
+        """
+        if self.fake is not None:
+            with self.fake.lock:
+                assert len(self.fake.open) == count
+        elif self._admin is not None:
+            assert self.server_sessions(expect=count) == count
+
+    def server_sessions(self, expect: int | None = None) -> int:
+        """The MariaDB server's count of the test user's sessions.
 
         The server notices closed connections asynchronously: with ``expect``, it is
         asked again for a while until it agrees.
         """
-        if self.fake is not None:
-            with self.fake.lock:
-                return len(self.fake.open)
-        if self._admin is None:
-            return None
         count = -1
         for _ in range(250):
             with self._admin.cursor() as cur:

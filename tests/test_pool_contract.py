@@ -105,7 +105,7 @@ def test_acquire_release_multiple_reuses_one_connection(backend: Backend) -> Non
         assert backend.select(conn, i) == i
         pool.release(conn)
     assert counts(pool, "acquired", "released", "created") == (25, 25, 1)
-    assert backend.open_connections(expect=1) in (1, None)
+    backend.assert_open(1)
 
 
 def test_pool_size_limit_keeps_only_size_idle(backend: Backend) -> None:
@@ -119,10 +119,7 @@ def test_pool_size_limit_keeps_only_size_idle(backend: Backend) -> None:
         assert stats["closed_overflow"] == 3
     # Persistent mode: the threads ended, and their connections went with them.
     assert stats["total_connections"] <= 2
-    assert backend.open_connections(expect=stats["total_connections"]) in (
-        stats["total_connections"],
-        None,
-    )
+    backend.assert_open(stats["total_connections"])
 
 
 def test_overflow_connections(backend: Backend) -> None:
@@ -194,7 +191,7 @@ def test_old_connection_recycled(backend: Backend) -> None:
     assert pool.get_stats()["recycled"] == 1
     if backend.fake is not None:
         assert first.closed
-    assert backend.open_connections(expect=1) in (1, None)
+    backend.assert_open(1)
 
 
 def test_concurrent_context_manager_never_shares_a_connection(backend: Backend) -> None:
@@ -260,12 +257,9 @@ def test_no_connection_leaks(backend: Backend) -> None:
     assert stats["in_use"] == 0
     assert stats["acquired"] - stats["released"] == stats["in_use"]
     assert stats["total_connections"] <= stats["max_size"]
-    assert backend.open_connections(expect=stats["total_connections"]) in (
-        stats["total_connections"],
-        None,
-    )
+    backend.assert_open(stats["total_connections"])
     pool.close_all()
-    assert backend.open_connections(expect=0) in (0, None)
+    backend.assert_open(0)
 
 
 def test_threadpool_executor(backend: Backend) -> None:
@@ -342,13 +336,13 @@ def test_close_all_then_acquire(backend: Backend) -> None:
         pool.close_all()
         # The idle one is closed at once; the lent one when it comes back.
         assert pool.get_stats()["total_connections"] == 1
-        assert backend.open_connections(expect=1) in (1, None)
+        backend.assert_open(1)
     assert pool.get_stats()["total_connections"] == 0
-    assert backend.open_connections(expect=0) in (0, None)
+    backend.assert_open(0)
     with pool as conn:
         assert backend.select(conn, 5) == 5
     assert counts(pool, "created", "total_connections") == (3, 1)
-    assert backend.open_connections(expect=1) in (1, None)
+    backend.assert_open(1)
 
 
 def test_rapid_acquire_release(backend: Backend) -> None:

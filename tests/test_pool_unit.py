@@ -399,3 +399,21 @@ def test_a_waiting_thread_goes_before_a_newcomer(new_pool: Any) -> None:
     assert not took, "a newcomer took the connection a waiting thread was promised"
     assert got == [raw]
     assert pool.get_stats()["timeouts"] == 1
+
+
+def test_a_release_from_another_thread_wakes_the_waiter(new_pool: Any) -> None:
+    pool = new_pool(size=1, max_overflow=0, timeout=5)
+    conn = pool.acquire()
+    raw = conn.dbapi_connection
+
+    def release_once_waited_for() -> None:
+        wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
+        pool.release(conn)
+
+    releaser = threading.Thread(target=release_once_waited_for)
+    releaser.start()
+    again = pool.acquire()
+    releaser.join(5)
+    assert again.dbapi_connection is raw
+    pool.release(again)
+    assert pool.get_stats()["timeouts"] == 0
