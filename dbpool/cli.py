@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import advisor
 from .config import MODES
 from .errors import PoolError
 from .pool import ConnectionPool, make_pool
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     check = commands.add_parser("check", help="open one connection and run SELECT 1")
     check.set_defaults(run=_check)
+    advisor.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         code: Any = args.run(args)

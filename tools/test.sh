@@ -122,13 +122,10 @@ done
 step "ruff check ${lint_dirs[*]}"
 "$VENV/bin/ruff" check "${lint_dirs[@]}"
 
-# dbpool/ joins this list once its formatting lands on main.
-format_dirs=()
-for dir in tests benchmarks examples; do
-    [ -d "$dir" ] && format_dirs+=("$dir")
-done
-step "ruff format --check ${format_dirs[*]}"
-"$VENV/bin/ruff" format --check "${format_dirs[@]}"
+# dbpool/advisor and dbpool/cli.py are not formatted yet: drop these excludes once they are.
+format_excludes=(--exclude dbpool/advisor --exclude dbpool/cli.py)
+step "ruff format --check ${lint_dirs[*]} ${format_excludes[*]}"
+"$VENV/bin/ruff" format --check "${format_excludes[@]}" "${lint_dirs[@]}"
 
 step "mypy"
 "$VENV/bin/mypy"
