@@ -16,6 +16,7 @@ from dbpool import ConfigError, make_pool
         ("Connection", "_read_query_result"),
         ("Connection", "_execute_command"),
         ("Connection", "_create_ssl_ctx"),
+        ("Connection", "_read_packet"),
         ("MySQLResult", "_check_packet_is_eof"),
     ],
 )

@@ -114,6 +114,9 @@ install_dbpool() {  # install_dbpool DIR [pip args]: pip install -e '.[test]' un
 make_venv "$VENV"
 install_dbpool "$VENV"
 
+# DBPOOL_INSTALL_ONLY=1: stop here (tools/django_suite.sh uses it).
+[ "${DBPOOL_INSTALL_ONLY:-}" = 1 ] && exit 0
+
 # -- 3. checks -------------------------------------------------------------------
 lint_dirs=()
 for dir in dbpool tests benchmarks examples; do
