@@ -152,6 +152,7 @@ def test_point_select_json_and_plot(
     assert data["plot"] == str(plot)
 
 
+@pytest.mark.timing  # the recommendation follows measured throughput
 def test_think_time_shared_wins_on_connections(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, mysql_params: dict[str, Any], items: str
 ) -> None:
