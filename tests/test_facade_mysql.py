@@ -493,9 +493,9 @@ def test_make_pool_and_facade_agree_on_the_driver(
 # -- a thread's transaction, tasks and nested async blocks ----------------------------
 
 
-def test_objdata_helpers_join_the_callers_transaction(facade: Factory, items: str,
-                                                      admin: pymysql.connections.Connection
-                                                      ) -> None:
+def test_objdata_helpers_join_the_callers_transaction(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
@@ -519,9 +519,9 @@ def test_objdata_helpers_join_the_callers_transaction(facade: Factory, items: st
     assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
 
 
-def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: str,
-                                                        admin: pymysql.connections.Connection
-                                                        ) -> None:
+def test_concurrent_nested_async_blocks_keep_their_work(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
@@ -540,8 +540,11 @@ def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: 
 
         async with db.atransaction():
             await db.asql_execute(insert, ("outer",))
-            await asyncio.gather(*(step(i) for i in range(6)), *(sibling(i) for i in range(3)),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(step(i) for i in range(6)),
+                *(sibling(i) for i in range(3)),
+                return_exceptions=True,
+            )
 
     asyncio.run(main())
     expected = {"outer"} | {f"plain {i}" for i in range(3)}
@@ -552,7 +555,8 @@ def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: 
 
 
 def test_a_task_outliving_its_async_transaction_fails_at_once(
-        facade: Factory, items: str, admin: pymysql.connections.Connection) -> None:
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
