@@ -16,9 +16,15 @@ class PoolStats:
     __slots__ = (
         "_waits",
         "acquired",
+        "causal_timeouts",
+        "causal_waits",
         "closed",
         "closed_broken",
+        "closed_lagging",
+        "closed_not_ready",
         "closed_overflow",
+        "closed_read_only",
+        "closed_stale",
         "connect_failures",
         "created",
         "leaks_reported",
@@ -40,6 +46,12 @@ class PoolStats:
         self.closed = 0
         self.closed_broken = 0
         self.closed_overflow = 0
+        self.closed_read_only = 0
+        self.closed_not_ready = 0
+        self.closed_lagging = 0
+        self.closed_stale = 0
+        self.causal_waits = 0
+        self.causal_timeouts = 0
         self.reclaimed = 0
         self.leaks_reported = 0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
@@ -71,6 +83,12 @@ class PoolStats:
             "closed": self.closed,
             "closed_broken": self.closed_broken,
             "closed_overflow": self.closed_overflow,
+            "closed_read_only": self.closed_read_only,
+            "closed_not_ready": self.closed_not_ready,
+            "closed_lagging": self.closed_lagging,
+            "closed_stale": self.closed_stale,
+            "causal_waits": self.causal_waits,
+            "causal_timeouts": self.causal_timeouts,
             "reclaimed": self.reclaimed,
             "leaks_reported": self.leaks_reported,
             "wait_ms_mean": round(mean * 1000.0, 3),

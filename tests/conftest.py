@@ -6,7 +6,7 @@ so ``-m "not mysql"`` runs the fast tier; ``slow`` tests run only with
 ``--run-slow``; ``-m "not timing"`` leaves out the few assertions on elapsed
 time (bounds far above the expected figure). The server comes from the
 tests/fix_mariadb.py plugin, the loopback proxy from tests/fix_proxy.py, the
-contract's backends from tests/fix_backend.py.
+contract's backends from tests/fix_backend.py, the cluster tier from tests/fix_cluster.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-pytest_plugins = ["tests.fix_mariadb", "tests.fix_proxy", "tests.fix_backend"]
+# The cluster tier's topologies (replication pair, Galera, HAProxy) are in tests/fix_cluster.py.
+pytest_plugins = ["tests.fix_mariadb", "tests.fix_proxy", "tests.fix_backend", "tests.fix_cluster"]
 
 # The variables dbpool reads: the config file, and DBPOOL_<NAME>_PASSWORD/_USER/_HOST.
 _DBPOOL_VARIABLES = re.compile(r"DBPOOL_(CONFIG|.+_(PASSWORD|USER|HOST))")
