@@ -235,7 +235,6 @@ class _PersistentStore:
         handle = self.thread_handle()
         return handle is not None and not handle.dropped
 
-
     def full(self) -> bool:
         return False
 

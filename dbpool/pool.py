@@ -632,9 +632,14 @@ class ConnectionPool:
             now = monotonic()
             if raw is not None and not handle.borrowers():
                 reason = self._retire_reason(handle, failed, now)
-                if self._causal and reason not in _HOST_UNUSABLE and reason not in (
-                    "broken",
-                    "lost",
+                if (
+                    self._causal
+                    and reason not in _HOST_UNUSABLE
+                    and reason
+                    not in (
+                        "broken",
+                        "lost",
+                    )
                 ):
                     self._note_last_write(raw)  # before a reset or close ends the session
                 if reason is not None:
