@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from dbpool import ConnectError, ConnectionPool, ObjDataThreadSafe, PoolTimeout, make_pool
+from dbpool import (
+    ConfigError,
+    ConnectError,
+    ConnectionPool,
+    ObjDataThreadSafe,
+    PoolTimeout,
+    make_pool,
+)
 from tests.fakedb import FakeDriver, FakeOperationalError
 
 MODES = ["shared", "persistent"]
@@ -547,3 +554,15 @@ def test_forked_child_uses_host_lists_and_replicas(new_pool: Any, driver: FakeDr
             raise AssertionError("the forked child hung")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_facade_instances_agree_on_host_lists_however_spelled(driver: FakeDriver) -> None:
+    try:
+        ObjDataThreadSafe(config_name="spelled", driver=driver, host=["a", "b:3307"],
+                          replicas="r1", user="app")
+        ObjDataThreadSafe(config_name="spelled", driver=driver, host="a:3306, b:3307",
+                          replicas=["r1:3306"], user="app")
+        with pytest.raises(ConfigError, match=r"replicas=\['r2'\] \(the pool has 'r1'\)"):
+            ObjDataThreadSafe(config_name="spelled", replicas=["r2"])
+    finally:
+        ObjDataThreadSafe.close_pool("spelled")

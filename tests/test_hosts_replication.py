@@ -93,3 +93,13 @@ def test_causal_read_past_the_deadline_goes_to_the_primary(pair: ReplicationPair
     insert(pool, 3)
     assert read_back(pool, 3) == (pair.primary.server_id, 1)
     assert pool.get_stats()["causal_timeouts"] == 1
+
+
+def test_causal_reads_after_a_result_left_unread(pair: ReplicationPair, pair_pool: Any) -> None:
+    pool = pair_pool(causal_reads=True, timeout=10)
+    with pool.connection() as conn:
+        cur = conn.cursor()
+        cur.execute(f"INSERT INTO {TABLE} VALUES (5)")
+        conn.commit()
+        cur.execute(f"SELECT id FROM {TABLE}")  # not read: mysql-connector leaves it unread
+    assert read_back(pool, 5) == (pair.replica.server_id, 1)
