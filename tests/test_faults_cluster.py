@@ -1,5 +1,6 @@
 """Many servers under faults: Galera nodes killed or cut off, a switchover, every
-host down, replicas stopped or lagging, a node killed behind HAProxy.
+host down, replicas stopped or lagging, a node killed behind HAProxy; and, on
+the same topologies, random host order and the facade's replica reads.
 
 Each test prints one line of figures (see with ``pytest -s``) and asserts on
 them: requests, errors (and when they started), hung threads, transactions run
