@@ -6,12 +6,13 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import traceback
 import weakref
 from collections import deque
 from time import monotonic, sleep
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
@@ -234,13 +235,17 @@ class ConnectionPool:
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
         self._store: _Store = make_store(self.mode, self._handles, self.size)
+        # causal_reads: each thread's last write (GTID) and the replicas that applied it.
+        self._last_write = threading.local()
         self._stats = PoolStats()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
-        self._local = threading.local()  # the `with pool as conn` stack of each thread
+        # The open `with pool as conn` blocks: (frame of the with, thread, connection).
+        self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
+        self._blocks_lock = threading.Lock()
         # Leases of connections garbage-collected without release, for _reclaim_collected().
         self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
         # Lent connections, watched only when leak_threshold is set.
@@ -300,7 +305,7 @@ class ConnectionPool:
                 if not self._replica_fallback:
                     raise PoolTimeout(
                         f"no replica of pool {self.name} applied this thread's last write "
-                        f"({self._local.gtid}) within {timeout:.1f}s"
+                        f"({self._last_write.gtid}) within {timeout:.1f}s"
                     )
             timeout = max(0.0, start + timeout - monotonic())
         if self._collected:
@@ -386,10 +391,21 @@ class ConnectionPool:
         """Whether ``conn`` came from this pool's replicas."""
         return self._replicas is not None and getattr(conn, "_pool", None) is self._replicas
 
+    # `with pool as conn` calls __enter__ and __exit__ on the pool itself, so the pool must
+    # tell which block an exit ends. The thread cannot: FastAPI runs a sync generator
+    # dependency's entry and exit as two thread-pool calls, on any two threads, and a
+    # thread may meanwhile enter another request's block. The frame can: a `with`
+    # statement calls both from the frame it is written in (a generator's frame stays the
+    # same object whichever thread resumes it), and blocks in one frame nest. So an exit
+    # ends the innermost block entered from its own frame; only an exit called from
+    # another frame (contextlib.ExitStack and other helpers) ends the innermost block
+    # entered on its thread.
+
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
-        stack = self._local.__dict__.setdefault("stack", [])
-        stack.append(conn)
+        block = (sys._getframe(1), threading.get_ident(), conn)
+        with self._blocks_lock:
+            self._blocks.append(block)
         return conn
 
     def __exit__(
@@ -398,7 +414,20 @@ class ConnectionPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release(self._local.stack.pop())
+        self.release(self._end_block(sys._getframe(1)))
+
+    def _end_block(self, frame: FrameType) -> PooledConnection:
+        """The connection of the `with pool` block that an exit called from ``frame`` ends."""
+        thread = threading.get_ident()
+        with self._blocks_lock:
+            blocks = self._blocks
+            for i in range(len(blocks) - 1, -1, -1):
+                if blocks[i][0] is frame:
+                    return blocks.pop(i)[2]
+            for i in range(len(blocks) - 1, -1, -1):
+                if blocks[i][1] == thread:
+                    return blocks.pop(i)[2]
+        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self.name}")
 
     def close_thread_connection(self) -> None:
         """Persistent mode: close the calling thread's connection and free its slot.
@@ -863,18 +892,18 @@ class ConnectionPool:
             )
             return
         gtid = str(rows[0][0] or "") if rows else ""
-        if gtid and gtid != getattr(self._local, "gtid", None):
-            self._local.gtid = gtid
-            self._local.seen = {}  # replicas known to have applied it: none yet
+        if gtid and gtid != getattr(self._last_write, "gtid", None):
+            self._last_write.gtid = gtid
+            self._last_write.seen = {}  # replicas known to have applied it: none yet
 
     def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
         """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
-        gtid = getattr(self._local, "gtid", None)
+        gtid = getattr(self._last_write, "gtid", None)
         if gtid is None:
             return True
         raw = reader.dbapi_connection
         key = reader._lease[-1][1].host if reader._lease else None
-        seen: dict[Any, str] = self._local.seen
+        seen: dict[Any, str] = self._last_write.seen
         if key is not None and seen.get(key) == gtid:
             return True
         seconds = max(0.0, deadline - monotonic())
