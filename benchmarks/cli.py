@@ -62,54 +62,88 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="dbpool's two modes against the other ways of getting a MySQL connection.",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="a run of seconds that checks the harness (1 round, tiny durations)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run of seconds that checks the harness (1 round, tiny durations)",
+    )
     p.add_argument("--name", help="results file name (default: full, quick or partial)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    p.add_argument("--write-results", action="store_true",
-                   help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only), "
-                   "which then stands for results/<name>.md")
-    p.add_argument("--config", help="use the server of this dbpool config file "
-                   "instead of starting a throwaway MariaDB")
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only), "
+        "which then stands for results/<name>.md",
+    )
+    p.add_argument(
+        "--config",
+        help="use the server of this dbpool config file instead of starting a throwaway MariaDB",
+    )
     p.add_argument("--config-name", default="primary", help="entry of --config (default primary)")
-    p.add_argument("--tls", action="store_true",
-                   help="let the drivers negotiate TLS (default: ssl_disabled=True for all)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="let the drivers negotiate TLS (default: ssl_disabled=True for all)",
+    )
     g = p.add_argument_group("cells")
     g.add_argument("--rounds", type=int, help="rounds of every cell (default 3)")
     g.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.25)")
-    g.add_argument("--duration", type=float,
-                   help="measured seconds per cell (default 1.0; cells with added "
-                   "latency, a second view, run 0.6 of it)")
+    g.add_argument(
+        "--duration",
+        type=float,
+        help="measured seconds per cell (default 1.0; cells with added "
+        "latency, a second view, run 0.6 of it)",
+    )
     g.add_argument("--threads", type=_ints, help="thread counts, comma-separated (1,4,16,64)")
-    g.add_argument("--workload", type=_names,
-                   help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})")
-    g.add_argument("--approach", type=_names,
-                   help=f"approaches, comma-separated ({','.join(approaches_mod.BY_KEY)})")
-    g.add_argument("--latency", type=_floats,
-                   help="simulated round-trip delays in ms, comma-separated (default 0,0.5)")
+    g.add_argument(
+        "--workload",
+        type=_names,
+        help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})",
+    )
+    g.add_argument(
+        "--approach",
+        type=_names,
+        help=f"approaches, comma-separated ({','.join(approaches_mod.BY_KEY)})",
+    )
+    g.add_argument(
+        "--latency",
+        type=_floats,
+        help="simulated round-trip delays in ms, comma-separated (default 0,0.5)",
+    )
     g.add_argument("--rows", type=int, help="rows of the table (default 10000)")
     g.add_argument("--slow-ms", type=float, default=3.0, help="the slow query's sleep (ms)")
     g.add_argument("--size", type=int, default=10, help="pool size (default 10)")
     g.add_argument("--overflow", type=int, default=5, help="pool overflow (default 5)")
     s = p.add_argument_group("cold storm, spike and micro")
     s.add_argument("--storm-threads", type=int, help="threads of the cold storm (default 32)")
-    s.add_argument("--storm-delay-ms", type=float,
-                   help="simulated connect time (default 50 ms)")
+    s.add_argument("--storm-delay-ms", type=float, help="simulated connect time (default 50 ms)")
     s.add_argument("--storm-rounds", type=int, help="cold storm rounds (default 5)")
     s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (20000)")
     s.add_argument("--micro-rounds", type=int, help="micro rounds (default 5)")
     s.add_argument("--spike-threads", type=int, help="threads of the spike (default 50)")
-    s.add_argument("--spike-delay-ms", type=float,
-                   help="simulated connect time in the spike (default 150 ms)")
+    s.add_argument(
+        "--spike-delay-ms", type=float, help="simulated connect time in the spike (default 150 ms)"
+    )
     s.add_argument("--spike-rounds", type=int, help="spike rounds (default 3)")
-    s.add_argument("--skip", type=_names, default=[],
-                   help="parts to leave out, comma-separated: cells, storm, spike, micro")
+    s.add_argument(
+        "--skip",
+        type=_names,
+        default=[],
+        help="parts to leave out, comma-separated: cells, storm, spike, micro",
+    )
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
-    p.add_argument("--from-json", type=Path, metavar="JSON",
-                   help="run nothing: rewrite the Markdown and plots of an earlier run "
-                   "(and RESULTS.md with --write-results) from its JSON")
-    p.add_argument("--profile", type=Path,
-                   help="profile the worker threads with cProfile; write the stats here")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite the Markdown and plots of an earlier run "
+        "(and RESULTS.md with --write-results) from its JSON",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="profile the worker threads with cProfile; write the stats here",
+    )
     p.add_argument("--seed", type=int, default=4)
     return p
 
@@ -136,7 +170,8 @@ def _defaults(args: argparse.Namespace) -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     partial = bool(args.workload or args.approach or args.skip) or (
-        not quick and (args.threads != [1, 4, 16, 64] or args.latency != [0.0, 0.5]))
+        not quick and (args.threads != [1, 4, 16, 64] or args.latency != [0.0, 0.5])
+    )
     if args.name is None:
         args.name = "quick" if quick else ("partial" if partial else "full")
     args.partial = partial
@@ -179,8 +214,9 @@ class Profiler:
 
 
 @contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int | None,
-                                                        dict[str, Any]]]:
+def _server(
+    args: argparse.Namespace,
+) -> Iterator[tuple[dict[str, Any], Any, int | None, dict[str, Any]]]:
     """The server to use: connect params, an admin connection, its pid if started here,
     and the monitor's connect params (root on the socket of a server started here)."""
     if args.config:
@@ -188,8 +224,10 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int
 
         settings = load_settings(args.config_name, config=args.config)
         if settings.driver == "sqlite":
-            raise SystemExit(f"config {args.config_name!r} is a SQLite entry; "
-                             "the benchmark needs a MySQL/MariaDB server")
+            raise SystemExit(
+                f"config {args.config_name!r} is a SQLite entry; "
+                "the benchmark needs a MySQL/MariaDB server"
+            )
         params = dict(settings.params)
         admin_params = {**params, **({} if args.tls else {"ssl_disabled": True})}
         admin = pymysql.connect(**{**admin_params, "autocommit": True})
@@ -206,8 +244,11 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int
 
     with MariaDBServer() as server:
         admin = server.admin_connect()
-        monitor_params = ({"unix_socket": server.socket_path, "user": "root"}
-                          if server.socket_path else dict(server.params()))
+        monitor_params = (
+            {"unix_socket": server.socket_path, "user": "root"}
+            if server.socket_path
+            else dict(server.params())
+        )
         try:
             yield server.params(), admin, server.pid, monitor_params
         finally:
@@ -227,8 +268,7 @@ def _progress(total: int, desc: str) -> Any:
     except ImportError:  # the bar is a convenience
         return contextlib.nullcontext(None)
     # disable=None: no bar when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="cell", disable=None, leave=False,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="cell", disable=None, leave=False, dynamic_ncols=True)
 
 
 def _rewrite(args: argparse.Namespace) -> int:
@@ -236,8 +276,7 @@ def _rewrite(args: argparse.Namespace) -> int:
     for key in ("summary", "plots"):
         data.pop(key, None)
     out = args.from_json.resolve().parent
-    paths = report.write(data, out, plots=not args.no_plots,
-                         markdown_file=not args.write_results)
+    paths = report.write(data, out, plots=not args.no_plots, markdown_file=not args.write_results)
     if args.write_results:
         if data["settings"].get("quick") or data["name"] != "full":
             raise SystemExit("--write-results needs the JSON of a full run")
@@ -261,58 +300,99 @@ def main(argv: list[str] | None = None) -> int:
     storms: list[dict[str, Any]] = []
     micros: list[dict[str, Any]] = []
 
-    configs = [(lat / 1000.0, w, t) for lat in args.latency for w in workloads
-               for t in args.threads
-               if not (lat and w.key == "slow")]  # a 3 ms sleep hides a 0.5 ms round trip
+    configs = [
+        (lat / 1000.0, w, t)
+        for lat in args.latency
+        for w in workloads
+        for t in args.threads
+        if not (lat and w.key == "slow")
+    ]  # a 3 ms sleep hides a 0.5 ms round trip
     if args.quick:
         # Each workload once without latency, and the point select with it: every
         # approach still meets every workload and both network settings.
         configs = [(0.0, w, t) for w in workloads for t in args.threads]
-        configs += [(lat / 1000.0, w, t) for lat in args.latency if lat
-                    for w in workloads[:1] for t in args.threads]
+        configs += [
+            (lat / 1000.0, w, t)
+            for lat in args.latency
+            if lat
+            for w in workloads[:1]
+            for t in args.threads
+        ]
 
     def runs_with(cls: type[approaches_mod.Approach], latency: float) -> bool:
         # With latency (a second view): the pools and the ceiling; connecting per
         # request and one shared connection are measured without it only.
         return not latency or cls.pooled or cls.key == approaches_mod.CEILING
 
-    plan = [(lat, w, t, [c for c in approach_classes if runs_with(c, lat)])
-            for lat, w, t in configs]
+    plan = [
+        (lat, w, t, [c for c in approach_classes if runs_with(c, lat)]) for lat, w, t in configs
+    ]
     n_cells = 0 if "cells" in args.skip else sum(len(p[3]) for p in plan) * args.rounds
-    estimate = sum(len(cls) * (args.warmup + (args.duration * 0.6 if lat else args.duration)
-                               + _CELL_OVERHEAD) for lat, _, _, cls in plan) * args.rounds
+    estimate = (
+        sum(
+            len(cls)
+            * (args.warmup + (args.duration * 0.6 if lat else args.duration) + _CELL_OVERHEAD)
+            for lat, _, _, cls in plan
+        )
+        * args.rounds
+    )
     if "cells" in args.skip:
         estimate = 0.0
-    print(f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
-          "plus the cold storm, spike and micro parts", file=sys.stderr)
+    print(
+        f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
+        "plus the cold storm, spike and micro parts",
+        file=sys.stderr,
+    )
 
     pinning: Pinning | None = None
     spikes: list[dict[str, Any]] = []
     live_micros: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp, _server(args) as (
-            params, admin, server_pid, monitor_params):
+    with (
+        tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp,
+        _server(args) as (params, admin, server_pid, monitor_params),
+    ):
         pinning = Pinning(server_pid).apply()
         monitor: Monitor | None = None
         try:
             monitor = Monitor(monitor_params, pinning.server_cpus)
             config_path = os.path.join(tmp, "config.yaml")
-            neutral = {k: v for k, v in params.items()
-                       if k in ("host", "port", "user", "password", "database")}
+            neutral = {
+                k: v
+                for k, v in params.items()
+                if k in ("host", "port", "user", "password", "database")
+            }
             with open(config_path, "w") as f:
                 os.fchmod(f.fileno(), 0o600)
-                yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}},
-                               f)
-            target = Target(params=params, config=config_path, config_name="bench",
-                            size=args.size, overflow=args.overflow, tls=args.tls)
+                yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}}, f)
+            target = Target(
+                params=params,
+                config=config_path,
+                config_name="bench",
+                size=args.size,
+                overflow=args.overflow,
+                tls=args.tls,
+            )
             machine = report.machine_info(monitor.version())
             machine["pinning"] = pinning.describe()
-            machine["peak_from"] = ("Max_used_connections (FLUSH STATUS at each cell's start)"
-                                    if monitor.flush_status else
-                                    "Threads_connected polled every 10 ms by the monitor")
+            machine["peak_from"] = (
+                "Max_used_connections (FLUSH STATUS at each cell's start)"
+                if monitor.flush_status
+                else "Threads_connected polled every 10 ms by the monitor"
+            )
             workloads_mod.create_table(admin, params["database"], args.rows)
             try:
-                _run_parts(args, monitor, target, server_pid, plan, approach_classes,
-                           profiler, cells, storms, spikes)
+                _run_parts(
+                    args,
+                    monitor,
+                    target,
+                    server_pid,
+                    plan,
+                    approach_classes,
+                    profiler,
+                    cells,
+                    storms,
+                    spikes,
+                )
             finally:
                 workloads_mod.drop_table(admin, params["database"])
             if "micro" not in args.skip:
@@ -324,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
                         for live, keys in parts:
                             for threads in (1, 4):
                                 for key in _rotate(keys, rnd):
-                                    m = micro_mod.measure(key, threads, args.micro_ops, ctx,
-                                                          live=live)
+                                    m = micro_mod.measure(
+                                        key, threads, args.micro_ops, ctx, live=live
+                                    )
                                     m["round"] = rnd
                                     (live_micros if live else micros).append(m)
                                     if bar is not None:
@@ -339,21 +420,33 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {
         "quick": args.quick,
-        "rounds": args.rounds, "warmup_s": args.warmup, "duration_s": args.duration,
-        "threads": args.threads, "latency_ms": args.latency, "rows": args.rows,
-        "slow_ms": args.slow_ms, "size": args.size, "overflow": args.overflow,
+        "rounds": args.rounds,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "threads": args.threads,
+        "latency_ms": args.latency,
+        "rows": args.rows,
+        "slow_ms": args.slow_ms,
+        "size": args.size,
+        "overflow": args.overflow,
         "tls": args.tls,
         "workloads": {w.key: w.label for w in workloads},
-        "approaches": {c.key: {"label": c.label, "pooled": c.pooled,
-                               "bound": approaches_mod.BOUNDS[c.key]}
-                       for c in approach_classes},
-        "storm_threads": args.storm_threads, "storm_delay_ms": args.storm_delay_ms,
-        "storm_rounds": args.storm_rounds, "one_connect_ms": connect_ms,
-        "spike_threads": args.spike_threads, "spike_delay_ms": args.spike_delay_ms,
-        "spike_rounds": args.spike_rounds, "spike_size": 5,
+        "approaches": {
+            c.key: {"label": c.label, "pooled": c.pooled, "bound": approaches_mod.BOUNDS[c.key]}
+            for c in approach_classes
+        },
+        "storm_threads": args.storm_threads,
+        "storm_delay_ms": args.storm_delay_ms,
+        "storm_rounds": args.storm_rounds,
+        "one_connect_ms": connect_ms,
+        "spike_threads": args.spike_threads,
+        "spike_delay_ms": args.spike_delay_ms,
+        "spike_rounds": args.spike_rounds,
+        "spike_size": 5,
         "spike_overflow": max(0, args.spike_threads - 5),
         "spike_one_connect_ms": spike_connect_ms,
-        "micro_ops": args.micro_ops, "micro_rounds": args.micro_rounds,
+        "micro_ops": args.micro_ops,
+        "micro_rounds": args.micro_rounds,
         "micro_approaches": {k: label for k, (label, _) in micro_mod.MICRO.items()},
         "micro_live_approaches": {k: label for k, (label, _) in micro_mod.LIVE.items()},
         "connection": {k: v for k, v in target.pymysql_params().items() if k != "password"},
@@ -372,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         "micro": micros,
         "micro_live": live_micros,
     }
-    paths = report.write(data, args.out, plots=not args.no_plots,
-                         markdown_file=not args.write_results)
+    paths = report.write(
+        data, args.out, plots=not args.no_plots, markdown_file=not args.write_results
+    )
     if profiler is not None:
         profiler.write(args.profile)
         paths.append(args.profile)
@@ -386,11 +480,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_parts(args: argparse.Namespace, monitor: Monitor, target: Target,
-               server_pid: int | None, plan: list[Any],
-               approach_classes: list[type[approaches_mod.Approach]], profiler: Any,
-               cells: list[dict[str, Any]], storms: list[dict[str, Any]],
-               spikes: list[dict[str, Any]]) -> None:
+def _run_parts(
+    args: argparse.Namespace,
+    monitor: Monitor,
+    target: Target,
+    server_pid: int | None,
+    plan: list[Any],
+    approach_classes: list[type[approaches_mod.Approach]],
+    profiler: Any,
+    cells: list[dict[str, Any]],
+    storms: list[dict[str, Any]],
+    spikes: list[dict[str, Any]],
+) -> None:
     """The cells, the cold storm and the spike, appending to the lists given."""
     if "cells" not in args.skip:
         total = sum(len(p[3]) for p in plan) * args.rounds
@@ -399,12 +500,19 @@ def _run_parts(args: argparse.Namespace, monitor: Monitor, target: Target,
                 for latency, workload, threads, classes in plan:
                     for cls in _rotate(classes, rnd):
                         cell = run_cell(
-                            monitor, cls, target, workload, threads=threads,
-                            rows=args.rows, slow=args.slow_ms / 1000.0,
+                            monitor,
+                            cls,
+                            target,
+                            workload,
+                            threads=threads,
+                            rows=args.rows,
+                            slow=args.slow_ms / 1000.0,
                             warmup=args.warmup,
                             duration=args.duration * 0.6 if latency else args.duration,
-                            latency=latency, seed=args.seed + rnd * 1000,
-                            server_pid=server_pid, profiler=profiler,
+                            latency=latency,
+                            seed=args.seed + rnd * 1000,
+                            server_pid=server_pid,
+                            profiler=profiler,
                         )
                         cell["round"] = rnd
                         cells.append(cell)
@@ -417,9 +525,15 @@ def _run_parts(args: argparse.Namespace, monitor: Monitor, target: Target,
         with _progress(args.storm_rounds * len(approach_classes), "storm") as bar:
             for rnd in range(args.storm_rounds):
                 for cls in _rotate(approach_classes, rnd):
-                    storm = run_storm(monitor, cls, target, point,
-                                      threads=args.storm_threads, rows=args.rows,
-                                      delay=delay)
+                    storm = run_storm(
+                        monitor,
+                        cls,
+                        target,
+                        point,
+                        threads=args.storm_threads,
+                        rows=args.rows,
+                        delay=delay,
+                    )
                     storm["round"] = rnd
                     storm["one_connect_ms"] = connect_ms
                     storms.append(storm)
@@ -430,13 +544,21 @@ def _run_parts(args: argparse.Namespace, monitor: Monitor, target: Target,
         delay = args.spike_delay_ms / 1000.0
         connect_ms = one_connect_time(target, delay) * 1000.0
         warm = 5
-        spike_target = dataclasses.replace(target, size=warm,
-                                           overflow=max(0, args.spike_threads - warm))
+        spike_target = dataclasses.replace(
+            target, size=warm, overflow=max(0, args.spike_threads - warm)
+        )
         with _progress(args.spike_rounds * len(spike_classes), "spike") as bar:
             for rnd in range(args.spike_rounds):
                 for cls in _rotate(spike_classes, rnd):
-                    spike = run_spike(monitor, cls, spike_target, warm=warm,
-                                      threads=args.spike_threads, query_s=0.002, delay=delay)
+                    spike = run_spike(
+                        monitor,
+                        cls,
+                        spike_target,
+                        warm=warm,
+                        threads=args.spike_threads,
+                        query_s=0.002,
+                        delay=delay,
+                    )
                     spike["round"] = rnd
                     spike["one_connect_ms"] = connect_ms
                     spikes.append(spike)

@@ -11,8 +11,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("DBUtils", "PyMySQL", "mysql-connector-python", "SQLAlchemy", "pymysql-pool",
-            "numpy", "matplotlib", "tqdm")
+PACKAGES = (
+    "DBUtils",
+    "PyMySQL",
+    "mysql-connector-python",
+    "SQLAlchemy",
+    "pymysql-pool",
+    "numpy",
+    "matplotlib",
+    "tqdm",
+)
 
 
 def _cpu_model() -> str:
@@ -25,10 +33,20 @@ def _cpu_model() -> str:
 
 def _git_commit(root: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "dbpool"],
-                               capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "dbpool"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -105,8 +123,10 @@ class Pinning:
         self._saved = os.sched_getaffinity(0)
         os.sched_setaffinity(0, client)
         self.server_cpus, self.client_cpus = sorted(server), sorted(client)
-        self.note = (f"server (mariadbd, every thread) pinned to core {cpus[0]}, "
-                     f"the benchmark process to core {cpus[1]}")
+        self.note = (
+            f"server (mariadbd, every thread) pinned to core {cpus[0]}, "
+            f"the benchmark process to core {cpus[1]}"
+        )
         return self
 
     def restore(self) -> None:
@@ -119,5 +139,4 @@ class Pinning:
         self._server_saved = {}
 
     def describe(self) -> dict[str, Any]:
-        return {"client_cpus": self.client_cpus, "server_cpus": self.server_cpus,
-                "note": self.note}
+        return {"client_cpus": self.client_cpus, "server_cpus": self.server_cpus, "note": self.note}

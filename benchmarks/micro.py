@@ -101,16 +101,32 @@ class Context:
 def _dbpool(mode: str, ctx: Context) -> Pool:
     from dbpool import make_pool
 
-    pool = make_pool(mode, driver=FakeDriver(), config=ctx.config, config_name=ctx.fake_name,
-                     size=10, max_overflow=5, pre_ping=True, reset="rollback")
+    pool = make_pool(
+        mode,
+        driver=FakeDriver(),
+        config=ctx.config,
+        config_name=ctx.fake_name,
+        size=10,
+        max_overflow=5,
+        pre_ping=True,
+        reset="rollback",
+    )
     return pool.acquire, lambda conn: conn.close(), pool.dispose
 
 
 def _pooled_db(ctx: Context) -> Pool:
     from dbutils.pooled_db import PooledDB
 
-    db = PooledDB(FakeModule, mincached=0, maxcached=10, maxshared=0, maxconnections=15,
-                  blocking=True, ping=1, reset=True)
+    db = PooledDB(
+        FakeModule,
+        mincached=0,
+        maxcached=10,
+        maxshared=0,
+        maxconnections=15,
+        blocking=True,
+        ping=1,
+        reset=True,
+    )
     return db.connection, lambda conn: conn.close(), db.close
 
 
@@ -136,8 +152,14 @@ def _queue_pool(pre_ping: bool) -> Callable[[Context], Pool]:
                     return True
 
             kwargs["dialect"] = PingDialect()
-        pool = QueuePool(FakeModule.connect, pool_size=10, max_overflow=5, timeout=30,
-                         pre_ping=pre_ping, **kwargs)
+        pool = QueuePool(
+            FakeModule.connect,
+            pool_size=10,
+            max_overflow=5,
+            timeout=30,
+            pre_ping=pre_ping,
+            **kwargs,
+        )
         return pool.connect, lambda conn: conn.close(), pool.dispose
 
     return build
@@ -146,8 +168,16 @@ def _queue_pool(pre_ping: bool) -> Callable[[Context], Pool]:
 def _dbpool_live(mode: str, ctx: Context) -> Pool:
     from dbpool import make_pool
 
-    pool = make_pool(mode, config=ctx.config, config_name=ctx.live_name, size=10,
-                     max_overflow=5, pre_ping=True, reset="rollback", **ctx.params)
+    pool = make_pool(
+        mode,
+        config=ctx.config,
+        config_name=ctx.live_name,
+        size=10,
+        max_overflow=5,
+        pre_ping=True,
+        reset="rollback",
+        **ctx.params,
+    )
     return pool.acquire, lambda conn: conn.close(), pool.dispose
 
 
@@ -155,8 +185,17 @@ def _pooled_db_live(ctx: Context) -> Pool:
     import pymysql
     from dbutils.pooled_db import PooledDB
 
-    db = PooledDB(pymysql, mincached=0, maxcached=10, maxshared=0, maxconnections=15,
-                  blocking=True, ping=0, reset=False, **ctx.params)
+    db = PooledDB(
+        pymysql,
+        mincached=0,
+        maxcached=10,
+        maxshared=0,
+        maxconnections=15,
+        blocking=True,
+        ping=0,
+        reset=False,
+        **ctx.params,
+    )
     return db.connection, lambda conn: conn.close(), db.close
 
 
@@ -165,8 +204,7 @@ def _persistent_db_live(ctx: Context) -> Pool:
     from dbutils.persistent_db import PersistentDB
 
     # threading.local, as dbpool uses: DBUtils' default pure-Python local is slower.
-    db = PersistentDB(pymysql, ping=0, closeable=False, threadlocal=threading.local,
-                      **ctx.params)
+    db = PersistentDB(pymysql, ping=0, closeable=False, threadlocal=threading.local, **ctx.params)
     return db.connection, lambda conn: conn.close(), lambda: None
 
 
@@ -193,8 +231,10 @@ LIVE: dict[str, tuple[str, Callable[[Context], Pool]]] = {
     "dbpool-shared": ("dbpool shared", lambda ctx: _dbpool_live("shared", ctx)),
     "dbpool-persistent": ("dbpool persistent", lambda ctx: _dbpool_live("persistent", ctx)),
     "dbutils-pooleddb": ("DBUtils PooledDB cycle (ping=0, reset=False)", _pooled_db_live),
-    "dbutils-persistentdb": ("DBUtils PersistentDB cycle (ping=0, threading.local)",
-                             _persistent_db_live),
+    "dbutils-persistentdb": (
+        "DBUtils PersistentDB cycle (ping=0, threading.local)",
+        _persistent_db_live,
+    ),
     "tcp-info": ("one TCP_INFO read of a live socket", _tcp_info),
 }
 # dbpool's mode -> (the DBUtils costs it is compared with, summed; the target ratio).
@@ -216,8 +256,15 @@ MICRO: dict[str, tuple[str, Callable[[Context], Pool]]] = {
 REFERENCE = {"dbpool-shared": "dbutils-pooleddb", "dbpool-persistent": "dbutils-persistentdb"}
 
 
-def measure(key: str, threads: int, operations: int, ctx: Context, *, live: bool = False,
-            profiler: Any = None) -> dict[str, Any]:
+def measure(
+    key: str,
+    threads: int,
+    operations: int,
+    ctx: Context,
+    *,
+    live: bool = False,
+    profiler: Any = None,
+) -> dict[str, Any]:
     """Nanoseconds per checkout + return, ``operations`` in all over ``threads``.
 
     Wall time, and the process's CPU time, from the moment every thread is ready

@@ -31,11 +31,27 @@ from typing import Any
 POLL_INTERVAL = 0.01
 # Server counters reported per request (beyond Questions and Connections).
 COUNTERS = (
-    "Com_admin_commands", "Com_select", "Com_update", "Com_begin", "Com_commit",
-    "Com_rollback", "Com_set_option", "Com_do", "Com_show_status",
+    "Com_admin_commands",
+    "Com_select",
+    "Com_update",
+    "Com_begin",
+    "Com_commit",
+    "Com_rollback",
+    "Com_set_option",
+    "Com_do",
+    "Com_show_status",
 )
-WANTED = frozenset((*COUNTERS, "Questions", "Connections", "Threads_connected",
-                    "Aborted_clients", "Aborted_connects", "Max_used_connections"))
+WANTED = frozenset(
+    (
+        *COUNTERS,
+        "Questions",
+        "Connections",
+        "Threads_connected",
+        "Aborted_clients",
+        "Aborted_connects",
+        "Max_used_connections",
+    )
+)
 
 
 class Monitor:
@@ -45,8 +61,13 @@ class Monitor:
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.monitor"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, cwd=root, env=env, text=True, bufsize=1,
+            [sys.executable, "-m", "benchmarks.monitor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=root,
+            env=env,
+            text=True,
+            bufsize=1,
         )
         if cpus and hasattr(os, "sched_setaffinity"):
             with contextlib.suppress(OSError):
@@ -125,8 +146,7 @@ class _Child:
         return int(self.run("SHOW GLOBAL STATUS LIKE 'Threads_connected'")[0][1])
 
     def status(self) -> dict[str, Any]:
-        values = {name: int(value) for name, value in self.run(self.status_sql)
-                  if name in WANTED}
+        values = {name: int(value) for name, value in self.run(self.status_sql) if name in WANTED}
         if self.flush_status:
             peak = values["Max_used_connections"]
         else:

@@ -34,8 +34,9 @@ SPIKE_TIME_TARGET = 1.0
 CHURN_TARGET = 0.1
 FAIRNESS_TARGET = 2.0
 # Targets where a lower value is better.
-_LOWER_IS_BETTER = frozenset(("cpu", "micro", "storm", "spike-opened", "spike-time", "churn",
-                              "fairness"))
+_LOWER_IS_BETTER = frozenset(
+    ("cpu", "micro", "storm", "spike-opened", "spike-time", "churn", "fairness")
+)
 
 _PER_REQUEST_COLUMNS = (
     ("Com_admin_commands", "ping/reset"),
@@ -69,6 +70,7 @@ def _is_other_pool(key: str) -> bool:
 
 # -- aggregation -----------------------------------------------------------------
 
+
 def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (latency, workload, threads, approach): medians over rounds and spread."""
     groups: dict[tuple[float, str, int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -77,7 +79,8 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (cell["latency_ms"], cell["workload"], cell["threads"], cell["approach"])
         groups[key].append(cell)
         by_round[(cell["latency_ms"], cell["workload"], cell["threads"], cell["round"])][
-            cell["approach"]] = cell
+            cell["approach"]
+        ] = cell
     rows = []
     for (latency, workload, threads, approach), group in groups.items():
         throughputs = [c.get("throughput") for c in group]
@@ -92,8 +95,7 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ceiling_cpu = peers.get(CEILING, {}).get("client_cpu_us")
             if ceiling_cpu and c.get("client_cpu_us") is not None:
                 cpu_ratios.append(c["client_cpu_us"] / ceiling_cpu)
-            others = [p.get("throughput") or 0.0 for k, p in peers.items()
-                      if _is_other_pool(k)]
+            others = [p.get("throughput") or 0.0 for k, p in peers.items() if _is_other_pool(k)]
             if others and max(others) > 0 and c.get("throughput") is not None:
                 ahead.append(c["throughput"] / max(others))
         lo, hi = _lo_hi(throughputs)
@@ -102,32 +104,48 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             name: _median(c.get("per_request", {}).get(name) for c in group)
             for name in (group[0].get("per_request") or {})
         }
-        rows.append({
-            "latency_ms": latency, "workload": workload, "threads": threads,
-            "approach": approach, "rounds": len(group),
-            "throughput": _median(throughputs), "throughput_min": lo, "throughput_max": hi,
-            "ratio": _median(ratios), "ratio_min": rlo, "ratio_max": rhi,
-            "vs_best_other_pool": _median(ahead),
-            "cpu_ratio": _median(cpu_ratios),
-            "wait_p50_ms": _median(c.get("wait_p50_ms") for c in group),
-            "p50_ms": _median(c.get("p50_ms") for c in group),
-            "p99_ms": _median(c.get("p99_ms") for c in group),
-            "wait_p99_ms": _median(c.get("wait_p99_ms") for c in group),
-            "peak_connections": max((c.get("peak_connections") or 0) for c in group),
-            "opened_window": _median(c.get("opened_window") for c in group),
-            "opened_total": _median(c.get("opened_total") for c in group),
-            "commands_per_request": _median(c.get("commands_per_request") for c in group),
-            "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
-            "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
-            "per_request": per_request,
-            "requests": sum(c.get("requests") or 0 for c in group),
-            "errors": sum(c.get("errors") or 0 for c in group),
-            "first_error": next((c.get("first_error") or c.get("error") for c in group
-                                 if c.get("first_error") or c.get("error")), None),
-        })
+        rows.append(
+            {
+                "latency_ms": latency,
+                "workload": workload,
+                "threads": threads,
+                "approach": approach,
+                "rounds": len(group),
+                "throughput": _median(throughputs),
+                "throughput_min": lo,
+                "throughput_max": hi,
+                "ratio": _median(ratios),
+                "ratio_min": rlo,
+                "ratio_max": rhi,
+                "vs_best_other_pool": _median(ahead),
+                "cpu_ratio": _median(cpu_ratios),
+                "wait_p50_ms": _median(c.get("wait_p50_ms") for c in group),
+                "p50_ms": _median(c.get("p50_ms") for c in group),
+                "p99_ms": _median(c.get("p99_ms") for c in group),
+                "wait_p99_ms": _median(c.get("wait_p99_ms") for c in group),
+                "peak_connections": max((c.get("peak_connections") or 0) for c in group),
+                "opened_window": _median(c.get("opened_window") for c in group),
+                "opened_total": _median(c.get("opened_total") for c in group),
+                "commands_per_request": _median(c.get("commands_per_request") for c in group),
+                "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
+                "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
+                "per_request": per_request,
+                "requests": sum(c.get("requests") or 0 for c in group),
+                "errors": sum(c.get("errors") or 0 for c in group),
+                "first_error": next(
+                    (
+                        c.get("first_error") or c.get("error")
+                        for c in group
+                        if c.get("first_error") or c.get("error")
+                    ),
+                    None,
+                ),
+            }
+        )
     order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
-    rows.sort(key=lambda r: (r["latency_ms"], r["workload"], r["threads"],
-                             order.get(r["approach"], 99)))
+    rows.sort(
+        key=lambda r: (r["latency_ms"], r["workload"], r["threads"], order.get(r["approach"], 99))
+    )
     return rows
 
 
@@ -140,14 +158,22 @@ def aggregate_storm(storms: list[dict[str, Any]], connect_ms: float | None) -> l
         times = [s.get("storm_ms") for s in group]
         lo, hi = _lo_hi(times)
         median = _median(times)
-        rows.append({
-            "approach": approach, "rounds": len(group), "threads": group[0]["threads"],
-            "storm_ms": median, "storm_ms_min": lo, "storm_ms_max": hi,
-            "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
-            "first_ms": _median(s.get("first_ms") for s in group),
-            "errors": sum(s.get("errors") or 0 for s in group),
-            "first_error": next((s["first_error"] for s in group if s.get("first_error")), None),
-        })
+        rows.append(
+            {
+                "approach": approach,
+                "rounds": len(group),
+                "threads": group[0]["threads"],
+                "storm_ms": median,
+                "storm_ms_min": lo,
+                "storm_ms_max": hi,
+                "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
+                "first_ms": _median(s.get("first_ms") for s in group),
+                "errors": sum(s.get("errors") or 0 for s in group),
+                "first_error": next(
+                    (s["first_error"] for s in group if s.get("first_error")), None
+                ),
+            }
+        )
     order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
     rows.sort(key=lambda r: order.get(r["approach"], 99))
     return rows
@@ -171,15 +197,29 @@ def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 peer = by_round[(threads, m["round"])].get(ref)
                 if peer and m.get("cpu_ns_per_op") is not None:
                     ratios.append(m["cpu_ns_per_op"] / peer)
-        rows.append({
-            "approach": approach, "threads": threads, "rounds": len(group),
-            "ns_per_op": _median(values), "ns_min": lo, "ns_max": hi,
-            "reference": ref, "vs_reference": _median(ratios),
-            "errors": sum(m.get("errors") or 0 for m in group),
-            "first_error": next((m["first_error"] for m in group if m.get("first_error")), None),
-        })
-    rows.sort(key=lambda r: (r["threads"], list(MICRO_REFERENCE).index(r["approach"])
-                             if r["approach"] in MICRO_REFERENCE else 9, r["approach"]))
+        rows.append(
+            {
+                "approach": approach,
+                "threads": threads,
+                "rounds": len(group),
+                "ns_per_op": _median(values),
+                "ns_min": lo,
+                "ns_max": hi,
+                "reference": ref,
+                "vs_reference": _median(ratios),
+                "errors": sum(m.get("errors") or 0 for m in group),
+                "first_error": next(
+                    (m["first_error"] for m in group if m.get("first_error")), None
+                ),
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            r["threads"],
+            list(MICRO_REFERENCE).index(r["approach"]) if r["approach"] in MICRO_REFERENCE else 9,
+            r["approach"],
+        )
+    )
     return rows
 
 
@@ -194,14 +234,24 @@ def aggregate_spike(spikes: list[dict[str, Any]], connect_ms: float | None) -> l
         median = _median(times)
         lo, hi = _lo_hi(times)
         olo, ohi = _lo_hi(opened)
-        rows.append({
-            "approach": approach, "rounds": len(group), "threads": group[0]["threads"],
-            "burst_ms": median, "burst_ms_min": lo, "burst_ms_max": hi,
-            "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
-            "opened": _median(opened), "opened_min": olo, "opened_max": ohi,
-            "errors": sum(s.get("errors") or 0 for s in group),
-            "first_error": next((s["first_error"] for s in group if s.get("first_error")), None),
-        })
+        rows.append(
+            {
+                "approach": approach,
+                "rounds": len(group),
+                "threads": group[0]["threads"],
+                "burst_ms": median,
+                "burst_ms_min": lo,
+                "burst_ms_max": hi,
+                "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
+                "opened": _median(opened),
+                "opened_min": olo,
+                "opened_max": ohi,
+                "errors": sum(s.get("errors") or 0 for s in group),
+                "first_error": next(
+                    (s["first_error"] for s in group if s.get("first_error")), None
+                ),
+            }
+        )
     order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
     rows.sort(key=lambda r: order.get(r["approach"], 99))
     return rows
@@ -226,21 +276,37 @@ def aggregate_micro_live(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
             peers = by_round[(threads, m["round"])]
             if refs and all(peers.get(r) for r in refs) and m.get("cpu_ns_per_op") is not None:
                 ratios.append(m["cpu_ns_per_op"] / sum(peers[r] for r in refs))
-        rows.append({
-            "approach": approach, "threads": threads, "rounds": len(group),
-            "ns_per_op": _median(values), "ns_min": lo, "ns_max": hi,
-            "cpu_ns_per_op": _median(m.get("cpu_ns_per_op") for m in group),
-            "reference": list(refs) or None, "goal": goal, "vs_reference": _median(ratios),
-            "errors": sum(m.get("errors") or 0 for m in group),
-            "first_error": next((m["first_error"] for m in group if m.get("first_error")), None),
-        })
-    order = {"dbpool-shared": 0, "dbutils-pooleddb": 1, "dbpool-persistent": 2,
-             "dbutils-persistentdb": 3, "tcp-info": 4}
+        rows.append(
+            {
+                "approach": approach,
+                "threads": threads,
+                "rounds": len(group),
+                "ns_per_op": _median(values),
+                "ns_min": lo,
+                "ns_max": hi,
+                "cpu_ns_per_op": _median(m.get("cpu_ns_per_op") for m in group),
+                "reference": list(refs) or None,
+                "goal": goal,
+                "vs_reference": _median(ratios),
+                "errors": sum(m.get("errors") or 0 for m in group),
+                "first_error": next(
+                    (m["first_error"] for m in group if m.get("first_error")), None
+                ),
+            }
+        )
+    order = {
+        "dbpool-shared": 0,
+        "dbutils-pooleddb": 1,
+        "dbpool-persistent": 2,
+        "dbutils-persistentdb": 3,
+        "tcp-info": 4,
+    }
     rows.sort(key=lambda r: (r["threads"], order.get(r["approach"], 9)))
     return rows
 
 
 # -- targets ---------------------------------------------------------------------
+
 
 def _pool_bound(key: str, threads: int, settings: dict[str, Any]) -> int:
     """The most connections a dbpool mode may hold in a cell (see approaches.BOUNDS)."""
@@ -265,41 +331,95 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                         goal = CPU_TARGET_ONE if threads == 1 else CPU_TARGET_MANY
                         value = row["cpu_ratio"]
                         out.append(_target("cpu", key, workload, latency, threads, value, goal))
-                    if (workload in CEILING_WORKLOADS and key in CEILING_TARGETS
-                            and threads <= _pool_bound(key, threads, settings)):
-                        out.append(_target("ceiling", key, workload, latency, threads,
-                                           row["ratio"], CEILING_TARGETS[key]))
-                    out.append(_target("ahead", key, workload, latency, threads,
-                                       row["vs_best_other_pool"], 1.0))
-                    if (workload == "point" and not latency and key == "dbpool-shared"
-                            and threads > _pool_bound(key, threads, settings)):
+                    if (
+                        workload in CEILING_WORKLOADS
+                        and key in CEILING_TARGETS
+                        and threads <= _pool_bound(key, threads, settings)
+                    ):
+                        out.append(
+                            _target(
+                                "ceiling",
+                                key,
+                                workload,
+                                latency,
+                                threads,
+                                row["ratio"],
+                                CEILING_TARGETS[key],
+                            )
+                        )
+                    out.append(
+                        _target(
+                            "ahead", key, workload, latency, threads, row["vs_best_other_pool"], 1.0
+                        )
+                    )
+                    if (
+                        workload == "point"
+                        and not latency
+                        and key == "dbpool-shared"
+                        and threads > _pool_bound(key, threads, settings)
+                    ):
                         opened, reqs = row["opened_window"], row["requests"] / row["rounds"]
                         churn = None if opened is None or not reqs else opened / reqs * 1000
-                        out.append(_target("churn", key, workload, latency, threads, churn,
-                                           CHURN_TARGET))
+                        out.append(
+                            _target("churn", key, workload, latency, threads, churn, CHURN_TARGET)
+                        )
                         p50, p99 = row["wait_p50_ms"], row["wait_p99_ms"]
                         fair = p99 / p50 if p50 and p99 is not None else None
-                        out.append(_target("fairness", key, workload, latency, threads, fair,
-                                           FAIRNESS_TARGET))
+                        out.append(
+                            _target(
+                                "fairness", key, workload, latency, threads, fair, FAIRNESS_TARGET
+                            )
+                        )
     for m in aggregate_micro_live(data.get("micro_live", [])):
         if m["goal"] is not None:
-            out.append(_target("micro", m["approach"], None, None, m["threads"],
-                               m["vs_reference"], m["goal"]))
+            out.append(
+                _target(
+                    "micro", m["approach"], None, None, m["threads"], m["vs_reference"], m["goal"]
+                )
+            )
     for s in aggregate_storm(data["storm"], settings.get("one_connect_ms")):
         if s["approach"] in DBPOOL_KEYS:
-            out.append(_target("storm", s["approach"], None, None, s["threads"],
-                               s["vs_connect"], STORM_TARGET))
+            out.append(
+                _target(
+                    "storm", s["approach"], None, None, s["threads"], s["vs_connect"], STORM_TARGET
+                )
+            )
     for s in aggregate_spike(data.get("spike", []), settings.get("spike_one_connect_ms")):
         if s["approach"] == "dbpool-shared":
-            out.append(_target("spike-opened", s["approach"], None, None, s["threads"],
-                               s["opened"], SPIKE_OPENED_TARGET))
-            out.append(_target("spike-time", s["approach"], None, None, s["threads"],
-                               s["vs_connect"], SPIKE_TIME_TARGET))
+            out.append(
+                _target(
+                    "spike-opened",
+                    s["approach"],
+                    None,
+                    None,
+                    s["threads"],
+                    s["opened"],
+                    SPIKE_OPENED_TARGET,
+                )
+            )
+            out.append(
+                _target(
+                    "spike-time",
+                    s["approach"],
+                    None,
+                    None,
+                    s["threads"],
+                    s["vs_connect"],
+                    SPIKE_TIME_TARGET,
+                )
+            )
     return out
 
 
-def _target(kind: str, approach: str, workload: str | None, latency: float | None,
-            threads: int, value: float | None, goal: float) -> dict[str, Any]:
+def _target(
+    kind: str,
+    approach: str,
+    workload: str | None,
+    latency: float | None,
+    threads: int,
+    value: float | None,
+    goal: float,
+) -> dict[str, Any]:
     lower = kind in _LOWER_IS_BETTER
     if value is None:
         met, gap = False, None
@@ -311,9 +431,17 @@ def _target(kind: str, approach: str, workload: str | None, latency: float | Non
         met, gap = value <= goal, value - goal
     else:
         met, gap = value >= goal, goal - value
-    return {"kind": kind, "approach": approach, "workload": workload, "latency_ms": latency,
-            "threads": threads, "value": value, "goal": goal, "met": met,
-            "missed_by": None if met else gap}
+    return {
+        "kind": kind,
+        "approach": approach,
+        "workload": workload,
+        "latency_ms": latency,
+        "threads": threads,
+        "value": value,
+        "goal": goal,
+        "met": met,
+        "missed_by": None if met else gap,
+    }
 
 
 def _mark(t: dict[str, Any] | None, judged: bool = True) -> str:
@@ -327,13 +455,16 @@ def _mark(t: dict[str, Any] | None, judged: bool = True) -> str:
     gap = t["missed_by"]
     if gap is None:
         return f"{text} ✗"
-    return f"{text} ✗ ({gap:.2f} over)" if t["kind"] in _LOWER_IS_BETTER else (
-        f"{text} ✗ ({gap:.2f} short)")
+    return (
+        f"{text} ✗ ({gap:.2f} over)"
+        if t["kind"] in _LOWER_IS_BETTER
+        else (f"{text} ✗ ({gap:.2f} short)")
+    )
 
 
 _SINGLE_TARGETS = {
     "micro": "checkout + return, live PyMySQL, x DBUtils' cycle (shared ≤ 2.0x PooledDB; "
-             "persistent ≤ 2.5x PersistentDB + one TCP_INFO read)",
+    "persistent ≤ 2.5x PersistentDB + one TCP_INFO read)",
     "storm": "cold storm, x one connect (≤ 2x)",
     "spike-opened": "spike: connections opened (≤ 7)",
     "spike-time": "spike: burst served, x one connect (< 1x)",
@@ -350,17 +481,21 @@ def targets_text(data: dict[str, Any]) -> str:
     lines = []
     if judged:
         met = sum(t["met"] for t in ts)
-        lines.append(f"Targets met: **{met} of {len(ts)}**. ✓ met, ✗ missed "
-                     "(in brackets: by how much).\n")
+        lines.append(
+            f"Targets met: **{met} of {len(ts)}**. ✓ met, ✗ missed (in brackets: by how much).\n"
+        )
     else:
-        lines.append("Quick run: a smoke test of the harness, with windows too short to "
-                     "judge any target. The figures below are shown unjudged; run "
-                     "`python -m benchmarks` for the real ones.\n")
+        lines.append(
+            "Quick run: a smoke test of the harness, with windows too short to "
+            "judge any target. The figures below are shown unjudged; run "
+            "`python -m benchmarks` for the real ones.\n"
+        )
     threads = settings["threads"]
     header = "| mode | workload | latency | " + " | ".join(f"{t} thr" for t in threads) + " |"
     rule = "|---|---|---|" + "---|" * len(threads)
-    index = {(t["kind"], t["approach"], t["workload"], t["latency_ms"], t["threads"]): t
-             for t in ts}
+    index = {
+        (t["kind"], t["approach"], t["workload"], t["latency_ms"], t["threads"]): t for t in ts
+    }
 
     def matrix(kind: str) -> None:
         lines.append(header)
@@ -371,38 +506,50 @@ def targets_text(data: dict[str, Any]) -> str:
                     marks = [index.get((kind, key, workload, latency, n)) for n in threads]
                     if not any(marks):
                         continue
-                    lines.append(f"| {_label(key, data)} | {workload} | {latency:g} ms | "
-                                 + " | ".join(_mark(m, judged) for m in marks) + " |")
+                    lines.append(
+                        f"| {_label(key, data)} | {workload} | {latency:g} ms | "
+                        + " | ".join(_mark(m, judged) for m in marks)
+                        + " |"
+                    )
         lines.append("")
 
     if any(t["kind"] == "cpu" for t in ts):
-        lines.append("**Client CPU per point select vs a dedicated connection per thread** "
-                     f"(≤ {CPU_TARGET_ONE:.2f}x at 1 thread, ≤ {CPU_TARGET_MANY:.2f}x "
-                     "at more; the primary figure: CPU time hardly moves with the machine's "
-                     "load):\n")
+        lines.append(
+            "**Client CPU per point select vs a dedicated connection per thread** "
+            f"(≤ {CPU_TARGET_ONE:.2f}x at 1 thread, ≤ {CPU_TARGET_MANY:.2f}x "
+            "at more; the primary figure: CPU time hardly moves with the machine's "
+            "load):\n"
+        )
         matrix("cpu")
     if any(t["kind"] == "ceiling" for t in ts):
-        lines.append("**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95x, "
-                     "persistent ≥ 0.97x, where the pool is not the bound: threads ≤ its "
-                     "most connections; the slow query is left out, where pools are bound "
-                     "to 15 connections on purpose):\n")
+        lines.append(
+            "**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95x, "
+            "persistent ≥ 0.97x, where the pool is not the bound: threads ≤ its "
+            "most connections; the slow query is left out, where pools are bound "
+            "to 15 connections on purpose):\n"
+        )
         matrix("ceiling")
     if any(t["kind"] == "ahead" for t in ts):
-        lines.append("**Throughput vs the best other pool in the same round** (> 1.00 means "
-                     "ahead of every other pooled approach):\n")
+        lines.append(
+            "**Throughput vs the best other pool in the same round** (> 1.00 means "
+            "ahead of every other pooled approach):\n"
+        )
         matrix("ahead")
     singles = [t for t in ts if t["kind"] in _SINGLE_TARGETS]
     if singles:
         lines.append("| target | approach | threads | value |")
         lines.append("|---|---|---|---|")
         for t in singles:
-            lines.append(f"| {_SINGLE_TARGETS[t['kind']]} | {_label(t['approach'], data)} | "
-                         f"{t['threads']} | {_mark(t, judged)} |")
+            lines.append(
+                f"| {_SINGLE_TARGETS[t['kind']]} | {_label(t['approach'], data)} | "
+                f"{t['threads']} | {_mark(t, judged)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 # -- Markdown --------------------------------------------------------------------
+
 
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None:
@@ -452,35 +599,51 @@ def markdown(data: dict[str, Any], plot_prefix: str) -> str:
         add(f"| cores | {pinning} |")
     add("")
     add("## Settings\n")
-    add(f"- {s['rounds']} rounds; in each, every cell runs once, the approaches one after "
+    add(
+        f"- {s['rounds']} rounds; in each, every cell runs once, the approaches one after "
         "the other (their order rotates by one each round). A cell runs its threads for "
         f"{s['warmup_s']:g} s of warm-up, then {s['duration_s']:g} s measured "
         f"({s['duration_s'] * 0.6:g} s with added latency). Figures are medians over the "
-        "rounds; min-max is the spread; ratios are taken within a round.")
-    add("- The primary figure is CPU time per request, of the benchmark process (all its "
+        "rounds; min-max is the spread; ratios are taken within a round."
+    )
+    add(
+        "- The primary figure is CPU time per request, of the benchmark process (all its "
         "threads) and of the server process, over the measured window: it hardly moves with "
         "what else runs on the machine, while throughput does. "
-        + (f"Cores: {pinning}." if pinning else ""))
-    add("- While a cell is measured, the benchmark's main thread only sleeps: server status "
+        + (f"Cores: {pinning}." if pinning else "")
+    )
+    add(
+        "- While a cell is measured, the benchmark's main thread only sleeps: server status "
         "is read at the window's edges by a separate monitor process (pinned with the "
         "server), so no sampler takes the GIL from the worker threads. Peak connections: "
-        f"{m.get('peak_from', 'Threads_connected')}.")
-    add(f"- Table of {s['rows']:,} rows; the slow query sleeps {s['slow_ms']:g} ms. Pools: "
-        f"{s['size']} + {s['overflow']} overflow unless said otherwise below.")
+        f"{m.get('peak_from', 'Threads_connected')}."
+    )
+    add(
+        f"- Table of {s['rows']:,} rows; the slow query sleeps {s['slow_ms']:g} ms. Pools: "
+        f"{s['size']} + {s['overflow']} overflow unless said otherwise below."
+    )
     conn = ", ".join(f"{k}={v!r}" for k, v in s["connection"].items())
-    add(f"- Every approach connects with the same settings: {conn} (mysql-connector: "
+    add(
+        f"- Every approach connects with the same settings: {conn} (mysql-connector: "
         "the same, use_pure=True). Autocommit is on everywhere: with it off, even a "
         "SELECT opens a transaction that a correct pool must roll back at return, while "
-        "a dedicated connection would keep a stale snapshot, an unfair ceiling.")
-    add("- Latency variant: the first read after each write on a connection sleeps the "
+        "a dedicated connection would keep a stale snapshot, an unfair ceiling."
+    )
+    add(
+        "- Latency variant: the first read after each write on a connection sleeps the "
         "given time (in both drivers' socket layers), so each round trip costs that much "
-        "more; a new connection's greeting too.")
-    add("- Server commands per request: deltas of `SHOW GLOBAL STATUS` over the measured "
+        "more; a new connection's greeting too."
+    )
+    add(
+        "- Server commands per request: deltas of `SHOW GLOBAL STATUS` over the measured "
         "window, without the benchmark's own status queries, divided by requests. "
         "`commands` = Questions + Com_admin_commands (COM_PING and COM_RESET_CONNECTION; "
-        "MariaDB counts a reset in Questions as well).")
-    add("- Peak connections: the most connections seen above the cell's starting count. "
-        "Opened: `Connections` delta during the measured window.\n")
+        "MariaDB counts a reset in Questions as well)."
+    )
+    add(
+        "- Peak connections: the most connections seen above the cell's starting count. "
+        "Opened: `Connections` delta during the measured window.\n"
+    )
     add("| approach | bound on connections |\n|---|---|")
     for info in s["approaches"].values():
         add(f"| {info['label']} | {info['bound']} |")
@@ -524,8 +687,10 @@ def _throughput_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]
                         continue
                     ratio = f" **{r['ratio']:.2f}x**" if r["ratio"] is not None else ""
                     errs = f" ({r['errors']} errors)" if r["errors"] else ""
-                    cells.append(f"{_num(r['throughput'])} ({_num(r['throughput_min'])}-"
-                                 f"{_num(r['throughput_max'])}){ratio}{errs}")
+                    cells.append(
+                        f"{_num(r['throughput'])} ({_num(r['throughput_min'])}-"
+                        f"{_num(r['throughput_max'])}){ratio}{errs}"
+                    )
                 add(f"| {_label(key, data)} | " + " | ".join(cells) + " |")
             add("")
 
@@ -536,17 +701,23 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
         return
     threads = 16 if 16 in s["threads"] else max(s["threads"])
     latency = s["latency_ms"][0]
-    add(f"## Server commands per request ({threads} threads, "
-        f"{_latency_title(latency)})\n")
+    add(f"## Server commands per request ({threads} threads, {_latency_title(latency)})\n")
     names = list(s["workloads"])
-    add("| approach | " + " | ".join(names) + " | point: ping/reset | rollback | commit "
-        "| set | opened | client CPU µs | server CPU µs |")
+    add(
+        "| approach | " + " | ".join(names) + " | point: ping/reset | rollback | commit "
+        "| set | opened | client CPU µs | server CPU µs |"
+    )
     add("|---|" + "---|" * (len(names) + 7))
-    index = {(r["workload"], r["approach"]): r for r in rows
-             if r["threads"] == threads and r["latency_ms"] == latency}
+    index = {
+        (r["workload"], r["approach"]): r
+        for r in rows
+        if r["threads"] == threads and r["latency_ms"] == latency
+    }
     for key in s["approaches"]:
-        cmds = [_num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index
-                else "-" for w in names]
+        cmds = [
+            _num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index else "-"
+            for w in names
+        ]
         point = index.get(("point", key))
         extra = ["-"] * 7
         if point is not None:
@@ -556,23 +727,26 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
             extra.append("-" if opened is None or not reqs else f"{opened / reqs:.2f}")
             extra += [_num(point["client_cpu_us"]), _num(point["server_cpu_us"])]
         add(f"| {_label(key, data)} | " + " | ".join(cmds) + " | " + " | ".join(extra) + " |")
-    add("\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
+    add(
+        "\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
         "'opened' is connections opened per request. CPU per request (point select): the "
         "benchmark process's CPU time (all its threads) and the server process's, over the "
         "measured window; unlike throughput, these hardly depend on what else runs on the "
-        "machine.\n")
+        "machine.\n"
+    )
 
 
 def _cpu_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     s = data["settings"]
-    index = {(r["workload"], r["threads"], r["approach"]): r for r in rows
-             if not r["latency_ms"]}
+    index = {(r["workload"], r["threads"], r["approach"]): r for r in rows if not r["latency_ms"]}
     if not index:
         return
     add("## CPU time per request\n")
-    add("Microseconds of CPU per request, client (the benchmark process, all threads) / "
+    add(
+        "Microseconds of CPU per request, client (the benchmark process, all threads) / "
         "server (the server process), median over rounds, no added latency; in bold the "
-        "client's x the dedicated connection in the same round.\n")
+        "client's x the dedicated connection in the same round.\n"
+    )
     for workload, label in s["workloads"].items():
         if not any(k[0] == workload for k in index):
             continue
@@ -596,16 +770,20 @@ def _overload_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
     s = data["settings"]
     max_size = s["size"] + s["overflow"]
     over = [n for n in s["threads"] if n > max_size]
-    index = {(r["threads"], r["approach"]): r for r in rows
-             if not r["latency_ms"] and r["workload"] == "point"}
+    index = {
+        (r["threads"], r["approach"]): r
+        for r in rows
+        if not r["latency_ms"] and r["workload"] == "point"
+    }
     if not over or not index:
         return
-    add(f"## Overload\n\nPoint selects with more threads than connections "
+    add(
+        f"## Overload\n\nPoint selects with more threads than connections "
         f"({s['size']} + {s['overflow']} for the bounded pools): connections opened per "
         "1000 requests while measured (churn), and the wait in the checkout call, median "
-        "and p99 (fair: p99 within 2x the median).\n")
-    add("| approach | threads | opened / 1000 req | wait p50 (ms) | wait p99 (ms) "
-        "| p99 / p50 |")
+        "and p99 (fair: p99 within 2x the median).\n"
+    )
+    add("| approach | threads | opened / 1000 req | wait p50 (ms) | wait p99 (ms) | p99 / p50 |")
     add("|---|---|---|---|---|---|")
     for key in s["approaches"]:
         for n in over:
@@ -625,21 +803,25 @@ def _spike_table(add: Any, data: dict[str, Any]) -> None:
     spikes = aggregate_spike(data.get("spike", []), s.get("spike_one_connect_ms"))
     if not spikes:
         return
-    add(f"## Spike\n\nHikariCP's \"Welcome to the Jungle\": a pool of size "
+    add(
+        f'## Spike\n\nHikariCP\'s "Welcome to the Jungle": a pool of size '
         f"{s['spike_size']}, max_overflow {s['spike_overflow']}, with {s['spike_size']} warm "
         f"connections; then {s['spike_threads']} threads at once, each running a 2 ms query "
         f"(`DO SLEEP`), while every new connect takes {s['spike_delay_ms']:g} ms longer "
         f"(one connect: {_ms(s.get('spike_one_connect_ms'))} ms). Opened: the server's new "
         f"connections; burst: until the last thread is done. Median of {s['spike_rounds']} "
         "rounds. In persistent mode a connection belongs to its thread, so the warm ones "
-        "(of threads that ended) cannot serve the new threads.\n")
+        "(of threads that ended) cannot serve the new threads.\n"
+    )
     add("| approach | opened | min-max | burst (ms) | min-max | x one connect | errors |")
     add("|---|---|---|---|---|---|---|")
     for r in spikes:
         ratio = "-" if r["vs_connect"] is None else f"{r['vs_connect']:.2f}x"
-        add(f"| {_label(r['approach'], data)} | {_num(r['opened'])} | {_num(r['opened_min'])}-"
+        add(
+            f"| {_label(r['approach'], data)} | {_num(r['opened'])} | {_num(r['opened_min'])}-"
             f"{_num(r['opened_max'])} | {_ms(r['burst_ms'])} | {_ms(r['burst_ms_min'])}-"
-            f"{_ms(r['burst_ms_max'])} | {ratio} | {r['errors']} |")
+            f"{_ms(r['burst_ms_max'])} | {ratio} | {r['errors']} |"
+        )
     add("")
 
 
@@ -648,13 +830,15 @@ def _micro_live_table(add: Any, data: dict[str, Any]) -> None:
     micro = aggregate_micro_live(data.get("micro_live", []))
     if not micro:
         return
-    add(f"## Checkout + return, live PyMySQL connection\n\nNo query, only checkout + "
+    add(
+        f"## Checkout + return, live PyMySQL connection\n\nNo query, only checkout + "
         f"return on live connections to the server; {s['micro_ops']:,} per measurement, "
         f"median of {s['micro_rounds']} rounds. dbpool with validation on and "
-        "`reset=\"rollback\"`; DBUtils' own cycles with its ping and reset off (dbpool "
+        '`reset="rollback"`; DBUtils\' own cycles with its ping and reset off (dbpool '
         "does those itself); one TCP_INFO read is the socket look dbpool's validation "
         "takes. Nanoseconds per cycle: CPU time of the process (the figure the ratio uses: "
-        "on a busy machine wall time includes waiting for a core) and wall time.\n")
+        "on a busy machine wall time includes waiting for a core) and wall time.\n"
+    )
     add("| approach | threads | CPU ns | wall ns | wall min-max | x reference (CPU) |")
     add("|---|---|---|---|---|---|")
     labels = s.get("micro_live_approaches", {})
@@ -662,9 +846,11 @@ def _micro_live_table(add: Any, data: dict[str, Any]) -> None:
         ratio = "-"
         if r["vs_reference"] is not None:
             ratio = f"{r['vs_reference']:.2f}x ({' + '.join(r['reference'])})"
-        add(f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
+        add(
+            f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
             f"{_num(r['cpu_ns_per_op'])} | {_num(r['ns_per_op'])} | {_num(r['ns_min'])}-"
-            f"{_num(r['ns_max'])} | {ratio} |")
+            f"{_num(r['ns_max'])} | {ratio} |"
+        )
     add("")
 
 
@@ -673,16 +859,20 @@ def _storm_table(add: Any, data: dict[str, Any]) -> None:
     storms = aggregate_storm(data["storm"], s.get("one_connect_ms"))
     if not storms:
         return
-    add(f"## Cold storm\n\n{s['storm_threads']} threads hit a new, empty pool at once; "
+    add(
+        f"## Cold storm\n\n{s['storm_threads']} threads hit a new, empty pool at once; "
         f"every connect takes {s['storm_delay_ms']:g} ms longer. One connect takes "
         f"{_ms(s.get('one_connect_ms'))} ms. Time until every thread has run its first "
-        f"query, median of {s['storm_rounds']} rounds.\n")
+        f"query, median of {s['storm_rounds']} rounds.\n"
+    )
     add("| approach | all done (ms) | min-max | x one connect | first done (ms) | errors |")
     add("|---|---|---|---|---|---|")
     for r in storms:
         ratio = "-" if r["vs_connect"] is None else f"{r['vs_connect']:.2f}x"
-        add(f"| {_label(r['approach'], data)} | {_ms(r['storm_ms'])} | {_ms(r['storm_ms_min'])}"
-            f"-{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |")
+        add(
+            f"| {_label(r['approach'], data)} | {_ms(r['storm_ms'])} | {_ms(r['storm_ms_min'])}"
+            f"-{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |"
+        )
     add("")
 
 
@@ -691,18 +881,22 @@ def _micro_table(add: Any, data: dict[str, Any]) -> None:
     micro = aggregate_micro(data["micro"])
     if not micro:
         return
-    add(f"## Checkout + return, no I/O\n\nA fake driver that does nothing (no target: "
+    add(
+        f"## Checkout + return, no I/O\n\nA fake driver that does nothing (no target: "
         "these show the pools' own bookkeeping, DBUtils with its default ping=1); "
         f"{s['micro_ops']:,} checkouts per measurement, median of {s['micro_rounds']} rounds. "
         "Nanoseconds of the process's CPU time per checkout + return (with 4 threads: total "
-        "over total checkouts).\n")
+        "over total checkouts).\n"
+    )
     add("| approach | threads | ns | min-max | x raw DBUtils |")
     add("|---|---|---|---|---|")
     labels = s["micro_approaches"]
     for r in micro:
         ratio = "-" if r["vs_reference"] is None else f"{r['vs_reference']:.2f}x"
-        add(f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
-            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}-{_num(r['ns_max'])} | {ratio} |")
+        add(
+            f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
+            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}-{_num(r['ns_max'])} | {ratio} |"
+        )
     add("")
 
 
@@ -711,44 +905,54 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
     if not rows:
         return
     add("## Every cell\n")
-    add("req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
+    add(
+        "req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
         "over rounds of each round's percentile); wait: time in the checkout call; "
         "peak: most server connections seen; opened: connections opened while measured; "
         "cmds: server commands per request; client/server µs: CPU time per request of the "
-        "benchmark process and of the server.\n")
+        "benchmark process and of the server.\n"
+    )
     for latency in s["latency_ms"]:
         for workload, label in s["workloads"].items():
             add(f"### {label}, {_latency_title(latency)}\n")
-            add("| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
+            add(
+                "| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
                 "| peak | opened | cmds | ping/reset | rollback | commit | set "
-                "| client µs | server µs | errors |")
+                "| client µs | server µs | errors |"
+            )
             add("|---|" + "---|" * 17)
             for r in rows:
                 if r["latency_ms"] != latency or r["workload"] != workload:
                     continue
                 ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-                add(f"| {_label(r['approach'], data)} | {r['threads']} | "
+                add(
+                    f"| {_label(r['approach'], data)} | {r['threads']} | "
                     f"{_num(r['throughput'])} | {_num(r['throughput_min'])}-"
                     f"{_num(r['throughput_max'])} | {ratio} | {_ms(r['p50_ms'])} | "
                     f"{_ms(r['p99_ms'])} | {_ms(r['wait_p99_ms'])} | {r['peak_connections']} | "
                     f"{_num(r['opened_window'])} | {_num(r['commands_per_request'], 2)} | "
                     + " | ".join(_per_req(r, name) for name, _ in _PER_REQUEST_COLUMNS)
                     + f" | {_num(r['client_cpu_us'])} | {_num(r['server_cpu_us'])}"
-                    + f" | {r['errors']} |")
+                    + f" | {r['errors']} |"
+                )
             add("")
     errors = [r for r in rows if r["first_error"]]
     if errors:
         add("### Errors seen\n")
         for r in errors:
-            add(f"- {_label(r['approach'], data)}, {r['workload']}, {r['threads']} threads, "
-                f"{r['latency_ms']:g} ms: {r['first_error']}")
+            add(
+                f"- {_label(r['approach'], data)}, {r['workload']}, {r['threads']} threads, "
+                f"{r['latency_ms']:g} ms: {r['first_error']}"
+            )
         add("")
 
 
 # -- files -----------------------------------------------------------------------
 
-def write(data: dict[str, Any], out: Path, *, plots: bool = True,
-          markdown_file: bool = True) -> list[Path]:
+
+def write(
+    data: dict[str, Any], out: Path, *, plots: bool = True, markdown_file: bool = True
+) -> list[Path]:
     """Write <name>.json, <name>.md and the plots into ``out``; the paths written.
 
     Adds the aggregated ``summary`` (and the ``plots`` made) to ``data``.
@@ -761,8 +965,9 @@ def write(data: dict[str, Any], out: Path, *, plots: bool = True,
         "storm": aggregate_storm(data["storm"], data["settings"].get("one_connect_ms")),
         "micro": aggregate_micro(data["micro"]),
         "micro_live": aggregate_micro_live(data.get("micro_live", [])),
-        "spike": aggregate_spike(data.get("spike", []),
-                                 data["settings"].get("spike_one_connect_ms")),
+        "spike": aggregate_spike(
+            data.get("spike", []), data["settings"].get("spike_one_connect_ms")
+        ),
         "targets": targets(data),
     }
     json_path = out / f"{name}.json"
@@ -771,7 +976,7 @@ def write(data: dict[str, Any], out: Path, *, plots: bool = True,
         from .plots import plot_all
 
         written = plot_all(data, out, prefix=f"{name}-")
-        data["plots"] = [p.stem[len(name) + 1:] for p in written]
+        data["plots"] = [p.stem[len(name) + 1 :] for p in written]
         paths += written
     json_path.write_text(json.dumps(data, indent=1) + "\n")
     md_path = out / f"{name}.md"

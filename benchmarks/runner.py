@@ -56,8 +56,14 @@ class _Worker:
     first_error: str | None = None
 
 
-def _work(approach: Approach, request: Any, state: _State, worker: _Worker, seed: int,
-          start: threading.Barrier) -> None:
+def _work(
+    approach: Approach,
+    request: Any,
+    state: _State,
+    worker: _Worker,
+    seed: int,
+    start: threading.Barrier,
+) -> None:
     rng = random.Random(seed)
     clock = time.perf_counter
     latencies, waits = worker.latencies, worker.waits
@@ -139,7 +145,9 @@ def run_cell(
     start = threading.Barrier(threads + 1)
     request = workload.make(rows, slow)
     result: dict[str, Any] = {
-        "approach": approach_cls.key, "workload": workload.key, "threads": threads,
+        "approach": approach_cls.key,
+        "workload": workload.key,
+        "threads": threads,
         "latency_ms": latency * 1000.0,
     }
     with round_trip_delay(latency):
@@ -152,8 +160,12 @@ def run_cell(
         result["build_s"] = time.perf_counter() - t_build
         run = _work if profiler is None else profiler.wrap(_work)
         pool_threads = [
-            threading.Thread(target=run, args=(approach, request, state, w, seed + i, start),
-                             name=f"bench-{i}", daemon=True)
+            threading.Thread(
+                target=run,
+                args=(approach, request, state, w, seed + i, start),
+                name=f"bench-{i}",
+                daemon=True,
+            )
             for i, w in enumerate(workers)
         ]
         try:
@@ -202,8 +214,7 @@ def run_cell(
     if stuck:
         first_error = f"{stuck} worker threads did not stop; " + (first_error or "")
     per_request = {
-        key: (delta[key] / requests if requests else None)
-        for key in ("Questions", *COUNTERS)
+        key: (delta[key] / requests if requests else None) for key in ("Questions", *COUNTERS)
     }
     commands = delta["Questions"] + delta["Com_admin_commands"]
     result.update(
@@ -220,9 +231,11 @@ def run_cell(
         opened_total=after["status"]["Connections"] - before["status"]["Connections"],
         commands_per_request=(commands / requests) if requests else None,
         client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
-        server_cpu_us=((server_b - server_a) / requests * 1e6
-                       if requests and server_a is not None and server_b is not None
-                       else None),
+        server_cpu_us=(
+            (server_b - server_a) / requests * 1e6
+            if requests and server_a is not None and server_b is not None
+            else None
+        ),
         per_request=per_request,
         errors=errors,
         first_error=first_error,
@@ -286,11 +299,15 @@ def run_storm(
         except Exception as exc:
             failures.append(repr(exc))
 
-    result: dict[str, Any] = {"approach": approach_cls.key, "threads": threads,
-                              "connect_delay_ms": delay * 1000.0}
+    result: dict[str, Any] = {
+        "approach": approach_cls.key,
+        "threads": threads,
+        "connect_delay_ms": delay * 1000.0,
+    }
     with connect_delay(delay):
-        pool_threads = [threading.Thread(target=storm_worker, args=(i,), daemon=True)
-                        for i in range(threads)]
+        pool_threads = [
+            threading.Thread(target=storm_worker, args=(i,), daemon=True) for i in range(threads)
+        ]
         for thread in pool_threads:
             thread.start()
         ready.wait()
@@ -339,8 +356,13 @@ def run_spike(
     sql = f"DO SLEEP({query_s:.4f})"
     baseline = monitor.settle(None)
     failures: list[str] = []
-    result: dict[str, Any] = {"approach": approach_cls.key, "threads": threads, "warm": warm,
-                              "connect_delay_ms": delay * 1000.0, "query_ms": query_s * 1000.0}
+    result: dict[str, Any] = {
+        "approach": approach_cls.key,
+        "threads": threads,
+        "warm": warm,
+        "connect_delay_ms": delay * 1000.0,
+        "query_ms": query_s * 1000.0,
+    }
 
     def one(approach: Approach, gate: threading.Barrier, done: list[float], i: int) -> None:
         try:
@@ -360,8 +382,10 @@ def run_spike(
     def wave(approach: Approach, n: int) -> tuple[float, list[float], int]:
         gate = threading.Barrier(n + 1)
         done = [0.0] * n
-        workers = [threading.Thread(target=one, args=(approach, gate, done, i), daemon=True)
-                   for i in range(n)]
+        workers = [
+            threading.Thread(target=one, args=(approach, gate, done, i), daemon=True)
+            for i in range(n)
+        ]
         for worker in workers:
             worker.start()
         gate.wait()

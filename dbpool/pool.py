@@ -76,6 +76,12 @@ _HOST_UNUSABLE = {
 }
 
 
+class _Waiter:
+    """Marks a thread waiting in acquire() (see ConnectionPool._checkout)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class ConnectionPool:
     """A bounded pool of validated connections, shared by threads or bound to them.
 
@@ -218,6 +224,7 @@ class ConnectionPool:
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
 
+        self._binds_threads = self.mode == "persistent"
         self._epoch = 0  # close_all() moves it on; older connections are replaced
         self._closed = False
         self._start_fresh()
@@ -241,8 +248,8 @@ class ConnectionPool:
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
-        self._in_use = 0  # lent connections (acquired - released - reclaimed)
-        self._waiting = 0
+        # The threads waiting in acquire(), by a marker each (see _checkout).
+        self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
         self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
@@ -312,28 +319,38 @@ class ConnectionPool:
             self._reclaim_collected()
         if self._handles.dropped:
             self._close_dropped()
-        token, handle = self._checkout(start + timeout, timeout)
-        # The common case, decided with no I/O but a look at the socket: a current
-        # connection seen alive moments ago, or one lent to this very thread already.
-        now = monotonic()
-        if not (
-            self._is_current(handle, now)
-            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
-        ):
-            try:
+        origin = None
+        if self._leak_threshold is not None:
+            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+        conn = PooledConnection(self, origin)
+        # Checkout is one unit: from the moment _checkout() puts the slot's lease into
+        # `conn`, whatever is raised (a failed connect, an exception from a signal
+        # handler) gives the slot back through _give_back().
+        try:
+            handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
+            if abandoned:
+                self._retire(handle, "broken")
+            # The common case, decided with no I/O but a look at the socket: a current
+            # connection seen alive moments ago, or one lent to this very thread already.
+            now = monotonic()
+            if not (
+                nested
+                or (
+                    self._is_current(handle, now)
+                    and (not self._pre_ping or self._seen_alive(handle, now))
+                )
+            ):
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} was closed while connecting")
-            except BaseException:
-                self._checkin(token, handle, failed=True)
-                raise
-            now = monotonic()
+                now = monotonic()
+            conn._since = now
+            conn._raw = handle.raw
+        except BaseException:
+            self._give_back(conn, failed=True)
+            raise
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
-        if self._leak_threshold is None:
-            conn = PooledConnection(self, token, handle, now, None)
-        else:
-            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-            conn = PooledConnection(self, token, handle, now, origin)
+        if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
@@ -361,17 +378,9 @@ class ConnectionPool:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self.name}"
             )
-        try:
-            # list.pop is atomic, so two racing releases cannot both get the lease.
-            token, handle = conn._lease.pop()
-        except IndexError:
-            log.debug("ignored a second release of a connection of %s", self.name)
+        handle = self._give_back(conn, failed=False)
+        if handle is None:
             return
-        conn._raw = None
-        if handle.factory is not self._handles:
-            log.debug("ignored the release of a connection from before os.fork()")
-            return
-        self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
         if self._leak_threshold is not None:
             with self._lock:
@@ -386,6 +395,25 @@ class ConnectionPool:
                     self._leak_threshold,
                     conn._origin,
                 )
+
+    def _give_back(self, conn: PooledConnection, *, failed: bool) -> _Handle | None:
+        """Return one unit: take the lease out of ``conn``, then reset and put back its handle.
+
+        Returns the handle, or None when there was nothing to give back.
+        """
+        conn._raw = None
+        try:
+            # list.pop is atomic, so two racing releases cannot both get the lease.
+            token, handle = conn._lease.pop()
+        except IndexError:
+            if not failed:
+                log.debug("ignored a second release of a connection of %s", self.name)
+            return None
+        if handle.factory is not self._handles:
+            log.debug("ignored the release of a connection from before os.fork()")
+            return None
+        self._checkin(token, handle, failed=failed)
+        return handle
 
     def _is_readonly(self, conn: PooledConnection) -> bool:
         """Whether ``conn`` came from this pool's replicas."""
@@ -403,9 +431,16 @@ class ConnectionPool:
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
-        block = (sys._getframe(1), threading.get_ident(), conn)
-        with self._blocks_lock:
-            self._blocks.append(block)
+        try:
+            block = (sys._getframe(1), threading.get_ident(), conn)
+            with self._blocks_lock:
+                self._blocks.append(block)
+        except BaseException:
+            # Cut short before the block began, so its __exit__ will not run.
+            with self._blocks_lock:
+                self._blocks[:] = [b for b in self._blocks if b[2] is not conn]
+            self.release(conn)
+            raise
         return conn
 
     def __exit__(
@@ -441,7 +476,7 @@ class ConnectionPool:
         if handle is None:
             return
         with self._lock:
-            if handle.borrows:
+            if handle.lent:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
@@ -456,7 +491,7 @@ class ConnectionPool:
             self._replicas.close_all()
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
         for raw in raws:
@@ -472,7 +507,7 @@ class ConnectionPool:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
-        if not any(h.borrows for h in list(self._handles.live)):
+        if not any(h.lent for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
 
     def get_stats(self) -> dict[str, Any]:
@@ -487,10 +522,10 @@ class ConnectionPool:
             self._fold_tallies()
             stats = self._stats.snapshot()
             handles = list(self._handles.live)
-            in_use = self._in_use
-            waiting = self._waiting
+            in_use = sum(h.borrowers() for h in handles)
+            waiting = len(self._waiters)
         open_count = sum(1 for h in handles if h.raw is not None)
-        idle = sum(1 for h in handles if h.raw is not None and not h.borrows)
+        idle = sum(1 for h in handles if h.raw is not None and not h.lent)
         stats.update(
             total_connections=open_count,
             pool_size=idle,
@@ -518,7 +553,7 @@ class ConnectionPool:
             host = handle.host
             if handle.raw is not None and host is not None and host.key in figures:
                 figures[host.key]["open"] += 1
-                if handle.borrows:
+                if handle.lent:
                     figures[host.key]["in_use"] += 1
         return figures
 
@@ -527,12 +562,20 @@ class ConnectionPool:
 
     # -- the critical sections ---------------------------------------------
 
-    def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
-        """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+    def _checkout(
+        self, conn: PooledConnection, deadline: float, timeout: float
+    ) -> tuple[_Handle, bool, bool]:
+        """Take a handle into ``conn``'s lease, waiting for a free slot until ``deadline``.
+
+        Returns the handle, whether it is lent to this thread already (a nested borrow,
+        persistent mode only), and whether it was abandoned: its last return was cut
+        short, so its connection is in an unknown state and must be closed.
+        """
         store = self._store
-        # Once in line (counted in _waiting from its first wait until it leaves), a thread
-        # may take whatever frees up.
-        queued = False
+        # Once in line (in _waiters from its first wait until it leaves), a thread may take
+        # whatever frees up. The marker is referenced only from this frame: should the
+        # finally below be cut short, it leaves the line when the frame goes.
+        waiter: _Waiter | None = None
         try:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
@@ -541,27 +584,30 @@ class ConnectionPool:
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters.
                     free = store.idle + self.max_size - len(self._handles.live)
-                    if store.owns_handle() or free > (0 if queued else self._waiting):
-                        if queued:
-                            queued = False
-                            self._waiting -= 1
+                    if store.owns_handle() or free > (0 if waiter else len(self._waiters)):
+                        if waiter is not None:
+                            self._waiters.discard(waiter)
+                            waiter = None
                         token, handle = store.take()
-                        handle.borrows += 1
-                        # Counted as lent from here; a checkout whose connect or check fails
-                        # is taken off both counts again in _checkin(failed=True).
-                        self._in_use += 1
+                        # The lease is conn's from here: acquire() gives it back on any error.
+                        lease = conn._lease
+                        lease.append((token, handle))
+                        nested = self._binds_threads and handle.lent and handle.borrowers() > 0
+                        abandoned = handle.lent and not nested
+                        handle.lent = True
+                        handle.owners.append(lease)
                         self._stats.acquired += 1
-                        return token, handle
+                        return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
-                        if queued:
-                            queued = False
-                            self._waiting -= 1  # before the message, which counts the others
+                        if waiter is not None:
+                            self._waiters.discard(waiter)  # before the message counts the others
+                            waiter = None
                         self._stats.timeouts += 1
                         raise PoolTimeout(self._timeout_message(timeout))
-                    if not queued:
-                        queued = True
-                        self._waiting += 1
+                    if waiter is None:
+                        waiter = _Waiter()
+                        self._waiters.add(waiter)
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 # Outside the critical section: close what went away, which frees slots.
                 if self._collected:
@@ -569,53 +615,93 @@ class ConnectionPool:
                 if self._handles.dropped:
                     self._close_dropped()
         finally:
-            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
+            if waiter is not None:  # the pool was closed, or the wait interrupted
                 with self._lock:
-                    self._waiting -= 1
+                    self._waiters.discard(waiter)
 
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
-        """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
-        raw = handle.raw
-        now = monotonic()
-        if raw is not None and handle.borrows == 1:
-            reason = self._retire_reason(handle, failed, now)
-            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
-                self._note_last_write(raw)  # before a reset or close ends the session
-            if reason is not None:
-                self._retire(handle, reason)
-            elif self._reset_session or self._needs_reset(raw):
-                try:
-                    # The reset is bounded like a ping: a silent server must not hold a release.
-                    with self._driver.bounded(raw, self._ping_timeout):
-                        self._driver.discard_pending(raw, self._ping_timeout)
-                        if self._reset_session:
-                            self._driver.reset_session(raw)
-                        else:
-                            self._driver.rollback(raw)
-                except self._driver_errors as exc:
-                    log.debug("reset failed on a connection of %s: %s", self.name, exc)
-                    self._retire(handle, "broken")
-                now = monotonic()
-        handle.returned = now
-        with self._lock:  # critical section
-            if self._tallies:
-                self._fold_tallies()
-            self._in_use -= 1
-            if failed:
-                self._stats.acquired -= 1
-            else:
-                self._stats.released += 1
-            handle.borrows -= 1
-            self._store.put(token, handle)
-            if self._waiting:
-                self._cond.notify()
-        if handle.close_on_release and not handle.borrows:
-            handle.close_on_release = False
+        """Reset a handle's connection outside the lock, then hand it back to DBUtils.
+
+        One unit whatever is raised: a reset cut short (an exception from a signal
+        handler while rolling back) closes the connection as broken, and the handle
+        goes back in any case before the exception goes on.
+        """
+        settled = False
+        try:
+            raw = handle.raw
+            now = monotonic()
+            if raw is not None and not handle.borrowers():
+                reason = self._retire_reason(handle, failed, now)
+                if (
+                    self._causal
+                    and reason not in _HOST_UNUSABLE
+                    and reason
+                    not in (
+                        "broken",
+                        "lost",
+                    )
+                ):
+                    self._note_last_write(raw)  # before a reset or close ends the session
+                if reason is not None:
+                    self._retire(handle, reason)
+                elif self._reset_session or self._needs_reset(raw):
+                    try:
+                        # The reset is bounded like a ping: a silent server must not hold a
+                        # release.
+                        with self._driver.bounded(raw, self._ping_timeout):
+                            self._driver.discard_pending(raw, self._ping_timeout)
+                            if self._reset_session:
+                                self._driver.reset_session(raw)
+                            else:
+                                self._driver.rollback(raw)
+                    except self._driver_errors as exc:
+                        log.debug("reset failed on a connection of %s: %s", self.name, exc)
+                        self._retire(handle, "broken")
+                    now = monotonic()
+            handle.returned = now
+            settled = True
+        except BaseException:
+            # What the connection was doing is unknown: never lend it again.
+            self._retire(handle, "broken")
+            raise
+        finally:
+            with self._lock:  # critical section
+                if self._tallies:
+                    self._fold_tallies()
+                if failed:
+                    self._stats.acquired -= 1
+                else:
+                    self._stats.released += 1
+                if not handle.borrowers():
+                    # Still marked lent only if the reset and the close both were cut short:
+                    # then it is dropped, and its connection closed.
+                    handle.lent = not settled and handle.raw is not None
+                    # Overflow is decided here, under the lock, from the open connections
+                    # kept idle; and a connection is never closed while a thread waits:
+                    # it is kept for that thread (an empty handle is dropped, which frees
+                    # its slot for the waiter to open one).
+                    keep = handle.raw is not None and not handle.lent
+                    if keep and not self._waiters and self._store.full():
+                        keep = False
+                        self._stats.closed_overflow += 1
+                    self._store.put(token, handle, keep)
+                if self._waiters:
+                    self._cond.notify()
+            if handle.close_on_release and not handle.lent:
+                handle.close_on_release = False
+                self._drop_thread_handle(handle)
+            if self._handles.dropped:
+                self._close_dropped()
+            if self._closed and not any(h.lent for h in list(self._handles.live)):
+                self._finalizer()  # the last connection lent before dispose() is back
+
+    def _drop_thread_handle(self, handle: _Handle) -> None:
+        """Persistent mode: close a thread's connection and free its slot, from any thread."""
+        if self._store.thread_handle() is handle:
             self._store.forget_thread()
-        if self._handles.dropped:
-            self._close_dropped()
-        if self._closed and not any(h.borrows for h in list(self._handles.live)):
-            self._finalizer()  # the last connection lent before dispose() is back
+        else:
+            # Given back by another thread: its owner gets a new handle at its next acquire.
+            handle.close()
 
     # -- the reuse rule ------------------------------------------------------
     #
@@ -672,12 +758,8 @@ class ConnectionPool:
             verdict = error_verdict(code)
             if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
                 return verdict
-        reason = self._stale_reason(handle, now)
-        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
-        # too many, and DBUtils drops a handle given back to a full pool in any case.
-        if reason is None and self._store.full():
-            reason = "overflow"
-        return reason
+        # Overflow is decided at the put, under the lock (see _checkin).
+        return self._stale_reason(handle, now)
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
@@ -690,7 +772,7 @@ class ConnectionPool:
             spread = "".join(f"; {key}: {count}" for key, count in counts.items())
         text = (
             f"Connection pool timeout after {timeout:.1f}s "
-            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
+            f"({held}/{self.max_size} connections in use, {len(self._waiters)} waiting{spread})"
         )
         return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
@@ -698,8 +780,6 @@ class ConnectionPool:
 
     def _make_ready(self, handle: _Handle, deadline: float, max_retries: int) -> None:
         """Give the handle a live connection: reuse, validate, or (re)open it."""
-        if handle.borrows > 1 and handle.raw is not None:
-            return  # persistent mode, lent again to the same thread: it is in use right now
         failures = 0
         while True:
             if handle.raw is not None:
@@ -984,7 +1064,7 @@ class ConnectionPool:
             for handle in dead:
                 self._handles.live.discard(handle)
             self._stats.closed += len(raws)
-            if self._waiting:
+            if self._waiters:
                 self._cond.notify(len(dead))
         for raw in raws:
             self._driver.close(raw)
@@ -1019,16 +1099,15 @@ class ConnectionPool:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
-                if handle.borrows == 1:  # else the owning thread uses it again right now
+                if not handle.borrowers():  # else the owning thread uses it again right now
                     raw, handle.raw = handle.raw, None
                     handle.expires = float("inf")
-                handle.borrows -= 1
-                self._in_use -= 1
+                    handle.lent = False
+                    self._store.put(token, handle, keep=False)
                 self._stats.reclaimed += 1
                 if raw is not None:
                     self._stats.closed += 1
-                self._store.put(token, handle)
-                if self._waiting:
+                if self._waiters:
                     self._cond.notify()
             if raw is not None:
                 self._driver.close(raw)
@@ -1141,16 +1220,18 @@ def get_global_pool(
 ) -> ConnectionPool:
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
+    Once that pool is disposed of, the next call makes a new one from its own arguments.
+
     Options left out come from the config entry, then from the defaults
     (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
     embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool
-    if pool is None:
+    if pool is None or pool._closed:
         with _global_lock:
             pool = _global_pool
-            if pool is None:
+            if pool is None or pool._closed:
                 pool = _global_pool = ConnectionPool(
                     size=size,
                     config_name=config_name,
