@@ -192,7 +192,9 @@ class _SharedStore:
 
     def take(self) -> tuple[Any, _Handle]:
         token = self._db.connection(shareable=False)
-        return token, token.dbapi_connection
+        # The token's own SteadyDB connection rather than the token's attribute proxy, a
+        # Python __getattr__ on every checkout (DBUtils sets _con in its constructor).
+        return token, token._con.dbapi_connection
 
     def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
         if keep:

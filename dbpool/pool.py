@@ -43,6 +43,13 @@ __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
 
 log = logging.getLogger("dbpool")
 _INF = float("inf")
+_DEBUG = logging.DEBUG
+# Whether the hot path's debug lines are wanted, at the cost of one dict look-up: a
+# logger keeps its isEnabledFor() answers in its ``_cache`` dict, which logging empties
+# (the same dict, for every logger) whenever a level or logging.disable() changes. So an
+# answer found there is current, and a missing one is asked for again. Where a logging
+# module keeps no such dict, nothing is ever found and isEnabledFor() always decides.
+_log_answers: dict[int, bool] = getattr(log, "_cache", {})
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -55,6 +62,9 @@ _LEAK_STACK_DEPTH = 12
 _CONNECT_BACKOFF = 0.05
 # The least time a validation ping gets, even when the acquire deadline is closer.
 _MIN_PING_TIMEOUT = 0.05
+# Growth while connections are lent (shared mode, see _should_grow): more than one
+# connection is opened at once only after this long without any connection coming back.
+_GROW_QUIET = 0.05
 # Longest pause between two looks for connections held past leak_threshold.
 _LEAK_SCAN_INTERVAL = 1.0
 # The counter each retire reason adds to, besides "closed".
@@ -250,6 +260,11 @@ class ConnectionPool:
         self._tallies: deque[str] = deque()
         # The threads waiting in acquire(), by a marker each (see _checkout).
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
+        # Growth while connections are lent (shared mode, see _should_grow).
+        self._growers = 0  # background threads opening connections for waiters
+        self._filling = 0  # the handles they hold while they connect
+        self._grow_failed = False  # a background connect failed: waiters connect themselves
+        self._last_return = 0.0  # when a connection last came back
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
         self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
@@ -354,7 +369,8 @@ class ConnectionPool:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
-        log.debug("acquired a connection from %s", self.name)
+        if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
+            log.debug("acquired a connection from %s", self.name)
         return conn
 
     def connection(
@@ -381,7 +397,8 @@ class ConnectionPool:
         handle = self._give_back(conn, failed=False)
         if handle is None:
             return
-        log.debug("released a connection to %s", self.name)
+        if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
+            log.debug("released a connection to %s", self.name)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.discard(conn)
@@ -576,15 +593,22 @@ class ConnectionPool:
         # whatever frees up. The marker is referenced only from this frame: should the
         # finally below be cut short, it leaves the line when the frame goes.
         waiter: _Waiter | None = None
+        since = 0.0  # when this thread started waiting
         try:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
                     if self._closed:
                         raise PoolClosed(f"pool {self.name} is closed")
                     # Waiting threads go first: a newcomer takes a connection only when there
-                    # is one for every waiter too, or a busy pool starves its waiters.
-                    free = store.idle + self.max_size - len(self._handles.live)
-                    if store.owns_handle() or free > (0 if waiter else len(self._waiters)):
+                    # is one for every waiter too, or a busy pool starves its waiters. With
+                    # no idle one, a new one only when it need not wait for one to come back.
+                    ahead = 0 if waiter else len(self._waiters)
+                    room = self.max_size - len(self._handles.live)
+                    if (
+                        store.owns_handle()
+                        or store.idle > ahead
+                        or (store.idle + room > ahead and not self._wait_for_return())
+                    ):
                         if waiter is not None:
                             self._waiters.discard(waiter)
                             waiter = None
@@ -608,6 +632,9 @@ class ConnectionPool:
                     if waiter is None:
                         waiter = _Waiter()
                         self._waiters.add(waiter)
+                        since = monotonic()
+                    if room > self._growers and self._should_grow(since):
+                        self._start_grower()
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 # Outside the critical section: close what went away, which frees slots.
                 if self._collected:
@@ -658,7 +685,7 @@ class ConnectionPool:
                         log.debug("reset failed on a connection of %s: %s", self.name, exc)
                         self._retire(handle, "broken")
                     now = monotonic()
-            handle.returned = now
+            handle.returned = self._last_return = now  # the latter read without a lock: a hint
             settled = True
         except BaseException:
             # What the connection was doing is unknown: never lend it again.
@@ -694,6 +721,92 @@ class ConnectionPool:
                 self._close_dropped()
             if self._closed and not any(h.lent for h in list(self._handles.live)):
                 self._finalizer()  # the last connection lent before dispose() is back
+
+    # -- growth: a waiter takes whichever comes first, a returned connection or a new one --
+    #
+    # In shared mode a thread that finds no idle connection while others are lent does
+    # not connect itself: it waits in line, and a background thread opens a connection
+    # for the line, which goes to whoever is first when it is ready. That thread keeps
+    # opening them one at a time as long as threads wait; more open at once only when no
+    # connection has come back for _GROW_QUIET (the lent ones are held long), up to one
+    # per waiter. A burst that the returning connections serve (HikariCP's spike) thus
+    # opens one or two connections, not one per thread, and no waiter waits for a connect
+    # when a connection comes back sooner. A thread connects itself when nothing is lent
+    # (nothing can come back) or when a background connect failed (so that the error
+    # reaches a caller), as persistent mode always does: there a connection is its
+    # thread's.
+
+    def _wait_for_return(self) -> bool:
+        """Whether a thread with no idle connection should wait rather than connect; lock held."""
+        if self._binds_threads or self._grow_failed:
+            return False
+        return len(self._handles.live) - self._store.idle - self._filling > 0  # lent ones
+
+    def _should_grow(self, since: float) -> bool:
+        """Whether a thread waiting since ``since`` starts another background connect."""
+        if self._binds_threads or self._grow_failed or self._growers >= len(self._waiters):
+            return False
+        if self._growers == 0:
+            return True
+        return monotonic() - max(self._last_return, since) > _GROW_QUIET
+
+    def _start_grower(self) -> None:
+        """Start a background thread that opens connections for the waiters; lock held."""
+        self._growers += 1
+        try:
+            threading.Thread(target=self._grow, name="dbpool-grow", daemon=True).start()
+        except BaseException:
+            self._growers -= 1
+            raise
+
+    def _grow(self) -> None:
+        """Open connections, one at a time, while threads wait and none is idle."""
+        store = self._store
+        try:
+            while True:
+                with self._lock:  # critical section: decide, and take an empty slot
+                    if (
+                        self._closed
+                        or not self._waiters
+                        or store.idle  # the line takes that one first
+                        or len(self._handles.live) >= self.max_size
+                    ):
+                        return
+                    token, handle = store.take()  # a new, empty handle
+                    handle.lent = True  # not idle while it is filled: close_all() leaves it
+                    self._filling += 1
+                failed = False
+                try:
+                    if handle.raw is None:
+                        self._open(handle, monotonic() + self.timeout)
+                except BaseException as exc:
+                    failed = True
+                    log.debug("opening a connection to %s failed: %s", self.name, exc)
+                handle.returned = monotonic()
+                with self._lock:  # critical section: the new connection goes to the line
+                    self._filling -= 1
+                    if self._tallies:
+                        self._fold_tallies()
+                    handle.lent = False
+                    closed = self._closed
+                    # Kept only open: an empty handle is dropped, which frees its slot.
+                    store.put(token, handle, handle.raw is not None and not closed)
+                    if failed:
+                        self._grow_failed = True  # waiters connect themselves, and see why
+                        self._cond.notify_all()
+                    else:
+                        self._cond.notify()
+                if self._handles.dropped:
+                    self._close_dropped()
+                if closed:
+                    if not any(h.lent for h in list(self._handles.live)):
+                        self._finalizer()  # disposed while connecting: nobody is to have it
+                    return
+                if failed:
+                    return
+        finally:
+            with self._lock:
+                self._growers -= 1
 
     def _drop_thread_handle(self, handle: _Handle) -> None:
         """Persistent mode: close a thread's connection and free its slot, from any thread."""
@@ -909,6 +1022,7 @@ class ConnectionPool:
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
+        self._grow_failed = False  # the server answers again: waiters may wait for growth
         if host is None:
             log.debug("opened a connection to %s", self.name)
         else:
