@@ -260,6 +260,11 @@ class ConnectionPool:
         self._tallies: deque[str] = deque()
         # The threads waiting in acquire(), by a marker each (see _checkout).
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
+        # Its underlying set, for the hot path's "anyone waiting?": a WeakSet has no
+        # __bool__, and its __len__ is a Python call. The set may still hold a marker whose
+        # thread is gone until WeakSet drops it, so a yes may be stale: at worst one
+        # needless notify, or one connection kept beyond size until its next return.
+        self._waiting: set[Any] = self._waiters.data  # type: ignore[attr-defined]
         # Growth while connections are lent (shared mode, see _should_grow).
         self._growers = 0  # background threads opening connections for waiters
         self._filling = 0  # the handles they hold while they connect
@@ -602,7 +607,7 @@ class ConnectionPool:
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters. With
                     # no idle one, a new one only when it need not wait for one to come back.
-                    ahead = 0 if waiter else len(self._waiters)
+                    ahead = 0 if waiter or not self._waiting else len(self._waiters)
                     room = self.max_size - len(self._handles.live)
                     if (
                         store.owns_handle()
@@ -708,11 +713,11 @@ class ConnectionPool:
                     # it is kept for that thread (an empty handle is dropped, which frees
                     # its slot for the waiter to open one).
                     keep = handle.raw is not None and not handle.lent
-                    if keep and not self._waiters and self._store.full():
+                    if keep and not self._waiting and self._store.full():
                         keep = False
                         self._stats.closed_overflow += 1
                     self._store.put(token, handle, keep)
-                if self._waiters:
+                if self._waiting:
                     self._cond.notify()
             if handle.close_on_release and not handle.lent:
                 handle.close_on_release = False
