@@ -211,7 +211,10 @@ class PyMySQLDriver(_MySQLDriver):
 
         _check_pymysql(pymysql)
         self._pymysql = pymysql
-        self.errors = (pymysql.err.Error,)
+        # The class bound at the package's top level, not pymysql.err.Error: emulating
+        # MySQLdb (as Django's backend does) can rebind pymysql.err to a second copy of
+        # the module, whose classes PyMySQL's connections never raise.
+        self.errors = (pymysql.Error,)
         self._connection_class = self._make_connection_class(pymysql.connections.Connection)
 
     @staticmethod
@@ -282,6 +285,10 @@ class PyMySQLDriver(_MySQLDriver):
 
     def _socket(self, raw: Any) -> Any:
         return raw._sock
+
+    def is_closed(self, raw: Any) -> bool:
+        # PyMySQL drops its socket on close() and after any failed read or write.
+        return raw._sock is None
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
@@ -394,6 +401,14 @@ class MySQLConnectorDriver(_MySQLDriver):
 
     def _socket(self, raw: Any) -> Any:
         return getattr(raw._socket, "sock", None)
+
+    def is_closed(self, raw: Any) -> bool:
+        network = getattr(raw, "_socket", None)
+        if network is None:
+            return False  # the C extension keeps its socket out of reach
+        # close() closes the socket but keeps the object; a transport error drops it.
+        sock = network.sock
+        return sock is None or sock.fileno() < 0
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)

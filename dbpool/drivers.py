@@ -61,6 +61,14 @@ class Driver:
         """
         return None
 
+    def is_closed(self, raw: Any) -> bool:
+        """Whether the driver itself reports the connection closed, without any I/O.
+
+        True after the application or the driver closed it (PyMySQL closes a
+        connection whose read or write failed); False when open or unknown.
+        """
+        return False
+
     def ping(self, raw: Any) -> None:
         """Make one round trip; raise the driver's error when the connection is dead."""
         raw.ping()
@@ -172,6 +180,13 @@ class SQLiteDriver(Driver):
 
     def reset_session(self, raw: Any) -> None:
         raw.rollback()
+
+    def is_closed(self, raw: Any) -> bool:
+        try:
+            raw.in_transaction  # noqa: B018 - raises once the connection is closed
+        except sqlite3.ProgrammingError:
+            return True
+        return False
 
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)

@@ -462,7 +462,7 @@ class ConnectionPool:
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
-        if failed:
+        if failed or self._driver.is_closed(handle.raw):
             return "broken"
         reason = self._stale_reason(handle, now)
         # An unlocked read of full(): a stale answer at worst keeps or closes one connection
