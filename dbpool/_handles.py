@@ -10,12 +10,17 @@ The lock order is pool -> DBUtils: the stores' take() and put() run under the po
 lock, and nothing here takes the pool's lock.
 A borrowed handle belongs to its borrower: between checkout and checkin only the
 borrowing thread touches its connection and timestamps, without a lock.
+Connections opened ahead of demand (``min_idle``) wait as "spares": handles already
+counted as live and filled, which the factory hands to DBUtils before making an
+empty one. Shared mode's idle order (FIFO or LIFO) and the closing of connections
+idle too long reach into PooledDB's idle list, under PooledDB's own lock.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dbutils.persistent_db import PersistentDB
@@ -43,12 +48,14 @@ class _Handle:
         "borrows",
         "close_on_release",
         "created",
+        "discard",
         "dropped",
         "epoch",
         "expires",
         "factory",
         "raw",
         "returned",
+        "uses",
     )
 
     def __init__(self, factory: _HandleFactory) -> None:
@@ -61,6 +68,8 @@ class _Handle:
         self.borrows = 0
         self.dropped = False
         self.close_on_release = False
+        self.uses = 0  # times lent since its connection was opened
+        self.discard = False  # the application asked to close it when given back
 
     def close(self) -> None:
         """Called by DBUtils when it lets the slot go (under its lock, or in ``__del__``)."""
@@ -83,9 +92,17 @@ class _HandleFactory:
     def __init__(self) -> None:
         self.dropped: deque[_Handle] = deque()
         self.live: set[_Handle] = set()
+        # Handles opened ahead of demand, handed out before new empty ones.
+        self.spares: deque[_Handle] = deque()
 
     def connect(self) -> _Handle:
         # Called by DBUtils while the pool lock is held: no I/O here.
+        if self.spares:
+            return self.spares.pop()  # the newest: the older ones are closer to max_idle
+        return self.reserve()
+
+    def reserve(self) -> _Handle:
+        """A new empty handle counted as live, for the pool to fill (under the pool lock)."""
         handle = _Handle(self)
         self.live.add(handle)
         return handle
@@ -138,6 +155,17 @@ class _Store(Protocol):
         """Drop every idle handle (DBUtils calls their close(), which only queues them)."""
         ...
 
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        """Take out of the store the idle handles ``stale`` picks, oldest first, keeping ``keep``.
+
+        The handles returned are no longer the store's: the pool closes and forgets them.
+        """
+        ...
+
+    def resize(self, size: int) -> None:
+        """Keep at most ``size`` handles idle from now on."""
+        ...
+
 
 class _SharedStore:
     """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
@@ -149,12 +177,15 @@ class _SharedStore:
 
     timeout_hint = ""
 
-    def __init__(self, factory: _HandleFactory, size: int) -> None:
+    def __init__(self, factory: _HandleFactory, size: int, lifo: bool = False) -> None:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
         # maxcached=size: a handle given back to a full pool is dropped, not kept.
         self._db = PooledDB(factory, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
         self.size = size
         self.idle = 0  # PooledDB's idle list, counted: it has no cheap length
+        # PooledDB lends from the front of its idle list and appends at the back (FIFO);
+        # LIFO moves each handle given back to the front, so it is lent next.
+        self._lifo = lifo
 
     def owns_handle(self) -> bool:
         return False
@@ -172,6 +203,11 @@ class _SharedStore:
         token.close()
         if not handle.dropped:
             self.idle += 1
+            if self._lifo:
+                db = self._db
+                with db._lock:
+                    cache = db._idle_cache
+                    cache.insert(0, cache.pop())
 
     def thread_handle(self) -> _Handle | None:
         return None
@@ -182,6 +218,27 @@ class _SharedStore:
     def close_idle(self) -> None:
         self._db.close()
         self.idle = 0
+
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        db = self._db
+        taken: list[_Handle] = []
+        with db._lock:
+            cache = db._idle_cache
+            # The oldest given back are at the back in LIFO order, at the front in FIFO.
+            for steady in sorted(cache, key=lambda s: s.dbapi_connection.returned):
+                if len(cache) <= keep:
+                    break
+                handle = steady.dbapi_connection
+                if stale(handle):
+                    cache.remove(steady)
+                    handle.dropped = True  # DBUtils' finalizer of `steady` must not queue it
+                    taken.append(handle)
+        self.idle -= len(taken)
+        return taken
+
+    def resize(self, size: int) -> None:
+        self.size = size
+        self._db._maxcached = size
 
 
 class _PersistentStore:
@@ -228,9 +285,15 @@ class _PersistentStore:
     def close_idle(self) -> None:
         return None  # a kept handle is its thread's, idle or not
 
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        return []  # the pool closes idle connections of threads, keeping their handles
 
-def make_store(mode: str, factory: _HandleFactory, size: int) -> _Store:
+    def resize(self, size: int) -> None:
+        return None
+
+
+def make_store(mode: str, factory: _HandleFactory, size: int, lifo: bool = False) -> _Store:
     """The store of ``mode`` ("shared" or "persistent"), already validated."""
     if mode == "persistent":
         return _PersistentStore(factory)
-    return _SharedStore(factory, size)
+    return _SharedStore(factory, size, lifo)

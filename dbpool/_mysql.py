@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import inspect
 import math
 import os
 import select
@@ -255,6 +256,13 @@ def _check_pymysql(pymysql: Any) -> None:
 class PyMySQLDriver(_MySQLDriver):
     """PyMySQL, the default."""
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        import pymysql.connections
+
+        signature = inspect.signature(pymysql.connections.Connection.__init__)
+        return frozenset(name for name in signature.parameters if name != "self")
+
     name: ClassVar[str] = "pymysql"
     _timeout_attributes = ("_read_timeout", "_write_timeout")
 
@@ -433,6 +441,16 @@ def _autocommit_switched(raw: Any) -> bool:
 
 class MySQLConnectorDriver(_MySQLDriver):
     """mysql-connector-python, always its pure-Python protocol unless told otherwise."""
+
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        try:
+            from mysql.connector.constants import DEFAULT_CONFIGURATION
+        except ImportError:
+            return None  # not installed: making the driver says so
+        return frozenset(DEFAULT_CONFIGURATION) | {"connection_timeout", "option_files",
+                                                    "option_groups", "failover", "pool_name",
+                                                    "pool_size", "pool_reset_session"}
 
     name: ClassVar[str] = "mysql-connector"
     _timeout_attributes = ("read_timeout", "write_timeout")

@@ -104,6 +104,11 @@ class Driver:
         """Drop all session state (variables, temporary tables, open transaction)."""
         raw.rollback()
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        """The keywords this driver's connect() takes besides the neutral ones; None: any."""
+        return None
+
     def check(self, params: Mapping[str, Any]) -> None:
         """Refuse, with a ConfigError, parameters this driver cannot use (at pool creation)."""
 
@@ -234,9 +239,19 @@ class SQLiteDriver(Driver):
             return True
         return False
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        return _SQLITE_PARAMETERS
+
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)
 
+
+# sqlite3.connect()'s keywords (a built-in: no signature to read).
+_SQLITE_PARAMETERS = frozenset(
+    {"timeout", "detect_types", "isolation_level", "check_same_thread", "factory",
+     "cached_statements", "uri", "autocommit"}
+)
 
 # The MySQL adapters build on Driver, defined above.
 from ._mysql import MySQLConnectorDriver, PyMySQLDriver  # noqa: E402
@@ -246,6 +261,12 @@ _DRIVER_CLASSES: dict[str, type[Driver]] = {
 }
 #: The driver names, in the order messages list them.
 DRIVERS: tuple[str, ...] = tuple(_DRIVER_CLASSES)
+
+
+def connect_parameters(driver: str) -> frozenset[str] | None:
+    """The connect() keywords of the named driver (None: unknown, so any is accepted)."""
+    cls = _DRIVER_CLASSES.get(driver)
+    return None if cls is None else cls.parameters()
 
 
 def get_driver(driver: str | Driver) -> Driver:

@@ -10,20 +10,24 @@ import threading
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 from time import monotonic, sleep
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
+from ._maintenance import Maintainer
 from .config import MODES, Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
-from .drivers import Driver, get_driver
+from .drivers import Driver, connect_parameters, get_driver
 from .errors import (
     ConfigError,
     ConnectError,
     PoolClosed,
     PoolError,
     PoolTimeout,
+    TooManyRequests,
     ValidationError,
 )
 from .stats import PoolStats
@@ -51,7 +55,12 @@ _RETIRE_COUNTERS = {
     "recycled": "recycled",
     "overflow": "closed_overflow",
     "broken": "closed_broken",
+    "discarded": "closed_broken",
+    "idle": "closed_idle",
+    "usage": "closed_usage",
 }
+#: The events of add_listener(), named as SQLAlchemy's pool events.
+EVENTS: tuple[str, ...] = ("connect", "checkout", "checkin", "close")
 
 
 class ConnectionPool:
@@ -66,10 +75,16 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. Other keywords are connection
-    parameters (host, port, user, password, database, charset, path, ...)
-    that override the config entry. Options not given come from the entry's
-    ``pool:`` section, then from the defaults.
+    a connection not given back is reported. min_idle: connections kept open
+    and idle ahead of demand; wait: make the constructor wait for them.
+    max_idle: seconds after which an idle connection above min_idle is closed.
+    order: "fifo" or "lifo" lending of idle connections. max_waiting: callers
+    allowed to wait at once (0: any). max_usage: lends after which a connection
+    is closed (0: no limit). init_sql, configure: the session set-up after each
+    connect and session reset. Other keywords are connection parameters (host,
+    port, user, password, database, charset, path, url, ...) that override the
+    config entry. Options not given come from the entry's ``pool:`` section,
+    then from the defaults. ``config=False`` reads no config file.
     """
 
     def __init__(
@@ -81,13 +96,21 @@ class ConnectionPool:
         recycle: float | None = None,
         driver: str | Driver | None = None,
         *,
-        config: str | None = None,
+        config: str | os.PathLike[str] | Literal[False] | None = None,
         mode: str | None = None,
         pre_ping: bool | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        min_idle: int | None = None,
+        max_idle: float | None = None,
+        order: str | None = None,
+        max_waiting: int | None = None,
+        max_usage: int | None = None,
+        init_sql: list[str] | tuple[str, ...] | None = None,
+        configure: Callable[[Any], object] | str | None = None,
+        wait: bool | None = None,
         **params: Any,
     ) -> None:
         given = {
@@ -101,6 +124,14 @@ class ConnectionPool:
             "ping_timeout": ping_timeout,
             "reset": reset,
             "leak_threshold": leak_threshold,
+            "min_idle": min_idle,
+            "max_idle": max_idle,
+            "order": order,
+            "max_waiting": max_waiting,
+            "max_usage": max_usage,
+            "init_sql": init_sql,
+            "configure": configure,
+            "wait": wait,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
@@ -111,6 +142,7 @@ class ConnectionPool:
             driver=driver_name,
             pool_options=pool_options,
             params=params,
+            parameters=connect_parameters if custom is None else lambda _: custom.parameters(),
         )
         options = self.settings.pool
         self._driver = custom or get_driver(self.settings.driver)
@@ -119,6 +151,8 @@ class ConnectionPool:
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
+        # What a connect made for the pool itself may raise: those, and our own errors.
+        self._failures: tuple[type[BaseException], ...] = (PoolError, *self._driver_errors)
         self._params = dict(self.settings.params)
         self.mode = options.mode
         self.size = options.size
@@ -132,6 +166,16 @@ class ConnectionPool:
         self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
+        self.min_idle = options.min_idle
+        self._max_idle = options.max_idle
+        self._max_waiting = options.max_waiting
+        self._max_usage = options.max_usage
+        self._init_sql = options.init_sql
+        self._configure = options.configure
+        self._password = self._params.get("password")
+        self._last_password: str | None = None  # the provider's last answer, to blank it
+        # The listeners of each event, a tuple replaced whole (read without the lock).
+        self._listeners: dict[str, tuple[Callable[[Any], object], ...]] = {e: () for e in EVENTS}
 
         self._epoch = 0  # close_all() moves it on; older connections are replaced
         self._closed = False
@@ -140,6 +184,14 @@ class ConnectionPool:
         log.debug(
             "created %s pool %s (size %d, max %d)", self.mode, self.name, self.size, self.max_size
         )
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()
+        if options.wait:
+            try:
+                self.wait(self.timeout)
+            except BaseException:
+                self.dispose()
+                raise
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -149,7 +201,8 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
-        self._store: _Store = make_store(self.mode, self._handles, self.size)
+        lifo = self.settings.pool.order == "lifo"
+        self._store: _Store = make_store(self.mode, self._handles, self.size, lifo)
         self._stats = PoolStats()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
@@ -163,6 +216,9 @@ class ConnectionPool:
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
         self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
+        # Opens connections ahead of demand and closes those idle too long (min_idle,
+        # max_idle), in a thread of its own started on first need.
+        self._maintainer = Maintainer(self)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -217,6 +273,9 @@ class ConnectionPool:
                 self._checkin(token, handle, failed=True)
                 raise
             now = monotonic()
+        handle.uses += 1
+        if self._listeners["checkout"]:
+            self._run_checkout_listeners(token, handle)
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
             conn = PooledConnection(self, token, handle, now, None)
@@ -233,10 +292,11 @@ class ConnectionPool:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
         return self.acquire(timeout)
 
-    def release(self, conn: PooledConnection | None) -> None:
+    def release(self, conn: PooledConnection | None, discard: bool = False) -> None:
         """Give a connection back, rolling back any open transaction first.
 
-        ``release(None)`` and releasing twice do nothing.
+        ``discard=True`` closes it instead, for a connection the application knows
+        is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
         if conn is None:
             return
@@ -254,6 +314,8 @@ class ConnectionPool:
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return
+        if discard:
+            handle.discard = True  # closed at its last checkin (persistent mode may nest)
         self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
         if self._leak_threshold is not None:
@@ -310,19 +372,117 @@ class ConnectionPool:
             raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
+            spares = self._handles.spares
+            while spares:
+                self._handles.live.discard(spares.pop())
+            if self._waiting:
+                self._cond.notify_all()
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
         self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self.name)
+
+    def drain(self) -> None:
+        """Replace every connection: close_all(), then open min_idle new ones in the background.
+
+        Lent connections are closed when given back. For a server switch-over or
+        rotated credentials: no connection made before the call is lent again.
+        """
+        self.close_all()
+        if self.min_idle:
+            self._maintainer.wake()
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
         with self._lock:
             self._closed = True
             self._cond.notify_all()
+        self._maintainer.stop()
         self.close_all()
         if not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until ``min_idle`` connections are open, at most ``timeout`` seconds (None: ever).
+
+        Raises the ConnectError of a failed connect at once (a refused login, an
+        unreachable server), PoolTimeout when they are not open in time, and
+        PoolClosed once the pool is disposed. With ``min_idle=0`` it returns at once.
+        """
+        deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
+        with self._cond:
+            self._maintainer.error = None  # report only what fails from now on
+        self._maintainer.wake()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                error = self._maintainer.error
+                if error is not None:
+                    raise ConnectError(self._connect_failure(error, None)) from error
+                opened = sum(1 for h in self._handles.live if h.raw is not None)
+                if opened >= self.min_idle:
+                    return
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PoolTimeout(
+                        f"pool {self.name} opened {opened} of its {self.min_idle} min_idle "
+                        f"connections within {timeout:.1f}s"
+                    )
+                self._cond.wait(_WAIT_SLICE if remaining is None else min(remaining, _WAIT_SLICE))
+
+    def resize(self, size: int | None = None, max_overflow: int | None = None) -> None:
+        """Change ``size`` and ``max_overflow`` while the pool runs.
+
+        Growing lets waiting callers take the new slots at once; shrinking closes idle
+        connections beyond the new ``size`` now, and lent ones above the new bound
+        when they come back. Waiters keep their deadlines. Bad values raise ConfigError.
+        """
+        changes: dict[str, Any] = {}
+        if size is not None:
+            changes["size"] = size
+        if max_overflow is not None:
+            changes["max_overflow"] = max_overflow
+        try:
+            options = replace(self.settings.pool, **changes)  # checked as at construction
+        except ConfigError as exc:
+            raise ConfigError(f"resize(): {exc}") from None
+        with self._lock:  # critical section: in-memory state only
+            self.settings = replace(self.settings, pool=options)
+            self.size = options.size
+            self.max_size = options.max_size
+            self._store.resize(self.size)
+            evicted = self._store.evict(lambda handle: True, keep=self.size)
+            self._forget(evicted)
+            self._cond.notify_all()  # grown: waiters may take the new slots
+        self._close_evicted(evicted, "overflow")
+        log.debug("resized %s to size %d, max %d", self.name, self.size, self.max_size)
+
+    def add_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(driver_connection)`` on ``event``, outside the pool's lock.
+
+        Events: "connect" (a new connection, after its session set-up), "checkout"
+        (lent by acquire()), "checkin" (given back, after its reset; not for one
+        being closed), "close" (closed by the pool). What a "connect" or
+        "checkout" listener raises goes up to the acquire() caller, the connection
+        closed ("connect", counted as a connect failure) or given back
+        ("checkout"); what a "checkin" or "close" listener raises is logged and
+        ignored, since giving back and closing cannot fail.
+        """
+        if event not in EVENTS:
+            valid = ", ".join(repr(e) for e in EVENTS)
+            raise ValueError(f"unknown pool event {event!r}; valid events: {valid}")
+        if not callable(fn):
+            raise TypeError(f"a listener must be callable (got {type(fn).__name__})")
+        with self._lock:
+            self._listeners[event] = (*self._listeners[event], fn)
+
+    def remove_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Stop calling ``fn`` on ``event``; a listener not added raises ValueError."""
+        with self._lock:
+            listeners = list(self._listeners.get(event, ()))
+            listeners.remove(fn)
+            self._listeners[event] = tuple(listeners)
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
@@ -347,6 +507,7 @@ class ConnectionPool:
             in_use=in_use,
             waiting=waiting,
             size=self.size,
+            min_idle=self.min_idle,
             mode=self.mode,
         )
         return stats
@@ -369,12 +530,15 @@ class ConnectionPool:
                         raise PoolClosed(f"pool {self.name} is closed")
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters.
-                    free = store.idle + self.max_size - len(self._handles.live)
+                    handles = self._handles
+                    free = store.idle + len(handles.spares) + self.max_size - len(handles.live)
                     if store.owns_handle() or free > (0 if queued else self._waiting):
                         if queued:
                             queued = False
                             self._waiting -= 1
                         token, handle = store.take()
+                        if self.min_idle and self._wants_more_idle():
+                            self._maintainer.wake()  # a non-blocking set(): the lock is held
                         handle.borrows += 1
                         # Counted as lent from here; a checkout whose connect or check fails
                         # is taken off both counts again in _checkin(failed=True).
@@ -389,6 +553,9 @@ class ConnectionPool:
                         self._stats.timeouts += 1
                         raise PoolTimeout(self._timeout_message(timeout))
                     if not queued:
+                        if self._max_waiting and self._waiting >= self._max_waiting:
+                            self._stats.requests_rejected += 1
+                            raise TooManyRequests(self._too_many_message())
                         queued = True
                         self._waiting += 1
                     self._cond.wait(min(remaining, _WAIT_SLICE))
@@ -422,7 +589,12 @@ class ConnectionPool:
                 except self._driver_errors as exc:
                     log.debug("reset failed on a connection of %s: %s", self.name, exc)
                     self._retire(handle, "broken")
+                else:
+                    if self._reset_session and (self._init_sql or self._configure):
+                        self._set_up_again(handle)
                 now = monotonic()
+        if self._listeners["checkin"] and handle.raw is not None and handle.borrows == 1:
+            self._notify("checkin", handle.raw)
         handle.returned = now
         with self._lock:  # critical section
             if self._tallies:
@@ -470,7 +642,11 @@ class ConnectionPool:
         """Why a connection given back must be closed rather than kept, or None."""
         if failed or self._driver.is_closed(handle.raw):
             return "broken"
+        if handle.discard:
+            return "discarded"
         reason = self._stale_reason(handle, now)
+        if reason is None and self._max_usage and handle.uses >= self._max_usage:
+            reason = "usage"
         # An unlocked read of full(): a stale answer at worst keeps or closes one connection
         # too many, and DBUtils drops a handle given back to a full pool in any case.
         if reason is None and self._store.full():
@@ -541,9 +717,13 @@ class ConnectionPool:
         return True
 
     def _open(self, handle: _Handle, deadline: float) -> None:
+        """Connect, set the session up, tell the "connect" listeners; fill the handle."""
+        params = self._params
+        if callable(self._password):
+            params = {**params, "password": self._call_password_provider()}
         remaining = deadline - monotonic()
         try:
-            raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            raw = self._driver.connect(params, timeout=max(remaining, 0.0))
         except self._driver_errors as exc:
             self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
@@ -555,14 +735,90 @@ class ConnectionPool:
                 f"the {self.settings.driver} driver rejected the connection parameters "
                 f"of pool {self.name}: {self._scrub(exc)}"
             ) from exc
+        try:
+            if self._init_sql or self._configure:
+                self._set_up(raw, deadline)
+            if self._listeners["connect"]:
+                self._notify("connect", raw, propagate=True)
+        except BaseException:
+            # A connection that could not be set up counts as a connect that failed.
+            self._driver.close(raw)
+            self._tallies.append("connect_failures")
+            raise
         now = monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
+        handle.uses = 0
+        handle.discard = False
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
         log.debug("opened a connection to %s", self.name)
+
+    def _call_password_provider(self) -> str:
+        """The password for the next connect, from the function given as ``password``."""
+        provider = self._password
+        assert callable(provider)
+        try:
+            password = provider()
+        except Exception as exc:
+            self._tallies.append("connect_failures")
+            # The type only: the provider's message may quote a secret.
+            raise ConnectError(
+                f"the password provider of pool {self.name} failed ({type(exc).__name__})"
+            ) from exc
+        if not isinstance(password, str):
+            self._tallies.append("connect_failures")
+            raise ConnectError(
+                f"the password provider of pool {self.name} returned "
+                f"{type(password).__name__}, not str"
+            )
+        self._last_password = password  # blanked from error messages
+        return password
+
+    def _set_up(self, raw: Any, deadline: float) -> None:
+        """Run init_sql, then configure, on a new or reset connection (no lock held).
+
+        A driver error that retrying cannot fix (a syntax error, an unknown variable)
+        and any error of ``configure`` are a ConnectError at once; other driver
+        errors go up to be retried like a failed connect.
+        """
+        limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._init_sql:
+                    cur = raw.cursor()
+                    try:
+                        for statement in self._init_sql:
+                            cur.execute(statement)
+                    finally:
+                        cur.close()
+                if self._configure is not None:
+                    self._configure(raw)
+        except self._driver_errors as exc:
+            if self._driver.is_permanent(exc):
+                raise ConnectError(
+                    f"the session set-up (init_sql, configure) of pool {self.name} failed: "
+                    f"{self._scrub(exc)}"
+                ) from exc
+            raise
+        except Exception as exc:
+            raise ConnectError(
+                f"configure of pool {self.name} failed: {type(exc).__name__}: {self._scrub(exc)}"
+            ) from exc
+
+    def _set_up_again(self, handle: _Handle) -> None:
+        """After a session reset at return: the set-up again, or the connection closed."""
+        try:
+            self._set_up(handle.raw, monotonic() + self._ping_timeout)
+        except self._failures as exc:
+            log.warning(
+                "the session set-up failed after a reset on a connection of %s; "
+                "closing it: %s", self.name, exc,
+            )
+            self._tallies.append("connect_failures")
+            self._retire(handle, "broken")
 
     def _retire(self, handle: _Handle, reason: str) -> None:
         """Close a handle's connection; the handle itself stays to be refilled or dropped."""
@@ -570,7 +826,7 @@ class ConnectionPool:
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
-            self._driver.close(raw)
+            self._close_raw(raw)
             self._tallies.append("closed")
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
@@ -684,8 +940,161 @@ class ConnectionPool:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
-        return scrub_secrets(str(exc), self._params)
+        params = self._params
+        if self._last_password is not None:
+            params = {**params, "password": self._last_password}
+        return scrub_secrets(str(exc), params)
 
+    def _too_many_message(self) -> str:
+        return (
+            f"pool {self.name} has {self._waiting} callers waiting already "
+            f"(max_waiting {self._max_waiting}; {len(self._handles.live)}/{self.max_size} "
+            "connections in use)"
+        )
+
+    # -- listeners -----------------------------------------------------------
+
+    def _notify(self, event: str, raw: Any, *, propagate: bool = False) -> None:
+        """Call the listeners of ``event`` (no lock held); see add_listener() for errors."""
+        for fn in self._listeners[event]:
+            try:
+                fn(raw)
+            except Exception:
+                if propagate:
+                    raise
+                log.warning(
+                    "a %r listener of %s raised; ignored", event, self.name, exc_info=True
+                )
+
+    def _run_checkout_listeners(self, token: Any, handle: _Handle) -> None:
+        try:
+            self._notify("checkout", handle.raw, propagate=True)
+        except BaseException:
+            self._checkin(token, handle, failed=False)
+            raise
+
+    def _close_raw(self, raw: Any) -> None:
+        """Close a driver connection (no lock held), telling the "close" listeners first."""
+        if self._listeners["close"]:
+            self._notify("close", raw)
+        self._driver.close(raw)
+
+    # -- maintenance (min_idle, max_idle), called by the Maintainer's thread ---
+
+    def _idle_count(self) -> int:
+        """Connections any caller could take now; called with the lock held."""
+        return self._store.idle + len(self._handles.spares)
+
+    def _wants_more_idle(self) -> bool:
+        """Whether min_idle wants another connection and there is room for it (lock held)."""
+        opening = self._maintainer.opening
+        return (
+            self._idle_count() + opening < self.min_idle
+            and len(self._handles.live) < self.max_size
+        )
+
+    def _evict_idle(self) -> None:
+        """Close idle connections unused for max_idle seconds, keeping min_idle of them."""
+        cutoff = monotonic() - self._max_idle
+
+        def stale(handle: _Handle) -> bool:
+            return handle.returned <= cutoff
+
+        with self._lock:  # critical section: pick and detach, no I/O
+            evicted = self._store.evict(stale, keep=self.min_idle)
+            keep = max(self.min_idle - self._store.idle, 0)
+            spares = self._handles.spares
+            # Spares are in the order made: the oldest first.
+            while len(spares) > keep and stale(spares[0]):
+                evicted.append(spares.popleft())
+            self._forget(evicted)
+            raws = []
+            if self.mode == "persistent":
+                # A thread's own idle connection is closed; its slot stays with the thread.
+                raws = [
+                    self._take_raw(h)
+                    for h in self._handles.live
+                    if not h.borrows and h.raw is not None and h not in spares and stale(h)
+                ]
+            if self._waiting and evicted:
+                self._cond.notify(len(evicted))
+        self._close_evicted(evicted, "idle")
+        for raw in raws:
+            self._close_raw(raw)
+            self._tallies.append("closed")
+            self._tallies.append("closed_idle")
+
+    def _forget(self, handles: list[_Handle]) -> None:
+        """Drop handles taken from the store or the spares; called with the lock held."""
+        for handle in handles:
+            self._handles.live.discard(handle)
+
+    def _close_evicted(self, handles: list[_Handle], reason: str) -> None:
+        for handle in handles:
+            if handle.raw is not None:
+                self._retire(handle, reason)
+
+    def _fill_plan(self) -> list[_Handle]:
+        """Reserve the slots of the connections min_idle still wants (under the lock)."""
+        with self._lock:
+            if self._closed:
+                return []
+            wanted = self.min_idle - self._idle_count() - self._maintainer.opening
+            room = self.max_size - len(self._handles.live)
+            handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
+            self._maintainer.opening += len(handles)
+            return handles
+
+    def _fill(self, handle: _Handle) -> BaseException | None:
+        """Open one connection ahead of demand on a reserved slot (no lock held)."""
+        error: BaseException | None = None
+        try:
+            self._open(handle, monotonic() + self.timeout)
+        except self._failures as exc:
+            error = exc
+        with self._lock:  # critical section: hand the connection over, or the slot back
+            self._maintainer.opening -= 1
+            kept = handle.raw is not None and not self._closed
+            if kept:
+                self._handles.spares.append(handle)
+            else:
+                self._handles.live.discard(handle)
+            self._cond.notify_all()  # a waiter may take it; wait() may be done
+        if not kept and handle.raw is not None:  # the pool was disposed meanwhile
+            self._retire(handle, "closed")
+        return error
+
+    def _maintain(self) -> bool:
+        """One round of the maintenance thread; whether a connect failed."""
+        if self._max_idle:
+            self._evict_idle()
+        if not self.min_idle:
+            return False
+        handles = self._fill_plan()
+        if not handles:
+            return False
+        errors: list[BaseException | None] = [None] * len(handles)
+
+        def fill(index: int) -> None:
+            errors[index] = self._fill(handles[index])
+
+        # In parallel: a cold start costs one connect, not min_idle of them.
+        helpers = [
+            threading.Thread(target=fill, args=(i,), name="dbpool-connect", daemon=True)
+            for i in range(1, len(handles))
+        ]
+        for helper in helpers:
+            helper.start()
+        fill(0)
+        for helper in helpers:
+            helper.join()
+        error = next((e for e in errors if e is not None), None)
+        with self._lock:
+            self._maintainer.error = error
+            self._cond.notify_all()
+        if error is not None:
+            log.warning("could not open the min_idle connections of %s: %s", self.name, error)
+        return error is not None
 
 def _check_retries(max_retries: Any) -> None:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int):

@@ -18,13 +18,16 @@ class PoolStats:
         "acquired",
         "closed",
         "closed_broken",
+        "closed_idle",
         "closed_overflow",
+        "closed_usage",
         "connect_failures",
         "created",
         "leaks_reported",
         "reclaimed",
         "recycled",
         "released",
+        "requests_rejected",
         "timeouts",
         "validation_failures",
     )
@@ -40,6 +43,9 @@ class PoolStats:
         self.closed = 0
         self.closed_broken = 0
         self.closed_overflow = 0
+        self.closed_idle = 0
+        self.closed_usage = 0
+        self.requests_rejected = 0
         self.reclaimed = 0
         self.leaks_reported = 0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
@@ -71,6 +77,9 @@ class PoolStats:
             "closed": self.closed,
             "closed_broken": self.closed_broken,
             "closed_overflow": self.closed_overflow,
+            "closed_idle": self.closed_idle,
+            "closed_usage": self.closed_usage,
+            "requests_rejected": self.requests_rejected,
             "reclaimed": self.reclaimed,
             "leaks_reported": self.leaks_reported,
             "wait_ms_mean": round(mean * 1000.0, 3),
