@@ -67,6 +67,10 @@ class PooledConnection:
         """Give the connection back to the pool (a second call does nothing)."""
         self._pool.release(self)
 
+    def invalidate(self) -> None:
+        """Close the connection instead of giving it back: the application knows it is bad."""
+        self._pool.release(self, discard=True)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._live(), name)
 

@@ -418,9 +418,14 @@ class ConnectionPool:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
                 error = self._maintainer.error
+                if isinstance(error, PoolError):
+                    raise type(error)(str(error)) from error
                 if error is not None:
                     raise ConnectError(self._connect_failure(error, None)) from error
-                opened = sum(1 for h in self._handles.live if h.raw is not None)
+                # Connections made since the last close_all() or drain() only.
+                epoch = self._epoch
+                live = self._handles.live
+                opened = sum(1 for h in live if h.raw is not None and h.epoch == epoch)
                 if opened >= self.min_idle:
                     return
                 remaining = None if deadline is None else deadline - monotonic()
@@ -1133,16 +1138,64 @@ def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
     driver.dispose()
 
 
-def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
+def make_pool(
+    mode: str | None = None,
+    *,
+    size: int | None = None,
+    config_name: str = "primary",
+    timeout: float | None = None,
+    max_overflow: int | None = None,
+    recycle: float | None = None,
+    driver: str | Driver | None = None,
+    config: str | os.PathLike[str] | Literal[False] | None = None,
+    pre_ping: bool | None = None,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
+    reset: str | None = None,
+    leak_threshold: float | None = None,
+    min_idle: int | None = None,
+    max_idle: float | None = None,
+    order: str | None = None,
+    max_waiting: int | None = None,
+    max_usage: int | None = None,
+    init_sql: list[str] | tuple[str, ...] | None = None,
+    configure: Callable[[Any], object] | str | None = None,
+    wait: bool | None = None,
+    **params: Any,
+) -> ConnectionPool:
     """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB).
 
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
+    The other arguments are ConnectionPool's.
     """
     if mode is not None and mode not in MODES:
         # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
         raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
-    return ConnectionPool(mode=mode, **options)
+    return ConnectionPool(
+        size,
+        config_name,
+        timeout,
+        max_overflow,
+        recycle,
+        driver,
+        config=config,
+        mode=mode,
+        pre_ping=pre_ping,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        reset=reset,
+        leak_threshold=leak_threshold,
+        min_idle=min_idle,
+        max_idle=max_idle,
+        order=order,
+        max_waiting=max_waiting,
+        max_usage=max_usage,
+        init_sql=init_sql,
+        configure=configure,
+        wait=wait,
+        **params,
+    )
 
 
 _global_pool: ConnectionPool | None = None
