@@ -240,6 +240,8 @@ class ConnectionPool:
                 self._driver.abandon(raw)
         self._driver.after_fork()
         self._start_fresh()
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()  # the child's own connections, opened ahead again
 
     # -- lending -----------------------------------------------------------
 
@@ -896,7 +898,7 @@ class ConnectionPool:
             if self._waiting:
                 self._cond.notify(len(dead))
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
 
     def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
         text = f"cannot connect to {self.name}"
@@ -935,7 +937,7 @@ class ConnectionPool:
                 if self._waiting:
                     self._cond.notify()
             if raw is not None:
-                self._driver.close(raw)
+                self._close_raw(raw)
             held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
@@ -1068,10 +1070,18 @@ class ConnectionPool:
 
     def _fill_plan(self) -> list[_Handle]:
         """Reserve the slots of the connections min_idle still wants (under the lock)."""
-        with self._lock:
+        with self._lock:  # critical section: count and reserve, no I/O
             if self._closed:
                 return []
-            wanted = self.min_idle - self._idle_count() - self._maintainer.opening
+            live = self._handles.live
+            if self.mode == "persistent":
+                idle = len(self._handles.spares)  # a thread's own connection is not for others
+            else:
+                # Handles whose connection was closed at return wait empty among the idle
+                # ones: take them out, so that their slots take connections opened now.
+                self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
+                idle = sum(1 for h in live if not h.borrows and h.raw is not None)
+            wanted = self.min_idle - idle - self._maintainer.opening
             room = self.max_size - len(self._handles.live)
             handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
             self._maintainer.opening += len(handles)
@@ -1082,7 +1092,7 @@ class ConnectionPool:
         error: BaseException | None = None
         try:
             self._open(handle, monotonic() + self.timeout)
-        except self._failures as exc:
+        except Exception as exc:  # a listener's error too: the slot must be given back
             error = exc
         with self._lock:  # critical section: hand the connection over, or the slot back
             self._maintainer.opening -= 1
