@@ -448,9 +448,15 @@ class MySQLConnectorDriver(_MySQLDriver):
             from mysql.connector.constants import DEFAULT_CONFIGURATION
         except ImportError:
             return None  # not installed: making the driver says so
-        return frozenset(DEFAULT_CONFIGURATION) | {"connection_timeout", "option_files",
-                                                    "option_groups", "failover", "pool_name",
-                                                    "pool_size", "pool_reset_session"}
+        return frozenset(DEFAULT_CONFIGURATION) | {
+            "connection_timeout",
+            "option_files",
+            "option_groups",
+            "failover",
+            "pool_name",
+            "pool_size",
+            "pool_reset_session",
+        }
 
     name: ClassVar[str] = "mysql-connector"
     _timeout_attributes = ("read_timeout", "write_timeout")

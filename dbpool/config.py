@@ -49,9 +49,24 @@ _PASSWORD_ENCODINGS = {"pymysql": "latin-1", "mysql-connector": "utf-8"}
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env", "password_provider")
 # The keys every driver takes (the adapters map or drop them), besides the driver's own.
 _COMMON_KEYS = frozenset(
-    {*_CONNECTION_KEYS, *_ALIASES, "charset", "url", "ssl", "connect_timeout", "read_timeout",
-     "write_timeout", "use_pure", "ssl_ca", "ssl_cert", "ssl_key", "ssl_key_password",
-     "ssl_verify_cert", "ssl_verify_identity", "ssl_disabled"}
+    {
+        *_CONNECTION_KEYS,
+        *_ALIASES,
+        "charset",
+        "url",
+        "ssl",
+        "connect_timeout",
+        "read_timeout",
+        "write_timeout",
+        "use_pure",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "ssl_disabled",
+    }
 )
 # Other pools' names for dbpool's options, for the "did you mean" of a typo.
 _OTHER_NAMES = {
@@ -565,6 +580,7 @@ def _statements(value: Any) -> tuple[str, ...]:
     ):
         raise ConfigError(f"init_sql must be a list of SQL statements (got {value!r})")
     return tuple(value)
+
 
 def _tls_params(params: dict[str, Any], where: str) -> None:
     """Turn ``ssl={...}`` into the flat ``ssl_*`` options, checking every value."""

@@ -249,8 +249,16 @@ class SQLiteDriver(Driver):
 
 # sqlite3.connect()'s keywords (a built-in: no signature to read).
 _SQLITE_PARAMETERS = frozenset(
-    {"timeout", "detect_types", "isolation_level", "check_same_thread", "factory",
-     "cached_statements", "uri", "autocommit"}
+    {
+        "timeout",
+        "detect_types",
+        "isolation_level",
+        "check_same_thread",
+        "factory",
+        "cached_statements",
+        "uri",
+        "autocommit",
+    }
 )
 
 # The MySQL adapters build on Driver, defined above.

@@ -830,6 +830,8 @@ class ConnectionPool:
                         cur.close()
                 if self._configure is not None:
                     self._configure(raw)
+                if self._driver.in_transaction(raw):
+                    raw.commit()  # what the set-up did stays, whoever borrows next
         except self._driver_errors as exc:
             if self._driver.is_permanent(exc):
                 raise ConnectError(
@@ -848,8 +850,9 @@ class ConnectionPool:
             self._set_up(handle.raw, monotonic() + self._ping_timeout)
         except self._failures as exc:
             log.warning(
-                "the session set-up failed after a reset on a connection of %s; "
-                "closing it: %s", self.name, exc,
+                "the session set-up failed after a reset on a connection of %s; closing it: %s",
+                self.name,
+                exc,
             )
             self._tallies.append("connect_failures")
             self._retire(handle, "broken")
@@ -996,9 +999,7 @@ class ConnectionPool:
             except Exception:
                 if propagate:
                     raise
-                log.warning(
-                    "a %r listener of %s raised; ignored", event, self.name, exc_info=True
-                )
+                log.warning("a %r listener of %s raised; ignored", event, self.name, exc_info=True)
 
     def _run_checkout_listeners(self, token: Any, handle: _Handle) -> None:
         try:
@@ -1023,8 +1024,7 @@ class ConnectionPool:
         """Whether min_idle wants another connection and there is room for it (lock held)."""
         opening = self._maintainer.opening
         return (
-            self._idle_count() + opening < self.min_idle
-            and len(self._handles.live) < self.max_size
+            self._idle_count() + opening < self.min_idle and len(self._handles.live) < self.max_size
         )
 
     def _evict_idle(self) -> None:
@@ -1137,6 +1137,7 @@ class ConnectionPool:
         if error is not None:
             log.warning("could not open the min_idle connections of %s: %s", self.name, error)
         return error is not None
+
 
 def _check_retries(max_retries: Any) -> None:
     if isinstance(max_retries, bool) or not isinstance(max_retries, int):

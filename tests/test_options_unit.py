@@ -306,3 +306,15 @@ def test_password_provider_errors_are_connect_errors(monkeypatch: pytest.MonkeyP
         assert pool.get_stats()["connect_failures"] == 1
     finally:
         pool.dispose()
+
+
+def test_every_pool_option_is_a_typed_keyword() -> None:
+    import inspect
+
+    from dbpool.config import POOL_OPTION_NAMES
+
+    for function in (make_pool, ConnectionPool.__init__):
+        parameters = inspect.signature(function).parameters
+        missing = POOL_OPTION_NAMES - set(parameters)
+        assert not missing, (function, missing)
+        assert all(parameters[name].annotation != "Any" for name in POOL_OPTION_NAMES)
