@@ -26,6 +26,8 @@ from typing import Any, Protocol
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
 
+from .errors import ConfigError
+
 
 class _NeverRaised(Exception):
     """Stands for DBUtils' failover errors: we never let it fail over.
@@ -181,6 +183,12 @@ class _SharedStore:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
         # maxcached=size: a handle given back to a full pool is dropped, not kept.
         self._db = PooledDB(factory, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
+        if not isinstance(getattr(self._db, "_idle_cache", None), list):
+            # LIFO order, max_idle and resize() work on PooledDB's idle list and lock.
+            raise ConfigError(
+                "this DBUtils has no PooledDB._idle_cache, which dbpool's shared mode "
+                "builds on: install a DBUtils release dbpool supports (see its requirements)"
+            )
         self.size = size
         self.idle = 0  # PooledDB's idle list, counted: it has no cheap length
         # PooledDB lends from the front of its idle list and appends at the back (FIFO);

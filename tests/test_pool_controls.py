@@ -261,6 +261,7 @@ def test_max_idle_closes_idle_connections_above_min_idle(
     print(f"\nmax_idle/{pool_mode}/{mysql_driver}: {stats['closed_idle']} closed idle, "
           f"{stats['total_connections']} left")
     assert stats["closed_idle"] >= 2
+    assert stats["created"] == stats["total_connections"] + stats["closed"]
     assert session_count(admin, user["user"], expect=1) == 1
     with pool.connection() as conn:
         assert scalar(conn, "SELECT 1") == 1
@@ -528,6 +529,7 @@ def test_drain_replaces_every_connection(mysql_pool: Any) -> None:
     assert after["created"] > before["created"]
     assert after["closed"] > before["closed"]  # the idle ones, at once
     assert last["closed"] == after["closed"] + 1  # the lent one, when given back
+    assert last["created"] == last["total_connections"] + last["closed"]
     with pool.connection() as conn:
         assert connection_id(conn) != held_id
 
