@@ -16,6 +16,7 @@ from dbpool import (
     ConnectError,
     ConnectionPool,
     PoolError,
+    PoolTimeout,
     TooManyRequests,
     load_settings,
     make_pool,
@@ -318,3 +319,37 @@ def test_every_pool_option_is_a_typed_keyword() -> None:
         missing = POOL_OPTION_NAMES - set(parameters)
         assert not missing, (function, missing)
         assert all(parameters[name].annotation != "Any" for name in POOL_OPTION_NAMES)
+
+
+def test_wait_times_out_while_a_silent_server_holds_the_connects() -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts into the backlog, never says hello
+    port = silent.getsockname()[1]
+    pool = make_pool(host="127.0.0.1", port=port, user="u", password="p", min_idle=1,
+                     timeout=30, config=False)
+    try:
+        with pytest.raises(PoolTimeout, match="opened 0 of its 1 min_idle connections"):
+            pool.wait(0.3)
+    finally:
+        pool.dispose()
+        silent.close()
+
+
+def test_maintenance_thread_ends_with_a_dropped_pool() -> None:
+    import gc
+
+    def maintainers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "dbpool-maintenance"}
+
+    before = maintainers()
+    pool = make_pool(path=":memory:", min_idle=1, wait=True, config=False)
+    started = maintainers() - before
+    assert len(started) == 1
+    del pool
+    gc.collect()
+    thread = started.pop()
+    thread.join(5)
+    assert not thread.is_alive()

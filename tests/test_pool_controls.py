@@ -549,3 +549,19 @@ def test_url_names_driver_and_server(
     with pool.connection() as conn:
         assert scalar(conn, "SELECT DATABASE()") == user["database"]
     assert user["password"] not in repr(pool) + repr(pool.settings) + pool.name
+
+
+def test_session_set_up_stays_within_the_acquire_deadline(
+    pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
+) -> None:
+    # An account of its own: the server may run the abandoned SLEEP a while longer.
+    pool = make_pool(**user, driver=mysql_driver, mode=pool_mode, init_sql=["DO SLEEP(30)"],
+                     timeout=1.5, config=False)
+    pools.append(pool)
+    start = time.monotonic()
+    with pytest.raises(PoolError) as caught:
+        pool.acquire()
+    took = time.monotonic() - start
+    print(f"\nslow init_sql with timeout 1.5 s: {type(caught.value).__name__} after {took:.2f} s")
+    assert took < 5
+    assert pool.get_stats()["in_use"] == 0
