@@ -27,6 +27,7 @@ from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
 
 from .errors import ConfigError
+from .hosts import HostState
 
 
 class _NeverRaised(Exception):
@@ -55,6 +56,7 @@ class _Handle:
         "epoch",
         "expires",
         "factory",
+        "host",
         "raw",
         "returned",
         "uses",
@@ -63,6 +65,7 @@ class _Handle:
     def __init__(self, factory: _HandleFactory) -> None:
         self.factory = factory
         self.raw: Any = None
+        self.host: HostState | None = None  # the server of ``raw``, for a host list
         self.created = 0.0
         self.expires = float("inf")
         self.returned = 0.0

@@ -16,10 +16,16 @@ class PoolStats:
     __slots__ = (
         "_waits",
         "acquired",
+        "causal_timeouts",
+        "causal_waits",
         "closed",
         "closed_broken",
         "closed_idle",
+        "closed_lagging",
+        "closed_not_ready",
         "closed_overflow",
+        "closed_read_only",
+        "closed_stale",
         "closed_usage",
         "connect_failures",
         "created",
@@ -46,6 +52,12 @@ class PoolStats:
         self.closed_idle = 0
         self.closed_usage = 0
         self.requests_rejected = 0
+        self.closed_read_only = 0
+        self.closed_not_ready = 0
+        self.closed_lagging = 0
+        self.closed_stale = 0
+        self.causal_waits = 0
+        self.causal_timeouts = 0
         self.reclaimed = 0
         self.leaks_reported = 0
         self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
@@ -80,6 +92,12 @@ class PoolStats:
             "closed_idle": self.closed_idle,
             "closed_usage": self.closed_usage,
             "requests_rejected": self.requests_rejected,
+            "closed_read_only": self.closed_read_only,
+            "closed_not_ready": self.closed_not_ready,
+            "closed_lagging": self.closed_lagging,
+            "closed_stale": self.closed_stale,
+            "causal_waits": self.causal_waits,
+            "causal_timeouts": self.causal_timeouts,
             "reclaimed": self.reclaimed,
             "leaks_reported": self.leaks_reported,
             "wait_ms_mean": round(mean * 1000.0, 3),
