@@ -565,3 +565,27 @@ def test_session_set_up_stays_within_the_acquire_deadline(
     print(f"\nslow init_sql with timeout 1.5 s: {type(caught.value).__name__} after {took:.2f} s")
     assert took < 5
     assert pool.get_stats()["in_use"] == 0
+
+
+def test_host_list_with_password_provider_and_init_sql(
+    pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
+) -> None:
+    calls: list[int] = []
+
+    def provider() -> str:
+        calls.append(1)
+        return str(user["password"])
+
+    # The first host refuses (nothing listens there); the second is the server.
+    hosts = ["127.0.0.1:1", f"127.0.0.1:{user['port']}"]
+    pool = make_pool(**{**user, "host": hosts, "password": provider}, driver=mysql_driver,
+                     mode=pool_mode, init_sql=["SET @tenant = 3"], min_idle=1, wait=True,
+                     config=False)
+    pools.append(pool)
+    with pool.connection() as conn:
+        assert scalar(conn, "SELECT @tenant") == 3
+    # Once per physical connect, whichever host answers (the last may still be opening).
+    assert wait_until(lambda: len(calls) == pool.get_stats()["created"])
+    stats = pool.get_stats()
+    assert stats["hosts"][hosts[1]]["open"] == stats["total_connections"] >= 1
+    assert stats["hosts"][hosts[0]]["open"] == 0
