@@ -353,3 +353,27 @@ def test_maintenance_thread_ends_with_a_dropped_pool() -> None:
     thread = started.pop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_sqlite_max_idle_lifo_and_resize(sqlite_pool: Any) -> None:
+    pool = sqlite_pool(size=3, max_idle=0.2, order="lifo")
+    a, b = pool.acquire(), pool.acquire()
+    raw_b = b.dbapi_connection
+    pool.release(a)
+    pool.release(b)
+    with pool.connection() as conn:
+        assert conn.dbapi_connection is raw_b  # lifo: the last given back
+    for _ in range(500):
+        if pool.get_stats()["total_connections"] == 0:
+            break
+        threading.Event().wait(0.01)
+    stats = pool.get_stats()
+    assert (stats["total_connections"], stats["closed_idle"]) == (0, 2)
+    pool.resize(size=1, max_overflow=0)
+    held = pool.acquire()
+    with pytest.raises(PoolTimeout):
+        pool.acquire(timeout=0.05)
+    pool.resize(max_overflow=1)
+    pool.release(pool.acquire(timeout=0.05))  # the new slot
+    pool.release(held)
+    assert pool.get_stats()["max_size"] == 2

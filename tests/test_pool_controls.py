@@ -382,7 +382,7 @@ def test_password_provider_picks_up_a_password_changed_on_the_server(
 
 
 def test_password_provider_in_yaml(
-    pools: list[Any], user: dict[str, Any], mysql_driver: str, tmp_path: Path,
+    pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = f"secrets_{uuid.uuid4().hex[:8]}"
@@ -395,6 +395,7 @@ def test_password_provider_in_yaml(
         "database:\n  primary:\n"
         f"    url: 'mysql://{user['user']}@127.0.0.1:{user['port']}/{user['database']}'\n"
         f"    password_provider: '{module}:token'\n    driver: {mysql_driver}\n"
+        f"    pool: {{mode: {pool_mode}}}\n"
     )
     pool = make_pool(config=str(config))
     pools.append(pool)
@@ -538,14 +539,14 @@ def test_drain_replaces_every_connection(mysql_pool: Any) -> None:
 
 
 def test_url_names_driver_and_server(
-    pools: list[Any], user: dict[str, Any], mysql_driver: str
+    pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
 ) -> None:
     scheme = "mysql+pymysql" if mysql_driver == "pymysql" else "mysql+mysqlconnector"
     url = (f"{scheme}://{user['user']}:{user['password']}@127.0.0.1:{user['port']}/"
            f"{user['database']}")
-    pool = make_pool(url=url, config=False)
+    pool = make_pool(pool_mode, url=url, config=False)
     pools.append(pool)
-    assert pool.settings.driver == mysql_driver
+    assert (pool.settings.driver, pool.mode) == (mysql_driver, pool_mode)
     with pool.connection() as conn:
         assert scalar(conn, "SELECT DATABASE()") == user["database"]
     assert user["password"] not in repr(pool) + repr(pool.settings) + pool.name
