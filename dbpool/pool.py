@@ -1498,10 +1498,17 @@ class ConnectionPool:
             helper.join()
         error = next((e for e in errors if e is not None), None)
         with self._lock:
+            first = error is not None and self._maintainer.error is None
             self._maintainer.error = error
             self._cond.notify_all()
         if error is not None:
-            log.warning("could not open the min_idle connections of %s: %s", self.name, error)
+            # A warning when the trouble starts; the retries that follow are logged at debug.
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "could not open the min_idle connections of %s (retrying): %s",
+                self.name,
+                error,
+            )
         return error is not None
 
 

@@ -377,3 +377,27 @@ def test_sqlite_max_idle_lifo_and_resize(sqlite_pool: Any) -> None:
     pool.release(pool.acquire(timeout=0.05))  # the new slot
     pool.release(held)
     assert pool.get_stats()["max_size"] == 2
+
+
+def test_min_idle_retries_after_a_failed_connect(
+    sqlite_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = [RuntimeError("token service down")] * 2
+
+    def provider() -> str:
+        if failures:
+            raise failures.pop()
+        return "unused by sqlite"
+
+    pool = sqlite_pool(size=2, min_idle=2, password=provider, driver="sqlite")
+    with pytest.raises(ConnectError, match="password provider"):
+        pool.wait(5)
+    for _ in range(500):  # the maintenance thread retries with a growing pause
+        if pool.get_stats()["pool_size"] == 2:
+            break
+        threading.Event().wait(0.01)
+    pool.wait(5)
+    stats = pool.get_stats()
+    assert (stats["pool_size"], stats["connect_failures"]) == (2, 2)
+    warnings = [r for r in caplog.records if "min_idle connections" in r.getMessage()]
+    assert [r.levelname for r in warnings][:1] == ["WARNING"]
