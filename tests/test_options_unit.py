@@ -401,3 +401,36 @@ def test_min_idle_retries_after_a_failed_connect(
     assert (stats["pool_size"], stats["connect_failures"]) == (2, 2)
     warnings = [r for r in caplog.records if "min_idle connections" in r.getMessage()]
     assert [r.levelname for r in warnings][:1] == ["WARNING"]
+
+
+def test_hooks_run_with_no_pool_lock_held(sqlite_pool: Any) -> None:
+    # Each hook takes the pool's lock (get_stats() does): were it called under the lock,
+    # the lock (not reentrant) would deadlock the thread.
+    holder: list[Any] = []
+    seen: list[str] = []
+
+    def hook(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            holder[0].get_stats()
+            seen.append(name)
+            return "pw" if name == "password" else None
+
+        return call
+
+    pool = sqlite_pool(size=1, min_idle=1, max_usage=2, driver="sqlite", reset="session",
+                       password=hook("password"), configure=hook("configure"))
+    holder.append(pool)
+    for event in ("connect", "checkout", "checkin", "close"):
+        pool.add_listener(event, hook(event))
+
+    def work() -> None:
+        pool.wait(5)
+        for _ in range(2):  # given back once, then closed at its second return
+            with pool.connection():
+                pass
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "a hook ran under the pool's lock"
+    assert {"password", "configure", "connect", "checkout", "checkin", "close"} <= set(seen)
