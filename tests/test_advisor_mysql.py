@@ -152,12 +152,14 @@ def test_point_select_json_and_plot(
     assert data["plot"] == str(plot)
 
 
-@pytest.mark.timing  # the recommendation follows measured throughput
 def test_think_time_shared_wins_on_connections(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, mysql_params: dict[str, Any], items: str
 ) -> None:
     # 8 threads that mostly think: shared mode serves them with its 3 connections,
-    # persistent mode keeps 8 open for the same throughput.
+    # persistent mode keeps 8 open. Which mode wins on throughput follows the
+    # measurement (noisy on a busy machine; the choice for given figures is tested in
+    # test_advisor_advice.py): asserted here are the connections the server saw and the
+    # recommendation's shape, which holds whichever mode measured faster.
     config = write_config(tmp_path, mysql_params, size=2, overflow=1)
     code, out, err = bench(
         capsys,
@@ -190,12 +192,25 @@ def test_think_time_shared_wins_on_connections(
     # Its bound is 3; a connection closed at return may still be counted for a moment.
     assert shared_conns <= 4
     assert persistent_conns == 8
-    assert "Recommendation: Pick shared." in out
-    assert "the server runs on this machine" in " ".join(out.split())
-    assert f"with {shared_conns} connections instead of 8" in " ".join(out.split())
-    assert "persistent mode ran with max_size raised to the thread count at 8 threads" in " ".join(
-        out.split()
-    )
+    text = " ".join(out.split())
+    assert "the server runs on this machine" in text
+    assert "persistent mode ran with max_size raised to the thread count at 8 threads" in text
+    advice = text[text.index("Recommendation: ") :]
+    # Never "either": with an even throughput, shared's fewer connections decide. Persistent
+    # wins only by measuring clearly faster, and then needs max_size raised to 8.
+    if advice.startswith("Recommendation: Pick shared. At 8 threads shared "):
+        # Even ("instead of 8") or faster ("against 8").
+        assert (
+            f"with {shared_conns} connections instead of 8" in advice
+            or f"with {shared_conns} connections against 8" in advice
+        ), advice
+    else:
+        assert advice.startswith(
+            "Recommendation: Pick persistent, with max_size raised to at least 8 "
+            "(one connection per thread). At 8 threads persistent did "
+        ), advice
+        assert "but only with 8 connections, one per thread, where max_size is 3; " in advice
+        assert f"shared held {shared_conns}." in advice
 
 
 def test_write_refused_without_allow_writes(
