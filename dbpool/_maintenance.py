@@ -48,6 +48,9 @@ class Maintainer:
         self.opening = 0
         #: The error of the last top-up, None after one that succeeded.
         self.error: BaseException | None = None
+        #: Top-up rounds begun, and the one that set ``error``; under the pool's lock.
+        self.started = 0
+        self.error_round = 0
 
     def wake(self) -> None:
         """Have the thread look at the pool now (cheap: safe under the pool's lock)."""

@@ -565,13 +565,17 @@ class ConnectionPool:
         """
         deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
         with self._cond:
-            self._maintainer.error = None  # report only what fails from now on
+            # Only a warm-up round that starts from now on reports its error: the wake below
+            # starts one at once, even while the thread pauses after earlier failures.
+            first_round = self._maintainer.started + 1
         self._maintainer.wake()
         with self._cond:
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is closed")
                 error = self._maintainer.error
+                if self._maintainer.error_round < first_round:
+                    error = None  # from a round begun before this call
                 if isinstance(error, PoolError):
                     raise type(error)(str(error)) from error
                 if error is not None:
@@ -1434,11 +1438,11 @@ class ConnectionPool:
             if handle.raw is not None:
                 self._retire(handle, reason)
 
-    def _fill_plan(self) -> list[_Handle]:
+    def _fill_plan(self) -> tuple[list[_Handle], int]:
         """Reserve the slots of the connections min_idle still wants (under the lock)."""
         with self._lock:  # critical section: count and reserve, no I/O
             if self._closed:
-                return []
+                return [], 0
             live = self._handles.live
             if self.mode == "persistent":
                 idle = len(self._handles.spares)  # a thread's own connection is not for others
@@ -1451,7 +1455,9 @@ class ConnectionPool:
             room = self.max_size - len(self._handles.live)
             handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
             self._maintainer.opening += len(handles)
-            return handles
+            if handles:
+                self._maintainer.started += 1
+            return handles, self._maintainer.started
 
     def _fill(self, handle: _Handle) -> BaseException | None:
         """Open one connection ahead of demand on a reserved slot (no lock held)."""
@@ -1478,7 +1484,7 @@ class ConnectionPool:
             self._evict_idle()
         if not self.min_idle:
             return False
-        handles = self._fill_plan()
+        handles, round_number = self._fill_plan()
         if not handles:
             return False
         errors: list[BaseException | None] = [None] * len(handles)
@@ -1500,8 +1506,9 @@ class ConnectionPool:
         with self._lock:
             first = error is not None and self._maintainer.error is None
             self._maintainer.error = error
+            self._maintainer.error_round = round_number
             self._cond.notify_all()
-        if error is not None:
+        if error is not None and not self._closed:
             # A warning when the trouble starts; the retries that follow are logged at debug.
             log.log(
                 logging.WARNING if first else logging.DEBUG,
