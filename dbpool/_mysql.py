@@ -223,9 +223,12 @@ _PYMYSQL_INTERNALS = {
     "Connection": (
         "_create_ssl_ctx",
         "_execute_command",
+        "_force_close",
+        "_read_bytes",
         "_read_ok_packet",
         "_read_packet",
         "_read_query_result",
+        "_write_bytes",
     ),
     "MySQLResult": ("_check_packet_is_eof", "init_unbuffered_query", "read"),
     "EOFPacketWrapper": (),
@@ -303,6 +306,27 @@ class PyMySQLDriver(_MySQLDriver):
                 return True
 
         class Connection(base):  # type: ignore[misc]
+            # A read or write cut midway by an exception from a signal handler leaves a
+            # packet half read or half sent: close, as PyMySQL does on a socket error,
+            # so that the connection fails cleanly instead of reading out of step.
+            def _read_bytes(self, num_bytes: int) -> Any:
+                try:
+                    return super()._read_bytes(num_bytes)
+                except Exception:
+                    raise
+                except BaseException:
+                    self._force_close()
+                    raise
+
+            def _write_bytes(self, data: bytes) -> None:
+                try:
+                    super()._write_bytes(data)
+                except Exception:
+                    raise
+                except BaseException:
+                    self._force_close()
+                    raise
+
             def _create_ssl_ctx(self, sslp: Any) -> Any:
                 if sslp:
                     return super()._create_ssl_ctx(sslp)
@@ -637,10 +661,11 @@ def _close_on_transport_error(network: Any) -> None:
     """
     recv, send = network.recv, network.send
 
+    # BaseException: an exception from a signal handler cuts a packet midway too.
     def guarded_recv(*args: Any, **kwargs: Any) -> Any:
         try:
             return recv(*args, **kwargs)
-        except Exception:
+        except BaseException:
             network.close_connection()
             network.sock = None
             raise
@@ -648,7 +673,7 @@ def _close_on_transport_error(network: Any) -> None:
     def guarded_send(*args: Any, **kwargs: Any) -> Any:
         try:
             return send(*args, **kwargs)
-        except Exception:
+        except BaseException:
             network.close_connection()
             network.sock = None
             raise

@@ -85,6 +85,12 @@ _HOST_UNUSABLE = {
 EVENTS: tuple[str, ...] = ("connect", "checkout", "checkin", "close")
 
 
+class _Waiter:
+    """Marks a thread waiting in acquire() (see ConnectionPool._checkout)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class ConnectionPool:
     """A bounded pool of validated connections, shared by threads or bound to them.
 
@@ -268,6 +274,7 @@ class ConnectionPool:
         # The listeners of each event, a tuple replaced whole (read without the lock).
         self._listeners: dict[str, tuple[Callable[[Any], object], ...]] = {e: () for e in EVENTS}
 
+        self._binds_threads = self.mode == "persistent"
         self._epoch = 0  # close_all() moves it on; older connections are replaced
         self._closed = False
         self._start_fresh()
@@ -294,8 +301,8 @@ class ConnectionPool:
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
-        self._in_use = 0  # lent connections (acquired - released - reclaimed)
-        self._waiting = 0
+        # The threads waiting in acquire(), by a marker each (see _checkout).
+        self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
         self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
@@ -370,31 +377,45 @@ class ConnectionPool:
             self._reclaim_collected()
         if self._handles.dropped:
             self._close_dropped()
-        token, handle = self._checkout(start + timeout, timeout)
-        # The common case, decided with no I/O but a look at the socket: a current
-        # connection seen alive moments ago, or one lent to this very thread already.
-        now = monotonic()
-        if not (
-            self._is_current(handle, now)
-            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
-        ):
-            try:
+        origin = None
+        if self._leak_threshold is not None:
+            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+        conn = PooledConnection(self, origin)
+        # Checkout is one unit: from the moment _checkout() puts the slot's lease into
+        # `conn`, whatever is raised (a failed connect, an exception from a signal
+        # handler) gives the slot back through _give_back().
+        try:
+            handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
+            if abandoned:
+                self._retire(handle, "broken")
+            # The common case, decided with no I/O but a look at the socket: a current
+            # connection seen alive moments ago, or one lent to this very thread already.
+            now = monotonic()
+            if not (
+                nested
+                or (
+                    self._is_current(handle, now)
+                    and (not self._pre_ping or self._seen_alive(handle, now))
+                )
+            ):
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} was closed while connecting")
-            except BaseException:
-                self._checkin(token, handle, failed=True)
-                raise
-            now = monotonic()
+                now = monotonic()
+            conn._since = now
+            conn._raw = handle.raw
+        except BaseException:
+            self._give_back(conn, failed=True)
+            raise
         handle.uses += 1
         if self._listeners["checkout"]:
-            self._run_checkout_listeners(token, handle)
+            try:
+                self._notify("checkout", handle.raw, propagate=True)
+            except BaseException:
+                self._give_back(conn, failed=False)  # given back as it is, then raised
+                raise
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
-        if self._leak_threshold is None:
-            conn = PooledConnection(self, token, handle, now, None)
-        else:
-            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-            conn = PooledConnection(self, token, handle, now, origin)
+        if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
@@ -423,19 +444,9 @@ class ConnectionPool:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self.name}"
             )
-        try:
-            # list.pop is atomic, so two racing releases cannot both get the lease.
-            token, handle = conn._lease.pop()
-        except IndexError:
-            log.debug("ignored a second release of a connection of %s", self.name)
+        handle = self._give_back(conn, failed=False, discard=discard)
+        if handle is None:
             return
-        conn._raw = None
-        if handle.factory is not self._handles:
-            log.debug("ignored the release of a connection from before os.fork()")
-            return
-        if discard:
-            handle.discard = True  # closed at its last checkin (persistent mode may nest)
-        self._checkin(token, handle, failed=False)
         log.debug("released a connection to %s", self.name)
         if self._leak_threshold is not None:
             with self._lock:
@@ -450,6 +461,29 @@ class ConnectionPool:
                     self._leak_threshold,
                     conn._origin,
                 )
+
+    def _give_back(
+        self, conn: PooledConnection, *, failed: bool, discard: bool = False
+    ) -> _Handle | None:
+        """Return one unit: take the lease out of ``conn``, then reset and put back its handle.
+
+        Returns the handle, or None when there was nothing to give back.
+        """
+        conn._raw = None
+        try:
+            # list.pop is atomic, so two racing releases cannot both get the lease.
+            token, handle = conn._lease.pop()
+        except IndexError:
+            if not failed:
+                log.debug("ignored a second release of a connection of %s", self.name)
+            return None
+        if handle.factory is not self._handles:
+            log.debug("ignored the release of a connection from before os.fork()")
+            return None
+        if discard:
+            handle.discard = True  # closed at its last return (persistent mode may nest)
+        self._checkin(token, handle, failed=failed)
+        return handle
 
     def _is_readonly(self, conn: PooledConnection) -> bool:
         """Whether ``conn`` came from this pool's replicas."""
@@ -467,9 +501,16 @@ class ConnectionPool:
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
-        block = (sys._getframe(1), threading.get_ident(), conn)
-        with self._blocks_lock:
-            self._blocks.append(block)
+        try:
+            block = (sys._getframe(1), threading.get_ident(), conn)
+            with self._blocks_lock:
+                self._blocks.append(block)
+        except BaseException:
+            # Cut short before the block began, so its __exit__ will not run.
+            with self._blocks_lock:
+                self._blocks[:] = [b for b in self._blocks if b[2] is not conn]
+            self.release(conn)
+            raise
         return conn
 
     def __exit__(
@@ -505,7 +546,7 @@ class ConnectionPool:
         if handle is None:
             return
         with self._lock:
-            if handle.borrows:
+            if handle.lent:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
@@ -520,13 +561,13 @@ class ConnectionPool:
             self._replicas.close_all()
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
             spares = self._handles.spares
             while spares:
                 self._handles.live.discard(spares.pop())
-            if self._waiting:
+            if self._waiters:
                 self._cond.notify_all()
         for raw in raws:
             self._close_raw(raw)
@@ -553,7 +594,7 @@ class ConnectionPool:
             self._cond.notify_all()
         self._maintainer.stop()
         self.close_all()
-        if not any(h.borrows for h in list(self._handles.live)):
+        if not any(h.lent for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
 
     def wait(self, timeout: float | None = None) -> None:
@@ -665,10 +706,10 @@ class ConnectionPool:
             self._fold_tallies()
             stats = self._stats.snapshot()
             handles = list(self._handles.live)
-            in_use = self._in_use
-            waiting = self._waiting
+            in_use = sum(h.borrowers() for h in handles)
+            waiting = len(self._waiters)
         open_count = sum(1 for h in handles if h.raw is not None)
-        idle = sum(1 for h in handles if h.raw is not None and not h.borrows)
+        idle = sum(1 for h in handles if h.raw is not None and not h.lent)
         stats.update(
             total_connections=open_count,
             pool_size=idle,
@@ -697,7 +738,7 @@ class ConnectionPool:
             host = handle.host
             if handle.raw is not None and host is not None and host.key in figures:
                 figures[host.key]["open"] += 1
-                if handle.borrows:
+                if handle.lent:
                     figures[host.key]["in_use"] += 1
         return figures
 
@@ -706,12 +747,20 @@ class ConnectionPool:
 
     # -- the critical sections ---------------------------------------------
 
-    def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
-        """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+    def _checkout(
+        self, conn: PooledConnection, deadline: float, timeout: float
+    ) -> tuple[_Handle, bool, bool]:
+        """Take a handle into ``conn``'s lease, waiting for a free slot until ``deadline``.
+
+        Returns the handle, whether it is lent to this thread already (a nested borrow,
+        persistent mode only), and whether it was abandoned: its last return was cut
+        short, so its connection is in an unknown state and must be closed.
+        """
         store = self._store
-        # Once in line (counted in _waiting from its first wait until it leaves), a thread
-        # may take whatever frees up.
-        queued = False
+        # Once in line (in _waiters from its first wait until it leaves), a thread may take
+        # whatever frees up. The marker is referenced only from this frame: should the
+        # finally below be cut short, it leaves the line when the frame goes.
+        waiter: _Waiter | None = None
         try:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
@@ -721,32 +770,35 @@ class ConnectionPool:
                     # is one for every waiter too, or a busy pool starves its waiters.
                     handles = self._handles
                     free = store.idle + len(handles.spares) + self.max_size - len(handles.live)
-                    if store.owns_handle() or free > (0 if queued else self._waiting):
-                        if queued:
-                            queued = False
-                            self._waiting -= 1
+                    if store.owns_handle() or free > (0 if waiter else len(self._waiters)):
+                        if waiter is not None:
+                            self._waiters.discard(waiter)
+                            waiter = None
                         token, handle = store.take()
                         if self.min_idle and self._wants_more_idle():
                             self._maintainer.wake()  # a non-blocking set(): the lock is held
-                        handle.borrows += 1
-                        # Counted as lent from here; a checkout whose connect or check fails
-                        # is taken off both counts again in _checkin(failed=True).
-                        self._in_use += 1
+                        # The lease is conn's from here: acquire() gives it back on any error.
+                        lease = conn._lease
+                        lease.append((token, handle))
+                        nested = self._binds_threads and handle.lent and handle.borrowers() > 0
+                        abandoned = handle.lent and not nested
+                        handle.lent = True
+                        handle.owners.append(lease)
                         self._stats.acquired += 1
-                        return token, handle
+                        return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
-                        if queued:
-                            queued = False
-                            self._waiting -= 1  # before the message, which counts the others
+                        if waiter is not None:
+                            self._waiters.discard(waiter)  # before the message counts the others
+                            waiter = None
                         self._stats.timeouts += 1
                         raise PoolTimeout(self._timeout_message(timeout))
-                    if not queued:
-                        if self._max_waiting and self._waiting >= self._max_waiting:
+                    if waiter is None:
+                        if self._max_waiting and len(self._waiters) >= self._max_waiting:
                             self._stats.requests_rejected += 1
                             raise TooManyRequests(self._too_many_message())
-                        queued = True
-                        self._waiting += 1
+                        waiter = _Waiter()
+                        self._waiters.add(waiter)
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 # Outside the critical section: close what went away, which frees slots.
                 if self._collected:
@@ -754,58 +806,98 @@ class ConnectionPool:
                 if self._handles.dropped:
                     self._close_dropped()
         finally:
-            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
+            if waiter is not None:  # the pool was closed, or the wait interrupted
                 with self._lock:
-                    self._waiting -= 1
+                    self._waiters.discard(waiter)
 
     def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
-        """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
-        raw = handle.raw
-        now = monotonic()
-        if raw is not None and handle.borrows == 1:
-            reason = self._retire_reason(handle, failed, now)
-            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
-                self._note_last_write(raw)  # before a reset or close ends the session
-            if reason is not None:
-                self._retire(handle, reason)
-            elif self._reset_session or self._needs_reset(raw):
-                try:
-                    # The reset is bounded like a ping: a silent server must not hold a release.
-                    with self._driver.bounded(raw, self._ping_timeout):
-                        self._driver.discard_pending(raw, self._ping_timeout)
-                        if self._reset_session:
-                            self._driver.reset_session(raw)
-                        else:
-                            self._driver.rollback(raw)
-                except self._driver_errors as exc:
-                    log.debug("reset failed on a connection of %s: %s", self.name, exc)
-                    self._retire(handle, "broken")
+        """Reset a handle's connection outside the lock, then hand it back to DBUtils.
+
+        One unit whatever is raised: a reset cut short (an exception from a signal
+        handler while rolling back) closes the connection as broken, and the handle
+        goes back in any case before the exception goes on.
+        """
+        settled = False
+        try:
+            raw = handle.raw
+            now = monotonic()
+            if raw is not None and not handle.borrowers():
+                reason = self._retire_reason(handle, failed, now)
+                if (
+                    self._causal
+                    and reason not in _HOST_UNUSABLE
+                    and reason
+                    not in (
+                        "broken",
+                        "lost",
+                    )
+                ):
+                    self._note_last_write(raw)  # before a reset or close ends the session
+                if reason is not None:
+                    self._retire(handle, reason)
+                elif self._reset_session or self._needs_reset(raw):
+                    try:
+                        # The reset is bounded like a ping: a silent server must not hold a
+                        # release.
+                        with self._driver.bounded(raw, self._ping_timeout):
+                            self._driver.discard_pending(raw, self._ping_timeout)
+                            if self._reset_session:
+                                self._driver.reset_session(raw)
+                            else:
+                                self._driver.rollback(raw)
+                    except self._driver_errors as exc:
+                        log.debug("reset failed on a connection of %s: %s", self.name, exc)
+                        self._retire(handle, "broken")
+                    else:
+                        if self._reset_session and (self._init_sql or self._configure):
+                            self._set_up_again(handle)
+                    now = monotonic()
+                if self._listeners["checkin"] and handle.raw is not None:
+                    self._notify("checkin", handle.raw)  # errors logged, never raised
+            handle.returned = now
+            settled = True
+        except BaseException:
+            # What the connection was doing is unknown: never lend it again.
+            self._retire(handle, "broken")
+            raise
+        finally:
+            with self._lock:  # critical section
+                if self._tallies:
+                    self._fold_tallies()
+                if failed:
+                    self._stats.acquired -= 1
                 else:
-                    if self._reset_session and (self._init_sql or self._configure):
-                        self._set_up_again(handle)
-                now = monotonic()
-        if self._listeners["checkin"] and handle.raw is not None and handle.borrows == 1:
-            self._notify("checkin", handle.raw)
-        handle.returned = now
-        with self._lock:  # critical section
-            if self._tallies:
-                self._fold_tallies()
-            self._in_use -= 1
-            if failed:
-                self._stats.acquired -= 1
-            else:
-                self._stats.released += 1
-            handle.borrows -= 1
-            self._store.put(token, handle)
-            if self._waiting:
-                self._cond.notify()
-        if handle.close_on_release and not handle.borrows:
-            handle.close_on_release = False
+                    self._stats.released += 1
+                if not handle.borrowers():
+                    # Still marked lent only if the reset and the close both were cut short:
+                    # then it is dropped, and its connection closed.
+                    handle.lent = not settled and handle.raw is not None
+                    # Overflow is decided here, under the lock, from the open connections
+                    # kept idle; and a connection is never closed while a thread waits:
+                    # it is kept for that thread (an empty handle is dropped, which frees
+                    # its slot for the waiter to open one).
+                    keep = handle.raw is not None and not handle.lent
+                    if keep and not self._waiters and self._store.full():
+                        keep = False
+                        self._stats.closed_overflow += 1
+                    self._store.put(token, handle, keep)
+                if self._waiters:
+                    self._cond.notify()
+            if handle.close_on_release and not handle.lent:
+                handle.close_on_release = False
+                self._drop_thread_handle(handle)
+            if self._handles.dropped:
+                self._close_dropped()
+            if self._closed and not any(h.lent for h in list(self._handles.live)):
+                self._finalizer()  # the last connection lent before dispose() is back
+
+    def _drop_thread_handle(self, handle: _Handle) -> None:
+        """Persistent mode: close a thread's connection and free its slot, from any thread."""
+        if self._store.thread_handle() is handle:
             self._store.forget_thread()
-        if self._handles.dropped:
-            self._close_dropped()
-        if self._closed and not any(h.borrows for h in list(self._handles.live)):
-            self._finalizer()  # the last connection lent before dispose() is back
+        else:
+            # Given back by another thread: its owner gets a new handle at its next acquire.
+            handle.close()
 
     # -- the reuse rule ------------------------------------------------------
     #
@@ -869,10 +961,7 @@ class ConnectionPool:
         reason = self._stale_reason(handle, now)
         if reason is None and self._max_usage and handle.uses >= self._max_usage:
             reason = "usage"
-        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
-        # too many, and DBUtils drops a handle given back to a full pool in any case.
-        if reason is None and self._store.full():
-            reason = "overflow"
+        # Overflow is decided at the put, under the lock (see _checkin).
         return reason
 
     def _timeout_message(self, timeout: float) -> str:
@@ -886,7 +975,7 @@ class ConnectionPool:
             spread = "".join(f"; {key}: {count}" for key, count in counts.items())
         text = (
             f"Connection pool timeout after {timeout:.1f}s "
-            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
+            f"({held}/{self.max_size} connections in use, {len(self._waiters)} waiting{spread})"
         )
         return f"{text} in pool {self.name}{self._store.timeout_hint}"
 
@@ -894,8 +983,6 @@ class ConnectionPool:
 
     def _make_ready(self, handle: _Handle, deadline: float, max_retries: int) -> None:
         """Give the handle a live connection: reuse, validate, or (re)open it."""
-        if handle.borrows > 1 and handle.raw is not None:
-            return  # persistent mode, lent again to the same thread: it is in use right now
         failures = 0
         while True:
             if handle.raw is not None:
@@ -1263,7 +1350,7 @@ class ConnectionPool:
             for handle in dead:
                 self._handles.live.discard(handle)
             self._stats.closed += len(raws)
-            if self._waiting:
+            if self._waiters:
                 self._cond.notify(len(dead))
         for raw in raws:
             self._close_raw(raw)
@@ -1298,16 +1385,15 @@ class ConnectionPool:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
-                if handle.borrows == 1:  # else the owning thread uses it again right now
+                if not handle.borrowers():  # else the owning thread uses it again right now
                     raw, handle.raw = handle.raw, None
                     handle.expires = float("inf")
-                handle.borrows -= 1
-                self._in_use -= 1
+                    handle.lent = False
+                    self._store.put(token, handle, keep=False)
                 self._stats.reclaimed += 1
                 if raw is not None:
                     self._stats.closed += 1
-                self._store.put(token, handle)
-                if self._waiting:
+                if self._waiters:
                     self._cond.notify()
             if raw is not None:
                 self._close_raw(raw)
@@ -1354,7 +1440,7 @@ class ConnectionPool:
 
     def _too_many_message(self) -> str:
         return (
-            f"pool {self.name} has {self._waiting} callers waiting already "
+            f"pool {self.name} has {len(self._waiters)} callers waiting already "
             f"(max_waiting {self._max_waiting}; {len(self._handles.live)}/{self.max_size} "
             "connections in use)"
         )
@@ -1370,13 +1456,6 @@ class ConnectionPool:
                 if propagate:
                     raise
                 log.warning("a %r listener of %s raised; ignored", event, self.name, exc_info=True)
-
-    def _run_checkout_listeners(self, token: Any, handle: _Handle) -> None:
-        try:
-            self._notify("checkout", handle.raw, propagate=True)
-        except BaseException:
-            self._checkin(token, handle, failed=False)
-            raise
 
     def _close_raw(self, raw: Any) -> None:
         """Close a driver connection (no lock held), telling the "close" listeners first."""
@@ -1418,9 +1497,9 @@ class ConnectionPool:
                 raws = [
                     self._take_raw(h)
                     for h in self._handles.live
-                    if not h.borrows and h.raw is not None and h not in spares and stale(h)
+                    if not h.lent and h.raw is not None and h not in spares and stale(h)
                 ]
-            if self._waiting and evicted:
+            if self._waiters and evicted:
                 self._cond.notify(len(evicted))
         self._close_evicted(evicted, "idle")
         for raw in raws:
@@ -1450,7 +1529,7 @@ class ConnectionPool:
                 # Handles whose connection was closed at return wait empty among the idle
                 # ones: take them out, so that their slots take connections opened now.
                 self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
-                idle = sum(1 for h in live if not h.borrows and h.raw is not None)
+                idle = sum(1 for h in live if not h.lent and h.raw is not None)
             wanted = self.min_idle - idle - self._maintainer.opening
             room = self.max_size - len(self._handles.live)
             handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
@@ -1649,16 +1728,18 @@ def get_global_pool(
 ) -> ConnectionPool:
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
+    Once that pool is disposed of, the next call makes a new one from its own arguments.
+
     Options left out come from the config entry, then from the defaults
     (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
     embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool
-    if pool is None:
+    if pool is None or pool._closed:
         with _global_lock:
             pool = _global_pool
-            if pool is None:
+            if pool is None or pool._closed:
                 pool = _global_pool = ConnectionPool(
                     size=size,
                     config_name=config_name,
