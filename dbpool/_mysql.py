@@ -153,6 +153,16 @@ class _TimeoutBound:
             setattr(self._raw, name, value)
 
 
+# The least a read or write of a connect past its deadline waits: the driver's own
+# timeout then ends the connect, with the driver's own error.
+_EXPIRED = 0.001
+
+
+def _time_left(deadline: float) -> float:
+    """Seconds left until ``deadline`` (monotonic), at least ``_EXPIRED``."""
+    return max(deadline - time.monotonic(), _EXPIRED)
+
+
 def _whole_seconds(value: float | None) -> int | None:
     return None if value is None else max(1, math.ceil(value))
 
@@ -176,6 +186,8 @@ class _MySQLDriver(Driver):
         kwargs.setdefault("charset", "utf8mb4")
         kwargs.pop("path", None)
         connect_timeout = kwargs.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT) or None
+        # connect_timeout bounds the whole connect: the TCP connect, the greeting, the
+        # login and the statements run at connect (see the drivers' connect()).
         if timeout is not None:
             # A connect never outlives the caller's deadline.
             limit = max(timeout, 0.001)
@@ -295,10 +307,30 @@ class PyMySQLDriver(_MySQLDriver):
                 return True
 
         class Connection(base):  # type: ignore[misc]
+            # While it connects, the time left until this deadline (monotonic) bounds
+            # each read and write, so the whole connect ends by it; None afterwards.
+            dbpool_deadline: float | None = None
+
+            def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
+                self.dbpool_deadline = dbpool_deadline
+                try:
+                    super().__init__(**kwargs)  # connects
+                finally:
+                    self.dbpool_deadline = None
+
+            def _arm(self, deadline: float) -> None:
+                # PyMySQL sets the socket's timeout from these when they change.
+                left = _time_left(deadline)
+                self._read_timeout = self._write_timeout = left
+                self._sock.settimeout(left)
+                self._current_timeout = left
+
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
             # so that the connection fails cleanly instead of reading out of step.
             def _read_bytes(self, num_bytes: int) -> Any:
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
                 try:
                     return super()._read_bytes(num_bytes)
                 except Exception:
@@ -308,6 +340,8 @@ class PyMySQLDriver(_MySQLDriver):
                     raise
 
             def _write_bytes(self, data: bytes) -> None:
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
                 try:
                     super()._write_bytes(data)
                 except Exception:
@@ -360,9 +394,11 @@ class PyMySQLDriver(_MySQLDriver):
         read_timeout, write_timeout = kwargs["read_timeout"], kwargs["write_timeout"]
         # PyMySQL reads the login handshake with the read timeout: bound it by the
         # connect timeout, so a server that accepts but never answers cannot hold us.
-        kwargs["read_timeout"] = _min(read_timeout, kwargs["connect_timeout"])
-        kwargs["write_timeout"] = _min(write_timeout, kwargs["connect_timeout"])
-        raw = self._connection_class(**kwargs)
+        connect_timeout = kwargs["connect_timeout"]
+        kwargs["read_timeout"] = _min(read_timeout, connect_timeout)
+        kwargs["write_timeout"] = _min(write_timeout, connect_timeout)
+        deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+        raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
         raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
         raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
         return raw
@@ -483,6 +519,22 @@ class MySQLConnectorDriver(_MySQLDriver):
 
         class Connection(MySQLConnection):
             dbpool_status: int | None = None  # the server status of the last reply
+            # While it connects, the time left until this deadline (monotonic) bounds
+            # each read and write, so the whole connect ends by it; None afterwards.
+            dbpool_deadline: float | None = None
+
+            def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
+                self.dbpool_deadline = dbpool_deadline
+                try:
+                    super().__init__(**kwargs)  # connects
+                finally:
+                    self.dbpool_deadline = None
+
+            def _get_connection(self) -> Any:
+                network = super()._get_connection()
+                if self.dbpool_deadline is not None:
+                    _bound_by_deadline(network, self.dbpool_deadline)
+                return network
 
             def _handle_server_status(self, flags: int) -> None:
                 super()._handle_server_status(flags)
@@ -516,11 +568,15 @@ class MySQLConnectorDriver(_MySQLDriver):
         kwargs["connection_timeout"] = kwargs.pop("connect_timeout")
         kwargs["read_timeout"] = _whole_seconds(kwargs["read_timeout"])
         kwargs["write_timeout"] = _whole_seconds(kwargs["write_timeout"])
+        connect_timeout = kwargs["connection_timeout"]
         raw: Any
         if kwargs.setdefault("use_pure", True):
             kwargs.pop("use_pure")
-            raw = self._connection_class(**kwargs)
+            deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+            raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
+            _unbind_deadline(raw._socket)
         else:
+            # The C extension bounds each read of the connect by connection_timeout.
             raw = self._module.connect(**kwargs)
         raw.dbpool_autocommit = getattr(raw, "_autocommit", None)
         if hasattr(raw, "_socket"):
@@ -610,6 +666,38 @@ def _connector_autocommit_switched(raw: Any) -> bool:
     if wanted is None or status is None:
         return False
     return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
+
+
+def _bound_by_deadline(network: Any, deadline: float) -> None:
+    """Make each read and write of a connecting mysql-connector socket wait only the time left.
+
+    mysql-connector leaves the socket's timeout alone while ``_connection_timeout`` is
+    set; the statements it runs after the login are bounded the same way.
+    """
+
+    def arm() -> None:
+        left = _time_left(deadline)
+        network._connection_timeout = left
+        if network.sock is not None:
+            # A socket closed by a failed connect: the driver's call says so itself.
+            with contextlib.suppress(OSError):
+                network.sock.settimeout(left)
+
+    def recv(*args: Any, **kwargs: Any) -> Any:
+        arm()
+        return type(network).recv(network, *args, **kwargs)
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        arm()
+        return type(network).send(network, *args, **kwargs)
+
+    network.recv, network.send = recv, send
+
+
+def _unbind_deadline(network: Any) -> None:
+    """Undo ``_bound_by_deadline`` once connected: statements get their own timeouts."""
+    del network.recv, network.send
+    network.set_connection_timeout(None)
 
 
 def _close_on_transport_error(network: Any) -> None:
