@@ -23,6 +23,70 @@ class Interrupted(BaseException):
 ROUNDS = 600
 
 
+def _interrupt_next_read(raw: Any, driver: str) -> None:
+    """Raise ``Interrupted`` at the driver's next read of a reply, before it reads a byte.
+
+    As a signal that lands after a statement was sent and before its reply is read:
+    the reply stays on the wire and the socket stays open.
+    """
+    target, name = (raw, "_read_bytes") if driver == "pymysql" else (raw._socket, "recv")
+    own = name in vars(target)
+    real = getattr(target, name)
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        if own:
+            setattr(target, name, real)
+        else:
+            delattr(target, name)
+        raise Interrupted("a signal between the send and the read")
+
+    setattr(target, name, read)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_reply_left_unread_by_an_interrupt_is_never_read_by_the_next_borrower(
+    mysql_pool: Any,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    autocommit: bool,
+) -> None:
+    table = f"`{mysql_params['database']}`.`unread_{mysql_driver.replace('-', '_')}_{pool_mode}`"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, kind CHAR(1))")
+    pool = mysql_pool(size=1, max_overflow=0, timeout=5, autocommit=autocommit)
+    for statement in ("SELECT 'first'", f"INSERT INTO {table} (kind) VALUES ('a')"):
+        with pytest.raises(Interrupted), pool as conn:
+            raw = conn.dbapi_connection
+            cur = conn.cursor()
+            if not autocommit:
+                cur.execute(f"INSERT INTO {table} (kind) VALUES ('a')")  # abandoned
+            _interrupt_next_read(raw, mysql_driver)
+            cur.execute(statement)
+        assert pool.get_stats()["in_use"] == 0
+        with pool as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT 'second'")
+            assert [tuple(row) for row in cur.fetchall()] == [("second",)], "read another's reply"
+            cur.execute("SELECT @@in_transaction")
+            assert cur.fetchall()[0][0] == 0, "the next borrower inherited a transaction"
+            cur.execute(f"INSERT INTO {table} (kind) VALUES ('c')")
+            conn.commit()
+            cur.close()
+        assert pool.get_stats()["closed_broken"] >= 1
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT kind, COUNT(*) FROM {table} GROUP BY kind ORDER BY kind")
+        kinds = dict(cur.fetchall())
+        cur.execute(f"DROP TABLE {table}")
+    # Under autocommit the interrupted INSERT ran and committed on the server; otherwise
+    # every 'a' row belongs to an abandoned transaction.
+    assert kinds.get("a", 0) == (1 if autocommit else 0), kinds
+    assert kinds["c"] == 2
+
+
 @contextlib.contextmanager
 def _borrow(pool: Any, style: str) -> Iterator[Any]:
     """``with pool``, or acquire() and release() in a try/finally."""
