@@ -34,6 +34,9 @@ _LOST_CONNECTION = 2013
 _CANNOT_CONNECT = 2003
 
 _COM_RESET_CONNECTION = 0x1F
+# Client-side error codes (CR_*): a reply that was not read to its end, or none at all.
+# Any other code came in an error reply from the server, which ends its command.
+_CLIENT_ERRORS = range(2000, 3000)
 # The server-status bits of an open transaction and of autocommit, the same in every
 # MySQL protocol; every OK and EOF packet carries them.
 _SERVER_STATUS_IN_TRANS = 0x0001
@@ -311,12 +314,19 @@ class PyMySQLDriver(_MySQLDriver):
             # each read and write, so the whole connect ends by it; None afterwards.
             dbpool_deadline: float | None = None
 
+            # Set before a command is sent, cleared once its reply is read to the end
+            # (see Driver.command_in_flight). Replies read by other calls (a
+            # set_character_set() or show_warnings() of the borrower) leave it set: the
+            # connection is then closed at return, never lent out of step.
+            dbpool_in_flight = False
+
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
                 try:
                     super().__init__(**kwargs)  # connects
                 finally:
                     self.dbpool_deadline = None
+                self.dbpool_in_flight = False  # the connect read every reply it asked for
 
             def _arm(self, deadline: float) -> None:
                 # PyMySQL sets the socket's timeout from these when they change.
@@ -361,11 +371,22 @@ class PyMySQLDriver(_MySQLDriver):
             # The error code of a failed command is noted for the pool
             # (see Driver.statement_error), whether it failed sending or reading.
             def _execute_command(self, command: int, sql: Any) -> Any:
+                self.dbpool_in_flight = True
                 try:
                     return super()._execute_command(command, sql)
                 except pymysql.MySQLError as exc:
                     self.dbpool_error = exc.args[0] if exc.args else None
                     raise
+
+            def _read_ok_packet(self) -> Any:
+                try:
+                    ok = super()._read_ok_packet()
+                except pymysql.MySQLError as exc:
+                    if _server_error(exc):
+                        self.dbpool_in_flight = False
+                    raise
+                self.dbpool_in_flight = False
+                return ok
 
             def _read_query_result(self, unbuffered: bool = False) -> int:
                 self._result = None
@@ -381,7 +402,11 @@ class PyMySQLDriver(_MySQLDriver):
                     status: int = getattr(self, "server_status", 0) or 0
                     self.server_status = status | _SERVER_STATUS_IN_TRANS
                     self.dbpool_error = exc.args[0] if exc.args else None
+                    if _server_error(exc):
+                        self.dbpool_in_flight = False
                     raise
+                # Read to the end, or (unbuffered) up to the rows, which _pending() tracks.
+                self.dbpool_in_flight = False
                 self._result = result
                 if result.server_status is not None:
                     self.server_status = result.server_status
@@ -419,6 +444,9 @@ class PyMySQLDriver(_MySQLDriver):
 
         # The TLS context cache has a lock, which another thread may have held at the fork.
         self._connection_class = self._make_connection_class(pymysql.connections.Connection)
+
+    def command_in_flight(self, raw: Any) -> bool:
+        return bool(raw.dbpool_in_flight)
 
     def in_transaction(self, raw: Any) -> bool:
         # Exact for connections of this driver, which read the status of every reply.
@@ -482,6 +510,12 @@ class PyMySQLDriver(_MySQLDriver):
             raw.autocommit(raw.dbpool_autocommit)
 
 
+def _server_error(exc: BaseException) -> bool:
+    """Whether a driver error came in the server's error reply (which ends its command)."""
+    code = _error_code(exc)
+    return isinstance(code, int) and code not in _CLIENT_ERRORS
+
+
 def _pending(result: Any) -> bool:
     """Whether a PyMySQL result still has rows, or result sets after it, on the wire."""
     return result is not None and bool(result.unbuffered_active or result.has_next)
@@ -523,18 +557,73 @@ class MySQLConnectorDriver(_MySQLDriver):
             # each read and write, so the whole connect ends by it; None afterwards.
             dbpool_deadline: float | None = None
 
+            # Set before a command is sent, cleared once its reply is read to the end,
+            # or up to the rows, which unread_result tracks (see
+            # Driver.command_in_flight). Replies read by other calls leave it set: the
+            # connection is then closed at return, never lent out of step.
+            dbpool_in_flight = False
+
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
                 try:
                     super().__init__(**kwargs)  # connects
                 finally:
                     self.dbpool_deadline = None
+                self.dbpool_in_flight = False  # the connect read every reply it asked for
 
             def _get_connection(self) -> Any:
                 network = super()._get_connection()
                 if self.dbpool_deadline is not None:
                     _bound_by_deadline(network, self.dbpool_deadline)
                 return network
+
+            def _send_cmd(self, *args: Any, **kwargs: Any) -> Any:
+                self.dbpool_in_flight = True
+                packet = super()._send_cmd(*args, **kwargs)
+                if packet is None:  # a command the server does not answer
+                    self.dbpool_in_flight = False
+                return packet
+
+            def _handle_ok(self, *args: Any, **kwargs: Any) -> Any:
+                return self._read_reply(super()._handle_ok, args, kwargs)
+
+            def _handle_result(self, *args: Any, **kwargs: Any) -> Any:
+                return self._read_reply(super()._handle_result, args, kwargs)
+
+            def _handle_binary_result(self, *args: Any, **kwargs: Any) -> Any:
+                result = self._read_reply(super()._handle_binary_result, args, kwargs)
+                if isinstance(result, tuple):  # rows follow, read by get_rows()
+                    self.dbpool_in_flight = True
+                return result
+
+            def cmd_stmt_prepare(self, *args: Any, **kwargs: Any) -> Any:
+                result = super().cmd_stmt_prepare(*args, **kwargs)
+                self.dbpool_in_flight = False
+                return result
+
+            def get_rows(self, *args: Any, **kwargs: Any) -> Any:
+                rows = super().get_rows(*args, **kwargs)
+                if not self.unread_result:
+                    self.dbpool_in_flight = False
+                return rows
+
+            def get_row(self, *args: Any, **kwargs: Any) -> Any:
+                row = super().get_row(*args, **kwargs)
+                if not self.unread_result:
+                    self.dbpool_in_flight = False
+                return row
+
+            def _read_reply(self, method: Any, args: Any, kwargs: Any) -> Any:
+                try:
+                    result = method(*args, **kwargs)
+                except error as exc:
+                    # The server's error reply ends its command; a client-side error
+                    # (no SQLSTATE) may come from a reply read partly.
+                    if exc.sqlstate is not None:
+                        self.dbpool_in_flight = False
+                    raise
+                self.dbpool_in_flight = False
+                return result
 
             def _handle_server_status(self, flags: int) -> None:
                 super()._handle_server_status(flags)
@@ -616,6 +705,10 @@ class MySQLConnectorDriver(_MySQLDriver):
                 "available here (not installed, or it cannot load); leave use_pure out "
                 "to use the pure-Python protocol"
             )
+
+    def command_in_flight(self, raw: Any) -> bool:
+        # The C extension's connections keep no mark.
+        return bool(getattr(raw, "dbpool_in_flight", False))
 
     def needs_reset(self, raw: Any) -> bool:
         return bool(

@@ -749,7 +749,9 @@ class ConnectionPool:
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
-        if failed:
+        if failed or self._driver.command_in_flight(handle.raw):
+            # A reply not read to its end (a statement cut by an exception between its
+            # send and its last read): the connection is out of step with its server.
             return "broken"
         # The last statement's error: the server is read-only, not ready, or gone. A
         # replica is read-only by design: a write there is the caller's mistake.
