@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import inspect
 import math
 import os
 import select
@@ -273,6 +274,13 @@ def _check_pymysql(pymysql: Any) -> None:
 class PyMySQLDriver(_MySQLDriver):
     """PyMySQL, the default."""
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        import pymysql.connections
+
+        signature = inspect.signature(pymysql.connections.Connection.__init__)
+        return frozenset(name for name in signature.parameters if name != "self")
+
     name: ClassVar[str] = "pymysql"
     _timeout_attributes = ("_read_timeout", "_write_timeout")
 
@@ -282,7 +290,10 @@ class PyMySQLDriver(_MySQLDriver):
 
         _check_pymysql(pymysql)
         self._pymysql = pymysql
-        self.errors = (pymysql.err.Error,)
+        # The class bound at the package's top level, not pymysql.err.Error: emulating
+        # MySQLdb (as Django's backend does) can rebind pymysql.err to a second copy of
+        # the module, whose classes PyMySQL's connections never raise.
+        self.errors = (pymysql.Error,)
         self._connection_class = self._make_connection_class(pymysql.connections.Connection)
 
     @staticmethod
@@ -431,6 +442,10 @@ class PyMySQLDriver(_MySQLDriver):
     def _socket(self, raw: Any) -> Any:
         return raw._sock
 
+    def is_closed(self, raw: Any) -> bool:
+        # PyMySQL drops its socket on close() and after any failed read or write.
+        return raw._sock is None
+
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
 
@@ -530,6 +545,22 @@ def _autocommit_switched(raw: Any) -> bool:
 
 class MySQLConnectorDriver(_MySQLDriver):
     """mysql-connector-python, always its pure-Python protocol unless told otherwise."""
+
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        try:
+            from mysql.connector.constants import DEFAULT_CONFIGURATION
+        except ImportError:
+            return None  # not installed: making the driver says so
+        return frozenset(DEFAULT_CONFIGURATION) | {
+            "connection_timeout",
+            "option_files",
+            "option_groups",
+            "failover",
+            "pool_name",
+            "pool_size",
+            "pool_reset_session",
+        }
 
     name: ClassVar[str] = "mysql-connector"
     _timeout_attributes = ("read_timeout", "write_timeout")
@@ -694,6 +725,14 @@ class MySQLConnectorDriver(_MySQLDriver):
 
     def _socket(self, raw: Any) -> Any:
         return getattr(raw._socket, "sock", None)
+
+    def is_closed(self, raw: Any) -> bool:
+        network = getattr(raw, "_socket", None)
+        if network is None:
+            return False  # the C extension keeps its socket out of reach
+        # close() closes the socket but keeps the object; a transport error drops it.
+        sock = network.sock
+        return sock is None or sock.fileno() < 0
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)

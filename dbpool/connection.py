@@ -68,6 +68,10 @@ class PooledConnection:
         """Give the connection back to the pool (a second call does nothing)."""
         self._pool.release(self)
 
+    def invalidate(self) -> None:
+        """Close the connection instead of giving it back: the application knows it is bad."""
+        self._pool.release(self, discard=True)
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not found on the object: an own slot not set yet (a
         # half-built or copied object) or a special name is not the driver's business.

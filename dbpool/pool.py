@@ -11,20 +11,24 @@ import threading
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 from time import monotonic, sleep
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
+from ._maintenance import Maintainer
 from .config import MODES, Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
-from .drivers import Driver, get_driver
+from .drivers import Driver, connect_parameters, get_driver
 from .errors import (
     ConfigError,
     ConnectError,
     PoolClosed,
     PoolError,
     PoolTimeout,
+    TooManyRequests,
     ValidationError,
 )
 from .hosts import (
@@ -62,6 +66,9 @@ _RETIRE_COUNTERS = {
     "recycled": "recycled",
     "overflow": "closed_overflow",
     "broken": "closed_broken",
+    "discarded": "closed_broken",
+    "idle": "closed_idle",
+    "usage": "closed_usage",
     "lost": "closed_broken",
     "read_only": "closed_read_only",
     "not_ready": "closed_not_ready",
@@ -74,6 +81,8 @@ _HOST_UNUSABLE = {
     "not_ready": "the Galera node is not ready",
     "lagging": "the replica lags",
 }
+#: The events of add_listener(), named as SQLAlchemy's pool events.
+EVENTS: tuple[str, ...] = ("connect", "checkout", "checkin", "close")
 
 
 class _Waiter:
@@ -94,13 +103,19 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. host_order, host_deny_seconds,
-    galera_check, replica_fallback, replica_max_lag: how a host list and its
-    replicas are used (see the README's "Many servers"). Other keywords are
-    connection parameters (host, which may be a list, replicas, port, user,
-    password, database, charset, path, ...) that override the config entry.
-    Options not given come from the entry's ``pool:`` section, then from the
-    defaults.
+    a connection not given back is reported. min_idle: connections kept open
+    and idle ahead of demand; wait: make the constructor wait for them.
+    max_idle: seconds after which an idle connection above min_idle is closed.
+    order: "fifo" or "lifo" lending of idle connections. max_waiting: callers
+    allowed to wait at once (0: any). max_usage: lends after which a connection
+    is closed (0: no limit). init_sql, configure: the session set-up after each
+    connect and session reset. host_order, host_deny_seconds, galera_check,
+    replica_fallback, replica_max_lag: how a host list and its replicas are
+    used (see the README's "Many servers"). Other keywords are connection
+    parameters (host, which may be a list, replicas, port, user, password,
+    database, charset, path, url, ...) that override the config entry. Options
+    not given come from the entry's ``pool:`` section, then from the defaults.
+    ``config=False`` reads no config file.
     """
 
     _replicas: ConnectionPool | None  # the pool of readonly connections, if any
@@ -114,13 +129,21 @@ class ConnectionPool:
         recycle: float | None = None,
         driver: str | Driver | None = None,
         *,
-        config: str | None = None,
+        config: str | os.PathLike[str] | Literal[False] | None = None,
         mode: str | None = None,
         pre_ping: bool | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        min_idle: int | None = None,
+        max_idle: float | None = None,
+        order: str | None = None,
+        max_waiting: int | None = None,
+        max_usage: int | None = None,
+        init_sql: list[str] | tuple[str, ...] | None = None,
+        configure: Callable[[Any], object] | str | None = None,
+        wait: bool | None = None,
         host_order: str | None = None,
         host_deny_seconds: float | None = None,
         galera_check: bool | None = None,
@@ -140,6 +163,14 @@ class ConnectionPool:
             "ping_timeout": ping_timeout,
             "reset": reset,
             "leak_threshold": leak_threshold,
+            "min_idle": min_idle,
+            "max_idle": max_idle,
+            "order": order,
+            "max_waiting": max_waiting,
+            "max_usage": max_usage,
+            "init_sql": init_sql,
+            "configure": configure,
+            "wait": wait,
             "host_order": host_order,
             "host_deny_seconds": host_deny_seconds,
             "galera_check": galera_check,
@@ -156,6 +187,7 @@ class ConnectionPool:
             driver=driver_name,
             pool_options=pool_options,
             params=params,
+            parameters=connect_parameters if custom is None else lambda _: custom.parameters(),
         )
         driver_object = custom or get_driver(settings.driver)
         if len(settings.hosts) > 1 and custom is None:
@@ -174,6 +206,12 @@ class ConnectionPool:
                 f"replicas of {config_name!r} ({replicas})",
             )
             self._replicas = replica_pool
+        if settings.pool.wait:
+            try:
+                self.wait(self.timeout)  # the primaries' min_idle connections
+            except BaseException:
+                self.dispose()
+                raise
 
     def _setup(self, settings: Settings, driver: Driver, role: str, name: str) -> None:
         """Set up a pool of the primaries (``role`` "primary") or of the replicas."""
@@ -185,6 +223,8 @@ class ConnectionPool:
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
+        # What a connect made for the pool itself may raise: those, and our own errors.
+        self._failures: tuple[type[BaseException], ...] = (PoolError, *self._driver_errors)
         self._params = dict(settings.params)
         self.mode = options.mode
         self.size = options.size
@@ -223,6 +263,16 @@ class ConnectionPool:
         self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
+        self.min_idle = options.min_idle
+        self._max_idle = options.max_idle
+        self._max_waiting = options.max_waiting
+        self._max_usage = options.max_usage
+        self._init_sql = options.init_sql
+        self._configure = options.configure
+        self._password = self._params.get("password")
+        self._last_password: str | None = None  # the provider's last answer, to blank it
+        # The listeners of each event, a tuple replaced whole (read without the lock).
+        self._listeners: dict[str, tuple[Callable[[Any], object], ...]] = {e: () for e in EVENTS}
 
         self._binds_threads = self.mode == "persistent"
         self._epoch = 0  # close_all() moves it on; older connections are replaced
@@ -232,6 +282,8 @@ class ConnectionPool:
         log.debug(
             "created %s pool %s (size %d, max %d)", self.mode, self.name, self.size, self.max_size
         )
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -241,7 +293,8 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
-        self._store: _Store = make_store(self.mode, self._handles, self.size)
+        lifo = self.settings.pool.order == "lifo"
+        self._store: _Store = make_store(self.mode, self._handles, self.size, lifo)
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats()
@@ -259,6 +312,9 @@ class ConnectionPool:
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
         self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
+        # Opens connections ahead of demand and closes those idle too long (min_idle,
+        # max_idle), in a thread of its own started on first need.
+        self._maintainer = Maintainer(self)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -279,6 +335,8 @@ class ConnectionPool:
         if self._hosts is not None:
             self._hosts.after_fork()
         self._start_fresh()
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()  # the child's own connections, opened ahead again
 
     # -- lending -----------------------------------------------------------
 
@@ -349,6 +407,13 @@ class ConnectionPool:
         except BaseException:
             self._give_back(conn, failed=True)
             raise
+        handle.uses += 1
+        if self._listeners["checkout"]:
+            try:
+                self._notify("checkout", handle.raw, propagate=True)
+            except BaseException:
+                self._give_back(conn, failed=False)  # given back as it is, then raised
+                raise
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is not None:
             with self._lock:
@@ -363,22 +428,23 @@ class ConnectionPool:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
         return self.acquire(timeout, readonly=readonly)
 
-    def release(self, conn: PooledConnection | None) -> None:
+    def release(self, conn: PooledConnection | None, discard: bool = False) -> None:
         """Give a connection back, rolling back any open transaction first.
 
-        ``release(None)`` and releasing twice do nothing.
+        ``discard=True`` closes it instead, for a connection the application knows
+        is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
         if conn is None:
             return
         if self._is_readonly(conn):
             assert self._replicas is not None
-            self._replicas.release(conn)
+            self._replicas.release(conn, discard)
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self.name}"
             )
-        handle = self._give_back(conn, failed=False)
+        handle = self._give_back(conn, failed=False, discard=discard)
         if handle is None:
             return
         log.debug("released a connection to %s", self.name)
@@ -396,7 +462,9 @@ class ConnectionPool:
                     conn._origin,
                 )
 
-    def _give_back(self, conn: PooledConnection, *, failed: bool) -> _Handle | None:
+    def _give_back(
+        self, conn: PooledConnection, *, failed: bool, discard: bool = False
+    ) -> _Handle | None:
         """Return one unit: take the lease out of ``conn``, then reset and put back its handle.
 
         Returns the handle, or None when there was nothing to give back.
@@ -412,6 +480,8 @@ class ConnectionPool:
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return None
+        if discard:
+            handle.discard = True  # closed at its last return (persistent mode may nest)
         self._checkin(token, handle, failed=failed)
         return handle
 
@@ -494,10 +564,26 @@ class ConnectionPool:
             raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
+            spares = self._handles.spares
+            while spares:
+                self._handles.live.discard(spares.pop())
+            if self._waiters:
+                self._cond.notify_all()
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
         self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self.name)
+
+    def drain(self) -> None:
+        """Replace every connection: close_all(), then open min_idle new ones in the background.
+
+        Lent connections are closed when given back. For a server switch-over or
+        rotated credentials: no connection made before the call is lent again.
+        """
+        self.close_all()
+        for pool in (self, self._replicas):
+            if pool is not None and pool.min_idle:
+                pool._maintainer.wake()
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
@@ -506,9 +592,107 @@ class ConnectionPool:
         with self._lock:
             self._closed = True
             self._cond.notify_all()
+        self._maintainer.stop()
         self.close_all()
         if not any(h.lent for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until ``min_idle`` connections are open, at most ``timeout`` seconds (None: ever).
+
+        Raises the ConnectError of a failed connect at once (a refused login, an
+        unreachable server), PoolTimeout when they are not open in time, and
+        PoolClosed once the pool is disposed. With ``min_idle=0`` it returns at once.
+        """
+        deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
+        with self._cond:
+            # Only a warm-up round that starts from now on reports its error: the wake below
+            # starts one at once, even while the thread pauses after earlier failures.
+            first_round = self._maintainer.started + 1
+        self._maintainer.wake()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                error = self._maintainer.error
+                if self._maintainer.error_round < first_round:
+                    error = None  # from a round begun before this call
+                if isinstance(error, PoolError):
+                    raise type(error)(str(error)) from error
+                if error is not None:
+                    raise ConnectError(self._connect_failure(error, None)) from error
+                # Connections made since the last close_all() or drain() only.
+                epoch = self._epoch
+                live = self._handles.live
+                opened = sum(1 for h in live if h.raw is not None and h.epoch == epoch)
+                if opened >= self.min_idle:
+                    return
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PoolTimeout(
+                        f"pool {self.name} opened {opened} of its {self.min_idle} min_idle "
+                        f"connections within {timeout:.1f}s"
+                    )
+                self._cond.wait(_WAIT_SLICE if remaining is None else min(remaining, _WAIT_SLICE))
+
+    def resize(self, size: int | None = None, max_overflow: int | None = None) -> None:
+        """Change ``size`` and ``max_overflow`` while the pool runs.
+
+        Growing lets waiting callers take the new slots at once; shrinking closes idle
+        connections beyond the new ``size`` now, and lent ones above the new bound
+        when they come back. Waiters keep their deadlines. Bad values raise ConfigError.
+        """
+        changes: dict[str, Any] = {}
+        if size is not None:
+            changes["size"] = size
+        if max_overflow is not None:
+            changes["max_overflow"] = max_overflow
+        try:
+            options = replace(self.settings.pool, **changes)  # checked as at construction
+        except ConfigError as exc:
+            raise ConfigError(f"resize(): {exc}") from None
+        with self._lock:  # critical section: in-memory state only
+            self.settings = replace(self.settings, pool=options)
+            self.size = options.size
+            self.max_size = options.max_size
+            self._store.resize(self.size)
+            evicted = self._store.evict(lambda handle: True, keep=self.size)
+            self._forget(evicted)
+            self._cond.notify_all()  # grown: waiters may take the new slots
+        self._close_evicted(evicted, "overflow")
+        log.debug("resized %s to size %d, max %d", self.name, self.size, self.max_size)
+        if self._replicas is not None:
+            self._replicas.resize(size, max_overflow)  # the same options, other hosts
+
+    def add_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(driver_connection)`` on ``event``, outside the pool's lock.
+
+        Events: "connect" (a new connection, after its session set-up), "checkout"
+        (lent by acquire()), "checkin" (given back, after its reset; not for one
+        being closed), "close" (closed by the pool). What a "connect" or
+        "checkout" listener raises goes up to the acquire() caller, the connection
+        closed ("connect", counted as a connect failure) or given back
+        ("checkout"); what a "checkin" or "close" listener raises is logged and
+        ignored, since giving back and closing cannot fail.
+        """
+        if event not in EVENTS:
+            valid = ", ".join(repr(e) for e in EVENTS)
+            raise ValueError(f"unknown pool event {event!r}; valid events: {valid}")
+        if not callable(fn):
+            raise TypeError(f"a listener must be callable (got {type(fn).__name__})")
+        with self._lock:
+            self._listeners[event] = (*self._listeners[event], fn)
+        if self._replicas is not None:
+            self._replicas.add_listener(event, fn)
+
+    def remove_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Stop calling ``fn`` on ``event``; a listener not added raises ValueError."""
+        with self._lock:
+            listeners = list(self._listeners.get(event, ()))
+            listeners.remove(fn)
+            self._listeners[event] = tuple(listeners)
+        if self._replicas is not None:
+            self._replicas.remove_listener(event, fn)
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
@@ -533,6 +717,7 @@ class ConnectionPool:
             in_use=in_use,
             waiting=waiting,
             size=self.size,
+            min_idle=self.min_idle,
             mode=self.mode,
             hosts=self._host_figures(handles),
         )
@@ -583,12 +768,15 @@ class ConnectionPool:
                         raise PoolClosed(f"pool {self.name} is closed")
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters.
-                    free = store.idle + self.max_size - len(self._handles.live)
+                    handles = self._handles
+                    free = store.idle + len(handles.spares) + self.max_size - len(handles.live)
                     if store.owns_handle() or free > (0 if waiter else len(self._waiters)):
                         if waiter is not None:
                             self._waiters.discard(waiter)
                             waiter = None
                         token, handle = store.take()
+                        if self.min_idle and self._wants_more_idle():
+                            self._maintainer.wake()  # a non-blocking set(): the lock is held
                         # The lease is conn's from here: acquire() gives it back on any error.
                         lease = conn._lease
                         lease.append((token, handle))
@@ -606,6 +794,9 @@ class ConnectionPool:
                         self._stats.timeouts += 1
                         raise PoolTimeout(self._timeout_message(timeout))
                     if waiter is None:
+                        if self._max_waiting and len(self._waiters) >= self._max_waiting:
+                            self._stats.requests_rejected += 1
+                            raise TooManyRequests(self._too_many_message())
                         waiter = _Waiter()
                         self._waiters.add(waiter)
                     self._cond.wait(min(remaining, _WAIT_SLICE))
@@ -657,7 +848,12 @@ class ConnectionPool:
                     except self._driver_errors as exc:
                         log.debug("reset failed on a connection of %s: %s", self.name, exc)
                         self._retire(handle, "broken")
+                    else:
+                        if self._reset_session and (self._init_sql or self._configure):
+                            self._set_up_again(handle)
                     now = monotonic()
+                if self._listeners["checkin"] and handle.raw is not None:
+                    self._notify("checkin", handle.raw)  # errors logged, never raised
             handle.returned = now
             settled = True
         except BaseException:
@@ -760,8 +956,15 @@ class ConnectionPool:
             verdict = error_verdict(code)
             if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
                 return verdict
+        if self._driver.is_closed(handle.raw):
+            return "broken"  # closed by the borrower, or by the driver after an I/O error
+        if handle.discard:
+            return "discarded"
+        reason = self._stale_reason(handle, now)
+        if reason is None and self._max_usage and handle.uses >= self._max_usage:
+            reason = "usage"
         # Overflow is decided at the put, under the lock (see _checkin).
-        return self._stale_reason(handle, now)
+        return reason
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
@@ -871,14 +1074,18 @@ class ConnectionPool:
         return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
+        """Connect, set the session up, tell the "connect" listeners; fill the handle."""
+        params = self._params
+        if callable(self._password):
+            params = {**params, "password": self._call_password_provider()}
         remaining = deadline - monotonic()
         host: HostState | None = None
         try:
             if self._hosts is None:
-                raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+                raw = self._driver.connect(params, timeout=max(remaining, 0.0))
             else:
                 raw, host = self._hosts.connect(
-                    self._connect_to,
+                    lambda address, seconds: self._connect_to(address, seconds, params),
                     deadline,
                     is_permanent=self._driver.is_permanent,
                     describe_error=self._explain,
@@ -903,10 +1110,22 @@ class ConnectionPool:
                 f"the {self.settings.driver} driver rejected the connection parameters "
                 f"of pool {self.name}: {self._scrub(exc)}"
             ) from exc
+        try:
+            if self._init_sql or self._configure:
+                self._set_up(raw, deadline)
+            if self._listeners["connect"]:
+                self._notify("connect", raw, propagate=True)
+        except BaseException:
+            # A connection that could not be set up counts as a connect that failed.
+            self._driver.close(raw)
+            self._tallies.append("connect_failures")
+            raise
         now = monotonic()
         handle.raw = raw
         handle.host = host
         handle.created = handle.returned = now
+        handle.uses = 0
+        handle.discard = False
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
@@ -915,6 +1134,73 @@ class ConnectionPool:
             log.debug("opened a connection to %s", self.name)
         else:
             log.debug("opened a connection to %s host %s of %s", host.role, host.key, self.name)
+
+    def _call_password_provider(self) -> str:
+        """The password for the next connect, from the function given as ``password``."""
+        provider = self._password
+        assert callable(provider)
+        try:
+            password = provider()
+        except Exception as exc:
+            self._tallies.append("connect_failures")
+            # The type only: the provider's message may quote a secret.
+            raise ConnectError(
+                f"the password provider of pool {self.name} failed ({type(exc).__name__})"
+            ) from exc
+        if not isinstance(password, str):
+            self._tallies.append("connect_failures")
+            raise ConnectError(
+                f"the password provider of pool {self.name} returned "
+                f"{type(password).__name__}, not str"
+            )
+        self._last_password = password  # blanked from error messages
+        return password
+
+    def _set_up(self, raw: Any, deadline: float) -> None:
+        """Run init_sql, then configure, on a new or reset connection (no lock held).
+
+        A driver error that retrying cannot fix (a syntax error, an unknown variable)
+        and any error of ``configure`` are a ConnectError at once; other driver
+        errors go up to be retried like a failed connect.
+        """
+        limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._init_sql:
+                    cur = raw.cursor()
+                    try:
+                        for statement in self._init_sql:
+                            cur.execute(statement)
+                    finally:
+                        cur.close()
+                if self._configure is not None:
+                    self._configure(raw)
+                if self._driver.in_transaction(raw):
+                    raw.commit()  # what the set-up did stays, whoever borrows next
+        except self._driver_errors as exc:
+            if self._driver.is_permanent(exc):
+                raise ConnectError(
+                    f"the session set-up (init_sql, configure) of pool {self.name} failed: "
+                    f"{self._scrub(exc)}"
+                ) from exc
+            raise
+        except Exception as exc:
+            raise ConnectError(
+                f"configure of pool {self.name} failed: {type(exc).__name__}: {self._scrub(exc)}"
+            ) from exc
+
+    def _set_up_again(self, handle: _Handle) -> None:
+        """After a session reset at return: the set-up again, or the connection closed."""
+        try:
+            self._set_up(handle.raw, monotonic() + self._ping_timeout)
+        except self._failures as exc:
+            log.warning(
+                "the session set-up failed after a reset on a connection of %s; closing it: %s",
+                self.name,
+                exc,
+            )
+            self._tallies.append("connect_failures")
+            self._retire(handle, "broken")
 
     def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
         """Why a new connection's server cannot do this pool's job, or None; closes it if so.
@@ -1009,8 +1295,8 @@ class ConnectionPool:
             seen[key] = gtid
         return done
 
-    def _connect_to(self, address: Address, seconds: float) -> Any:
-        params = address.apply(self._params) if self._aim else self._params
+    def _connect_to(self, address: Address, seconds: float, params: dict[str, Any]) -> Any:
+        params = address.apply(params) if self._aim else params
         return self._driver.connect(params, timeout=seconds)
 
     def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
@@ -1028,7 +1314,7 @@ class ConnectionPool:
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
-            self._driver.close(raw)
+            self._close_raw(raw)
             self._tallies.append("closed")
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
@@ -1069,7 +1355,7 @@ class ConnectionPool:
             if self._waiters:
                 self._cond.notify(len(dead))
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
 
     def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
         text = f"cannot connect to {self.name}"
@@ -1112,7 +1398,7 @@ class ConnectionPool:
                 if self._waiters:
                     self._cond.notify()
             if raw is not None:
-                self._driver.close(raw)
+                self._close_raw(raw)
             held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
@@ -1149,7 +1435,169 @@ class ConnectionPool:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
-        return scrub_secrets(str(exc), self._params)
+        params = self._params
+        if self._last_password is not None:
+            params = {**params, "password": self._last_password}
+        return scrub_secrets(str(exc), params)
+
+    def _too_many_message(self) -> str:
+        return (
+            f"pool {self.name} has {len(self._waiters)} callers waiting already "
+            f"(max_waiting {self._max_waiting}; {len(self._handles.live)}/{self.max_size} "
+            "connections in use)"
+        )
+
+    # -- listeners -----------------------------------------------------------
+
+    def _notify(self, event: str, raw: Any, *, propagate: bool = False) -> None:
+        """Call the listeners of ``event`` (no lock held); see add_listener() for errors."""
+        for fn in self._listeners[event]:
+            try:
+                fn(raw)
+            except Exception:
+                if propagate:
+                    raise
+                log.warning("a %r listener of %s raised; ignored", event, self.name, exc_info=True)
+
+    def _close_raw(self, raw: Any) -> None:
+        """Close a driver connection (no lock held), telling the "close" listeners first."""
+        if self._listeners["close"]:
+            self._notify("close", raw)
+        self._driver.close(raw)
+
+    # -- maintenance (min_idle, max_idle), called by the Maintainer's thread ---
+
+    def _idle_count(self) -> int:
+        """Connections any caller could take now; called with the lock held."""
+        return self._store.idle + len(self._handles.spares)
+
+    def _wants_more_idle(self) -> bool:
+        """Whether min_idle wants another connection and there is room for it (lock held)."""
+        opening = self._maintainer.opening
+        return (
+            self._idle_count() + opening < self.min_idle and len(self._handles.live) < self.max_size
+        )
+
+    def _evict_idle(self) -> None:
+        """Close idle connections unused for max_idle seconds, keeping min_idle of them."""
+        cutoff = monotonic() - self._max_idle
+
+        def stale(handle: _Handle) -> bool:
+            return handle.returned <= cutoff
+
+        with self._lock:  # critical section: pick and detach, no I/O
+            evicted = self._store.evict(stale, keep=self.min_idle)
+            keep = max(self.min_idle - self._store.idle, 0)
+            spares = self._handles.spares
+            # Spares are in the order made: the oldest first.
+            while len(spares) > keep and stale(spares[0]):
+                evicted.append(spares.popleft())
+            self._forget(evicted)
+            raws = []
+            if self.mode == "persistent":
+                # A thread's own idle connection is closed; its slot stays with the thread.
+                raws = [
+                    self._take_raw(h)
+                    for h in self._handles.live
+                    if not h.lent and h.raw is not None and h not in spares and stale(h)
+                ]
+            if self._waiters and evicted:
+                self._cond.notify(len(evicted))
+        self._close_evicted(evicted, "idle")
+        for raw in raws:
+            self._close_raw(raw)
+            self._tallies.append("closed")
+            self._tallies.append("closed_idle")
+
+    def _forget(self, handles: list[_Handle]) -> None:
+        """Drop handles taken from the store or the spares; called with the lock held."""
+        for handle in handles:
+            self._handles.live.discard(handle)
+
+    def _close_evicted(self, handles: list[_Handle], reason: str) -> None:
+        for handle in handles:
+            if handle.raw is not None:
+                self._retire(handle, reason)
+
+    def _fill_plan(self) -> tuple[list[_Handle], int]:
+        """Reserve the slots of the connections min_idle still wants (under the lock)."""
+        with self._lock:  # critical section: count and reserve, no I/O
+            if self._closed:
+                return [], 0
+            live = self._handles.live
+            if self.mode == "persistent":
+                idle = len(self._handles.spares)  # a thread's own connection is not for others
+            else:
+                # Handles whose connection was closed at return wait empty among the idle
+                # ones: take them out, so that their slots take connections opened now.
+                self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
+                idle = sum(1 for h in live if not h.lent and h.raw is not None)
+            wanted = self.min_idle - idle - self._maintainer.opening
+            room = self.max_size - len(self._handles.live)
+            handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
+            self._maintainer.opening += len(handles)
+            if handles:
+                self._maintainer.started += 1
+            return handles, self._maintainer.started
+
+    def _fill(self, handle: _Handle) -> BaseException | None:
+        """Open one connection ahead of demand on a reserved slot (no lock held)."""
+        error: BaseException | None = None
+        try:
+            self._open(handle, monotonic() + self.timeout)
+        except Exception as exc:  # a listener's error too: the slot must be given back
+            error = exc
+        with self._lock:  # critical section: hand the connection over, or the slot back
+            self._maintainer.opening -= 1
+            kept = handle.raw is not None and not self._closed
+            if kept:
+                self._handles.spares.append(handle)
+            else:
+                self._handles.live.discard(handle)
+            self._cond.notify_all()  # a waiter may take it; wait() may be done
+        if not kept and handle.raw is not None:  # the pool was disposed meanwhile
+            self._retire(handle, "closed")
+        return error
+
+    def _maintain(self) -> bool:
+        """One round of the maintenance thread; whether a connect failed."""
+        if self._max_idle:
+            self._evict_idle()
+        if not self.min_idle:
+            return False
+        handles, round_number = self._fill_plan()
+        if not handles:
+            return False
+        errors: list[BaseException | None] = [None] * len(handles)
+
+        def fill(index: int) -> None:
+            errors[index] = self._fill(handles[index])
+
+        # In parallel: a cold start costs one connect, not min_idle of them.
+        helpers = [
+            threading.Thread(target=fill, args=(i,), name="dbpool-connect", daemon=True)
+            for i in range(1, len(handles))
+        ]
+        for helper in helpers:
+            helper.start()
+        fill(0)
+        for helper in helpers:
+            helper.join()
+        error = next((e for e in errors if e is not None), None)
+        with self._lock:
+            first = error is not None and self._maintainer.error is None
+            self._maintainer.error = error
+            self._maintainer.error_round = round_number
+            self._cond.notify_all()
+        if error is not None and not self._closed:
+            # A warning when the trouble starts; the retries that follow are logged at debug.
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "could not open the min_idle connections of %s (retrying): %s",
+                self.name,
+                error,
+            )
+        return error is not None
 
 
 def _check_retries(max_retries: Any) -> None:
@@ -1196,16 +1644,76 @@ def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
     driver.dispose()
 
 
-def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
+def make_pool(
+    mode: str | None = None,
+    *,
+    size: int | None = None,
+    config_name: str = "primary",
+    timeout: float | None = None,
+    max_overflow: int | None = None,
+    recycle: float | None = None,
+    driver: str | Driver | None = None,
+    config: str | os.PathLike[str] | Literal[False] | None = None,
+    pre_ping: bool | None = None,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
+    reset: str | None = None,
+    leak_threshold: float | None = None,
+    min_idle: int | None = None,
+    max_idle: float | None = None,
+    order: str | None = None,
+    max_waiting: int | None = None,
+    max_usage: int | None = None,
+    init_sql: list[str] | tuple[str, ...] | None = None,
+    configure: Callable[[Any], object] | str | None = None,
+    wait: bool | None = None,
+    host_order: str | None = None,
+    host_deny_seconds: float | None = None,
+    galera_check: bool | None = None,
+    replica_fallback: bool | None = None,
+    replica_max_lag: float | None = None,
+    causal_reads: bool | None = None,
+    **params: Any,
+) -> ConnectionPool:
     """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB).
 
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
+    The other arguments are ConnectionPool's.
     """
     if mode is not None and mode not in MODES:
         # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
         raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
-    return ConnectionPool(mode=mode, **options)
+    return ConnectionPool(
+        size,
+        config_name,
+        timeout,
+        max_overflow,
+        recycle,
+        driver,
+        config=config,
+        mode=mode,
+        pre_ping=pre_ping,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        reset=reset,
+        leak_threshold=leak_threshold,
+        min_idle=min_idle,
+        max_idle=max_idle,
+        order=order,
+        max_waiting=max_waiting,
+        max_usage=max_usage,
+        init_sql=init_sql,
+        configure=configure,
+        wait=wait,
+        host_order=host_order,
+        host_deny_seconds=host_deny_seconds,
+        galera_check=galera_check,
+        replica_fallback=replica_fallback,
+        replica_max_lag=replica_max_lag,
+        causal_reads=causal_reads,
+        **params,
+    )
 
 
 _global_pool: ConnectionPool | None = None

@@ -20,17 +20,20 @@ class PoolStats:
         "causal_waits",
         "closed",
         "closed_broken",
+        "closed_idle",
         "closed_lagging",
         "closed_not_ready",
         "closed_overflow",
         "closed_read_only",
         "closed_stale",
+        "closed_usage",
         "connect_failures",
         "created",
         "leaks_reported",
         "reclaimed",
         "recycled",
         "released",
+        "requests_rejected",
         "timeouts",
         "validation_failures",
     )
@@ -46,6 +49,9 @@ class PoolStats:
         self.closed = 0
         self.closed_broken = 0
         self.closed_overflow = 0
+        self.closed_idle = 0
+        self.closed_usage = 0
+        self.requests_rejected = 0
         self.closed_read_only = 0
         self.closed_not_ready = 0
         self.closed_lagging = 0
@@ -83,6 +89,9 @@ class PoolStats:
             "closed": self.closed,
             "closed_broken": self.closed_broken,
             "closed_overflow": self.closed_overflow,
+            "closed_idle": self.closed_idle,
+            "closed_usage": self.closed_usage,
+            "requests_rejected": self.requests_rejected,
             "closed_read_only": self.closed_read_only,
             "closed_not_ready": self.closed_not_ready,
             "closed_lagging": self.closed_lagging,
