@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from time import monotonic, sleep
-from types import FrameType, TracebackType
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, overload
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
 from ._maintenance import Maintainer
@@ -89,6 +89,61 @@ class _Waiter:
     """Marks a thread waiting in acquire() (see ConnectionPool._checkout)."""
 
     __slots__ = ("__weakref__",)
+
+
+class _BlockExit:
+    """The exit of one `with pool` statement: it gives back that block's connection."""
+
+    __slots__ = ("conn", "opener", "pool")
+
+    def __init__(self, pool: ConnectionPool, opener: tuple[int, int]) -> None:
+        self.pool = pool
+        self.opener = opener  # (id, instruction) of the frame of the `with` statement
+        self.conn: PooledConnection | None = None
+
+    def __call__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self.conn = self.conn, None
+        self.pool.release(conn if conn is not None else self.pool._end_block())
+
+
+def _exit_block(
+    pool: ConnectionPool,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """``ConnectionPool.__exit__`` called on the class (contextlib.ExitStack does)."""
+    pool.release(pool._end_block())
+
+
+class _WithExit:
+    """``ConnectionPool.__exit__``: a new _BlockExit each time a `with` statement looks it up.
+
+    A `with` statement looks up ``__exit__`` and then calls ``__enter__``, in the same
+    instruction of its frame and with nothing run between: ``__enter__`` recognizes the
+    exit looked up for it by that frame and instruction, and puts the connection in it.
+    """
+
+    @overload
+    def __get__(self, pool: None, owner: type[Any]) -> Callable[..., None]: ...
+
+    @overload
+    def __get__(self, pool: ConnectionPool, owner: type[Any]) -> _BlockExit: ...
+
+    def __get__(
+        self, pool: ConnectionPool | None, owner: type[Any]
+    ) -> _BlockExit | Callable[..., None]:
+        if pool is None:
+            return _exit_block
+        caller = sys._getframe(1)
+        exit = _BlockExit(pool, (id(caller), caller.f_lasti))
+        pool._with_exit.pending = exit
+        return exit
 
 
 class ConnectionPool:
@@ -304,7 +359,10 @@ class ConnectionPool:
         # The threads waiting in acquire(), by a marker each (see _checkout).
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
-        self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
+        # The `with pool` exit looked up for the block being entered (see __enter__).
+        self._with_exit = threading.local()
+        # The blocks entered by a direct call of __enter__: (thread, connection).
+        self._blocks: list[tuple[int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
         # Leases of connections garbage-collected without release, for _reclaim_collected().
         self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
@@ -491,47 +549,46 @@ class ConnectionPool:
 
     # `with pool as conn` calls __enter__ and __exit__ on the pool itself, so the pool must
     # tell which block an exit ends. The thread cannot: FastAPI runs a sync generator
-    # dependency's entry and exit as two thread-pool calls, on any two threads, and a
-    # thread may meanwhile enter another request's block. The frame can: a `with`
-    # statement calls both from the frame it is written in (a generator's frame stays the
-    # same object whichever thread resumes it), and blocks in one frame nest. So an exit
-    # ends the innermost block entered from its own frame; only an exit called from
-    # another frame (contextlib.ExitStack and other helpers) ends the innermost block
-    # entered on its thread.
+    # dependency's entry and exit as two thread-pool calls, on any two threads. So each
+    # `with` statement gets an exit of its own (see _WithExit), which the statement keeps
+    # until its block ends and which holds the block's connection. Whatever thread runs
+    # it, it gives back its own block's connection; and an exit cut short before it has
+    # (an exception from a signal handler at its start) is dropped with the statement,
+    # so the connection, once nothing else holds it, is reclaimed by the pool (see
+    # PooledConnection.__del__). Only a direct call of __enter__ (contextlib.ExitStack
+    # and other helpers) registers its block by thread, for a direct call of __exit__.
+
+    __exit__ = _WithExit()
 
     def __enter__(self) -> PooledConnection:
+        caller = sys._getframe(1)
+        exit = self._with_exit.__dict__.pop("pending", None)
+        if exit is not None and exit.opener != (id(caller), caller.f_lasti):
+            exit = None  # looked up elsewhere, not by this `with` statement
         conn = self.acquire()
+        if exit is not None:
+            exit.conn = conn
+            return conn
         try:
-            block = (sys._getframe(1), threading.get_ident(), conn)
+            block = (threading.get_ident(), conn)
             with self._blocks_lock:
                 self._blocks.append(block)
         except BaseException:
             # Cut short before the block began, so its __exit__ will not run.
             with self._blocks_lock:
-                self._blocks[:] = [b for b in self._blocks if b[2] is not conn]
+                self._blocks[:] = [b for b in self._blocks if b[1] is not conn]
             self.release(conn)
             raise
         return conn
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release(self._end_block(sys._getframe(1)))
-
-    def _end_block(self, frame: FrameType) -> PooledConnection:
-        """The connection of the `with pool` block that an exit called from ``frame`` ends."""
+    def _end_block(self) -> PooledConnection:
+        """The connection of the innermost block entered by a direct call on this thread."""
         thread = threading.get_ident()
         with self._blocks_lock:
             blocks = self._blocks
             for i in range(len(blocks) - 1, -1, -1):
-                if blocks[i][0] is frame:
-                    return blocks.pop(i)[2]
-            for i in range(len(blocks) - 1, -1, -1):
-                if blocks[i][1] == thread:
-                    return blocks.pop(i)[2]
+                if blocks[i][0] == thread:
+                    return blocks.pop(i)[1]
         raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self.name}")
 
     def close_thread_connection(self) -> None:

@@ -114,20 +114,7 @@ def test_random_signals_leave_the_pool_usable(
     mysql_driver: str,
     pool_mode: str,
     style: str,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if mysql_driver == "mysql-connector":
-        # Known gap: after a few hundred interrupts a mysql-connector connection closed
-        # by an interrupted read can still be lent once.
-        pytest.xfail("mysql-connector: a connection closed by an interrupted read may be lent")
-    # Known gap: a signal between sending a statement and reading its reply leaves the
-    # reply unread on a connection that reports no transaction; the return does not see
-    # it, and the next borrower reads out of step (seen once in several thousand rounds).
-    request.applymarker(pytest.mark.xfail(reason="a reply left unread by a signal"))
-    if style == "with":
-        # Known gap: a signal at the very start of pool.__exit__ (before it has found its
-        # block) leaves the block registered, and its connection lent.
-        request.applymarker(pytest.mark.xfail(reason="a signal at the start of __exit__"))
     mode = pool_mode
     assert threading.current_thread() is threading.main_thread()
     table = f"`{mysql_params['database']}`.`signals_{mysql_driver.replace('-', '_')}_{mode}`"
