@@ -35,6 +35,10 @@ class PooledConnection:
         # Dropped without close(): hand the slot to the pool, which closes the driver
         # connection on its next call. A finalizer may run in any thread, even one
         # holding the pool's lock, so it only appends to a deque (atomic, no lock).
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Hand the slot to the pool to be closed and freed, without a lock or any I/O."""
         lease = getattr(self, "_lease", None)
         if lease:
             try:

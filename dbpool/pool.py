@@ -110,6 +110,16 @@ class _BlockExit:
         conn, self.conn = self.conn, None
         self.pool.release(conn if conn is not None else self.pool._end_block())
 
+    def __del__(self) -> None:
+        # Dropped by its `with` statement with the connection still in it: the exit was
+        # cut at its start. The connection is closed and its slot freed at the pool's
+        # next call, even while the borrower still holds it (in persistent mode its
+        # thread's next acquire would otherwise take it as a nested borrow).
+        conn = self.conn
+        if conn is not None:
+            conn._raw = None
+            conn._abandon()
+
 
 def _exit_block(
     pool: ConnectionPool,
