@@ -575,6 +575,12 @@ class MySQLConnectorDriver(_MySQLDriver):
             ) from exc
         self._module = mysql.connector
         self.errors = (mysql.connector.Error,)
+        # The errors of a read or write that timed out (not in every release).
+        self._timeouts: tuple[type[BaseException], ...] = tuple(
+            getattr(mysql.connector.errors, name)
+            for name in ("ConnectionTimeoutError", "ReadTimeoutError", "WriteTimeoutError")
+            if hasattr(mysql.connector.errors, name)
+        )
         self._connection_class = self._make_connection_class()
 
     def _make_connection_class(self) -> type[Any]:
@@ -702,6 +708,11 @@ class MySQLConnectorDriver(_MySQLDriver):
         if hasattr(raw, "_socket"):
             _close_on_transport_error(raw._socket)
         return raw
+
+    def explain(self, exc: BaseException) -> str | None:
+        if isinstance(exc, self._timeouts):
+            return "the server did not answer in time"
+        return super().explain(exc)
 
     def bounded(self, raw: Any, seconds: float) -> _Bound:
         if not hasattr(raw, "_socket"):
