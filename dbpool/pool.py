@@ -271,7 +271,7 @@ class PooledConnection:
 
     def __repr__(self) -> str:
         state = "returned" if self._raw is None else "in use"
-        return f"<PooledConnection {self._pool.name} {state}>"
+        return f"<PooledConnection {self._pool._label} {state}>"
 
 
 class ConnectionPool:
@@ -308,6 +308,7 @@ class ConnectionPool:
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        name: str | None = None,
         **params: Any,
     ) -> None:
         given = {
@@ -336,7 +337,11 @@ class ConnectionPool:
         self.timeout = options.timeout
         self.recycle = options.recycle
         target = custom.describe(self._params) if custom else self.settings.describe()
-        self.name = f"{config_name!r} ({target})"
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string (got {name!r})")
+        # The name in stats, logs and metrics; messages show the target as well.
+        self.name: str = name or _default_name(self.settings, bool(params) and not custom)
+        self._label = f"{self.name!r} ({target})"
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -348,7 +353,7 @@ class ConnectionPool:
         self._closed = False
         self._start_fresh()
         _live_pools.add(self)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self.name,
+        log.debug("created %s pool %s (size %d, max %d)", self.mode, self._label,
                   self.size, self.max_size)
 
     def _start_fresh(self) -> None:
@@ -364,7 +369,7 @@ class ConnectionPool:
             self._store = _PersistentStore(self._slots)
         else:
             self._store = _SharedStore(self._slots, self.size)
-        self._stats = PoolStats()
+        self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
         self._local = threading.local()  # the `with pool as conn` stack of each thread
@@ -423,7 +428,7 @@ class ConnectionPool:
             try:
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
-                    raise PoolClosed(f"pool {self.name} was closed while connecting")
+                    raise PoolClosed(f"pool {self._label} was closed while connecting")
             except BaseException:
                 self._checkin(token, handle, failed=True)
                 raise
@@ -437,7 +442,7 @@ class ConnectionPool:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
-        log.debug("acquired a connection from %s", self.name)
+        log.debug("acquired a connection from %s", self._label)
         return conn
 
     def connection(self, timeout: float | None = None) -> PooledConnection:
@@ -453,26 +458,27 @@ class ConnectionPool:
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
-                f"release() got {conn!r}, which is not a connection of pool {self.name}")
+                f"release() got {conn!r}, which is not a connection of pool {self._label}")
         try:
             # list.pop is atomic, so two racing releases cannot both get the lease.
             token, handle = conn._lease.pop()
         except IndexError:
-            log.debug("ignored a second release of a connection of %s", self.name)
+            log.debug("ignored a second release of a connection of %s", self._label)
             return
         conn._raw = None
         if handle.slots is not self._slots:
             log.debug("ignored the release of a connection from before os.fork()")
             return
         self._checkin(token, handle, failed=False)
-        log.debug("released a connection to %s", self.name)
+        self._stats.record_use(handle.returned - conn._since)  # needs no lock (see PoolStats)
+        log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.discard(conn)
             held = handle.returned - conn._since
             if held > self._leak_threshold and not conn._reported:
                 log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                            "it was acquired at:\n%s", self.name, held, self._leak_threshold,
+                            "it was acquired at:\n%s", self._label, held, self._leak_threshold,
                             conn._origin)
 
     def __enter__(self) -> PooledConnection:
@@ -518,7 +524,7 @@ class ConnectionPool:
         for raw in raws:
             self._driver.close(raw)
         self._bury()
-        log.debug("closed %d idle connections of %s", len(raws), self.name)
+        log.debug("closed %d idle connections of %s", len(raws), self._label)
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
@@ -545,6 +551,7 @@ class ConnectionPool:
         open_count = sum(1 for h in handles if h.raw is not None)
         idle = sum(1 for h in handles if h.raw is not None and not h.borrows)
         stats.update(
+            name=self.name,
             total_connections=open_count,
             pool_size=idle,
             max_size=self.max_size,
@@ -555,8 +562,53 @@ class ConnectionPool:
         )
         return stats
 
+    def check(self, timeout: float = 5.0) -> dict[str, Any]:
+        """One round trip to the server on an idle (or new) connection; never raises for it.
+
+        Returns ``ok``, ``latency_s`` (the round trip, None when it failed),
+        ``error`` (None, or what went wrong), ``in_use`` and ``waiting`` (after
+        the check), and the ``name``, ``host``, ``port`` and ``database`` checked.
+        Takes at most about ``timeout`` seconds, connecting included.
+        """
+        deadline = _monotonic() + timeout
+        latency: float | None = None
+        error: str | None = None
+        try:
+            # One retry: a connection the server dropped is replaced rather than reported.
+            conn = self.acquire(timeout=timeout, max_retries=1)
+        except Exception as exc:  # a down server, a full pool, a closed pool: all are answers
+            error = self._scrub(exc) or type(exc).__name__
+        else:
+            handle = conn._lease[0][1]
+            try:
+                limit = max(deadline - _monotonic(), _MIN_PING_TIMEOUT)
+                started = _monotonic()
+                with self._driver.bounded(conn._raw, limit):
+                    self._driver.ping(conn._raw)
+                latency = _monotonic() - started
+            except Exception as exc:
+                error = f"the server did not answer: {self._scrub(exc) or type(exc).__name__}"
+                self._retire(handle, "broken")
+            finally:
+                self.release(conn)
+        params = self._params
+        with self._lock:
+            in_use, waiting = self._in_use, self._waiting
+        return {
+            "ok": error is None,
+            "latency_s": latency,
+            "error": error,
+            "in_use": in_use,
+            "waiting": waiting,
+            "name": self.name,
+            "host": params.get("path") if self.settings.driver == "sqlite" else params.get("host"),
+            "port": params.get("port"),
+            "database": params.get("database"),
+        }
+
     def __repr__(self) -> str:
-        return f"<ConnectionPool {self.mode} {self.name} size={self.size} max_size={self.max_size}>"
+        return (f"<ConnectionPool {self.mode} {self._label} size={self.size} "
+                f"max_size={self.max_size}>")
 
     # -- the critical sections ---------------------------------------------
 
@@ -565,9 +617,10 @@ class ConnectionPool:
         store = self._store
         queued = False  # once in line, a thread may take whatever frees up
         with self._lock:  # critical section: counts and DBUtils' in-memory lists only
+            self._stats.requests += 1
             while True:
                 if self._closed:
-                    raise PoolClosed(f"pool {self.name} is closed")
+                    raise PoolClosed(f"pool {self._label} is closed")
                 if store.thread_affine and store.ready():
                     break  # persistent mode: the thread's own connection
                 # Waiting threads go first: a newcomer takes a connection only when there
@@ -617,7 +670,7 @@ class ConnectionPool:
                         else:
                             raw.rollback()
                 except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
-                    log.debug("reset failed on a connection of %s: %s", self.name, exc)
+                    log.debug("reset failed on a connection of %s: %s", self._label, exc)
                     self._retire(handle, "broken")
                 now = _monotonic()
         handle.returned = now
@@ -629,6 +682,7 @@ class ConnectionPool:
                 self._stats.released += 1
             handle.borrows -= 1
             self._store.put(token, handle)
+            self._stats.absorb()  # the histogram figures recorded since (see PoolStats)
             if self._waiting:
                 self._cond.notify()
         if handle.close_on_release and not handle.borrows:
@@ -659,11 +713,11 @@ class ConnectionPool:
                 f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
         if self._store.thread_affine:
             text += (
-                f" in pool {self.name}: in persistent mode each connection stays with its "
+                f" in pool {self._label}: in persistent mode each connection stays with its "
                 "thread until the thread ends or calls close_thread_connection()"
             )
         else:
-            text += f" in pool {self.name}"
+            text += f" in pool {self._label}"
         return text
 
     # -- I/O outside the lock ------------------------------------------------
@@ -695,11 +749,11 @@ class ConnectionPool:
             failures += 1
             with self._lock:
                 self._stats.validation_failures += 1
-            log.debug("a connection of %s failed validation; replacing it", self.name)
+            log.debug("a connection of %s failed validation; replacing it", self._label)
             self._retire(handle, "broken")
             if failures > max_retries:
                 raise ValidationError(
-                    f"no valid connection from {self.name} after {failures} attempts")
+                    f"no valid connection from {self._label} after {failures} attempts")
 
     def _alive(self, handle: _Handle, deadline: float) -> bool:
         """Check a connection: a socket look when it was used moments ago, else a ping.
@@ -723,7 +777,8 @@ class ConnectionPool:
         return True
 
     def _open(self, handle: _Handle, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
+        started = time.monotonic()
+        remaining = deadline - started
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
         except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
@@ -736,7 +791,7 @@ class ConnectionPool:
             # How the drivers reject an unknown or ill-typed connection parameter.
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
-                f"of pool {self.name}: {self._scrub(exc)}") from exc
+                f"of pool {self._label}: {self._scrub(exc)}") from exc
         now = time.monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
@@ -745,7 +800,8 @@ class ConnectionPool:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         with self._lock:
             self._stats.created += 1
-        log.debug("opened a connection to %s", self.name)
+        self._stats.record_connect(now - started)
+        log.debug("opened a connection to %s", self._label)
 
     def _retire(self, handle: _Handle, reason: str) -> None:
         """Close a handle's connection; the handle itself stays to be refilled or dropped."""
@@ -763,7 +819,7 @@ class ConnectionPool:
                 self._stats.closed_overflow += 1
             elif reason == "broken":
                 self._stats.closed_broken += 1
-        log.debug("closed a connection of %s (%s)", self.name, reason)
+        log.debug("closed a connection of %s (%s)", self._label, reason)
 
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:
@@ -792,7 +848,7 @@ class ConnectionPool:
             self._driver.close(raw)
 
     def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
-        text = f"cannot connect to {self.name}"
+        text = f"cannot connect to {self._label}"
         if attempts is not None:
             text += f" after {attempts} attempts"
         cause = self._driver.explain(exc)
@@ -834,7 +890,7 @@ class ConnectionPool:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
             log.warning("a connection of %s was garbage-collected after %.1fs without being "
                         "given back; its slot is reclaimed and it is closed; it was acquired "
-                        "at:\n%s", self.name, held, origin)
+                        "at:\n%s", self._label, held, origin)
 
     def _report_leaks(self) -> None:
         """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
@@ -850,7 +906,7 @@ class ConnectionPool:
             self._stats.leaks_reported += len(late)
         for conn in late:
             log.warning("a connection of %s has been held for %.1fs and is not back yet "
-                        "(leak_threshold %.1fs); it was acquired at:\n%s", self.name,
+                        "(leak_threshold %.1fs); it was acquired at:\n%s", self._label,
                         now - conn._since, threshold, conn._origin)
 
     def _scrub(self, exc: BaseException) -> str:
@@ -860,6 +916,17 @@ class ConnectionPool:
         if password:
             text = text.replace(str(password), "***")
         return text
+
+
+def _default_name(settings: Settings, from_arguments: bool) -> str:
+    """The config name, or for a pool given its server in code, host:port/database (or the file)."""
+    if settings.source is not None or not from_arguments:
+        return settings.config_name
+    params = settings.params
+    if settings.driver == "sqlite":
+        return str(params.get("path") or settings.config_name)
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 3306}/{params.get('database') or ''}"
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

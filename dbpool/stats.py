@@ -1,79 +1,152 @@
-"""Counters and wait-time figures behind ``ConnectionPool.get_stats()``."""
+"""Counters, histograms and wait-time figures behind ``ConnectionPool.get_stats()``.
+
+Each counter is a field of ``Counters``, declared once; ``get_stats()`` lists
+them all through ``dataclasses.asdict``. The pool changes them while holding
+its lock.
+
+The three histograms (wait, connect and use time) are cumulative and have the
+same fixed buckets, in seconds, Prometheus-style, so that figures from many
+processes add up. Recording one must cost next to nothing, and must not take
+the pool's lock a second time. So the timed paths only append the figure to a
+deque (``record_wait`` and friends), which is atomic and safe from any thread
+without a lock; the pool then moves pending figures into the buckets
+(``absorb``) inside a critical section it enters anyway: the return of a
+connection, and ``get_stats()``. A bucket is thus only written under the lock,
+and a snapshot never misses a figure recorded before it began.
+
+Listeners (the OpenTelemetry exporter of ``dbpool.metrics``) get each figure as
+it is recorded, in the recording thread and outside every lock.
+"""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # Recent acquisitions kept for the percentile; enough for a stable p99, small enough to sort.
 _WAIT_SAMPLES = 2048
 
+# Upper bounds (seconds, inclusive) of the histogram buckets; one more bucket takes the rest.
+# Fine at the low end, where a checkout from a warm pool lands, up to the longest timeouts.
+BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
 
-class PoolStats:
-    """Event counters of one pool; the owner updates them while holding its lock."""
+# What a listener is told: the histogram ("wait", "connect" or "use") and the figure.
+Listener = Callable[[str, float], None]
 
-    __slots__ = (
-        "_waits",
-        "acquired",
-        "closed",
-        "closed_broken",
-        "closed_overflow",
-        "connect_failures",
-        "created",
-        "leaks_reported",
-        "reclaimed",
-        "recycled",
-        "released",
-        "timeouts",
-        "validation_failures",
-    )
+
+class Histogram:
+    """Counts per bucket of ``BUCKETS`` (the last one unbounded) and the sum of the figures."""
+
+    __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
-        self.created = 0
-        self.recycled = 0
-        self.acquired = 0
-        self.released = 0
-        self.timeouts = 0
-        self.connect_failures = 0
-        self.validation_failures = 0
-        self.closed = 0
-        self.closed_broken = 0
-        self.closed_overflow = 0
-        self.reclaimed = 0
-        self.leaks_reported = 0
-        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
 
-    def record_wait(self, seconds: float) -> None:
-        """Note the time one successful acquisition took.
-
-        Safe without the owner's lock: a bounded deque's append is atomic, so the
-        hot path need not take the lock again after validating a connection.
-        """
-        self._waits.append(seconds)
+    def record(self, seconds: float) -> None:
+        # bisect_left: a figure equal to a bound belongs to that bound's bucket (le).
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters and wait figures as a plain dict (times in milliseconds).
+        """count, sum and ``buckets``: [upper bound, figures at most that] pairs, cumulative."""
+        cumulative = []
+        total = 0
+        for bound, count in zip(BUCKETS, self.counts, strict=False):
+            total += count
+            cumulative.append([bound, total])
+        return {"count": total + self.counts[-1], "sum": self.sum, "buckets": cumulative}
 
-        The wait figures cover the most recent acquisitions only.
+
+@dataclass(slots=True)
+class Counters:
+    """The event counters of one pool; each is a key of ``get_stats()`` (see the README)."""
+
+    requests: int = 0
+    created: int = 0
+    recycled: int = 0
+    acquired: int = 0
+    released: int = 0
+    timeouts: int = 0
+    connect_failures: int = 0
+    validation_failures: int = 0
+    closed: int = 0
+    closed_broken: int = 0
+    closed_overflow: int = 0
+    reclaimed: int = 0
+    leaks_reported: int = 0
+
+
+class PoolStats(Counters):
+    """The counters, the histograms and the recent wait times of one pool."""
+
+    __slots__ = ("_pending", "_waits", "connect_time", "listeners", "use_time", "wait_time")
+
+    def __init__(self, previous: PoolStats | None = None) -> None:
+        """Fresh figures; listeners carry over from ``previous`` (a pool starting anew)."""
+        super().__init__()
+        self.wait_time = Histogram()
+        self.connect_time = Histogram()
+        self.use_time = Histogram()
+        self.listeners: tuple[Listener, ...] = () if previous is None else previous.listeners
+        self._pending: deque[tuple[Histogram, float]] = deque()
+        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+
+    # The record_* methods need no lock (see the module docstring).
+
+    def record_wait(self, seconds: float) -> None:
+        """Note the time one successful ``acquire()`` took."""
+        self._waits.append(seconds)
+        self._pending.append((self.wait_time, seconds))
+        for listener in self.listeners:
+            listener("wait", seconds)
+
+    def record_connect(self, seconds: float) -> None:
+        """Note the time one successful connect took."""
+        self._pending.append((self.connect_time, seconds))
+        for listener in self.listeners:
+            listener("connect", seconds)
+
+    def record_use(self, seconds: float) -> None:
+        """Note how long a connection was lent, when it comes back."""
+        self._pending.append((self.use_time, seconds))
+        for listener in self.listeners:
+            listener("use", seconds)
+
+    def absorb(self) -> None:
+        """Move the figures recorded since the last call into the histograms.
+
+        The caller holds the pool's lock: the histograms are written nowhere else.
         """
+        pending = self._pending
+        while pending:
+            histogram, seconds = pending.popleft()
+            histogram.record(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters, histograms and wait figures as a plain dict (caller holds the lock).
+
+        ``wait_ms_*`` cover the most recent acquisitions only, in milliseconds;
+        the histograms cover the pool's whole life, in seconds.
+        """
+        self.absorb()
         waits = sorted(self._waits.copy())
         p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
         mean = math.fsum(waits) / len(waits) if waits else 0.0
-        return {
-            "created": self.created,
-            "recycled": self.recycled,
-            "acquired": self.acquired,
-            "released": self.released,
-            "timeouts": self.timeouts,
-            "connect_failures": self.connect_failures,
-            "validation_failures": self.validation_failures,
-            "closed": self.closed,
-            "closed_broken": self.closed_broken,
-            "closed_overflow": self.closed_overflow,
-            "reclaimed": self.reclaimed,
-            "leaks_reported": self.leaks_reported,
-            "wait_ms_mean": round(mean * 1000.0, 3),
-            "wait_ms_p99": round(p99 * 1000.0, 3),
-            "wait_ms_max": round(waits[-1] * 1000.0, 3) if waits else 0.0,
-        }
+        stats = asdict(self)
+        stats.update(
+            wait_ms_mean=round(mean * 1000.0, 3),
+            wait_ms_p99=round(p99 * 1000.0, 3),
+            wait_ms_max=round(waits[-1] * 1000.0, 3) if waits else 0.0,
+            wait_time=self.wait_time.snapshot(),
+            connect_time=self.connect_time.snapshot(),
+            use_time=self.use_time.snapshot(),
+        )
+        return stats
