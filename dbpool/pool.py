@@ -469,8 +469,7 @@ class ConnectionPool:
         if handle.slots is not self._slots:
             log.debug("ignored the release of a connection from before os.fork()")
             return
-        self._checkin(token, handle, failed=False)
-        self._stats.record_use(handle.returned - conn._since)  # needs no lock (see PoolStats)
+        self._checkin(token, handle, failed=False, since=conn._since)
         log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
             with self._lock:
@@ -653,8 +652,12 @@ class ConnectionPool:
             self._stats.acquired += 1
             return token, handle
 
-    def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
-        """Reset a handle's connection outside the lock, then hand it back to DBUtils."""
+    def _checkin(self, token: Any, handle: _Handle, *, failed: bool,
+                 since: float | None = None) -> None:
+        """Reset a handle's connection outside the lock, then hand it back to DBUtils.
+
+        ``since``: when it was lent, for its use time (None: it never was).
+        """
         raw = handle.raw
         now = _monotonic()
         if raw is not None and handle.borrows == 1:
@@ -680,11 +683,14 @@ class ConnectionPool:
                 self._stats.acquired -= 1
             else:
                 self._stats.released += 1
+            if since is not None:
+                self._stats.returned(now - since)
             handle.borrows -= 1
             self._store.put(token, handle)
-            self._stats.absorb()  # the histogram figures recorded since (see PoolStats)
             if self._waiting:
                 self._cond.notify()
+        if since is not None and self._stats.listeners:
+            self._stats.tell_use(now - since)
         if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()

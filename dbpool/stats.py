@@ -7,12 +7,14 @@ its lock.
 The three histograms (wait, connect and use time) are cumulative and have the
 same fixed buckets, in seconds, Prometheus-style, so that figures from many
 processes add up. Recording one must cost next to nothing, and must not take
-the pool's lock a second time. So the timed paths only append the figure to a
-deque (``record_wait`` and friends), which is atomic and safe from any thread
-without a lock; the pool then moves pending figures into the buckets
-(``absorb``) inside a critical section it enters anyway: the return of a
-connection, and ``get_stats()``. A bucket is thus only written under the lock,
-and a snapshot never misses a figure recorded before it began.
+the pool's lock once more: ``list[i] += 1`` is a read and a write, and two
+threads doing it at once can lose a count. So the buckets are written only in
+critical sections the pool enters anyway. A use time is known in one: the
+return of a connection (``returned``). A wait or connect time is known outside
+any, so ``record_wait`` / ``record_connect`` only append it to a deque, which
+is atomic and safe from any thread without a lock; the next return, or
+``get_stats()``, moves it into its buckets (``absorb``). A snapshot thus never
+misses a figure recorded before it began.
 
 Listeners (the OpenTelemetry exporter of ``dbpool.metrics``) get each figure as
 it is recorded, in the recording thread and outside every lock.
@@ -87,7 +89,8 @@ class Counters:
 class PoolStats(Counters):
     """The counters, the histograms and the recent wait times of one pool."""
 
-    __slots__ = ("_pending", "_waits", "connect_time", "listeners", "use_time", "wait_time")
+    __slots__ = ("_connects", "_recent", "_waits", "connect_time", "listeners", "use_time",
+                 "wait_time")
 
     def __init__(self, previous: PoolStats | None = None) -> None:
         """Fresh figures; listeners carry over from ``previous`` (a pool starting anew)."""
@@ -96,39 +99,57 @@ class PoolStats(Counters):
         self.connect_time = Histogram()
         self.use_time = Histogram()
         self.listeners: tuple[Listener, ...] = () if previous is None else previous.listeners
-        self._pending: deque[tuple[Histogram, float]] = deque()
-        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+        self._waits: deque[float] = deque()  # recorded, not yet in the histogram
+        self._connects: deque[float] = deque()
+        self._recent: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
-    # The record_* methods need no lock (see the module docstring).
+    # record_wait and record_connect need no lock (see the module docstring).
 
     def record_wait(self, seconds: float) -> None:
         """Note the time one successful ``acquire()`` took."""
+        self._recent.append(seconds)
         self._waits.append(seconds)
-        self._pending.append((self.wait_time, seconds))
         for listener in self.listeners:
             listener("wait", seconds)
 
     def record_connect(self, seconds: float) -> None:
         """Note the time one successful connect took."""
-        self._pending.append((self.connect_time, seconds))
+        self._connects.append(seconds)
         for listener in self.listeners:
             listener("connect", seconds)
 
-    def record_use(self, seconds: float) -> None:
-        """Note how long a connection was lent, when it comes back."""
-        self._pending.append((self.use_time, seconds))
+    def returned(self, used: float) -> None:
+        """Note a connection's use time when it comes back, and absorb the pending figures.
+
+        The caller holds the pool's lock. The buckets are counted inline: this runs
+        at every return.
+        """
+        histogram = self.use_time
+        histogram.counts[bisect_left(BUCKETS, used)] += 1
+        histogram.sum += used
+        self.absorb()
+
+    def tell_use(self, used: float) -> None:
+        """Give a use time to the listeners (outside the lock; ``returned`` counted it)."""
         for listener in self.listeners:
-            listener("use", seconds)
+            listener("use", used)
 
     def absorb(self) -> None:
         """Move the figures recorded since the last call into the histograms.
 
         The caller holds the pool's lock: the histograms are written nowhere else.
         """
-        pending = self._pending
-        while pending:
-            histogram, seconds = pending.popleft()
-            histogram.record(seconds)
+        waits = self._waits
+        if waits:
+            histogram = self.wait_time
+            counts = histogram.counts
+            while waits:
+                seconds = waits.popleft()
+                counts[bisect_left(BUCKETS, seconds)] += 1
+                histogram.sum += seconds
+        connects = self._connects
+        while connects:
+            self.connect_time.record(connects.popleft())
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, histograms and wait figures as a plain dict (caller holds the lock).
@@ -137,7 +158,7 @@ class PoolStats(Counters):
         the histograms cover the pool's whole life, in seconds.
         """
         self.absorb()
-        waits = sorted(self._waits.copy())
+        waits = sorted(self._recent.copy())
         p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)] if waits else 0.0
         mean = math.fsum(waits) / len(waits) if waits else 0.0
         stats = asdict(self)
