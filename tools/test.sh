@@ -90,7 +90,7 @@ fi
 
 want_stamp=$(cat setup.cfg pyproject.toml <("$VENV/bin/python" --version) | sha256sum)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_stamp" ] \
-    || ! "$VENV/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool")' \
+    || ! "$VENV/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool-dbutils")' \
         >/dev/null 2>&1; then
     step "pip install -e '.[test]'"
     rm -f "$STAMP"
