@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -120,38 +121,39 @@ def _rate(now: float, before: float | None, elapsed: float) -> str:
     return f"{max(0.0, now - before) / elapsed:.1f}"
 
 
-def _bar(figures: PoolFigures) -> Text:
+def _bar(figures: PoolFigures, width: int) -> Text:
     """used (yellow, red when threads wait), idle (green), free (dim) out of max."""
     size = max(figures.max, figures.used + figures.idle, 1.0)
-    used = round(_BAR_WIDTH * figures.used / size)
-    idle = min(round(_BAR_WIDTH * figures.idle / size), _BAR_WIDTH - used)
+    used = round(width * figures.used / size)
+    idle = min(round(width * figures.idle / size), width - used)
     bar = Text()
     bar.append("█" * used, style="red" if figures.waiting else "yellow")
     bar.append("▓" * idle, style="green")
-    bar.append("░" * (_BAR_WIDTH - used - idle), style="dim")
+    bar.append("░" * (width - used - idle), style="dim")
     return bar
 
 
 def render(url: str, current: dict[str, PoolFigures], previous: dict[str, PoolFigures],
-           elapsed: float, error: str | None, interval: float) -> Group:
-    """The whole screen: a title, one row per pool, the keys."""
+           elapsed: float, error: str | None, interval: float, width: int = 100) -> Group:
+    """The whole screen: a title, one row per pool, the keys; bars fit ``width`` columns."""
+    longest = max((len(name) for name in current), default=4)
+    bar_width = max(6, min(_BAR_WIDTH, width - longest - 64))
     title = Text.assemble(("dbpool top", "bold"), f"  {url}  ",
                           (time.strftime("%H:%M:%S"), "cyan"),
                           f"  every {interval:g}s")
-    table = Table(expand=False, header_style="bold")
-    for column, justify in (("pool", "left"), ("connections (used/idle/free)", "left"),
-                            ("used", "right"), ("idle", "right"), ("max", "right"),
-                            ("waiting", "right"), ("req/s", "right"), ("wait p50", "right"),
-                            ("wait p99", "right"), ("timeouts/s", "right"),
-                            ("connect fail/s", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", padding=(0, 1, 0, 0))
+    table.add_column("pool", no_wrap=True)
+    table.add_column("connections\nused idle free", no_wrap=True)
+    for column in ("used/\nidle/max", "wait-\ning", "req/s", "wait\np50", "wait\np99",
+                   "time-\nouts/s", "connect\nfails/s"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name in sorted(current):
         now = current[name]
         before = previous.get(name)
         window = {le: count - (before.wait_buckets.get(le, 0.0) if before else count)
                   for le, count in now.wait_buckets.items()}
         table.add_row(
-            name, _bar(now), f"{now.used:g}", f"{now.idle:g}", f"{now.max:g}",
+            name, _bar(now, bar_width), f"{now.used:g}/{now.idle:g}/{now.max:g}",
             Text(f"{now.waiting:g}", style="bold red" if now.waiting else ""),
             _rate(now.requests, before.requests if before else None, elapsed),
             _seconds(quantile(0.5, window)), _seconds(quantile(0.99, window)),
@@ -221,20 +223,23 @@ def run(url: str, *, interval: float = 1.0, once: bool = False, timeout: float =
         if later is None:
             console.print(f"dbpool top: cannot read {url}: {error}", style="bold red")
             return 1
-        console.print(render(url, later, current or {}, later_taken - taken, None, interval))
+        console.print(render(url, later, current or {}, later_taken - taken, None, interval,
+                             console.width))
         return 0
     previous: dict[str, PoolFigures] = {}
     shown = current or {}
     elapsed = 0.0
     try:
-        with _keyboard() as fd, Live(render(url, shown, previous, elapsed, error, interval),
+        with _keyboard() as fd, Live(render(url, shown, previous, elapsed, error, interval,
+                                            console.width),
                                      console=console, screen=True, auto_refresh=False) as live:
             while not _quit_pressed(fd, interval - (time.monotonic() - taken)):
                 figures, error, now = _sample(url, timeout)
                 if figures is not None:
                     previous, shown, elapsed = shown, figures, now - taken
                     taken = now
-                live.update(render(url, shown, previous, elapsed, error, interval), refresh=True)
+                live.update(render(url, shown, previous, elapsed, error, interval, console.width),
+                            refresh=True)
     except KeyboardInterrupt:
         pass
     return 0
