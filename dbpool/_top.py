@@ -133,30 +133,52 @@ def _bar(figures: PoolFigures, width: int) -> Text:
     return bar
 
 
-def render(url: str, current: dict[str, PoolFigures], previous: dict[str, PoolFigures],
-           elapsed: float, error: str | None, interval: float, width: int = 100) -> Group:
+def render(
+    url: str,
+    current: dict[str, PoolFigures],
+    previous: dict[str, PoolFigures],
+    elapsed: float,
+    error: str | None,
+    interval: float,
+    width: int = 100,
+) -> Group:
     """The whole screen: a title, one row per pool, the keys; bars fit ``width`` columns."""
     longest = max((len(name) for name in current), default=4)
     bar_width = max(6, min(_BAR_WIDTH, width - longest - 64))
-    title = Text.assemble(("dbpool top", "bold"), f"  {url}  ",
-                          (time.strftime("%H:%M:%S"), "cyan"),
-                          f"  every {interval:g}s")
+    title = Text.assemble(
+        ("dbpool top", "bold"),
+        f"  {url}  ",
+        (time.strftime("%H:%M:%S"), "cyan"),
+        f"  every {interval:g}s",
+    )
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", padding=(0, 1, 0, 0))
     table.add_column("pool", no_wrap=True)
     table.add_column("connections\nused idle free", no_wrap=True)
-    for column in ("used/\nidle/max", "wait-\ning", "req/s", "wait\np50", "wait\np99",
-                   "time-\nouts/s", "connect\nfails/s"):
+    for column in (
+        "used/\nidle/max",
+        "wait-\ning",
+        "req/s",
+        "wait\np50",
+        "wait\np99",
+        "time-\nouts/s",
+        "connect\nfails/s",
+    ):
         table.add_column(column, justify="right", no_wrap=True)
     for name in sorted(current):
         now = current[name]
         before = previous.get(name)
-        window = {le: count - (before.wait_buckets.get(le, 0.0) if before else count)
-                  for le, count in now.wait_buckets.items()}
+        window = {
+            le: count - (before.wait_buckets.get(le, 0.0) if before else count)
+            for le, count in now.wait_buckets.items()
+        }
         table.add_row(
-            name, _bar(now, bar_width), f"{now.used:g}/{now.idle:g}/{now.max:g}",
+            name,
+            _bar(now, bar_width),
+            f"{now.used:g}/{now.idle:g}/{now.max:g}",
             Text(f"{now.waiting:g}", style="bold red" if now.waiting else ""),
             _rate(now.requests, before.requests if before else None, elapsed),
-            _seconds(quantile(0.5, window)), _seconds(quantile(0.99, window)),
+            _seconds(quantile(0.5, window)),
+            _seconds(quantile(0.99, window)),
             _rate(now.timeouts, before.timeouts if before else None, elapsed),
             _rate(now.connect_failures, before.connect_failures if before else None, elapsed),
         )
@@ -223,23 +245,32 @@ def run(url: str, *, interval: float = 1.0, once: bool = False, timeout: float =
         if later is None:
             console.print(f"dbpool top: cannot read {url}: {error}", style="bold red")
             return 1
-        console.print(render(url, later, current or {}, later_taken - taken, None, interval,
-                             console.width))
+        console.print(
+            render(url, later, current or {}, later_taken - taken, None, interval, console.width)
+        )
         return 0
     previous: dict[str, PoolFigures] = {}
     shown = current or {}
     elapsed = 0.0
     try:
-        with _keyboard() as fd, Live(render(url, shown, previous, elapsed, error, interval,
-                                            console.width),
-                                     console=console, screen=True, auto_refresh=False) as live:
+        with (
+            _keyboard() as fd,
+            Live(
+                render(url, shown, previous, elapsed, error, interval, console.width),
+                console=console,
+                screen=True,
+                auto_refresh=False,
+            ) as live,
+        ):
             while not _quit_pressed(fd, interval - (time.monotonic() - taken)):
                 figures, error, now = _sample(url, timeout)
                 if figures is not None:
                     previous, shown, elapsed = shown, figures, now - taken
                     taken = now
-                live.update(render(url, shown, previous, elapsed, error, interval, console.width),
-                            refresh=True)
+                live.update(
+                    render(url, shown, previous, elapsed, error, interval, console.width),
+                    refresh=True,
+                )
     except KeyboardInterrupt:
         pass
     return 0

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+from dbpool.drivers import DRIVERS, describe
 from dbpool.errors import ConfigError
 
-DRIVERS: tuple[str, ...] = ("pymysql", "mysql-connector", "sqlite")
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
 DEFAULT_SQLITE_PATH = "dbpool.sqlite3"
@@ -117,17 +117,7 @@ class Settings:
 
     def describe(self) -> str:
         """A URL-like summary for messages and logs, without the password."""
-        params = self.params
-        if self.driver == "sqlite":
-            path = str(params.get("path", ""))
-            return f"sqlite://{path}" if path.startswith("/") else f"sqlite:///{path}"
-        host = str(params.get("host", ""))
-        netloc = f"[{host}]" if ":" in host else host
-        if params.get("user"):
-            netloc = f"{params['user']}@{netloc}"
-        if params.get("port") is not None:
-            netloc = f"{netloc}:{params['port']}"
-        return f"{self.driver}://{netloc}/{params.get('database') or ''}"
+        return describe(self.driver, self.params)
 
     def __repr__(self) -> str:
         return (

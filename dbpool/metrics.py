@@ -31,32 +31,68 @@ __all__ = ["PoolCollector", "instrument"]
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
 
+_COUNT_HELP = (
+    "The number of connections that are currently in the state described by the state attribute"
+)
 # Gauge-like figures: (instrument name, unit, description, state or None, value from the stats).
 _CURRENT: tuple[tuple[str, str, str, str | None, Callable[[dict[str, Any]], int]], ...] = (
-    ("db.client.connection.count", "{connection}",
-     "The number of connections that are currently in the state described by the state attribute",
-     "idle", lambda s: s["total_connections"] - s["in_use"]),
-    ("db.client.connection.count", "{connection}",
-     "The number of connections that are currently in the state described by the state attribute",
-     "used", lambda s: s["in_use"]),
-    ("db.client.connection.max", "{connection}",
-     "The maximum number of open connections allowed", None, lambda s: s["max_size"]),
-    ("db.client.connection.idle.max", "{connection}",
-     "The maximum number of idle open connections allowed", None, lambda s: s["size"]),
-    ("db.client.connection.idle.min", "{connection}",
-     "The minimum number of idle open connections allowed", None, lambda s: 0),
-    ("db.client.connection.pending_requests", "{request}",
-     "The number of current pending requests for an open connection", None,
-     lambda s: s["waiting"]),
+    (
+        "db.client.connection.count",
+        "{connection}",
+        _COUNT_HELP,
+        "idle",
+        lambda s: s["total_connections"] - s["in_use"],
+    ),
+    (
+        "db.client.connection.count",
+        "{connection}",
+        _COUNT_HELP,
+        "used",
+        lambda s: s["in_use"],
+    ),
+    (
+        "db.client.connection.max",
+        "{connection}",
+        "The maximum number of open connections allowed",
+        None,
+        lambda s: s["max_size"],
+    ),
+    (
+        "db.client.connection.idle.max",
+        "{connection}",
+        "The maximum number of idle open connections allowed",
+        None,
+        lambda s: s["size"],
+    ),
+    (
+        "db.client.connection.idle.min",
+        "{connection}",
+        "The minimum number of idle open connections allowed",
+        None,
+        lambda s: 0,
+    ),
+    (
+        "db.client.connection.pending_requests",
+        "{request}",
+        "The number of current pending requests for an open connection",
+        None,
+        lambda s: s["waiting"],
+    ),
 )
 
 # The three histograms: (kind told by the pool's stats, instrument name, description).
 _HISTOGRAMS = (
     ("connect", "db.client.connection.create_time", "The time it took to create a new connection"),
-    ("wait", "db.client.connection.wait_time",
-     "The time it took to obtain an open connection from the pool"),
-    ("use", "db.client.connection.use_time",
-     "The time between borrowing a connection and returning it to the pool"),
+    (
+        "wait",
+        "db.client.connection.wait_time",
+        "The time it took to obtain an open connection from the pool",
+    ),
+    (
+        "use",
+        "db.client.connection.use_time",
+        "The time between borrowing a connection and returning it to the pool",
+    ),
 )
 _STATS_KEY = {"connect": "connect_time", "wait": "wait_time", "use": "use_time"}
 
@@ -84,20 +120,28 @@ class _Instruments:
         for name, figures in names.items():
             unit, description = meta[name]
             meter.create_observable_up_down_counter(
-                name, callbacks=[self._observer(figures)], unit=unit, description=description)
+                name, callbacks=[self._observer(figures)], unit=unit, description=description
+            )
         meter.create_observable_counter(
-            "db.client.connection.timeouts", callbacks=[self._observer([(None, _timeouts)])],
+            "db.client.connection.timeouts",
+            callbacks=[self._observer([(None, _timeouts)])],
             unit="{timeout}",
             description="The number of connection timeouts that have occurred trying to obtain "
-                        "a connection from the pool")
+            "a connection from the pool",
+        )
         self.histograms = {
-            kind: meter.create_histogram(name, unit="s", description=description,
-                                         explicit_bucket_boundaries_advisory=list(BUCKETS))
+            kind: meter.create_histogram(
+                name,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=list(BUCKETS),
+            )
             for kind, name, description in _HISTOGRAMS
         }
 
-    def _observer(self, figures: Sequence[tuple[str | None, Callable[[dict[str, Any]], int]]]
-                  ) -> Callable[[Any], Iterable[Any]]:
+    def _observer(
+        self, figures: Sequence[tuple[str | None, Callable[[dict[str, Any]], int]]]
+    ) -> Callable[[Any], Iterable[Any]]:
         from opentelemetry.metrics import Observation
 
         def observe(options: Any) -> Iterable[Any]:
@@ -158,17 +202,24 @@ _COUNTERS = (
     ("dbpool_requests", "Calls to acquire(), including those that failed", "requests"),
     ("dbpool_connections_created", "Connections opened", "created"),
     ("dbpool_connect_failures", "Connect attempts that failed", "connect_failures"),
-    ("dbpool_validation_failures", "Connections that failed the check before lending",
-     "validation_failures"),
-    ("dbpool_connections_reclaimed",
-     "Connections garbage-collected without being given back, then closed by the pool",
-     "reclaimed"),
-    ("dbpool_leaks_reported", "Connections reported as held past leak_threshold",
-     "leaks_reported"),
+    (
+        "dbpool_validation_failures",
+        "Connections that failed the check before lending",
+        "validation_failures",
+    ),
+    (
+        "dbpool_connections_reclaimed",
+        "Connections garbage-collected without being given back, then closed by the pool",
+        "reclaimed",
+    ),
+    ("dbpool_leaks_reported", "Connections reported as held past leak_threshold", "leaks_reported"),
 )
 # Why connections were closed: the reasons of the pool's log lines, from the stats.
-_CLOSE_REASONS = (("recycled", "recycled"), ("overflow", "closed_overflow"),
-                  ("broken", "closed_broken"))
+_CLOSE_REASONS = (
+    ("recycled", "recycled"),
+    ("overflow", "closed_overflow"),
+    ("broken", "closed_broken"),
+)
 _POOL_LABEL = "db_client_connection_pool_name"
 _STATE_LABEL = "db_client_connection_state"
 
@@ -188,7 +239,8 @@ class PoolCollector:
         if doubled:
             raise ValueError(
                 f"pools share the name {', '.join(map(repr, doubled))}: give each its own "
-                "name= so that their metrics stay apart")
+                "name= so that their metrics stay apart"
+            )
         self._pools = pools
         self._warned: set[str] = set()
 
@@ -204,8 +256,10 @@ class PoolCollector:
             if pool.name in chosen:
                 if pool.name not in self._warned:
                     self._warned.add(pool.name)
-                    log.warning("several pools are named %r; only one is exported: give each "
-                                "its own name=", pool.name)
+                    log.warning(
+                        "several pools are named %r; only one is exported: give each its own name=",
+                        pool.name,
+                    )
                 continue
             chosen[pool.name] = pool
         return list(chosen.values())
@@ -223,7 +277,9 @@ class PoolCollector:
         count = GaugeMetricFamily(
             "db_client_connection_count",
             "The number of connections that are currently in the state described by the "
-            "state attribute", labels=[_POOL_LABEL, _STATE_LABEL])
+            "state attribute",
+            labels=[_POOL_LABEL, _STATE_LABEL],
+        )
         for name, stats in snapshots:
             count.add_metric([name, "idle"], stats["total_connections"] - stats["in_use"])
             count.add_metric([name, "used"], stats["in_use"])
@@ -239,14 +295,20 @@ class PoolCollector:
         timeouts = CounterMetricFamily(
             "db_client_connection_timeouts",
             "The number of connection timeouts that have occurred trying to obtain a connection "
-            "from the pool", labels=pool_label)
+            "from the pool",
+            labels=pool_label,
+        )
         for name, stats in snapshots:
             timeouts.add_metric([name], stats["timeouts"])
         yield timeouts
 
         for kind, metric, description in _HISTOGRAMS:
-            histogram = HistogramMetricFamily(metric.replace(".", "_") + "_seconds", description,
-                                              labels=pool_label, unit="seconds")
+            histogram = HistogramMetricFamily(
+                metric.replace(".", "_") + "_seconds",
+                description,
+                labels=pool_label,
+                unit="seconds",
+            )
             for name, stats in snapshots:
                 figures = stats[_STATS_KEY[kind]]
                 buckets = [(_le(bound), count) for bound, count in figures["buckets"]]
@@ -263,7 +325,8 @@ class PoolCollector:
             "dbpool_connections_closed",
             "Connections closed, by reason: recycled, overflow (returned to a full pool), "
             "broken, closed (close_all(), dispose(), reclaimed or let go)",
-            labels=[_POOL_LABEL, "reason"])
+            labels=[_POOL_LABEL, "reason"],
+        )
         for name, stats in snapshots:
             rest = stats["closed"]
             for reason, key in _CLOSE_REASONS:

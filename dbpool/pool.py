@@ -6,17 +6,16 @@ import logging
 import os
 import random
 import threading
-import time
 import traceback
 import weakref
 from collections import deque
+from time import monotonic, sleep
 from types import TracebackType
 from typing import Any
 
-from dbutils.persistent_db import PersistentDB
-from dbutils.pooled_db import PooledDB
-
+from ._handles import _Handle, _HandleFactory, _Store, make_store
 from .config import MODES, Settings, load_settings
+from .connection import PooledConnection
 from .drivers import Driver, get_driver
 from .errors import (
     ConfigError,
@@ -28,8 +27,9 @@ from .errors import (
 )
 from .stats import PoolStats
 
+__all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
+
 log = logging.getLogger("dbpool")
-_monotonic = time.monotonic
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -44,234 +44,12 @@ _CONNECT_BACKOFF = 0.05
 _MIN_PING_TIMEOUT = 0.05
 # Longest pause between two looks for connections held past leak_threshold.
 _LEAK_SCAN_INTERVAL = 1.0
-
-
-class _NeverRaised(Exception):
-    """Stands for DBUtils' failover errors: we never let it fail over."""
-
-
-def _never_fatal(error: BaseException) -> bool:
-    # DBUtils' failover re-executes a statement that failed on a dead connection.
-    # The statement may have run already; the caller must see the error instead.
-    return False
-
-
-class _Handle:
-    """The object DBUtils pools: a slot whose driver connection dbpool may replace.
-
-    DBUtils keeps these as if they were DB-API connections. The driver
-    connection inside (``raw``) is opened, validated, reset and closed by the
-    pool outside every lock, which DBUtils' own steady connections cannot do.
-    """
-
-    __slots__ = (
-        "borrows",
-        "close_on_release",
-        "created",
-        "dropped",
-        "epoch",
-        "expires",
-        "raw",
-        "returned",
-        "slots",
-    )
-
-    def __init__(self, slots: _Slots) -> None:
-        self.slots = slots
-        self.raw: Any = None
-        self.created = 0.0
-        self.expires = float("inf")
-        self.returned = 0.0
-        self.epoch = -1
-        self.borrows = 0
-        self.dropped = False
-        self.close_on_release = False
-
-    def close(self) -> None:
-        """Called by DBUtils when it lets the slot go (under its lock, or in ``__del__``)."""
-        if not self.dropped:
-            self.dropped = True
-            # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
-            self.slots.graveyard.append(self)
-
-
-class _Slots:
-    """A DB-API-shaped factory of empty handles, given to DBUtils as its creator."""
-
-    threadsafety = 1
-    OperationalError = InterfaceError = InternalError = _NeverRaised
-
-    def __init__(self) -> None:
-        self.graveyard: deque[_Handle] = deque()
-        self.live: set[_Handle] = set()
-
-    def connect(self) -> _Handle:
-        # Called by DBUtils while the pool lock is held: no I/O here.
-        handle = _Handle(self)
-        self.live.add(handle)
-        return handle
-
-
-_DBUTILS_OPTIONS: dict[str, Any] = {
-    "ping": 0,  # validation happens outside DBUtils' lock
-    "failures": _NeverRaised,
-    "isfatal": _never_fatal,
+# The counter each retire reason adds to, besides "closed".
+_RETIRE_COUNTERS = {
+    "recycled": "recycled",
+    "overflow": "closed_overflow",
+    "broken": "closed_broken",
 }
-
-
-class _SharedStore:
-    """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
-
-    PooledDB hands out idle connections first in, first out. That rotates
-    work over every kept connection, so none idles long enough to meet the
-    server's ``wait_timeout``; connections beyond ``size`` are closed at return.
-    """
-
-    thread_affine = False
-
-    def __init__(self, slots: _Slots, size: int) -> None:
-        # reset=False: rollback happens in the pool, outside DBUtils' lock.
-        # maxcached=size: a handle given back to a full pool is dropped, not kept.
-        self._db = PooledDB(slots, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
-        self.size = size
-        self.idle = 0
-
-    def ready(self) -> bool:
-        return self.idle > 0
-
-    def full(self) -> bool:
-        return self.idle >= self.size
-
-    def take(self) -> tuple[Any, _Handle]:
-        token = self._db.connection(shareable=False)
-        if self.idle:
-            self.idle -= 1
-        return token, token.dbapi_connection
-
-    def put(self, token: Any, handle: _Handle) -> None:
-        token.close()
-        if not handle.dropped:
-            self.idle += 1
-
-    def thread_handle(self) -> None:
-        return None
-
-    def forget_thread(self) -> None:
-        return None
-
-    def close_idle(self) -> None:
-        self._db.close()
-        self.idle = 0
-
-
-class _PersistentStore:
-    """Persistent mode: DBUtils' PersistentDB keeps one handle per thread."""
-
-    thread_affine = True
-
-    def __init__(self, slots: _Slots) -> None:
-        # threading.local: DBUtils' default pure-Python local takes a lock on every access.
-        self._db = PersistentDB(slots, closeable=True, threadlocal=threading.local,
-                                **_DBUTILS_OPTIONS)
-
-    def ready(self) -> bool:
-        return hasattr(self._db.thread, "connection")
-
-    def full(self) -> bool:
-        return False
-
-    def take(self) -> tuple[Any, _Handle]:
-        steady = self._db.connection()
-        return steady, steady.dbapi_connection
-
-    def put(self, token: Any, handle: _Handle) -> None:
-        return None
-
-    @property
-    def idle(self) -> int:
-        return 0  # a thread's kept connection is not free for another thread
-
-    def thread_handle(self) -> _Handle | None:
-        steady = getattr(self._db.thread, "connection", None)
-        return None if steady is None else steady.dbapi_connection
-
-    def forget_thread(self) -> None:
-        steady = getattr(self._db.thread, "connection", None)
-        if steady is not None:
-            del self._db.thread.connection
-            steady.close()  # DBUtils closes the handle, which frees the slot
-
-    def close_idle(self) -> None:
-        return None
-
-
-class PooledConnection:
-    """A connection lent by the pool; a DB-API 2 connection of the driver.
-
-    ``close()`` gives it back to the pool. Other attributes come from the
-    driver's connection, which ``dbapi_connection`` returns outright.
-    """
-
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
-
-    def __init__(self, pool: ConnectionPool, token: Any, handle: _Handle, since: float,
-                 origin: str | None) -> None:
-        self._pool = pool
-        self._raw = handle.raw
-        self._lease = [(token, handle)]
-        self._since = since
-        self._origin = origin  # where it was acquired, kept only when leak_threshold is set
-        self._reported = False  # already reported as held past leak_threshold
-
-    def __del__(self) -> None:
-        # Dropped without close(): hand the slot to the pool, which closes the driver
-        # connection on its next call. A finalizer may run in any thread, even one
-        # holding the pool's lock, so it only appends to a deque (atomic, no lock).
-        lease = getattr(self, "_lease", None)
-        if lease:
-            try:
-                token, handle = lease.pop()
-            except IndexError:
-                return
-            self._pool._orphans.append((token, handle, self._since, self._origin))
-
-    def _live(self) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise PoolError("this connection was already given back to the pool")
-        return raw
-
-    @property
-    def dbapi_connection(self) -> Any:
-        """The driver's own connection object."""
-        return self._live()
-
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        """A cursor of the driver's connection."""
-        return self._live().cursor(*args, **kwargs)
-
-    def commit(self) -> None:
-        self._live().commit()
-
-    def rollback(self) -> None:
-        self._live().rollback()
-
-    def close(self) -> None:
-        """Give the connection back to the pool (a second call does nothing)."""
-        self._pool.release(self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._live(), name)
-
-    def __enter__(self) -> PooledConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.release(self)
-
-    def __repr__(self) -> str:
-        state = "returned" if self._raw is None else "in use"
-        return f"<PooledConnection {self._pool._label} {state}>"
 
 
 class ConnectionPool:
@@ -286,7 +64,9 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. Other keywords are connection
+    a connection not given back is reported. name: the pool's name in stats,
+    logs and metrics (default: the config name, or for a server given in code
+    host:port/database). Other keywords are connection
     parameters (host, port, user, password, database, charset, path, ...)
     that override the config entry. Options not given come from the entry's
     ``pool:`` section, then from the defaults.
@@ -312,9 +92,16 @@ class ConnectionPool:
         **params: Any,
     ) -> None:
         given = {
-            "size": size, "timeout": timeout, "max_overflow": max_overflow, "recycle": recycle,
-            "mode": mode, "pre_ping": pre_ping, "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout, "reset": reset, "leak_threshold": leak_threshold,
+            "size": size,
+            "timeout": timeout,
+            "max_overflow": max_overflow,
+            "recycle": recycle,
+            "mode": mode,
+            "pre_ping": pre_ping,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "reset": reset,
+            "leak_threshold": leak_threshold,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
@@ -330,13 +117,15 @@ class ConnectionPool:
         self._driver = custom or get_driver(self.settings.driver)
         self._probe = self._driver.probe  # bound once: called at every checkout
         self._in_transaction = self._driver.in_transaction
+        # What a failed connect, ping or reset raises: the driver's errors and the OS's.
+        self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
         self._params = dict(self.settings.params)
         self.mode = options.mode
         self.size = options.size
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        target = custom.describe(self._params) if custom else self.settings.describe()
+        target = self._driver.describe(self._params)
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"name must be a non-empty string (got {name!r})")
         # The name in stats, logs and metrics; messages show the target as well.
@@ -353,8 +142,9 @@ class ConnectionPool:
         self._closed = False
         self._start_fresh()
         _live_pools.add(self)
-        log.debug("created %s pool %s (size %d, max %d)", self.mode, self._label,
-                  self.size, self.max_size)
+        log.debug(
+            "created %s pool %s (size %d, max %d)", self.mode, self._label, self.size, self.max_size
+        )
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -363,22 +153,21 @@ class ConnectionPool:
         # `with self._lock` is a C call, `with self._cond` a Python one: the hot path uses the lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._slots = _Slots()
-        self._store: _SharedStore | _PersistentStore
-        if self.mode == "persistent":
-            self._store = _PersistentStore(self._slots)
-        else:
-            self._store = _SharedStore(self._slots, self.size)
+        self._handles = _HandleFactory()
+        self._store: _Store = make_store(self.mode, self._handles, self.size)
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
+        # Counter bumps of the I/O paths (connect, close, failed validation), queued without
+        # a lock and added to the stats in the next critical section (see _fold_tallies).
+        self._tallies: deque[str] = deque()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
         self._local = threading.local()  # the `with pool as conn` stack of each thread
-        # Leases of connections garbage-collected without release, for _reap().
-        self._orphans: deque[tuple[Any, _Handle, float, str | None]] = deque()
+        # Leases of connections garbage-collected without release, for _reclaim_collected().
+        self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
         # Lent connections, watched only when leak_threshold is set.
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
-        self._finalizer = weakref.finalize(self, _close_connections, self._slots, self._driver)
+        self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -389,8 +178,8 @@ class ConnectionPool:
         (another thread may have held the old one at the fork).
         """
         self._finalizer.detach()
-        handles = set(self._slots.live) | set(self._slots.graveyard)
-        handles.update(lease[1] for lease in self._orphans)
+        handles = set(self._handles.live) | set(self._handles.dropped)
+        handles.update(lease[1] for lease in self._collected)
         for handle in handles:
             raw, handle.raw = handle.raw, None
             if raw is not None:
@@ -410,21 +199,19 @@ class ConnectionPool:
             raise ValueError(f"max_retries cannot be negative (got {max_retries})")
         if timeout is None:
             timeout = self.timeout
-        start = _monotonic()
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()
+        start = monotonic()
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()
         token, handle = self._checkout(start + timeout, timeout)
         # The common case, decided with no I/O but a look at the socket: a current
         # connection seen alive moments ago, or one lent to this very thread already.
-        now = _monotonic()
-        raw = handle.raw
-        if not (raw is not None and handle.epoch == self._epoch and now < handle.expires
-                and not self._closed and (
-                    handle.borrows > 1 or not self._pre_ping
-                    or (now - handle.returned < self._ping_interval
-                        and self._probe(raw) is True))):
+        now = monotonic()
+        if not (
+            self._is_current(handle, now)
+            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
+        ):
             try:
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
@@ -432,7 +219,7 @@ class ConnectionPool:
             except BaseException:
                 self._checkin(token, handle, failed=True)
                 raise
-            now = _monotonic()
+            now = monotonic()
         self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
             conn = PooledConnection(self, token, handle, now, None)
@@ -458,7 +245,8 @@ class ConnectionPool:
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
-                f"release() got {conn!r}, which is not a connection of pool {self._label}")
+                f"release() got {conn!r}, which is not a connection of pool {self._label}"
+            )
         try:
             # list.pop is atomic, so two racing releases cannot both get the lease.
             token, handle = conn._lease.pop()
@@ -466,7 +254,7 @@ class ConnectionPool:
             log.debug("ignored a second release of a connection of %s", self._label)
             return
         conn._raw = None
-        if handle.slots is not self._slots:
+        if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return
         self._checkin(token, handle, failed=False, since=conn._since)
@@ -476,9 +264,14 @@ class ConnectionPool:
                 self._lent.discard(conn)
             held = handle.returned - conn._since
             if held > self._leak_threshold and not conn._reported:
-                log.warning("a connection of %s was held for %.1fs (leak_threshold %.1fs); "
-                            "it was acquired at:\n%s", self._label, held, self._leak_threshold,
-                            conn._origin)
+                log.warning(
+                    "a connection of %s was held for %.1fs (leak_threshold %.1fs); "
+                    "it was acquired at:\n%s",
+                    self._label,
+                    held,
+                    self._leak_threshold,
+                    conn._origin,
+                )
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
@@ -508,7 +301,7 @@ class ConnectionPool:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
-        self._bury()
+        self._close_dropped()
 
     def close_all(self) -> None:
         """Close every idle connection now, and every lent one when it comes back.
@@ -517,12 +310,12 @@ class ConnectionPool:
         """
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._slots.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
         for raw in raws:
             self._driver.close(raw)
-        self._bury()
+        self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self._label)
 
     def dispose(self) -> None:
@@ -531,20 +324,21 @@ class ConnectionPool:
             self._closed = True
             self._cond.notify_all()
         self.close_all()
-        if not any(h.borrows for h in list(self._slots.live)):
+        if not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
-        if self._orphans:
-            self._reap()
-        if self._slots.graveyard:
-            self._bury()  # connections of threads that ended since the last call
+        if self._collected:
+            self._reclaim_collected()
+        if self._handles.dropped:
+            self._close_dropped()  # connections of threads that ended since the last call
         if self._leak_threshold is not None:
             self._report_leaks()
         with self._lock:
+            self._fold_tallies()
             stats = self._stats.snapshot()
-            handles = list(self._slots.live)
+            handles = list(self._handles.live)
             in_use = self._in_use
             waiting = self._waiting
         open_count = sum(1 for h in handles if h.raw is not None)
@@ -569,7 +363,7 @@ class ConnectionPool:
         the check), and the ``name``, ``host``, ``port`` and ``database`` checked.
         Takes at most about ``timeout`` seconds, connecting included.
         """
-        deadline = _monotonic() + timeout
+        deadline = monotonic() + timeout
         latency: float | None = None
         error: str | None = None
         try:
@@ -580,11 +374,11 @@ class ConnectionPool:
         else:
             handle = conn._lease[0][1]
             try:
-                limit = max(deadline - _monotonic(), _MIN_PING_TIMEOUT)
-                started = _monotonic()
+                limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
+                started = monotonic()
                 with self._driver.bounded(conn._raw, limit):
                     self._driver.ping(conn._raw)
-                latency = _monotonic() - started
+                latency = monotonic() - started
             except Exception as exc:
                 error = f"the server did not answer: {self._scrub(exc) or type(exc).__name__}"
                 self._retire(handle, "broken")
@@ -606,60 +400,69 @@ class ConnectionPool:
         }
 
     def __repr__(self) -> str:
-        return (f"<ConnectionPool {self.mode} {self._label} size={self.size} "
-                f"max_size={self.max_size}>")
+        return (
+            f"<ConnectionPool {self.mode} {self._label} size={self.size} max_size={self.max_size}>"
+        )
 
     # -- the critical sections ---------------------------------------------
 
     def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
         """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
         store = self._store
-        queued = False  # once in line, a thread may take whatever frees up
-        with self._lock:  # critical section: counts and DBUtils' in-memory lists only
-            self._stats.requests += 1
+        # Once in line (counted in _waiting from its first wait until it leaves), a thread
+        # may take whatever frees up.
+        queued = False
+        try:
             while True:
-                if self._closed:
-                    raise PoolClosed(f"pool {self._label} is closed")
-                if store.thread_affine and store.ready():
-                    break  # persistent mode: the thread's own connection
-                # Waiting threads go first: a newcomer takes a connection only when there
-                # is one for every waiter too, or a busy pool starves its waiters.
-                free = store.idle + self.max_size - len(self._slots.live)
-                if free > (0 if queued else self._waiting):
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._stats.timeouts += 1
-                    raise PoolTimeout(self._timeout_message(timeout))
-                self._waiting += 1
-                queued = True
-                try:
+                with self._lock:  # critical section: decide only (take, wait or give up)
+                    if self._closed:
+                        raise PoolClosed(f"pool {self._label} is closed")
+                    # Waiting threads go first: a newcomer takes a connection only when there
+                    # is one for every waiter too, or a busy pool starves its waiters.
+                    free = store.idle + self.max_size - len(self._handles.live)
+                    if store.owns_handle() or free > (0 if queued else self._waiting):
+                        if queued:
+                            queued = False
+                            self._waiting -= 1
+                        token, handle = store.take()
+                        handle.borrows += 1
+                        # Counted as lent from here; a checkout whose connect or check fails
+                        # is taken off both counts again in _checkin(failed=True).
+                        self._in_use += 1
+                        self._stats.acquired += 1
+                        self._stats.requests += 1
+                        return token, handle
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        if queued:
+                            queued = False
+                            self._waiting -= 1  # before the message, which counts the others
+                        self._stats.timeouts += 1
+                        self._stats.requests += 1
+                        raise PoolTimeout(self._timeout_message(timeout))
+                    if not queued:
+                        queued = True
+                        self._waiting += 1
                     self._cond.wait(min(remaining, _WAIT_SLICE))
-                finally:
+                # Outside the critical section: close what went away, which frees slots.
+                if self._collected:
+                    self._reclaim_collected()
+                if self._handles.dropped:
+                    self._close_dropped()
+        finally:
+            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
+                with self._lock:
                     self._waiting -= 1
-                if self._slots.graveyard or self._orphans:
-                    self._lock.release()
-                    try:
-                        self._reap()
-                        self._bury()
-                    finally:
-                        self._lock.acquire()
-            token, handle = store.take()
-            handle.borrows += 1
-            # Counted as lent from here; a checkout whose connect or check fails is
-            # taken off both counts again in _checkin(failed=True).
-            self._in_use += 1
-            self._stats.acquired += 1
-            return token, handle
 
-    def _checkin(self, token: Any, handle: _Handle, *, failed: bool,
-                 since: float | None = None) -> None:
+    def _checkin(
+        self, token: Any, handle: _Handle, *, failed: bool, since: float | None = None
+    ) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils.
 
         ``since``: when it was lent, for its use time (None: it never was).
         """
         raw = handle.raw
-        now = _monotonic()
+        now = monotonic()
         if raw is not None and handle.borrows == 1:
             reason = self._retire_reason(handle, failed, now)
             if reason is not None:
@@ -672,19 +475,21 @@ class ConnectionPool:
                             self._driver.reset_session(raw)
                         else:
                             raw.rollback()
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except self._driver_errors as exc:
                     log.debug("reset failed on a connection of %s: %s", self._label, exc)
                     self._retire(handle, "broken")
-                now = _monotonic()
+                now = monotonic()
         handle.returned = now
         with self._lock:  # critical section
+            if self._tallies:
+                self._fold_tallies()
             self._in_use -= 1
             if failed:
                 self._stats.acquired -= 1
             else:
                 self._stats.released += 1
             if since is not None:
-                self._stats.returned(now - since)
+                self._stats.returned(now - since)  # also absorbs the waits recorded since
             handle.borrows -= 1
             self._store.put(token, handle)
             if self._waiting:
@@ -694,37 +499,51 @@ class ConnectionPool:
         if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()
-        if self._slots.graveyard:
-            self._bury()
-        if self._closed and not any(h.borrows for h in list(self._slots.live)):
+        if self._handles.dropped:
+            self._close_dropped()
+        if self._closed and not any(h.borrows for h in list(self._handles.live)):
             self._finalizer()  # the last connection lent before dispose() is back
 
-    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
-        """Why a connection must be closed rather than reused, or None."""
-        if failed:
-            return "broken"
+    # -- the reuse rule ------------------------------------------------------
+    #
+    # A connection is reused when it is current (open, not made before the last
+    # close_all(), not past its recycle time, the pool not closed) and, with pre_ping,
+    # seen alive (given back less than ping_interval ago, its socket clean), else pinged.
+
+    def _stale_reason(self, handle: _Handle, now: float) -> str | None:
+        """Why an open connection is no longer current ("closed" or "recycled"), or None."""
         if self._closed or handle.epoch != self._epoch:
             return "closed"
         if now >= handle.expires:
             return "recycled"
-        # An unlocked read: a stale answer at worst keeps or closes one connection too many,
-        # and DBUtils drops a handle given back to a full pool in any case.
-        if self._store.full():
-            return "overflow"
         return None
 
+    def _is_current(self, handle: _Handle, now: float) -> bool:
+        """Whether the handle holds a connection that may be reused, validation aside."""
+        return handle.raw is not None and self._stale_reason(handle, now) is None
+
+    def _seen_alive(self, handle: _Handle, now: float) -> bool:
+        """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
+        return now - handle.returned < self._ping_interval and self._probe(handle.raw) is True
+
+    def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
+        """Why a connection given back must be closed rather than kept, or None."""
+        if failed:
+            return "broken"
+        reason = self._stale_reason(handle, now)
+        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
+        # too many, and DBUtils drops a handle given back to a full pool in any case.
+        if reason is None and self._store.full():
+            reason = "overflow"
+        return reason
+
     def _timeout_message(self, timeout: float) -> str:
-        held = len(self._slots.live)
-        text = (f"Connection pool timeout after {timeout:.1f}s "
-                f"({held}/{self.max_size} connections in use, {self._waiting} waiting)")
-        if self._store.thread_affine:
-            text += (
-                f" in pool {self._label}: in persistent mode each connection stays with its "
-                "thread until the thread ends or calls close_thread_connection()"
-            )
-        else:
-            text += f" in pool {self._label}"
-        return text
+        held = len(self._handles.live)
+        text = (
+            f"Connection pool timeout after {timeout:.1f}s "
+            f"({held}/{self.max_size} connections in use, {self._waiting} waiting)"
+        )
+        return f"{text} in pool {self._label}{self._store.timeout_hint}"
 
     # -- I/O outside the lock ------------------------------------------------
 
@@ -735,8 +554,8 @@ class ConnectionPool:
         failures = 0
         while True:
             if handle.raw is not None:
-                reason = self._retire_reason(handle, False, _monotonic())
-                if reason in ("closed", "recycled"):
+                reason = self._stale_reason(handle, monotonic())
+                if reason is not None:
                     self._retire(handle, reason)
             if handle.raw is None:
                 try:
@@ -744,22 +563,22 @@ class ConnectionPool:
                     return
                 except ConnectError:
                     raise
-                except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
+                except self._driver_errors as exc:
                     failures += 1
-                    if failures > max_retries or time.monotonic() >= deadline:
+                    if failures > max_retries or monotonic() >= deadline:
                         raise ConnectError(self._connect_failure(exc, failures)) from exc
-                    time.sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - time.monotonic())))
+                    sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - monotonic())))
                     continue
             if not self._pre_ping or self._alive(handle, deadline):
                 return
             failures += 1
-            with self._lock:
-                self._stats.validation_failures += 1
+            self._tallies.append("validation_failures")
             log.debug("a connection of %s failed validation; replacing it", self._label)
             self._retire(handle, "broken")
             if failures > max_retries:
                 raise ValidationError(
-                    f"no valid connection from {self._label} after {failures} attempts")
+                    f"no valid connection from {self._label} after {failures} attempts"
+                )
 
     def _alive(self, handle: _Handle, deadline: float) -> bool:
         """Check a connection: a socket look when it was used moments ago, else a ping.
@@ -768,12 +587,11 @@ class ConnectionPool:
         deadline allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
-        seen = self._driver.probe(raw)
-        if seen is False:
-            return False
-        now = time.monotonic()
-        if seen is True and now - handle.returned < self._ping_interval:
+        now = monotonic()
+        if self._seen_alive(handle, now):
             return True
+        if self._probe(raw) is False:
+            return False  # closed by the server: no ping can help
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
@@ -783,13 +601,12 @@ class ConnectionPool:
         return True
 
     def _open(self, handle: _Handle, deadline: float) -> None:
-        started = time.monotonic()
+        started = monotonic()
         remaining = deadline - started
         try:
             raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
-        except (OSError, *self._driver.errors) as exc:  # type: ignore[misc]
-            with self._lock:
-                self._stats.connect_failures += 1
+        except self._driver_errors as exc:
+            self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
                 raise ConnectError(self._connect_failure(exc, None)) from exc
             raise
@@ -797,16 +614,16 @@ class ConnectionPool:
             # How the drivers reject an unknown or ill-typed connection parameter.
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
-                f"of pool {self._label}: {self._scrub(exc)}") from exc
-        now = time.monotonic()
+                f"of pool {self._label}: {self._scrub(exc)}"
+            ) from exc
+        now = monotonic()
         handle.raw = raw
         handle.created = handle.returned = now
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
-        with self._lock:
-            self._stats.created += 1
-        self._stats.record_connect(now - started)
+        self._tallies.append("created")
+        self._stats.record_connect(now - started)  # needs no lock (see PoolStats)
         log.debug("opened a connection to %s", self._label)
 
     def _retire(self, handle: _Handle, reason: str) -> None:
@@ -816,29 +633,31 @@ class ConnectionPool:
         handle.expires = float("inf")
         if raw is not None:
             self._driver.close(raw)
-        with self._lock:
-            if raw is not None:
-                self._stats.closed += 1
-            if reason == "recycled":
-                self._stats.recycled += 1
-            elif reason == "overflow":
-                self._stats.closed_overflow += 1
-            elif reason == "broken":
-                self._stats.closed_broken += 1
+            self._tallies.append("closed")
+        counter = _RETIRE_COUNTERS.get(reason)
+        if counter is not None:
+            self._tallies.append(counter)
         log.debug("closed a connection of %s (%s)", self._label, reason)
+
+    def _fold_tallies(self) -> None:
+        """Add the queued counter bumps to the stats; called with the lock held."""
+        tallies, stats = self._tallies, self._stats
+        while tallies:
+            name = tallies.popleft()
+            setattr(stats, name, getattr(stats, name) + 1)
 
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:
         raw, handle.raw = handle.raw, None
         return raw
 
-    def _bury(self) -> None:
-        """Close the connections of handles DBUtils let go, and free their slots."""
-        graveyard = self._slots.graveyard
+    def _close_dropped(self) -> None:
+        """Close the connections of the handles DBUtils let go, and free their slots."""
+        queue = self._handles.dropped
         dead: list[_Handle] = []
-        while graveyard:
+        while queue:
             try:
-                dead.append(graveyard.popleft())
+                dead.append(queue.popleft())
             except IndexError:
                 break
         if not dead:
@@ -846,7 +665,7 @@ class ConnectionPool:
         with self._lock:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
-                self._slots.live.discard(handle)
+                self._handles.live.discard(handle)
             self._stats.closed += len(raws)
             if self._waiting:
                 self._cond.notify(len(dead))
@@ -862,19 +681,19 @@ class ConnectionPool:
             text += f": {cause}"
         return f"{text}: {self._scrub(exc) or type(exc).__name__}"
 
-    def _reap(self) -> None:
-        """Take back the slots of connections dropped without release, closing them.
+    def _reclaim_collected(self) -> None:
+        """Close the connections garbage-collected without release, and free their slots.
 
         What such a connection was doing is unknown (a half-read result, an open
         transaction), so it is closed rather than reused.
         """
-        orphans = self._orphans
-        while orphans:
+        collected = self._collected
+        while collected:
             try:
-                token, handle, since, origin = orphans.popleft()
+                token, handle, since, origin = collected.popleft()
             except IndexError:
                 break
-            if handle.slots is not self._slots:
+            if handle.factory is not self._handles:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
@@ -891,17 +710,22 @@ class ConnectionPool:
                     self._cond.notify()
             if raw is not None:
                 self._driver.close(raw)
-            held = time.monotonic() - since
+            held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
-            log.warning("a connection of %s was garbage-collected after %.1fs without being "
-                        "given back; its slot is reclaimed and it is closed; it was acquired "
-                        "at:\n%s", self._label, held, origin)
+            log.warning(
+                "a connection of %s was garbage-collected after %.1fs without being "
+                "given back; its slot is reclaimed and it is closed; it was acquired "
+                "at:\n%s",
+                self._label,
+                held,
+                origin,
+            )
 
     def _report_leaks(self) -> None:
         """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
         threshold = self._leak_threshold
-        now = time.monotonic()
+        now = monotonic()
         if threshold is None or now < self._next_leak_scan:
             return
         self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
@@ -911,9 +735,14 @@ class ConnectionPool:
                 conn._reported = True
             self._stats.leaks_reported += len(late)
         for conn in late:
-            log.warning("a connection of %s has been held for %.1fs and is not back yet "
-                        "(leak_threshold %.1fs); it was acquired at:\n%s", self._label,
-                        now - conn._since, threshold, conn._origin)
+            log.warning(
+                "a connection of %s has been held for %.1fs and is not back yet "
+                "(leak_threshold %.1fs); it was acquired at:\n%s",
+                self._label,
+                now - conn._since,
+                threshold,
+                conn._origin,
+            )
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
@@ -947,8 +776,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_connections(slots: _Slots, driver: Driver) -> None:
-    for handle in list(slots.live):
+def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
+    for handle in list(handles.live):
         raw, handle.raw = handle.raw, None
         if raw is not None:
             driver.close(raw)
@@ -961,8 +790,9 @@ def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
     """
     if mode is not None and mode not in MODES:
+        # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
-        raise ValueError(f"unknown pool mode {mode!r}; valid modes: {valid}")
+        raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(mode=mode, **options)
 
 
@@ -991,7 +821,11 @@ def get_global_pool(
             pool = _global_pool
             if pool is None:
                 pool = _global_pool = ConnectionPool(
-                    size=size, config_name=config_name, timeout=timeout,
-                    max_overflow=max_overflow, recycle=recycle, driver=driver)
+                    size=size,
+                    config_name=config_name,
+                    timeout=timeout,
+                    max_overflow=max_overflow,
+                    recycle=recycle,
+                    driver=driver,
+                )
     return pool
-

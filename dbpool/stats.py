@@ -35,8 +35,26 @@ _WAIT_SAMPLES = 2048
 # Upper bounds (seconds, inclusive) of the histogram buckets; one more bucket takes the rest.
 # Fine at the low end, where a checkout from a warm pool lands, up to the longest timeouts.
 BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 
 # What a listener is told: the histogram ("wait", "connect" or "use") and the figure.
@@ -89,8 +107,15 @@ class Counters:
 class PoolStats(Counters):
     """The counters, the histograms and the recent wait times of one pool."""
 
-    __slots__ = ("_connects", "_recent", "_waits", "connect_time", "listeners", "use_time",
-                 "wait_time")
+    __slots__ = (
+        "_connects",
+        "_recent",
+        "_waits",
+        "connect_time",
+        "listeners",
+        "use_time",
+        "wait_time",
+    )
 
     def __init__(self, previous: PoolStats | None = None) -> None:
         """Fresh figures; listeners carry over from ``previous`` (a pool starting anew)."""

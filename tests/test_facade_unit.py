@@ -553,3 +553,34 @@ def test_an_async_transaction_waits_for_a_connection_with_the_pool_timeout() -> 
 
     asyncio.run(main())
     assert names(db) == ["a"]
+
+
+def test_db_connect_remote_is_per_thread_on_the_thread_safe_facade(cwd: Path) -> None:
+    (cwd / "config.yaml").write_text(
+        "database:\n"
+        "  primary: {driver: sqlite, path: one.sqlite3}\n"
+        "  secondary: {driver: sqlite, path: two.sqlite3, pool: {size: 2, max_overflow: 0}}\n")
+    db = ObjDataThreadSafe()
+    mine = db.db_connect_remote("secondary")
+    assert db.db_connect_remote("secondary") is mine  # kept for this thread until given back
+    theirs: list[Any] = []
+
+    def other_thread() -> None:
+        conn = db.db_connect_remote("secondary")
+        theirs.append(conn.dbapi_connection)
+        assert db.db_connect_remote("secondary") is conn
+        ObjDataThreadSafe.close_thread_connection("secondary")  # gives it back
+        theirs.append(ObjDataThreadSafe.get_pool_stats("secondary")["in_use"])
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine.dbapi_connection
+    assert theirs[1] == 1  # only this thread's connection is still out
+    db.close()  # gives back the calling thread's connections
+    assert ObjDataThreadSafe.get_pool_stats("secondary")["in_use"] == 0
+    fresh = db.db_connect_remote("secondary")
+    assert fresh is not mine
+    with db:
+        assert ObjDataThreadSafe.get_pool_stats("secondary")["in_use"] == 1
+    assert ObjDataThreadSafe.get_pool_stats("secondary")["in_use"] == 0

@@ -98,6 +98,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_stamp" ] \
     printf '%s\n' "$want_stamp" > "$STAMP"
 fi
 
+# DBPOOL_INSTALL_ONLY=1: stop here (tools/django_suite.sh uses it).
+[ "${DBPOOL_INSTALL_ONLY:-}" = 1 ] && exit 0
+
 # -- 3. checks -------------------------------------------------------------------
 lint_dirs=()
 for dir in dbpool tests benchmarks examples; do

@@ -1,0 +1,437 @@
+"""The MySQL/MariaDB adapters: PyMySQL and mysql-connector-python, on one base."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from .drivers import _NO_BOUND, Driver, _Bound
+from .errors import ConfigError
+
+# Errors that mean the login itself is wrong: retrying cannot help.
+_ACCESS_DENIED = 1045
+_DB_ACCESS_DENIED = 1044
+_UNKNOWN_DATABASE = 1049
+_PERMANENT_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
+
+_TOO_MANY_CONNECTIONS = 1040
+_LOST_CONNECTION = 2013
+_CANNOT_CONNECT = 2003
+
+_COM_RESET_CONNECTION = 0x1F
+# The server-status bit of an open transaction, the same in every MySQL protocol.
+_SERVER_STATUS_IN_TRANS = 0x0001
+# Every wait on the server is bounded by default, so that a dead or silent server
+# never holds a thread forever: connecting (the TCP connect and the login
+# handshake), and every read and write of a statement. 0 or None lifts a bound.
+_DEFAULT_CONNECT_TIMEOUT = 10.0
+_DEFAULT_READ_TIMEOUT = 300.0
+_DEFAULT_WRITE_TIMEOUT = 300.0
+
+
+def _error_code(exc: BaseException) -> Any:
+    code = getattr(exc, "errno", None)
+    if code is None and getattr(exc, "args", None):
+        code = exc.args[0]
+    return code
+
+
+def _drop_socket(sock: Any) -> None:
+    """Close our descriptor of an inherited socket: no shutdown, no TLS alert, no COM_QUIT.
+
+    The parent still holds the same connection, so the kernel sends nothing either.
+    """
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.close(sock.detach())
+
+
+# Linux's TCP_INFO: its first byte is the connection's state.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_ESTABLISHED = 1
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def _probe_socket(sock: Any) -> bool:
+    """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
+    if sock is None:
+        return False
+    if _TCP_INFO is not None and sock.family in _TCP_FAMILIES:
+        # The kernel's view of the connection, read without giving up the GIL (poll()
+        # gives it up, and under load waits to get it back). A server that closed or
+        # reset the connection (a kill, wait_timeout, a restart) has moved it out of
+        # ESTABLISHED; its farewell packet, if any, comes with the close.
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
+        except OSError:
+            return False
+    try:
+        fd = sock.fileno()
+    except (OSError, ValueError):
+        return False
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    # Any event on an idle connection is an EOF, a reset or a kill notice.
+    return not poller.poll(0)
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class _TimeoutBound:
+    """Lowers a connection's read and write timeouts for a while, then restores them.
+
+    ``names`` are the two attributes the driver reads its timeouts from.
+    """
+
+    __slots__ = ("_names", "_raw", "_saved", "_seconds")
+
+    def __init__(self, raw: Any, seconds: float, names: tuple[str, str]) -> None:
+        self._raw = raw
+        self._seconds = seconds
+        self._names = names
+        self._saved: tuple[Any, ...] = ()
+
+    def __enter__(self) -> object:
+        raw = self._raw
+        self._saved = tuple(getattr(raw, name) for name in self._names)
+        for name, value in zip(self._names, self._saved, strict=True):
+            setattr(raw, name, _min(value, self._seconds))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in zip(self._names, self._saved, strict=True):
+            setattr(self._raw, name, value)
+
+
+def _whole_seconds(value: float | None) -> int | None:
+    return None if value is None else max(1, math.ceil(value))
+
+
+class _MySQLDriver(Driver):
+    """What the MySQL drivers share: error codes, connect arguments, socket probe, bounds."""
+
+    #: The connection's attributes holding its read and write timeouts.
+    _timeout_attributes: ClassVar[tuple[str, str]]
+
+    def _socket(self, raw: Any) -> Any:
+        """The raw connection's socket object (None once closed)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _connect_kwargs(params: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
+        """The driver's connect() arguments: MySQL defaults, and every wait bounded."""
+        kwargs = dict(params)
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", 3306)
+        kwargs.setdefault("charset", "utf8mb4")
+        kwargs.pop("path", None)
+        connect_timeout = kwargs.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT) or None
+        if timeout is not None:
+            # A connect never outlives the caller's deadline.
+            limit = max(timeout, 0.001)
+            connect_timeout = limit if connect_timeout is None else min(connect_timeout, limit)
+        kwargs["connect_timeout"] = connect_timeout
+        kwargs["read_timeout"] = kwargs.get("read_timeout", _DEFAULT_READ_TIMEOUT) or None
+        kwargs["write_timeout"] = kwargs.get("write_timeout", _DEFAULT_WRITE_TIMEOUT) or None
+        return kwargs
+
+    def probe(self, raw: Any) -> bool | None:
+        return _probe_socket(self._socket(raw))
+
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        return _TimeoutBound(raw, seconds, self._timeout_attributes)
+
+    def explain(self, exc: BaseException) -> str | None:
+        code = _error_code(exc)
+        if code == _TOO_MANY_CONNECTIONS:
+            return "the server has no free connection slot (max_connections reached)"
+        if code == _LOST_CONNECTION or isinstance(exc, TimeoutError):
+            return "the server did not answer in time"
+        if code == _CANNOT_CONNECT:
+            return "the server cannot be reached"
+        return None
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return _error_code(exc) in _PERMANENT_CODES
+
+
+# The PyMySQL internals PyMySQLDriver overrides or calls, by the class that has them.
+_PYMYSQL_INTERNALS = {
+    "Connection": ("_create_ssl_ctx", "_execute_command", "_read_ok_packet", "_read_query_result"),
+    "MySQLResult": ("_check_packet_is_eof", "init_unbuffered_query", "read"),
+    "EOFPacketWrapper": (),
+}
+
+
+def _check_pymysql(pymysql: Any) -> None:
+    """Fail at once, naming the version, if this PyMySQL lacks an internal the driver builds on."""
+    missing = []
+    for class_name, attributes in _PYMYSQL_INTERNALS.items():
+        cls = getattr(pymysql.connections, class_name, None)
+        if cls is None:
+            missing.append(f"connections.{class_name}")
+            continue
+        missing.extend(f"{class_name}.{name}" for name in attributes if not hasattr(cls, name))
+    if missing:
+        try:
+            version = importlib.metadata.version("PyMySQL")
+        except importlib.metadata.PackageNotFoundError:
+            version = ".".join(str(part) for part in pymysql.VERSION[:3])
+        raise ConfigError(
+            f"PyMySQL {version} has no {', '.join(missing)}, which dbpool's pymysql driver "
+            "builds on: install a PyMySQL release dbpool supports (see its requirements), "
+            "or use driver 'mysql-connector'"
+        )
+
+
+class PyMySQLDriver(_MySQLDriver):
+    """PyMySQL, the default."""
+
+    name: ClassVar[str] = "pymysql"
+    _timeout_attributes = ("_read_timeout", "_write_timeout")
+
+    def __init__(self) -> None:
+        import pymysql
+        import pymysql.connections
+
+        _check_pymysql(pymysql)
+        self._pymysql = pymysql
+        self.errors = (pymysql.err.Error,)
+        self._connection_class = self._make_connection_class(pymysql.connections.Connection)
+
+    @staticmethod
+    def _make_connection_class(base: type[Any]) -> type[Any]:
+        import pymysql.connections
+
+        # PyMySQL builds a fresh TLS context for its "preferred" mode on every connect
+        # (about 19 ms of CPU). One context per pool gives the same TLS for a fraction.
+        lock = threading.Lock()
+        cached: list[ssl.SSLContext] = []
+
+        class Result(pymysql.connections.MySQLResult):  # type: ignore[misc]
+            # PyMySQL reads the server status from OK packets only. The EOF that ends a
+            # result set carries it too: a SELECT under autocommit=0 opens a transaction
+            # that only this status reports.
+            def _check_packet_is_eof(self, packet: Any) -> bool:
+                if not packet.is_eof_packet():
+                    return False
+                eof = pymysql.connections.EOFPacketWrapper(packet)
+                self.warning_count = eof.warning_count
+                self.has_next = eof.has_next
+                self.server_status = eof.server_status
+                if self.connection is not None:
+                    self.connection.server_status = eof.server_status
+                return True
+
+        class Connection(base):  # type: ignore[misc]
+            def _create_ssl_ctx(self, sslp: Any) -> Any:
+                if sslp:
+                    return super()._create_ssl_ctx(sslp)
+                with lock:
+                    if not cached:
+                        cached.append(super()._create_ssl_ctx(sslp))
+                    return cached[0]
+
+            def _read_query_result(self, unbuffered: bool = False) -> int:
+                self._result = None
+                result = Result(self)
+                try:
+                    if unbuffered:
+                        result.init_unbuffered_query()
+                    else:
+                        result.read()
+                except pymysql.MySQLError:
+                    # An error packet carries no status, and a failed statement may
+                    # have opened a transaction (and taken locks): assume it did.
+                    status: int = getattr(self, "server_status", 0) or 0
+                    self.server_status = status | _SERVER_STATUS_IN_TRANS
+                    raise
+                self._result = result
+                if result.server_status is not None:
+                    self.server_status = result.server_status
+                return result.affected_rows  # type: ignore[no-any-return]
+
+        return Connection
+
+    def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
+        kwargs = self._connect_kwargs(params, timeout)
+        read_timeout, write_timeout = kwargs["read_timeout"], kwargs["write_timeout"]
+        # PyMySQL reads the login handshake with the read timeout: bound it by the
+        # connect timeout, so a server that accepts but never answers cannot hold us.
+        kwargs["read_timeout"] = _min(read_timeout, kwargs["connect_timeout"])
+        kwargs["write_timeout"] = _min(write_timeout, kwargs["connect_timeout"])
+        raw = self._connection_class(**kwargs)
+        raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
+        raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
+        return raw
+
+    def _socket(self, raw: Any) -> Any:
+        return raw._sock
+
+    def ping(self, raw: Any) -> None:
+        raw.ping(reconnect=False)
+
+    def abandon(self, raw: Any) -> None:
+        sock, raw._sock, raw._rfile = raw._sock, None, None
+        raw._closed = True
+        _drop_socket(sock)
+
+    def after_fork(self) -> None:
+        import pymysql.connections
+
+        # The TLS context cache has a lock, which another thread may have held at the fork.
+        self._connection_class = self._make_connection_class(pymysql.connections.Connection)
+
+    def in_transaction(self, raw: Any) -> bool:
+        # Exact for connections of this driver, which read the status of every reply.
+        return bool((raw.server_status or 0) & _SERVER_STATUS_IN_TRANS)
+
+    def reset_session(self, raw: Any) -> None:
+        # COM_RESET_CONNECTION clears variables, temporary tables and transactions
+        # without re-authenticating; PyMySQL has no public call for it.
+        raw._execute_command(_COM_RESET_CONNECTION, b"")
+        raw._read_ok_packet()
+        # The reset gives the server's default autocommit; go back to the pool's
+        # setting (not to whatever the last borrower switched to).
+        if raw.dbpool_autocommit is not None:
+            raw.autocommit(raw.dbpool_autocommit)
+
+
+class MySQLConnectorDriver(_MySQLDriver):
+    """mysql-connector-python, always its pure-Python protocol unless told otherwise."""
+
+    name: ClassVar[str] = "mysql-connector"
+    _timeout_attributes = ("read_timeout", "write_timeout")
+
+    def __init__(self) -> None:
+        try:
+            import mysql.connector
+        except ImportError as exc:
+            raise ConfigError(
+                "driver 'mysql-connector' needs mysql-connector-python: "
+                "pip install 'dbpool-dbutils[mysql-connector]'"
+            ) from exc
+        self._module = mysql.connector
+        self.errors = (mysql.connector.Error,)
+        self._connection_class = self._make_connection_class()
+
+    def _make_connection_class(self) -> type[Any]:
+        from mysql.connector.connection import MySQLConnection
+
+        error = self._module.Error
+
+        class Connection(MySQLConnection):
+            # An error reply carries no server status, and a failed statement may have
+            # opened a transaction (and taken locks): assume it did, so the pool rolls back.
+            def cmd_query(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().cmd_query(*args, **kwargs)
+                except error:
+                    self._in_transaction = True
+                    raise
+
+            def cmd_stmt_execute(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().cmd_stmt_execute(*args, **kwargs)
+                except error:
+                    self._in_transaction = True
+                    raise
+
+        return Connection
+
+    def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
+        kwargs = self._connect_kwargs(params, timeout)
+        # mysql-connector bounds the handshake by connection_timeout itself, and
+        # takes read and write timeouts in whole seconds only.
+        kwargs["connection_timeout"] = kwargs.pop("connect_timeout")
+        kwargs["read_timeout"] = _whole_seconds(kwargs["read_timeout"])
+        kwargs["write_timeout"] = _whole_seconds(kwargs["write_timeout"])
+        raw: Any
+        if kwargs.setdefault("use_pure", True):
+            kwargs.pop("use_pure")
+            raw = self._connection_class(**kwargs)
+        else:
+            raw = self._module.connect(**kwargs)
+        raw.dbpool_autocommit = getattr(raw, "_autocommit", None)
+        if hasattr(raw, "_socket"):
+            _close_on_transport_error(raw._socket)
+        return raw
+
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        if not hasattr(raw, "_socket"):
+            return _NO_BOUND  # the C extension has no per-call timeout to change
+        # mysql-connector takes whole seconds only.
+        return super().bounded(raw, _whole_seconds(seconds) or 1)
+
+    def abandon(self, raw: Any) -> None:
+        network = getattr(raw, "_socket", None)
+        if network is None:
+            # The C extension: nothing to detach, so keep it from ever being finalized.
+            super().abandon(raw)
+            return
+        sock, network.sock = network.sock, None
+        _drop_socket(sock)
+
+    def probe(self, raw: Any) -> bool | None:
+        if not hasattr(raw, "_socket"):
+            return None  # the C extension keeps its socket out of reach
+        return super().probe(raw)
+
+    def _socket(self, raw: Any) -> Any:
+        return getattr(raw._socket, "sock", None)
+
+    def ping(self, raw: Any) -> None:
+        raw.ping(reconnect=False)
+
+    def reset_session(self, raw: Any) -> None:
+        # The reset re-applies the connection's autocommit flag, which the last borrower
+        # may have switched: go back to the pool's setting.
+        if raw.dbpool_autocommit is not None:
+            raw._autocommit = raw.dbpool_autocommit
+        # It reports failure by returning False, not by raising.
+        if not raw.cmd_reset_connection():
+            raise self._module.OperationalError("COM_RESET_CONNECTION failed")
+
+
+def _close_on_transport_error(network: Any) -> None:
+    """Make a mysql-connector socket close itself when a read or write fails midway.
+
+    mysql-connector keeps the connection open after a read timeout; the late
+    answer then arrives as the answer to the next command, and every later result
+    is off by one. PyMySQL closes the connection instead: do the same, so that
+    the next use fails cleanly and the pool replaces the connection.
+    """
+    recv, send = network.recv, network.send
+
+    def guarded_recv(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return recv(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    def guarded_send(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except Exception:
+            network.close_connection()
+            network.sock = None
+            raise
+
+    network.recv, network.send = guarded_recv, guarded_send

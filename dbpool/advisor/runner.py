@@ -1,0 +1,457 @@
+"""One measured cell of ``dbpool bench``: a pool, a thread count, the workload, a time window.
+
+Worker threads loop: take a connection, run one request, give it back, think.
+They start together, run a warm-up (connections opened, caches warm), then a
+measured window marked by a flag they read on every loop; the main thread only
+sleeps meanwhile. Each worker keeps its own lists of latencies and waits, so no
+lock is shared between them beyond the pool's own. The client's CPU time per
+request is the process's CPU time over the window divided by the requests; the
+server's connection count comes from the sampling process (see sampler.py).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import make_pool
+from ..config import Settings
+from .sampler import SamplerError, ServerSampler
+from .workload import Request, Workload
+
+JOIN_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 1.0
+# Pause after a failed checkout, so a refusing server or a timing-out pool is not spun on.
+_ERROR_PAUSE = 0.01
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server and pool options every contender uses."""
+
+    settings: Settings
+    read_only: bool = True
+
+    @property
+    def size(self) -> int:
+        return self.settings.pool.size
+
+    @property
+    def max_size(self) -> int:
+        return self.settings.pool.max_size
+
+    def driver_connect(self) -> Callable[[], Any]:
+        """A function opening a raw connection of the config's driver (for other pools)."""
+        params = dict(self.settings.params)
+        if self.settings.driver == "mysql-connector":
+            import mysql.connector
+
+            return lambda: mysql.connector.connect(use_pure=True, **params)
+        import pymysql
+
+        return lambda: pymysql.connect(**params)
+
+
+class Contender:
+    """A way to get connections, built per cell and closed at its end."""
+
+    key = ""
+    label = ""
+    thread_affine = False
+
+    def __init__(self, target: Target, threads: int) -> None:
+        self.target = target
+        self.threads = threads
+
+    @classmethod
+    def bound(cls, target: Target, threads: int) -> int:
+        """The most connections it may open with ``threads`` threads."""
+        return max(target.max_size, threads) if cls.thread_affine else target.max_size
+
+    def checkout(self) -> tuple[Any, Any]:
+        """A (token, DB-API connection) pair; the token goes back to ``checkin``."""
+        raise NotImplementedError
+
+    def checkin(self, token: Any) -> None:
+        raise NotImplementedError
+
+    def thread_end(self) -> None:
+        """Called by each worker thread when it stops."""
+
+    def opened(self) -> int | None:
+        """Connections opened so far, when the pool counts them."""
+        return None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class DbpoolMode(Contender):
+    """dbpool in one mode, with the config's pool options.
+
+    Persistent mode keeps one connection per thread: with more threads than
+    ``max_size`` the extra threads would only wait for ``PoolTimeout``, so the
+    bound is raised to the thread count for the cell, and the advice says so.
+    """
+
+    mode = ""
+
+    def __init__(self, target: Target, threads: int) -> None:
+        super().__init__(target, threads)
+        options: dict[str, Any] = {}
+        if self.bound(target, threads) > target.max_size:
+            options["max_overflow"] = threads - target.size
+        self.pool = make_pool(self.mode, config=target.settings.source,
+                              config_name=target.settings.config_name, **options)
+
+    def checkout(self) -> tuple[Any, Any]:
+        conn = self.pool.acquire()
+        return conn, conn
+
+    def checkin(self, token: Any) -> None:
+        self.pool.release(token)
+
+    def thread_end(self) -> None:
+        self.pool.close_thread_connection()
+
+    def opened(self) -> int | None:
+        return int(self.pool.get_stats()["created"])
+
+    def close(self) -> None:
+        self.pool.dispose()
+
+
+class Shared(DbpoolMode):
+    key = "shared"
+    label = "dbpool shared"
+    mode = "shared"
+
+
+class Persistent(DbpoolMode):
+    key = "persistent"
+    label = "dbpool persistent"
+    mode = "persistent"
+    thread_affine = True
+
+
+class SQLAlchemyQueuePool(Contender):
+    key = "sqlalchemy"
+    label = "SQLAlchemy QueuePool"
+
+    def __init__(self, target: Target, threads: int) -> None:
+        super().__init__(target, threads)
+        from sqlalchemy import create_engine
+
+        options = target.settings.pool
+        dialect = ("mysql+mysqlconnector://" if target.settings.driver == "mysql-connector"
+                   else "mysql+pymysql://")
+        # The engine's pool at the DB-API level: no SQL layer, the dialect only pings.
+        self.engine = create_engine(
+            dialect, creator=target.driver_connect(), pool_size=options.size,
+            max_overflow=options.max_overflow, pool_timeout=options.timeout,
+            pool_recycle=int(options.recycle) or -1, pool_pre_ping=options.pre_ping,
+        )
+
+    def checkout(self) -> tuple[Any, Any]:
+        conn = self.engine.pool.connect()
+        return conn, conn
+
+    def checkin(self, token: Any) -> None:
+        token.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class DBUtilsPooledDB(Contender):
+    key = "dbutils"
+    label = "DBUtils PooledDB"
+
+    def __init__(self, target: Target, threads: int) -> None:
+        super().__init__(target, threads)
+        from dbutils.pooled_db import PooledDB
+
+        connect = target.driver_connect()
+        options = target.settings.pool
+        self.db = PooledDB(connect, maxcached=options.size, maxconnections=options.max_size,
+                           blocking=True, ping=1 if options.pre_ping else 0)
+
+    def checkout(self) -> tuple[Any, Any]:
+        conn = self.db.connection(shareable=False)
+        return conn, conn
+
+    def checkin(self, token: Any) -> None:
+        token.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class DBUtilsPersistentDB(Contender):
+    key = "dbutils-persistent"
+    label = "DBUtils PersistentDB"
+    thread_affine = True
+
+    def __init__(self, target: Target, threads: int) -> None:
+        super().__init__(target, threads)
+        from dbutils.persistent_db import PersistentDB
+
+        self.db = PersistentDB(target.driver_connect(), closeable=False,
+                               ping=1 if target.settings.pool.pre_ping else 0)
+        self._lock = threading.Lock()
+        self._kept: list[Any] = []
+
+    @classmethod
+    def bound(cls, target: Target, threads: int) -> int:
+        return threads  # PersistentDB has no bound of its own
+
+    def checkout(self) -> tuple[Any, Any]:
+        conn = self.db.connection()
+        return conn, conn
+
+    def checkin(self, token: Any) -> None:
+        return None  # the connection stays with its thread
+
+    def thread_end(self) -> None:
+        conn = getattr(self.db.thread, "connection", None)
+        if conn is not None:
+            with self._lock:
+                self._kept.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for conn in kept:
+            conn._close()
+
+
+MODES: tuple[type[Contender], ...] = (Shared, Persistent)
+OTHERS: dict[str, type[Contender]] = {
+    cls.key: cls for cls in (SQLAlchemyQueuePool, DBUtilsPooledDB, DBUtilsPersistentDB)
+}
+# The package each of the other pools needs, for a clear message when it is missing.
+OTHER_PACKAGES = {"sqlalchemy": "SQLAlchemy", "dbutils": None, "dbutils-persistent": None}
+
+
+def execute(conn: Any, request: Request, rng: random.Random, read_only: bool) -> None:
+    """Run one request: its statement, or its transaction, fetching every row.
+
+    A transaction, or a request that writes, ends with a commit. A read alone does
+    not: with autocommit off its transaction is rolled back when the connection
+    goes back to the pool, as in an application that only reads.
+    """
+    cur = conn.cursor()
+    try:
+        if request.transaction:
+            # READ ONLY: the server itself refuses a write inside the transaction.
+            cur.execute("START TRANSACTION READ ONLY" if read_only else "START TRANSACTION")
+        for statement in request.statements:
+            cur.execute(statement.sql, statement.arguments(rng))
+            if cur.description is not None:
+                cur.fetchall()
+        if request.transaction or request.writes:
+            conn.commit()
+    finally:
+        cur.close()
+
+
+@dataclass
+class _Flags:
+    recording: bool = False
+    stop: bool = False
+
+
+@dataclass
+class _Worker:
+    latencies: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _work(contender: Contender, workload: Workload, read_only: bool, flags: _Flags,
+          worker: _Worker, seed: int, start: threading.Barrier) -> None:
+    rng = random.Random(seed)
+    clock = time.perf_counter
+    think = workload.think_ms / 1000.0
+    latencies, waits = worker.latencies, worker.waits
+    try:
+        start.wait()
+        while not flags.stop:
+            recording = flags.recording
+            request = workload.pick(rng)
+            t0 = clock()
+            try:
+                token, conn = contender.checkout()
+            except Exception as exc:
+                if recording:
+                    worker.failed(exc)
+                time.sleep(_ERROR_PAUSE)
+                continue
+            t1 = clock()
+            ok = True
+            try:
+                execute(conn, request, rng, read_only)
+            except Exception as exc:
+                ok = False
+                if recording:
+                    worker.failed(exc)
+            finally:
+                try:
+                    contender.checkin(token)
+                except Exception as exc:
+                    ok = False
+                    if recording:
+                        worker.failed(exc)
+            if recording and ok:
+                latencies.append(clock() - t0)
+                waits.append(t1 - t0)
+            if think:
+                time.sleep(think * rng.uniform(0.5, 1.5))
+    except Exception as exc:  # the start barrier broke
+        worker.failed(exc)
+    finally:
+        try:
+            contender.thread_end()
+        except Exception as exc:
+            worker.failed(exc)
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (nearest rank) of ``values`` in seconds, as milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
+    return ordered[rank] * 1000.0
+
+
+def run_cell(
+    cls: type[Contender],
+    target: Target,
+    workload: Workload,
+    sampler: ServerSampler | None,
+    *,
+    threads: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Run one cell and return its figures (one row of the JSON ``cells`` list)."""
+    result: dict[str, Any] = {"contender": cls.key, "threads": threads,
+                              "bound": cls.bound(target, threads)}
+    baseline = _sampled(sampler, _settle)
+    try:
+        contender = cls(target, threads)
+    except Exception as exc:
+        result.update(requests=0, errors=1, throughput=0.0,
+                      first_error=f"cannot build the pool: {type(exc).__name__}: {exc}")
+        return result
+    flags = _Flags()
+    workers = [_Worker() for _ in range(threads)]
+    start = threading.Barrier(threads + 1)
+    pool_threads = [
+        threading.Thread(target=_work, name=f"dbpool-bench-{i}", daemon=True,
+                         args=(contender, workload, target.read_only, flags, w, seed + i, start))
+        for i, w in enumerate(workers)
+    ]
+    try:
+        _sampled(sampler, lambda s: s.reset())
+        for thread in pool_threads:
+            thread.start()
+        start.wait()
+        time.sleep(warmup)
+        cpu_a = time.process_time()
+        flags.recording = True
+        t_a = time.perf_counter()
+        time.sleep(duration)
+        flags.recording = False
+        t_b = time.perf_counter()
+        cpu_b = time.process_time()
+    finally:
+        flags.stop = True
+        if start.n_waiting and not start.broken:
+            start.abort()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for thread in pool_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(thread.is_alive() for thread in pool_threads)
+        peak = _sampled(sampler, lambda s: s.peak())
+        opened = contender.opened()
+        try:
+            contender.close()
+        except Exception as exc:
+            result["close_error"] = f"{type(exc).__name__}: {exc}"
+
+    latencies = [x for w in workers for x in w.latencies]
+    waits = [x for w in workers for x in w.waits]
+    requests = len(latencies)
+    window = t_b - t_a
+    errors = sum(w.errors for w in workers) + stuck
+    first_error = next((w.first_error for w in workers if w.first_error), None)
+    if stuck:
+        first_error = f"{stuck} worker threads did not stop in {JOIN_TIMEOUT:.0f}s; " + (
+            first_error or "")
+    elif not requests and not errors:
+        first_error = (f"no request started and finished in the {window:.2f}s window "
+                       "(a statement waiting on a lock, or a window too short?)")
+    result.update(
+        requests=requests,
+        errors=errors,
+        first_error=first_error,
+        window_s=window,
+        throughput=requests / window if window > 0 else 0.0,
+        p50_ms=percentile_ms(latencies, 50),
+        p99_ms=percentile_ms(latencies, 99),
+        wait_p99_ms=percentile_ms(waits, 99),
+        server_connections=(None if peak is None or baseline is None
+                            else max(0, peak - baseline)),
+        opened=opened,
+        client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
+    )
+    return result
+
+
+def _settle(sampler: ServerSampler) -> int:
+    """Wait for the last cell's connections to go; the count a new cell starts from.
+
+    Other clients of a busy server come and go too, so the wait is short and the
+    count it ends on becomes the next cell's reference.
+    """
+    sampler.baseline = sampler.settle(sampler.baseline, timeout=SETTLE_TIMEOUT)
+    return sampler.baseline
+
+
+def _sampled(sampler: ServerSampler | None, ask: Callable[[ServerSampler], int]) -> int | None:
+    """Ask the sampler; None (and no more sampling) once it has failed."""
+    if sampler is None or sampler.failed is not None:
+        return None
+    try:
+        return ask(sampler)
+    except SamplerError as exc:
+        sampler.failed = str(exc)
+        return None
+
+
+def plan_bound(classes: list[type[Contender]], target: Target, threads: list[int]) -> int:
+    """The most connections any cell may hold, and so the most the run may hold at once.
+
+    No pool lends more connections than there are threads to use them.
+    """
+    return max(min(cls.bound(target, t), t) for cls in classes for t in threads)
+
+
+def settings_summary(settings: Settings) -> Mapping[str, Any]:
+    options = settings.pool
+    return {"size": options.size, "max_overflow": options.max_overflow,
+            "max_size": options.max_size, "timeout": options.timeout,
+            "pre_ping": options.pre_ping, "reset": options.reset}

@@ -1,0 +1,38 @@
+"""The PyMySQL internals dbpool builds on are checked when a pool is made."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pymysql.connections
+import pytest
+
+from dbpool import ConfigError, make_pool
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(("owner", "name"), [
+    ("Connection", "_read_query_result"),
+    ("Connection", "_execute_command"),
+    ("Connection", "_create_ssl_ctx"),
+    ("MySQLResult", "_check_packet_is_eof"),
+])
+def test_a_missing_pymysql_internal_fails_at_pool_creation(
+        monkeypatch: pytest.MonkeyPatch, owner: str, name: str) -> None:
+    monkeypatch.delattr(getattr(pymysql.connections, owner), name)
+    with pytest.raises(ConfigError) as caught:
+        make_pool(driver="pymysql", host="127.0.0.1", port=1, user="u", password="pw")
+    message = str(caught.value)
+    assert f"PyMySQL {importlib.metadata.version('PyMySQL')} " in message
+    assert f"{owner}.{name}" in message
+
+
+def test_the_installed_pymysql_has_every_internal() -> None:
+    pool = make_pool(driver="pymysql", host="127.0.0.1", port=1, user="u", password="pw")
+    pool.dispose()
