@@ -144,7 +144,7 @@ def render(
 ) -> Group:
     """The whole screen: a title, one row per pool, the keys; bars fit ``width`` columns."""
     longest = max((len(name) for name in current), default=4)
-    bar_width = max(6, min(_BAR_WIDTH, width - longest - 64))
+    bar_width = max(11, min(_BAR_WIDTH, width - longest - 62))
     title = Text.assemble(
         ("dbpool top", "bold"),
         f"  {url}  ",
@@ -153,7 +153,7 @@ def render(
     )
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", padding=(0, 1, 0, 0))
     table.add_column("pool", no_wrap=True)
-    table.add_column("connections\nused idle free", no_wrap=True)
+    table.add_column("connections", no_wrap=True)
     for column in (
         "used/\nidle/max",
         "wait-\ning",
@@ -187,7 +187,15 @@ def render(
         parts.append(Text("no dbpool pools at this endpoint", style="yellow"))
     if error is not None:
         parts.append(Text(f"cannot read {url}: {error}", style="bold red"))
-    parts.append(Text("q or Ctrl-C: quit", style="dim"))
+    keys = Text.assemble(
+        ("█", "yellow"),
+        " used  ",
+        ("▓", "green"),
+        " idle  ",
+        ("░", "dim"),
+        " free    q or Ctrl-C: quit",
+    )
+    parts.append(keys)
     return Group(*parts)
 
 

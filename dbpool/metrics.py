@@ -41,7 +41,7 @@ _CURRENT: tuple[tuple[str, str, str, str | None, Callable[[dict[str, Any]], int]
         "{connection}",
         _COUNT_HELP,
         "idle",
-        lambda s: s["total_connections"] - s["in_use"],
+        lambda s: s["pool_size"],  # open and not lent (in_use counts a connect under way)
     ),
     (
         "db.client.connection.count",
@@ -275,13 +275,10 @@ class PoolCollector:
         pool_label = [_POOL_LABEL]
 
         count = GaugeMetricFamily(
-            "db_client_connection_count",
-            "The number of connections that are currently in the state described by the "
-            "state attribute",
-            labels=[_POOL_LABEL, _STATE_LABEL],
+            "db_client_connection_count", _COUNT_HELP, labels=[_POOL_LABEL, _STATE_LABEL]
         )
         for name, stats in snapshots:
-            count.add_metric([name, "idle"], stats["total_connections"] - stats["in_use"])
+            count.add_metric([name, "idle"], stats["pool_size"])
             count.add_metric([name, "used"], stats["in_use"])
         yield count
         for metric, _, description, state, value in _CURRENT:

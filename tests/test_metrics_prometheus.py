@@ -72,7 +72,7 @@ def check_against_stats(samples: dict[Any, float], name: str, stats: dict[str, A
     assert sample(samples, "db_client_connection_count", name, db_client_connection_state="used"
                   ) == stats["in_use"]
     assert sample(samples, "db_client_connection_count", name, db_client_connection_state="idle"
-                  ) == stats["total_connections"] - stats["in_use"]
+                  ) == stats["pool_size"]
     assert sample(samples, "db_client_connection_max", name) == stats["max_size"]
     assert sample(samples, "db_client_connection_idle_max", name) == stats["size"]
     assert sample(samples, "db_client_connection_idle_min", name) == 0

@@ -4,7 +4,8 @@
 #   bash tools/test.sh [pytest args...]
 #
 # 1. installs MariaDB (apt-get install mariadb-server) if mariadbd is missing,
-#    unless DBPOOL_TEST_MYSQL names an existing server or DBPOOL_SKIP_MYSQL=1;
+#    unless DBPOOL_TEST_MYSQL names an existing server or DBPOOL_SKIP_MYSQL=1,
+#    and tmux if it is missing;
 # 2. creates or reuses the virtualenv .venv and installs dbpool into it with
 #    its test extras (skipped when setup.cfg and pyproject.toml are unchanged);
 # 3. runs ruff, mypy and pytest (by default the full default suite: the fast,
@@ -73,6 +74,12 @@ if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] \
     fi
     [ "$status" -eq 0 ] || die "installing mariadb-server failed"
     find_sbin mariadbd mysqld || die "mariadb-server is installed but mariadbd is not found"
+fi
+
+# -- 1b. tmux: the test of `dbpool top` runs it in a real terminal ---------------
+if ! command -v tmux >/dev/null 2>&1; then
+    step "installing tmux"
+    apt_install tmux
 fi
 
 # -- 2. virtualenv ---------------------------------------------------------------
