@@ -10,6 +10,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,15 +21,23 @@ from .errors import ConfigError
 _ACCESS_DENIED = 1045
 _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DATABASE = 1049
-_PERMANENT_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
+_LOGIN_CODES = frozenset({_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DATABASE})
+# Errors of the statements a connect runs for the pool (init_command, sql_mode): a
+# mistake in them fails every connect the same way. Syntax error, unknown variable,
+# wrong value or type for one, unknown time zone, missing privilege, unknown table,
+# column or function.
+_SETUP_CODES = frozenset({1064, 1149, 1193, 1231, 1232, 1298, 1227, 1146, 1054, 1305})
+_PERMANENT_CODES = _LOGIN_CODES | _SETUP_CODES
 
 _TOO_MANY_CONNECTIONS = 1040
 _LOST_CONNECTION = 2013
 _CANNOT_CONNECT = 2003
 
 _COM_RESET_CONNECTION = 0x1F
-# The server-status bit of an open transaction, the same in every MySQL protocol.
+# The server-status bits of an open transaction and of autocommit, the same in every
+# MySQL protocol; every OK and EOF packet carries them.
 _SERVER_STATUS_IN_TRANS = 0x0001
+_SERVER_STATUS_AUTOCOMMIT = 0x0002
 # Every wait on the server is bounded by default, so that a dead or silent server
 # never holds a thread forever: connecting (the TCP connect and the login
 # handshake), and every read and write of a statement. 0 or None lifts a bound.
@@ -42,6 +51,32 @@ def _error_code(exc: BaseException) -> Any:
     if code is None and getattr(exc, "args", None):
         code = exc.args[0]
     return code
+
+
+_TLS_VERIFY_WORDS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    """Whether a connect error comes from a server certificate that failed verification.
+
+    PyMySQL wraps the ``ssl`` error in a "cannot connect" error (keeping it as
+    ``original_exception``); mysql-connector keeps only its text.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if any(words in str(current) for words in _TLS_VERIFY_WORDS):
+            return True
+        original = getattr(current, "original_exception", None)
+        current = (
+            original
+            if isinstance(original, BaseException)
+            else current.__cause__ or current.__context__
+        )
+    return False
 
 
 def _drop_socket(sock: Any) -> None:
@@ -158,6 +193,16 @@ class _MySQLDriver(Driver):
 
     def explain(self, exc: BaseException) -> str | None:
         code = _error_code(exc)
+        if _tls_verification_failed(exc):
+            return (
+                "TLS certificate verification failed: the server's certificate is not "
+                "signed by the CA given in ssl_ca (or, with ssl_verify_identity, is not "
+                "made out to the host connected to)"
+            )
+        if code in _SETUP_CODES:
+            return (
+                "a statement run at connect failed (check init_command and sql_mode; not retried)"
+            )
         if code == _TOO_MANY_CONNECTIONS:
             return "the server has no free connection slot (max_connections reached)"
         if code == _LOST_CONNECTION or isinstance(exc, TimeoutError):
@@ -167,12 +212,20 @@ class _MySQLDriver(Driver):
         return None
 
     def is_permanent(self, exc: BaseException) -> bool:
-        return _error_code(exc) in _PERMANENT_CODES
+        # A bad login or unknown database, a mistake in init_command or sql_mode, a
+        # server certificate that fails verification.
+        return _error_code(exc) in _PERMANENT_CODES or _tls_verification_failed(exc)
 
 
 # The PyMySQL internals PyMySQLDriver overrides or calls, by the class that has them.
 _PYMYSQL_INTERNALS = {
-    "Connection": ("_create_ssl_ctx", "_execute_command", "_read_ok_packet", "_read_query_result"),
+    "Connection": (
+        "_create_ssl_ctx",
+        "_execute_command",
+        "_read_ok_packet",
+        "_read_packet",
+        "_read_query_result",
+    ),
     "MySQLResult": ("_check_packet_is_eof", "init_unbuffered_query", "read"),
     "EOFPacketWrapper": (),
 }
@@ -301,15 +354,74 @@ class PyMySQLDriver(_MySQLDriver):
         # Exact for connections of this driver, which read the status of every reply.
         return bool((raw.server_status or 0) & _SERVER_STATUS_IN_TRANS)
 
+    def needs_reset(self, raw: Any) -> bool:
+        # The first packet of an unbuffered result carries no status: a SELECT ... FOR
+        # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
+        return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        result = raw._result
+        while _pending(result):
+            # The server sends the whole result whatever we do: read it to its end.
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"an unread result was not drained within {seconds}s")
+            if not result.unbuffered_active:  # more result sets follow (a CALL)
+                raw.next_result(unbuffered=True)
+                result = raw._result
+            elif result._check_packet_is_eof(raw._read_packet()):
+                result.unbuffered_active = False
+                result.connection = None
+
+    def close(self, raw: Any) -> None:
+        result = raw._result
+        if result is not None and result.unbuffered_active:
+            # Its rows will never be read: keep the result's finalizer (and the cursor's
+            # close()) from reading the closed socket.
+            result.unbuffered_active = False
+        super().close(raw)
+
+    def rollback(self, raw: Any) -> None:
+        if self.in_transaction(raw):
+            raw.rollback()
+        # After the rollback: switching autocommit on commits an open transaction.
+        if _autocommit_switched(raw):
+            raw.autocommit(raw.dbpool_autocommit)
+
     def reset_session(self, raw: Any) -> None:
         # COM_RESET_CONNECTION clears variables, temporary tables and transactions
         # without re-authenticating; PyMySQL has no public call for it.
         raw._execute_command(_COM_RESET_CONNECTION, b"")
         raw._read_ok_packet()
+        # It also clears what PyMySQL set up at connect: set it up again, as its
+        # connect() does (sql_mode, init_command, then autocommit).
+        if raw.sql_mode is not None or raw.init_command is not None:
+            cur = raw.cursor()
+            try:
+                if raw.sql_mode is not None:
+                    cur.execute("SET sql_mode=%s", (raw.sql_mode,))
+                if raw.init_command is not None:
+                    cur.execute(raw.init_command)
+            finally:
+                cur.close()
+            if raw.init_command is not None:
+                raw.commit()
         # The reset gives the server's default autocommit; go back to the pool's
         # setting (not to whatever the last borrower switched to).
         if raw.dbpool_autocommit is not None:
             raw.autocommit(raw.dbpool_autocommit)
+
+
+def _pending(result: Any) -> bool:
+    """Whether a PyMySQL result still has rows, or result sets after it, on the wire."""
+    return result is not None and bool(result.unbuffered_active or result.has_next)
+
+
+def _autocommit_switched(raw: Any) -> bool:
+    """Whether the server reports an autocommit other than the pool's (PyMySQL)."""
+    wanted = raw.dbpool_autocommit
+    on = bool((raw.server_status or 0) & _SERVER_STATUS_AUTOCOMMIT)
+    return wanted is not None and on != bool(wanted)
 
 
 class MySQLConnectorDriver(_MySQLDriver):
@@ -336,6 +448,12 @@ class MySQLConnectorDriver(_MySQLDriver):
         error = self._module.Error
 
         class Connection(MySQLConnection):
+            dbpool_status: int | None = None  # the server status of the last reply
+
+            def _handle_server_status(self, flags: int) -> None:
+                super()._handle_server_status(flags)
+                self.dbpool_status = flags
+
             # An error reply carries no server status, and a failed statement may have
             # opened a transaction (and taken locks): assume it did, so the pool rolls back.
             def cmd_query(self, *args: Any, **kwargs: Any) -> Any:
@@ -398,6 +516,39 @@ class MySQLConnectorDriver(_MySQLDriver):
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
 
+    def check(self, params: Mapping[str, Any]) -> None:
+        if params.get("use_pure", True) is False and not getattr(self._module, "HAVE_CEXT", False):
+            raise ConfigError(
+                "use_pure=False asks for mysql-connector's C extension, which is not "
+                "available here (not installed, or it cannot load); leave use_pure out "
+                "to use the pure-Python protocol"
+            )
+
+    def needs_reset(self, raw: Any) -> bool:
+        return bool(
+            raw.in_transaction
+            or raw.unread_result
+            or getattr(raw, "_have_next_result", False)
+            or _connector_autocommit_switched(raw)
+        )
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while raw.unread_result:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"an unread result was not drained within {seconds}s")
+            raw.get_rows(count=_DRAIN_BATCH)
+        if getattr(raw, "_have_next_result", False):
+            # More result sets follow (a CALL): rare enough to close the connection instead.
+            raise self._module.InterfaceError("unread result sets left at return")
+
+    def rollback(self, raw: Any) -> None:
+        if raw.in_transaction:
+            raw.rollback()
+        # After the rollback: switching autocommit on commits an open transaction.
+        if _connector_autocommit_switched(raw):
+            raw.autocommit = raw.dbpool_autocommit
+
     def reset_session(self, raw: Any) -> None:
         # The reset re-applies the connection's autocommit flag, which the last borrower
         # may have switched: go back to the pool's setting.
@@ -406,6 +557,22 @@ class MySQLConnectorDriver(_MySQLDriver):
         # It reports failure by returning False, not by raising.
         if not raw.cmd_reset_connection():
             raise self._module.OperationalError("COM_RESET_CONNECTION failed")
+
+
+# Rows read per call while draining an unread mysql-connector result.
+_DRAIN_BATCH = 1000
+
+
+def _connector_autocommit_switched(raw: Any) -> bool:
+    """Whether the server reports an autocommit other than the pool's (mysql-connector).
+
+    The C extension's connections keep no status: they are never seen as switched.
+    """
+    wanted = raw.dbpool_autocommit
+    status = getattr(raw, "dbpool_status", None)
+    if wanted is None or status is None:
+        return False
+    return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
 
 
 def _close_on_transport_error(network: Any) -> None:

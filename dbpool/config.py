@@ -29,7 +29,18 @@ _MYSQL_DRIVERS = ("pymysql", "mysql-connector")
 # file, the embedded SQLite database is used.
 _CONNECTION_KEYS = ("host", "port", "user", "password", "database", "path")
 _ALIASES = {"ip": "host", "db": "database"}
-_STRING_KEYS = ("host", "user", "database", "charset")
+_STRING_KEYS = ("host", "user", "database", "charset", "init_command", "sql_mode")
+# Connection parameters in seconds; 0 lifts the bound (see drivers.py for the defaults).
+_SECONDS_KEYS = ("connect_timeout", "read_timeout", "write_timeout")
+_BOOL_KEYS = ("autocommit", "use_pure")
+# The one set of TLS options every MySQL driver takes; ``ssl={...}`` holds the same
+# names without the prefix. A CA given means the server's certificate is verified.
+_TLS_PATH_KEYS = ("ssl_ca", "ssl_cert", "ssl_key")
+_TLS_BOOL_KEYS = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+_TLS_KEYS = (*_TLS_PATH_KEYS, "ssl_key_password", *_TLS_BOOL_KEYS)
+# How each driver puts a password on the wire: a password it cannot encode is refused
+# when the pool is built, not at the first connect.
+_PASSWORD_ENCODINGS = {"pymysql": "latin-1", "mysql-connector": "utf-8"}
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
 _SECRET_MARKERS = ("pass", "secret", "token")
@@ -166,6 +177,10 @@ def load_settings(
     ``password_env`` names a variable holding its password. A configured password starting
     with ``^`` goes through the decoder set with ``set_password_decoder``.
     """
+    if not isinstance(config_name, str):
+        raise ConfigError(f"config_name must be a string (got {config_name!r})")
+    if config is not None and not isinstance(config, str | os.PathLike):
+        raise ConfigError(f"config must be a path (got {config!r})")
     path = find_config_file(config)
     given = _connection_params(params or {}, where="arguments")
     if driver is not None:
@@ -198,6 +213,8 @@ def load_settings(
             from_entry, entry, config_name, where, caller_password="password" in given
         )
     resolved = {**from_entry, **given}
+    if driver in _MYSQL_DRIVERS:
+        _check_mysql_params(resolved, driver, config_name)
 
     if driver == "sqlite":
         if "path" in given:
@@ -314,7 +331,77 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
     ):
         raise ConfigError(f"{where}: port must be an integer from 1 to 65535 (got {port!r})")
+    for key in _SECONDS_KEYS:
+        if key in params:
+            _check_seconds(key, params[key], where)
+    for key in _BOOL_KEYS:
+        if key in params:
+            _check_bool(key, params[key], where)
+    _tls_params(params, where)
     return params
+
+
+def _tls_params(params: dict[str, Any], where: str) -> None:
+    """Turn ``ssl={...}`` into the flat ``ssl_*`` options, checking every value."""
+    if "ssl" in params:
+        nested = params.pop("ssl")
+        if not isinstance(nested, Mapping):
+            raise ConfigError(
+                f"{where}: ssl must be a mapping of {_listing(_tls_names())} (got {_kind(nested)})"
+            )
+        for key, value in nested.items():
+            name = f"ssl_{key}"
+            if name not in _TLS_KEYS:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} in ssl; valid keys: {_listing(_tls_names())}"
+                )
+            if name in params:
+                raise ConfigError(f"{where}: {name} is given twice (as {name} and in ssl)")
+            if value is not None:
+                params[name] = value
+    for key in _TLS_PATH_KEYS:
+        if key in params:
+            value = params[key]
+            if not isinstance(value, str | os.PathLike) or not isinstance(os.fspath(value), str):
+                raise ConfigError(f"{where}: {key} must be a path (got {value!r})")
+            params[key] = os.fspath(value)
+    if "ssl_key_password" in params and not isinstance(params["ssl_key_password"], str):
+        raise ConfigError(f"{where}: ssl_key_password must be a string")
+    for key in _TLS_BOOL_KEYS:
+        if key in params:
+            _check_bool(key, params[key], where)
+
+
+def _tls_names() -> tuple[str, ...]:
+    return tuple(key.removeprefix("ssl_") for key in _TLS_KEYS)
+
+
+def _check_mysql_params(params: dict[str, Any], driver: str, config_name: str) -> None:
+    """Checks that need the driver: the password's encoding, TLS defaults."""
+    password = params.get("password")
+    encoding = _PASSWORD_ENCODINGS[driver]
+    if isinstance(password, str):
+        try:
+            password.encode(encoding)
+        except UnicodeEncodeError:
+            # `from None`: the encoding error holds the password itself.
+            raise ConfigError(
+                f"config {config_name!r}: the password has characters that driver {driver!r} "
+                f"cannot send (it sends passwords as {encoding.upper()})"
+                + ("; mysql-connector sends UTF-8" if driver == "pymysql" else "")
+            ) from None
+    if "ssl_key_password" in params and driver != "pymysql":
+        raise ConfigError(
+            f"config {config_name!r}: ssl_key_password is not supported by driver {driver!r}"
+        )
+    if params.get("ssl_verify_identity") and params.get("ssl_verify_cert") is False:
+        raise ConfigError(
+            f"config {config_name!r}: ssl_verify_identity needs ssl_verify_cert "
+            "(a name is only checked on a verified certificate)"
+        )
+    if "ssl_ca" in params or params.get("ssl_verify_identity"):
+        # A CA is given to be used: verify the server's certificate unless told not to.
+        params.setdefault("ssl_verify_cert", True)
 
 
 def _apply_environment(
@@ -397,13 +484,19 @@ def _check_count(name: str, value: Any) -> None:
         raise ConfigError(f"{name} cannot be negative (got {value})")
 
 
-def _check_seconds(name: str, value: Any) -> None:
+def _check_seconds(name: str, value: Any, where: str = "") -> None:
+    prefix = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds (got {value!r})")
+        raise ConfigError(f"{prefix}{name} must be a number of seconds (got {value!r})")
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number of seconds (got {value!r})")
+        raise ConfigError(f"{prefix}{name} must be a finite number of seconds (got {value!r})")
     if value < 0:
-        raise ConfigError(f"{name} cannot be negative (got {value})")
+        raise ConfigError(f"{prefix}{name} cannot be negative (got {value})")
+
+
+def _check_bool(name: str, value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be true or false (got {value!r})")
 
 
 def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -417,6 +510,33 @@ def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
         else:
             masked[key] = value
     return masked
+
+
+def scrub_secrets(text: str, params: Mapping[str, Any]) -> str:
+    """``text`` with the secrets of ``params`` (password...) masked where they stand as values.
+
+    A value is quoted (``'...'``, ``"..."``, a repr), follows ``=`` or ``:``, or is a whole
+    word of eight characters or more. A secret is never masked inside other words, so a
+    short password cannot garble a message (``C***n't connect``).
+    """
+    for key, secret in params.items():
+        if not (isinstance(key, str) and any(m in key.lower() for m in _SECRET_MARKERS)):
+            continue
+        if not isinstance(secret, str) or not secret:
+            continue
+        for quoted, masked in (
+            (repr(secret), "'***'"),
+            (repr(secret.encode("utf-8", "backslashreplace")), "b'***'"),
+            (f"'{secret}'", "'***'"),
+            (f'"{secret}"', '"***"'),
+        ):
+            text = text.replace(quoted, masked)
+        escaped = re.escape(secret)
+        end = r"(?=[\s,;)\]}]|$)"
+        text = re.sub(r"([=:]\s*)" + escaped + end, r"\1***", text)
+        if len(secret) >= 8:
+            text = re.sub(r"(?<!\w)" + escaped + r"(?!\w)", "***", text)
+    return text
 
 
 def _check_expanded_size(entry: Mapping[Any, Any], where: str) -> None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from .errors import ConfigError
@@ -69,9 +73,31 @@ class Driver:
         """Whether the server reports an open transaction on this connection."""
         return bool(raw.in_transaction)
 
+    def needs_reset(self, raw: Any) -> bool:
+        """Whether a connection given back needs more than nothing to be like new.
+
+        Answered from what the connection already knows, without a round trip: an
+        open transaction, a result left unread, autocommit switched by the borrower.
+        """
+        return self.in_transaction(raw)
+
+    def discard_pending(self, raw: Any, seconds: float) -> None:
+        """Read and drop a result the borrower left unread, giving up after ``seconds``.
+
+        Raises the driver's error (or ``TimeoutError``) when it cannot: the
+        connection must then be closed.
+        """
+
+    def rollback(self, raw: Any) -> None:
+        """End what a borrower left: its open transaction, and autocommit if switched."""
+        raw.rollback()
+
     def reset_session(self, raw: Any) -> None:
         """Drop all session state (variables, temporary tables, open transaction)."""
         raw.rollback()
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        """Refuse, with a ConfigError, parameters this driver cannot use (at pool creation)."""
 
     def close(self, raw: Any) -> None:
         """Close a raw connection, ignoring the errors of a connection already broken."""
@@ -128,6 +154,10 @@ def describe(driver: str, params: Mapping[str, Any]) -> str:
     return f"{driver}://{netloc}/{params.get('database') or ''}"
 
 
+# SQLite's "memdb" VFS with named databases shared between connections (3.36+).
+_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
+
+
 class SQLiteDriver(Driver):
     """The standard library's sqlite3: an embedded database file, no server."""
 
@@ -138,6 +168,7 @@ class SQLiteDriver(Driver):
     def __init__(self) -> None:
         self._memory_uri: str | None = None
         self._keeper: sqlite3.Connection | None = None
+        self._memory_dir: tuple[str, int] | None = None  # (directory, pid that made it)
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
         kwargs = dict(params)
@@ -146,18 +177,30 @@ class SQLiteDriver(Driver):
             kwargs.pop(mysql_only, None)
         kwargs.setdefault("timeout", 5.0 if timeout is None else max(timeout, 0.0))
         if path == ":memory:":
-            # Each plain ":memory:" connection is a new empty database; a named
-            # shared-cache one lets every connection of this pool see the same data.
+            # Each plain ":memory:" connection is a new empty database. The pool's
+            # connections share one private, named database on SQLite's "memdb" VFS,
+            # which locks like a file (a writer makes others wait up to the busy
+            # timeout), not a shared-cache one, whose table locks fail at once
+            # ("database table is locked") under any overlap.
             if self._memory_uri is None:
-                self._memory_uri = f"file:dbpool-{id(self)}-{next(self._memory_ids)}"
-                self._memory_uri += "?mode=memory&cache=shared"
-                # The database lives while one connection is open: keep one for the pool.
-                self._keeper = sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False)
+                self._memory_uri = self._private_database()
             path = self._memory_uri
             kwargs["uri"] = True
         # Pooled connections move between threads; the pool guarantees one user at a time.
         kwargs["check_same_thread"] = False
         return sqlite3.connect(path, **kwargs)
+
+    def _private_database(self) -> str:
+        """The URI of a new database private to this pool, for ":memory:"."""
+        if _MEMDB:
+            name = f"/dbpool-{os.getpid()}-{id(self)}-{next(self._memory_ids)}"
+            uri = f"file:{name}?vfs=memdb"
+            # The database lives while one connection is open: keep one for the pool.
+            self._keeper = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            return uri
+        # An SQLite without memdb: a file of our own, deleted with the pool.
+        self._memory_dir = (tempfile.mkdtemp(prefix="dbpool-memory-"), os.getpid())
+        return Path(self._memory_dir[0], "memory.sqlite3").as_uri()
 
     def probe(self, raw: Any) -> bool | None:
         return True
@@ -169,6 +212,9 @@ class SQLiteDriver(Driver):
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.close()
+        directory, self._memory_dir = self._memory_dir, None
+        if directory is not None and directory[1] == os.getpid():  # not a forked child's
+            shutil.rmtree(directory[0], ignore_errors=True)
 
     def reset_session(self, raw: Any) -> None:
         raw.rollback()

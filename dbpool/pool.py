@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -14,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
-from .config import MODES, Settings, load_settings
+from .config import MODES, Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
 from .drivers import Driver, get_driver
 from .errors import (
@@ -30,6 +31,7 @@ from .stats import PoolStats
 __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
 
 log = logging.getLogger("dbpool")
+_INF = float("inf")
 
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
@@ -116,7 +118,8 @@ class ConnectionPool:
         options = self.settings.pool
         self._driver = custom or get_driver(self.settings.driver)
         self._probe = self._driver.probe  # bound once: called at every checkout
-        self._in_transaction = self._driver.in_transaction
+        self._driver.check(self.settings.params)
+        self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
         self._params = dict(self.settings.params)
@@ -195,10 +198,12 @@ class ConnectionPool:
         A connection that fails validation is closed and replaced, up to
         ``max_retries`` times. Raises PoolTimeout when none is free in time.
         """
-        if max_retries < 0:
-            raise ValueError(f"max_retries cannot be negative (got {max_retries})")
+        if max_retries.__class__ is not int or max_retries < 0:
+            _check_retries(max_retries)
         if timeout is None:
             timeout = self.timeout
+        elif timeout.__class__ is not float or not 0.0 <= timeout < _INF:
+            timeout = _checked_timeout(timeout)
         start = monotonic()
         if self._collected:
             self._reclaim_collected()
@@ -467,14 +472,15 @@ class ConnectionPool:
             reason = self._retire_reason(handle, failed, now)
             if reason is not None:
                 self._retire(handle, reason)
-            elif self._reset_session or self._in_transaction(raw):
+            elif self._reset_session or self._needs_reset(raw):
                 try:
                     # The reset is bounded like a ping: a silent server must not hold a release.
                     with self._driver.bounded(raw, self._ping_timeout):
+                        self._driver.discard_pending(raw, self._ping_timeout)
                         if self._reset_session:
                             self._driver.reset_session(raw)
                         else:
-                            raw.rollback()
+                            self._driver.rollback(raw)
                 except self._driver_errors as exc:
                     log.debug("reset failed on a connection of %s: %s", self._label, exc)
                     self._retire(handle, "broken")
@@ -746,11 +752,24 @@ class ConnectionPool:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
-        text = str(exc)
-        password = self._params.get("password")
-        if password:
-            text = text.replace(str(password), "***")
-        return text
+        return scrub_secrets(str(exc), self._params)
+
+
+def _check_retries(max_retries: Any) -> None:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+        raise TypeError(f"acquire(): max_retries must be an integer (got {max_retries!r})")
+    if max_retries < 0:
+        raise ValueError(f"acquire(): max_retries cannot be negative (got {max_retries})")
+
+
+def _checked_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"acquire(): timeout must be a number of seconds or None (got {timeout!r})")
+    if not math.isfinite(timeout):
+        raise ValueError(f"acquire(): timeout must be a finite number of seconds (got {timeout})")
+    if timeout < 0:
+        raise ValueError(f"acquire(): timeout cannot be negative (got {timeout})")
+    return float(timeout)
 
 
 def _default_name(settings: Settings, from_arguments: bool) -> str:

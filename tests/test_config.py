@@ -356,7 +356,9 @@ def test_param_precedence(config_file: Path) -> None:
     ).params
     assert params["host"] == "10.0.0.9"  # argument over the entry's ip
     assert params["database"] == "other"
-    assert params["ssl"] == {"ca": "/ca.pem"}  # passed through
+    # The ssl mapping becomes the flat options every driver takes; a CA given is verified.
+    assert "ssl" not in params
+    assert (params["ssl_ca"], params["ssl_verify_cert"]) == ("/ca.pem", True)
     assert params["port"] == 3306  # None means "not given"
     assert params["user"] == "app"  # entry
 
@@ -762,7 +764,7 @@ def test_repr_and_describe_hide_the_password(config_file: Path) -> None:
     text = repr(settings)
     assert SECRET not in text
     assert "'password': '***'" in text
-    assert "'ssl': {'key_password': '***'}" in text
+    assert "'ssl_key_password': '***'" in text
     assert text.startswith("Settings(config_name='primary', driver='pymysql', params={")
     assert "pool=PoolOptions(" in text
     assert settings.describe() == "pymysql://app@127.0.0.1:3306/appdb"

@@ -21,6 +21,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("Connection", "_read_query_result"),
     ("Connection", "_execute_command"),
     ("Connection", "_create_ssl_ctx"),
+    ("Connection", "_read_packet"),
     ("MySQLResult", "_check_packet_is_eof"),
 ])
 def test_a_missing_pymysql_internal_fails_at_pool_creation(

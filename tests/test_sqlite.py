@@ -130,3 +130,60 @@ def test_mode_from_the_config_entry(cwd: Path, pools: list[Any]) -> None:
     explicit = make_pool(mode="shared")
     pools.append(explicit)
     assert explicit.mode == "shared"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+def test_overlapping_writes_and_reads(cwd: Path, pools: list[Any], mode: str,
+                                      where: str) -> None:
+    """Eight threads writing and reading at once: the in-memory database behaves like a file."""
+    path = str(cwd / "busy.db") if where == "file" else ":memory:"
+    pool = make_pool(mode=mode, path=path, size=8, max_overflow=0, timeout=30)
+    pools.append(pool)
+    with pool as conn:
+        conn.execute("CREATE TABLE t (thread INTEGER, n INTEGER)")
+        conn.commit()
+    threads, rounds = 8, 60
+    errors: list[str] = []
+    start = threading.Barrier(threads)
+
+    def work(me: int) -> None:
+        start.wait()
+        for n in range(rounds):
+            try:
+                with pool as conn:
+                    if n % 2:
+                        conn.execute("INSERT INTO t VALUES (?, ?)", (me, n))
+                        conn.commit()
+                    else:
+                        conn.execute("SELECT COUNT(*) FROM t").fetchall()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=work, args=(me,)) for me in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    with pool as conn:
+        written = conn.execute("SELECT COUNT(*) FROM t").fetchall()[0][0]
+    print(f"\nsqlite/{where}/{mode}: {len(errors)} of {threads * rounds} operations failed "
+          f"{sorted(set(errors))[:3]}")
+    assert errors == []
+    assert written == threads * rounds // 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_memory_database_without_memdb(pools: list[Any], mode: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SQLite older than 3.36 has no memdb VFS: a private file stands in, deleted at dispose."""
+    import dbpool.drivers
+
+    monkeypatch.setattr(dbpool.drivers, "_MEMDB", False)
+    test_overlapping_writes_and_reads(Path.cwd(), pools, mode, ":memory:")
+    pool = pools[-1]
+    with pool as conn:
+        files = [row[2] for row in conn.execute("PRAGMA database_list")]
+    assert files[0] and Path(files[0]).exists()
+    pool.dispose()
+    assert not Path(files[0]).parent.exists()
