@@ -368,6 +368,14 @@ class ConnectionPool:
         the check), and the ``name``, ``host``, ``port`` and ``database`` checked.
         Takes at most about ``timeout`` seconds, connecting included.
         """
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout < _INF)
+        ):
+            raise ValueError(
+                f"check(): timeout must be a positive number of seconds (got {timeout!r})"
+            )
         deadline = monotonic() + timeout
         latency: float | None = None
         error: str | None = None

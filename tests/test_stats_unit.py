@@ -230,3 +230,10 @@ def test_check_on_sqlite(pools: list[Any], tmp_path: Path) -> None:
     result = pool.check()
     assert result["ok"] is True
     assert result["host"] == str(tmp_path / "dbpool.sqlite3")
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "5", True])
+def test_check_refuses_a_bad_timeout(new_pool: Any, bad: Any) -> None:
+    pool = new_pool()
+    with pytest.raises(ValueError, match="check\\(\\): timeout must be a positive number"):
+        pool.check(timeout=bad)
