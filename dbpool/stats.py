@@ -144,15 +144,24 @@ class PoolStats(Counters):
             listener("connect", seconds)
 
     def returned(self, used: float) -> None:
-        """Note a connection's use time when it comes back, and absorb the pending figures.
+        """Note a connection's use time when it comes back, and absorb the pending waits.
 
-        The caller holds the pool's lock. The buckets are counted inline: this runs
-        at every return.
+        The caller holds the pool's lock. This runs at every return, so the buckets
+        are counted inline rather than through ``Histogram.record``.
         """
         histogram = self.use_time
         histogram.counts[bisect_left(BUCKETS, used)] += 1
         histogram.sum += used
-        self.absorb()
+        waits = self._waits
+        if waits:
+            histogram = self.wait_time
+            counts = histogram.counts
+            while waits:
+                seconds = waits.popleft()
+                counts[bisect_left(BUCKETS, seconds)] += 1
+                histogram.sum += seconds
+        if self._connects:
+            self.absorb()
 
     def tell_use(self, used: float) -> None:
         """Give a use time to the listeners (outside the lock; ``returned`` counted it)."""
