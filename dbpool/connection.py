@@ -18,15 +18,31 @@ class PooledConnection:
     driver's connection, which ``dbapi_connection`` returns outright.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
+    __slots__ = (
+        "__weakref__",
+        "_lease",
+        "_origin",
+        "_pool",
+        "_raw",
+        "_reported",
+        "_since",
+        "_waited",
+    )
 
     def __init__(
-        self, pool: ConnectionPool, token: Any, handle: _Handle, since: float, origin: str | None
+        self,
+        pool: ConnectionPool,
+        token: Any,
+        handle: _Handle,
+        since: float,
+        origin: str | None,
+        waited: float = 0.0,
     ) -> None:
         self._pool = pool
         self._raw = handle.raw
         self._lease = [(token, handle)]
-        self._since = since
+        self._since = since  # when it was lent
+        self._waited = waited  # how long acquire() took, for the stats at return
         self._origin = origin  # where it was acquired, kept only when leak_threshold is set
         self._reported = False  # already reported as held past leak_threshold
 

@@ -225,12 +225,13 @@ class ConnectionPool:
                 self._checkin(token, handle, failed=True)
                 raise
             now = monotonic()
-        self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
+        waited = now - start
+        self._stats.record_wait(waited)  # needs no lock (see PoolStats)
         if self._leak_threshold is None:
-            conn = PooledConnection(self, token, handle, now, None)
+            conn = PooledConnection(self, token, handle, now, None, waited)
         else:
             origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-            conn = PooledConnection(self, token, handle, now, origin)
+            conn = PooledConnection(self, token, handle, now, origin, waited)
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
@@ -262,7 +263,7 @@ class ConnectionPool:
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return
-        self._checkin(token, handle, failed=False, since=conn._since)
+        self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
         log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
             with self._lock:
@@ -468,11 +469,18 @@ class ConnectionPool:
                     self._waiting -= 1
 
     def _checkin(
-        self, token: Any, handle: _Handle, *, failed: bool, since: float | None = None
+        self,
+        token: Any,
+        handle: _Handle,
+        *,
+        failed: bool,
+        since: float | None = None,
+        waited: float = 0.0,
     ) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils.
 
-        ``since``: when it was lent, for its use time (None: it never was).
+        ``since``: when it was lent (None: it never was) and ``waited``, how long
+        its acquire() took: the histograms count both here.
         """
         raw = handle.raw
         now = monotonic()
@@ -503,13 +511,13 @@ class ConnectionPool:
             else:
                 self._stats.released += 1
             if since is not None:
-                self._stats.returned(now - since)  # also absorbs the waits recorded since
+                self._stats.returned(waited, now - since)
             handle.borrows -= 1
             self._store.put(token, handle)
             if self._waiting:
                 self._cond.notify()
         if since is not None and self._stats.listeners:
-            self._stats.tell_use(now - since)
+            self._stats.tell_returned(waited, now - since)
         if handle.close_on_release and not handle.borrows:
             handle.close_on_release = False
             self._store.forget_thread()

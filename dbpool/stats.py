@@ -9,12 +9,13 @@ same fixed buckets, in seconds, Prometheus-style, so that figures from many
 processes add up. Recording one must cost next to nothing, and must not take
 the pool's lock once more: ``list[i] += 1`` is a read and a write, and two
 threads doing it at once can lose a count. So the buckets are written only in
-critical sections the pool enters anyway. A use time is known in one: the
-return of a connection (``returned``). A wait or connect time is known outside
-any, so ``record_wait`` / ``record_connect`` only append it to a deque, which
-is atomic and safe from any thread without a lock; the next return, or
-``get_stats()``, moves it into its buckets (``absorb``). A snapshot thus never
-misses a figure recorded before it began.
+critical sections the pool enters anyway. The return of a connection is one:
+there ``returned`` counts its use time and the wait of the ``acquire()`` that
+lent it (carried by the connection), two increments and no other work. A
+connect time is known outside any critical section, so ``record_connect`` only
+appends it to a deque, which is atomic and safe from any thread without a
+lock; the next return, or ``get_stats()``, moves it into its buckets
+(``absorb``).
 
 Listeners (the OpenTelemetry exporter of ``dbpool.metrics``) get each figure as
 it is recorded, in the recording thread and outside every lock.
@@ -56,6 +57,8 @@ BUCKETS: tuple[float, ...] = (
     120.0,
     300.0,
 )
+
+_FIRST = BUCKETS[0]
 
 # What a listener is told: the histogram ("wait", "connect" or "use") and the figure.
 Listener = Callable[[str, float], None]
@@ -110,7 +113,6 @@ class PoolStats(Counters):
     __slots__ = (
         "_connects",
         "_recent",
-        "_waits",
         "connect_time",
         "listeners",
         "use_time",
@@ -124,18 +126,17 @@ class PoolStats(Counters):
         self.connect_time = Histogram()
         self.use_time = Histogram()
         self.listeners: tuple[Listener, ...] = () if previous is None else previous.listeners
-        self._waits: deque[float] = deque()  # recorded, not yet in the histogram
-        self._connects: deque[float] = deque()
+        self._connects: deque[float] = deque()  # recorded, not yet in the histogram
         self._recent: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
     # record_wait and record_connect need no lock (see the module docstring).
 
     def record_wait(self, seconds: float) -> None:
-        """Note the time one successful ``acquire()`` took."""
+        """Note the time one successful ``acquire()`` took, for ``wait_ms_*``.
+
+        Its histogram counts it at the return of the connection (``returned``).
+        """
         self._recent.append(seconds)
-        self._waits.append(seconds)
-        for listener in self.listeners:
-            listener("wait", seconds)
 
     def record_connect(self, seconds: float) -> None:
         """Note the time one successful connect took."""
@@ -143,44 +144,32 @@ class PoolStats(Counters):
         for listener in self.listeners:
             listener("connect", seconds)
 
-    def returned(self, used: float) -> None:
-        """Note a connection's use time when it comes back, and absorb the pending waits.
+    def returned(self, waited: float, used: float) -> None:
+        """Count a returned connection's wait and use time (the caller holds the pool's lock).
 
-        The caller holds the pool's lock. This runs at every return, so the buckets
-        are counted inline rather than through ``Histogram.record``.
+        This runs at every return, so the buckets are counted inline; most waits
+        of a warm pool fall in the first bucket, found without a search.
         """
+        histogram = self.wait_time
+        histogram.counts[0 if waited <= _FIRST else bisect_left(BUCKETS, waited)] += 1
+        histogram.sum += waited
         histogram = self.use_time
         histogram.counts[bisect_left(BUCKETS, used)] += 1
         histogram.sum += used
-        waits = self._waits
-        if waits:
-            histogram = self.wait_time
-            counts = histogram.counts
-            while waits:
-                seconds = waits.popleft()
-                counts[bisect_left(BUCKETS, seconds)] += 1
-                histogram.sum += seconds
         if self._connects:
             self.absorb()
 
-    def tell_use(self, used: float) -> None:
-        """Give a use time to the listeners (outside the lock; ``returned`` counted it)."""
+    def tell_returned(self, waited: float, used: float) -> None:
+        """Give what ``returned`` counted to the listeners (outside the lock)."""
         for listener in self.listeners:
+            listener("wait", waited)
             listener("use", used)
 
     def absorb(self) -> None:
-        """Move the figures recorded since the last call into the histograms.
+        """Move the connect times recorded since the last call into their histogram.
 
         The caller holds the pool's lock: the histograms are written nowhere else.
         """
-        waits = self._waits
-        if waits:
-            histogram = self.wait_time
-            counts = histogram.counts
-            while waits:
-                seconds = waits.popleft()
-                counts[bisect_left(BUCKETS, seconds)] += 1
-                histogram.sum += seconds
         connects = self._connects
         while connects:
             self.connect_time.record(connects.popleft())
