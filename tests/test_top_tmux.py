@@ -87,18 +87,8 @@ def app(mysql_params: dict[str, Any], admin: pymysql.connections.Connection,
             cur.execute(f"DROP TABLE IF EXISTS {p['database']}.{table}")
 
 
-def test_top_shows_the_running_pool_and_quits_on_q(app: str, tmp_path: Path) -> None:
-    stop = threading.Event()
-    answered = []
-
-    def load() -> None:  # six clients at once against a pool of at most three connections
-        with httpx.Client(base_url=app, timeout=30) as client:
-            while not stop.is_set():
-                answered.append(client.get("/users-count").status_code)
-
-    clients = [threading.Thread(target=load) for _ in range(6)]
-    for client in clients:
-        client.start()
+def watch_and_quit(app: str, key: str) -> None:
+    """Run dbpool top on the app's endpoint, check what it shows, quit it with ``key``."""
     terminal = Terminal(f"{DBPOOL} top {app}/metrics; echo top-exited-$?; sleep 600")
     try:
         terminal.wait_for(r"^dbpool top +" + re.escape(f"{app}/metrics"))
@@ -115,12 +105,32 @@ def test_top_shows_the_running_pool_and_quits_on_q(app: str, tmp_path: Path) -> 
         assert "q or Ctrl-C: quit" in screen
         for header in ("pool", "connections", "used/", "wait", "p50", "p99", "req/s"):
             assert header in screen, header
-        terminal.keys("q")
+        terminal.keys(key)
         terminal.wait_for(r"^top-exited-0$")
-        assert "dbpool top" not in terminal.screen()  # the alternate screen is gone
+        screen = terminal.screen()
+        assert "dbpool top" not in screen  # the alternate screen is gone
+        assert "Traceback" not in screen
+    finally:
+        terminal.close()
+
+
+def test_top_shows_the_running_pool_and_quits_on_q_or_ctrl_c(app: str) -> None:
+    stop = threading.Event()
+    answered = []
+
+    def load() -> None:  # six clients at once against a pool of at most three connections
+        with httpx.Client(base_url=app, timeout=30) as client:
+            while not stop.is_set():
+                answered.append(client.get("/users-count").status_code)
+
+    clients = [threading.Thread(target=load) for _ in range(6)]
+    for client in clients:
+        client.start()
+    try:
+        watch_and_quit(app, "q")
+        watch_and_quit(app, "C-c")  # Ctrl-C quits as well, quietly
     finally:
         stop.set()
-        terminal.close()
         for client in clients:
             client.join(60)
     assert answered and set(answered) == {200}
