@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 from ._sql import _DIALECTS, Params, _Dialect
@@ -19,13 +20,20 @@ _T = TypeVar("_T")
 class _Session:
     """A connection in use by the facade, with the depth of its open transaction blocks."""
 
-    __slots__ = ("conn", "depth", "dialect", "doomed")
+    __slots__ = ("conn", "depth", "dialect", "doomed", "ended", "opener", "outer", "thread")
 
     def __init__(self, conn: Any, dialect: _Dialect) -> None:
         self.conn = conn
         self.dialect = dialect
         self.depth = 0
         self.doomed = False
+        # Of a session pinned by a transaction block (see _PoolEntry.pin): the thread that
+        # opened the block, the block it was opened in (another config's pool aside), and
+        # whether it has ended.
+        self.thread = 0
+        self.outer: _Session | None = None
+        self.ended = False
+        self.opener: FrameType | None = None  # the generator's frame, for a block in one
 
     def run(self, sql: str, params: Params, read: Callable[[Any], _T]) -> _T:
         """Execute one statement and return ``read(cursor)``."""

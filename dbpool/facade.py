@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _aio
-from ._registry import _given_back, _PoolEntry, _registry
+from ._registry import _given_back, _opening_frame, _PoolEntry, _registry
 from ._session import _Session
 from ._sql import Params, Row, _dialect_of, _dicts, _lastrowid, _rowcount, _rows
 from .connection import PooledConnection
@@ -28,9 +29,6 @@ class _SqlMethods:
     config_name: str
 
     def _pinned(self) -> _Session | None:
-        raise NotImplementedError
-
-    def _pin(self, session: _Session | None) -> None:
         raise NotImplementedError
 
     def _borrow_from(self) -> _PoolEntry:
@@ -105,21 +103,24 @@ class _SqlMethods:
             with session.block():
                 yield self
             return
+        opener = _opening_frame(sys._getframe(1))
         entry = self._borrow_from()
         conn = entry.pool.acquire()
         session = _Session(conn, entry.dialect)
-        self._pin(session)
+        entry.pin(session, opener)
         try:
             with session.block():
                 yield self
         finally:
-            self._pin(None)
+            entry.unpin(session)
             entry.give_back(conn)
 
 
 class ObjData(_SqlMethods):
     """SQL methods over one connection (``DB=conn``), or over the pool of ``config_name``.
 
+    Without ``DB``, a transaction block belongs to the thread, as with ObjDataThreadSafe:
+    every ObjData() of that config the thread uses inside the block runs in it.
     Not to be shared between threads: use one instance per thread, or ObjDataThreadSafe.
     """
 
@@ -128,7 +129,6 @@ class ObjData(_SqlMethods):
         self.config_name = config_name
         self._entry: _PoolEntry | None = None
         self._fixed: _Session | None = None  # over DB, for the instance's lifetime
-        self._own: _Session | None = None  # of a transaction on a borrowed connection
         self._remotes: dict[str, PooledConnection] = {}  # of db_connect_remote
         if DB is None:
             self._entry = _registry.get(config_name, {})
@@ -136,10 +136,10 @@ class ObjData(_SqlMethods):
             self._fixed = _Session(DB, _dialect_of(DB))
 
     def _pinned(self) -> _Session | None:
-        return self._fixed or self._own
-
-    def _pin(self, session: _Session | None) -> None:
-        self._own = session
+        if self._fixed is not None:
+            return self._fixed
+        assert self._entry is not None
+        return self._entry.pinned()
 
     def _borrow_from(self) -> _PoolEntry:
         assert self._entry is not None  # DB=None made one; with a DB, _pinned() never misses
@@ -199,11 +199,7 @@ class ObjDataThreadSafe(_SqlMethods):
         return self._entry.pool
 
     def _pinned(self) -> _Session | None:
-        session: _Session | None = getattr(self._entry.local, "session", None)
-        return session
-
-    def _pin(self, session: _Session | None) -> None:
-        self._entry.local.session = session
+        return self._entry.pinned()
 
     def _borrow_from(self) -> _PoolEntry:
         return self._entry

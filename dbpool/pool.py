@@ -6,12 +6,13 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import traceback
 import weakref
 from collections import deque
 from time import monotonic, sleep
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
@@ -164,7 +165,9 @@ class ConnectionPool:
         self._tallies: deque[str] = deque()
         self._in_use = 0  # lent connections (acquired - released - reclaimed)
         self._waiting = 0
-        self._local = threading.local()  # the `with pool as conn` stack of each thread
+        # The open `with pool as conn` blocks: (frame of the with, thread, connection).
+        self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
+        self._blocks_lock = threading.Lock()
         # Leases of connections garbage-collected without release, for _reclaim_collected().
         self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
         # Lent connections, watched only when leak_threshold is set.
@@ -279,10 +282,21 @@ class ConnectionPool:
                     conn._origin,
                 )
 
+    # `with pool as conn` calls __enter__ and __exit__ on the pool itself, so the pool must
+    # tell which block an exit ends. The thread cannot: FastAPI runs a sync generator
+    # dependency's entry and exit as two thread-pool calls, on any two threads, and a
+    # thread may meanwhile enter another request's block. The frame can: a `with`
+    # statement calls both from the frame it is written in (a generator's frame stays the
+    # same object whichever thread resumes it), and blocks in one frame nest. So an exit
+    # ends the innermost block entered from its own frame; only an exit called from
+    # another frame (contextlib.ExitStack and other helpers) ends the innermost block
+    # entered on its thread.
+
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
-        stack = self._local.__dict__.setdefault("stack", [])
-        stack.append(conn)
+        block = (sys._getframe(1), threading.get_ident(), conn)
+        with self._blocks_lock:
+            self._blocks.append(block)
         return conn
 
     def __exit__(
@@ -291,7 +305,20 @@ class ConnectionPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release(self._local.stack.pop())
+        self.release(self._end_block(sys._getframe(1)))
+
+    def _end_block(self, frame: FrameType) -> PooledConnection:
+        """The connection of the `with pool` block that an exit called from ``frame`` ends."""
+        thread = threading.get_ident()
+        with self._blocks_lock:
+            blocks = self._blocks
+            for i in range(len(blocks) - 1, -1, -1):
+                if blocks[i][0] is frame:
+                    return blocks.pop(i)[2]
+            for i in range(len(blocks) - 1, -1, -1):
+                if blocks[i][1] == thread:
+                    return blocks.pop(i)[2]
+        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self.name}")
 
     def close_thread_connection(self) -> None:
         """Persistent mode: close the calling thread's connection and free its slot.

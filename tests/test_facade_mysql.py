@@ -453,3 +453,101 @@ def test_make_pool_and_facade_agree_on_the_driver(mysql_params: dict[str, Any],
     pools.append(pool)
     with pool as conn:
         assert ObjData(DB=conn).sql_get_value("SELECT CONCAT('x%%', %s)", ("y",)) == "x%y"
+
+
+# -- a thread's transaction, tasks and nested async blocks ----------------------------
+
+
+def test_objdata_helpers_join_the_callers_transaction(facade: Factory, items: str,
+                                                      admin: pymysql.connections.Connection
+                                                      ) -> None:
+    facade(pool_size=2, max_overflow=0)
+    insert = f"INSERT INTO {items} (name) VALUES (%s)"
+
+    def helper(name: str) -> int:
+        ObjData().sql_execute(insert, (name,))  # its own ObjData(), as the old interface did
+        return int(ObjData().sql_get_value(f"SELECT COUNT(*) FROM {items}"))
+
+    caller = ObjData()
+    with pytest.raises(KeyError), caller.transaction():
+        caller.sql_execute(insert, ("caller",))
+        assert helper("helper") == 2
+        assert committed(admin, items) == []  # the helper did not commit on its own
+        raise KeyError
+    assert committed(admin, items) == []
+    with caller.transaction():
+        caller.sql_execute(f"INSERT INTO {items} (name, n) VALUES (%s, %s)", ("locked", 1))
+        # The caller holds the row's lock: the helper updates it in the same transaction.
+        ObjData().sql_execute(f"UPDATE {items} SET n = 2 WHERE name = %s", ("locked",))
+    assert committed(admin, items) == ["locked"]
+    assert ObjData().sql_get_value(f"SELECT n FROM {items}") == 2
+    assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
+
+
+def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: str,
+                                                        admin: pymysql.connections.Connection
+                                                        ) -> None:
+    db = facade(pool_size=2, max_overflow=0)
+    insert = f"INSERT INTO {items} (name) VALUES (%s)"
+
+    async def main() -> None:
+        async def step(i: int) -> None:
+            async with db.atransaction():
+                await db.asql_execute(insert, (f"step {i}",))
+                await asyncio.sleep(0)
+                await db.asql_execute(insert, (f"step {i} again",))
+                if i % 3 == 0:
+                    raise KeyError(i)
+
+        async def sibling(i: int) -> None:
+            await asyncio.sleep(0)
+            await db.asql_execute(insert, (f"plain {i}",))
+
+        async with db.atransaction():
+            await db.asql_execute(insert, ("outer",))
+            await asyncio.gather(*(step(i) for i in range(6)), *(sibling(i) for i in range(3)),
+                                 return_exceptions=True)
+
+    asyncio.run(main())
+    expected = {"outer"} | {f"plain {i}" for i in range(3)}
+    for i in (1, 2, 4, 5):
+        expected |= {f"step {i}", f"step {i} again"}
+    assert sorted(committed(admin, items)) == sorted(expected)
+    assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
+
+
+def test_a_task_outliving_its_async_transaction_fails_at_once(
+        facade: Factory, items: str, admin: pymysql.connections.Connection) -> None:
+    db = facade(pool_size=2, max_overflow=0)
+    insert = f"INSERT INTO {items} (name) VALUES (%s)"
+
+    async def main() -> None:
+        go = asyncio.Event()
+
+        async def late() -> Any:
+            await go.wait()
+            return await db.asql_execute(insert, ("late",))
+
+        async with db.atransaction():
+            await db.asql_execute(insert, ("in",))
+            task = asyncio.create_task(late())
+        go.set()
+        with pytest.raises(PoolError, match="has ended"):
+            await asyncio.wait_for(task, 10)
+        inside = asyncio.Event()
+
+        async def request() -> None:
+            async with db.atransaction():
+                await db.asql_execute(insert, ("doomed",))
+                inside.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(request())
+        await asyncio.wait_for(inside.wait(), 10)
+        ObjDataThreadSafe.close_pool()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert committed(admin, items) == ["in"]

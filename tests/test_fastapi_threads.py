@@ -1,0 +1,125 @@
+"""Sync generator dependencies under uvicorn: each block gives back its own connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pymysql
+import pytest
+
+from tests.test_examples_fastapi import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 30.0
+CONCURRENCY = 40  # anyio's thread pool: 40 threads, against pools of 3 connections
+REQUESTS = 240
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], log: Path) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "tests"),
+               "fastapi_threads_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/stats", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer within {READY_TIMEOUT}s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def load(base: str) -> tuple[list[tuple[str, int, httpx.Response]], dict[str, Any]]:
+    gate = asyncio.Semaphore(CONCURRENCY)
+    limits = httpx.Limits(max_connections=CONCURRENCY + 1)
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+
+        async def call(kind: str, n: int) -> tuple[str, int, httpx.Response]:
+            async with gate:
+                if kind == "conn":
+                    return kind, n, await client.get(f"/conn/{n}")
+                return kind, n, await client.post(f"/tx/{n}")
+
+        answers = await asyncio.gather(
+            *(call("conn" if n % 2 else "tx", n) for n in range(REQUESTS)))
+        final = (await client.get("/stats")).json()
+    return list(answers), final
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "mysql-connector"])
+def test_sync_generator_dependencies_under_uvicorn(driver: str, mysql_params: dict[str, Any],
+                                                   admin: pymysql.connections.Connection,
+                                                   tmp_path: Path) -> None:
+    table = f"{mysql_params['database']}.deps_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, "
+                    "name VARCHAR(50) NOT NULL) ENGINE=InnoDB")
+    p = mysql_params
+    config = tmp_path / "config.yaml"
+    # Shared mode: persistent mode binds a connection to each of anyio's 40 threads.
+    config.write_text(
+        "database:\n"
+        "  primary:\n"
+        f"    ip: {p['host']}\n"
+        f"    port: {p['port']}\n"
+        f"    user: {p['user']}\n"
+        f"    db: {p['database']}\n"
+        f"    driver: {driver}\n"
+        "    pool: {mode: shared, size: 2, max_overflow: 1, timeout: 10}\n")
+    env = {**os.environ, "DBPOOL_CONFIG": str(config), "DBPOOL_PRIMARY_PASSWORD": p["password"],
+           "APP_TABLE": table,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = tmp_path / "app.log"
+    try:
+        with running(env, log) as base:
+            answers, final = asyncio.run(load(base))
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT name FROM {table}")
+            rows = sorted(row[0] for row in cur.fetchall())
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+    failed = [(kind, n, r.status_code, r.text[:200]) for kind, n, r in answers
+              if r.status_code != 200]
+    assert not failed, f"{len(failed)} failed, first: {failed[:3]}\n{log.read_text()[-3000:]}"
+    assert all(r.json() == {"n": n} for _, n, r in answers)
+    tx_numbers = [n for kind, n, _ in answers if kind == "tx"]
+    assert rows == sorted([f"{n} before" for n in tx_numbers] + [f"{n} after" for n in tx_numbers])
+    for name in ("pool", "facade"):
+        stats = final[name]
+        assert stats["in_use"] == 0, (name, stats)
+        assert stats["timeouts"] == 0, (name, stats)
+        assert stats["acquired"] == stats["released"], (name, stats)
+        assert stats["total_connections"] <= stats["max_size"] == 3
+    assert final["pool"]["acquired"] == REQUESTS // 2
+    assert "Traceback" not in log.read_text()
