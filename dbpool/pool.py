@@ -318,7 +318,9 @@ class ConnectionPool:
             for i in range(len(blocks) - 1, -1, -1):
                 if blocks[i][1] == thread:
                     return blocks.pop(i)[2]
-        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self.name}")
+        raise PoolError(
+            f"pool.__exit__() without a matching pool.__enter__() on pool {self._label}"
+        )
 
     def close_thread_connection(self) -> None:
         """Persistent mode: close the calling thread's connection and free its slot.
