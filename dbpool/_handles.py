@@ -21,6 +21,8 @@ from typing import Any, Protocol
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
 
+from .hosts import HostState
+
 
 class _NeverRaised(Exception):
     """Stands for DBUtils' failover errors: we never let it fail over.
@@ -47,6 +49,7 @@ class _Handle:
         "epoch",
         "expires",
         "factory",
+        "host",
         "raw",
         "returned",
     )
@@ -54,6 +57,7 @@ class _Handle:
     def __init__(self, factory: _HandleFactory) -> None:
         self.factory = factory
         self.raw: Any = None
+        self.host: HostState | None = None  # the server of ``raw``, for a host list
         self.created = 0.0
         self.expires = float("inf")
         self.returned = 0.0

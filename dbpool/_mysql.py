@@ -300,6 +300,15 @@ class PyMySQLDriver(_MySQLDriver):
                         cached.append(super()._create_ssl_ctx(sslp))
                     return cached[0]
 
+            # The error code of a failed command is noted for the pool
+            # (see Driver.statement_error), whether it failed sending or reading.
+            def _execute_command(self, command: int, sql: Any) -> Any:
+                try:
+                    return super()._execute_command(command, sql)
+                except pymysql.MySQLError as exc:
+                    self.dbpool_error = exc.args[0] if exc.args else None
+                    raise
+
             def _read_query_result(self, unbuffered: bool = False) -> int:
                 self._result = None
                 result = Result(self)
@@ -308,11 +317,12 @@ class PyMySQLDriver(_MySQLDriver):
                         result.init_unbuffered_query()
                     else:
                         result.read()
-                except pymysql.MySQLError:
+                except pymysql.MySQLError as exc:
                     # An error packet carries no status, and a failed statement may
                     # have opened a transaction (and taken locks): assume it did.
                     status: int = getattr(self, "server_status", 0) or 0
                     self.server_status = status | _SERVER_STATUS_IN_TRANS
+                    self.dbpool_error = exc.args[0] if exc.args else None
                     raise
                 self._result = result
                 if result.server_status is not None:
@@ -456,18 +466,21 @@ class MySQLConnectorDriver(_MySQLDriver):
 
             # An error reply carries no server status, and a failed statement may have
             # opened a transaction (and taken locks): assume it did, so the pool rolls back.
+            # Its error code is noted for the pool (see Driver.statement_error).
             def cmd_query(self, *args: Any, **kwargs: Any) -> Any:
                 try:
                     return super().cmd_query(*args, **kwargs)
-                except error:
+                except error as exc:
                     self._in_transaction = True
+                    self.dbpool_error = exc.errno
                     raise
 
             def cmd_stmt_execute(self, *args: Any, **kwargs: Any) -> Any:
                 try:
                     return super().cmd_stmt_execute(*args, **kwargs)
-                except error:
+                except error as exc:
                     self._in_transaction = True
+                    self.dbpool_error = exc.errno
                     raise
 
         return Connection

@@ -19,6 +19,7 @@ from ._sql import _DIALECTS, _FORMAT
 from .config import _ALIASES, _SECRET_MARKERS, POOL_OPTION_NAMES, _masked
 from .connection import PooledConnection
 from .errors import ConfigError, PoolClosed, PoolError
+from .hosts import parse_hosts
 from .pool import make_pool
 
 
@@ -26,6 +27,10 @@ class _Keeper:
     """Marks a thread that keeps its persistent-mode connection between statements."""
 
     __slots__ = ("__weakref__",)
+
+
+# Options naming servers: equal when they name the same servers, however spelled.
+_HOST_KEYS = ("host", "ip", "replicas")
 
 
 class _PoolEntry:
@@ -173,6 +178,8 @@ class _PoolEntry:
         differing = []
         for key, value in options.items():
             current = self._effective(key)
+            if key in _HOST_KEYS and self._same_servers(key, value):
+                continue
             if current is _MISSING or current != value:
                 differing.append((key, value, current))
         if not differing:
@@ -191,6 +198,16 @@ class _PoolEntry:
             f"pass no options to use it, or call ObjDataThreadSafe.close_pool("
             f"{self.config_name!r}) first"
         )
+
+    def _same_servers(self, key: str, value: Any) -> bool:
+        """Whether a host or replica list names the servers the pool uses, in its order."""
+        settings = self.pool.settings
+        used = settings.replicas if key == "replicas" else settings.hosts
+        try:
+            given = parse_hosts(value, settings.params.get("port"))
+        except ConfigError:
+            return False
+        return [a.key for a in given] == [a.key for a in used]
 
     def _effective(self, key: str) -> Any:
         if key in self.options:

@@ -19,6 +19,7 @@ import yaml
 
 from dbpool.drivers import DRIVERS, describe
 from dbpool.errors import ConfigError
+from dbpool.hosts import HOST_ORDERS, Address, parse_hosts
 
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
@@ -29,7 +30,7 @@ _MYSQL_DRIVERS = ("pymysql", "mysql-connector")
 # file, the embedded SQLite database is used.
 _CONNECTION_KEYS = ("host", "port", "user", "password", "database", "path")
 _ALIASES = {"ip": "host", "db": "database"}
-_STRING_KEYS = ("host", "user", "database", "charset", "init_command", "sql_mode")
+_STRING_KEYS = ("user", "database", "charset", "init_command", "sql_mode")
 # Connection parameters in seconds; 0 lifts the bound (see drivers.py for the defaults).
 _SECONDS_KEYS = ("connect_timeout", "read_timeout", "write_timeout")
 _BOOL_KEYS = ("autocommit", "use_pure")
@@ -43,6 +44,15 @@ _TLS_KEYS = (*_TLS_PATH_KEYS, "ssl_key_password", *_TLS_BOOL_KEYS)
 _PASSWORD_ENCODINGS = {"pymysql": "latin-1", "mysql-connector": "utf-8"}
 # Entry keys that steer loading and are not connection parameters.
 _ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
+# Pool options of host lists that belong under `pool:`, not among the connection settings.
+_HOST_OPTION_NAMES = (
+    "host_order",
+    "host_deny_seconds",
+    "galera_check",
+    "replica_fallback",
+    "replica_max_lag",
+    "causal_reads",
+)
 _SECRET_MARKERS = ("pass", "secret", "token")
 # A config file is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -67,6 +77,12 @@ class PoolOptions:
     ping_timeout: float = 5.0
     reset: str = "rollback"
     leak_threshold: float | None = None
+    host_order: str = "sequential"
+    host_deny_seconds: float = 30.0
+    galera_check: bool = False
+    replica_fallback: bool = True
+    replica_max_lag: float | None = None
+    causal_reads: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -78,13 +94,19 @@ class PoolOptions:
         _check_seconds("ping_timeout", self.ping_timeout)
         if self.ping_timeout == 0:
             raise ConfigError("ping_timeout must be positive (got 0)")
-        if not isinstance(self.pre_ping, bool):
-            raise ConfigError(f"pre_ping must be true or false (got {self.pre_ping!r})")
+        _check_flag("pre_ping", self.pre_ping)
         _check_choice("reset", self.reset, RESET_POLICIES)
         if self.leak_threshold is not None:
             _check_seconds("leak_threshold", self.leak_threshold)
             if self.leak_threshold == 0:
                 raise ConfigError("leak_threshold must be positive, or None to disable it (got 0)")
+        _check_choice("host_order", self.host_order, HOST_ORDERS)
+        _check_seconds("host_deny_seconds", self.host_deny_seconds)
+        _check_flag("galera_check", self.galera_check)
+        _check_flag("replica_fallback", self.replica_fallback)
+        _check_flag("causal_reads", self.causal_reads)
+        if self.replica_max_lag is not None:
+            _check_seconds("replica_max_lag", self.replica_max_lag)
         if self.max_size < 1:
             raise ConfigError(
                 f"size + max_overflow must be at least 1 (got {self.size} + {self.max_overflow})"
@@ -125,16 +147,29 @@ class Settings:
     params: Mapping[str, Any]
     pool: PoolOptions
     source: str | None
+    #: The primaries, in list order (one for a single host; none for SQLite).
+    hosts: tuple[Address, ...] = ()
+    #: The read replicas (``replicas:``), in list order.
+    replicas: tuple[Address, ...] = ()
 
     def describe(self) -> str:
         """A URL-like summary for messages and logs, without the password."""
+        if len(self.hosts) > 1:
+            netloc = ",".join(address.key for address in self.hosts)
+            if self.params.get("user"):
+                netloc = f"{self.params['user']}@{netloc}"
+            return f"{self.driver}://{netloc}/{self.params.get('database') or ''}"
         return describe(self.driver, self.params)
 
     def __repr__(self) -> str:
-        return (
+        text = (
             f"Settings(config_name={self.config_name!r}, driver={self.driver!r}, "
-            f"params={_masked(self.params)!r}, pool={self.pool!r}, source={self.source!r})"
+            f"params={_masked(self.params)!r}, pool={self.pool!r}, source={self.source!r}"
         )
+        if len(self.hosts) > 1 or self.replicas:
+            text += f", hosts={[a.key for a in self.hosts]!r}"
+            text += f", replicas={[a.key for a in self.replicas]!r}"
+        return text + ")"
 
 
 def set_password_decoder(decoder: Callable[[str], str] | None) -> None:
@@ -205,6 +240,8 @@ def load_settings(
         wants_server = path is not None or any(key in given for key in server_keys)
         driver = "pymysql" if wants_server else "sqlite"
 
+    _refuse_misplaced_options(entry, where)
+    _refuse_misplaced_options(given, "arguments")
     from_entry = _connection_params(
         {key: value for key, value in entry.items() if key not in _ENTRY_ONLY_KEYS}, where=where
     )
@@ -215,6 +252,7 @@ def load_settings(
     resolved = {**from_entry, **given}
     if driver in _MYSQL_DRIVERS:
         _check_mysql_params(resolved, driver, config_name)
+    hosts, replicas = _host_lists(resolved, driver, where)
 
     if driver == "sqlite":
         if "path" in given:
@@ -232,7 +270,53 @@ def load_settings(
         params=MappingProxyType(resolved),
         pool=pool,
         source=None if path is None else str(path),
+        hosts=hosts,
+        replicas=replicas,
     )
+
+
+def _refuse_misplaced_options(values: Mapping[Any, Any], where: str) -> None:
+    misplaced = [key for key in _HOST_OPTION_NAMES if key in values]
+    if misplaced:
+        raise ConfigError(
+            f"{where}: {_listing(misplaced)} belong with the pool options "
+            "(under 'pool:' in a config entry), not with the connection settings"
+        )
+
+
+def _host_lists(
+    resolved: dict[str, Any], driver: str, where: str
+) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+    """Read ``host`` and ``replicas`` into address lists, aiming ``resolved`` at the first host.
+
+    A lone host without a port in its text is left in ``resolved`` exactly as given.
+    """
+    host = resolved.get("host")
+    replicas_value = resolved.pop("replicas", None)
+    if driver not in _MYSQL_DRIVERS:
+        if replicas_value is not None or not (host is None or isinstance(host, str)):
+            raise ConfigError(
+                f"{where}: host lists and replicas need a MySQL driver (got {driver!r})"
+            )
+        return (), ()
+    port = resolved.get("port")
+    try:
+        hosts = (Address("127.0.0.1", port),) if host is None else parse_hosts(host, port)
+        replicas = () if replicas_value is None else parse_hosts(replicas_value, port, "replicas")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    overlap = sorted({a.key for a in hosts} & {a.key for a in replicas})
+    if overlap:
+        raise ConfigError(
+            f"{where}: {_listing(overlap)} listed both as host and as replica; "
+            "a server has one role"
+        )
+    first = hosts[0]
+    if host is not None and (host != first.host or len(hosts) > 1):
+        resolved["host"] = first.host
+        if first.port is not None:
+            resolved["port"] = first.port
+    return hosts, replicas
 
 
 def _existing_file(value: str | os.PathLike[str], origin: str) -> Path:
@@ -324,6 +408,15 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
     for key in _STRING_KEYS:
         if key in params and not isinstance(params[key], str):
             raise ConfigError(f"{where}: {key} must be a string (got {params[key]!r})")
+    for key in ("host", "replicas"):
+        value = params.get(key)
+        if value is not None and not (
+            isinstance(value, str)
+            or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+        ):
+            raise ConfigError(
+                f"{where}: {key} must be a string or a list of strings (got {value!r})"
+            )
     if "password" in params and not isinstance(params["password"], str):
         raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
     port = params.get("port")
@@ -475,6 +568,11 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...], where: str = 
     if value not in choices:
         prefix = f"{where}: " if where else ""
         raise ConfigError(f"{prefix}{name} must be one of {_listing(choices)} (got {value!r})")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false (got {value!r})")
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -92,6 +92,14 @@ class Driver:
         """End what a borrower left: its open transaction, and autocommit if switched."""
         raw.rollback()
 
+    def statement_error(self, raw: Any) -> Any:
+        """The error code of the last statement that failed on ``raw``, or None.
+
+        The MySQL adapters' connection classes note it as the error goes by, so the
+        pool can tell at return whether the server can still do its job.
+        """
+        return getattr(raw, "dbpool_error", None)
+
     def reset_session(self, raw: Any) -> None:
         """Drop all session state (variables, temporary tables, open transaction)."""
         raw.rollback()

@@ -27,6 +27,8 @@ class _SqlMethods:
     """The SQL methods of both facades, written once over ``_pinned`` and ``_borrow_from``."""
 
     config_name: str
+    # Reads outside a transaction go to the pool's replicas (ObjDataThreadSafe's option).
+    _read_from_replicas = False
 
     def _pinned(self) -> _Session | None:
         raise NotImplementedError
@@ -51,7 +53,7 @@ class _SqlMethods:
             session.conn.commit()
             return
         entry = self._borrow_from()
-        conn = entry.pool.acquire()
+        conn = entry.pool.acquire(readonly=not write and self._read_from_replicas)
         session = _Session(conn, entry.dialect)
         try:
             yield session
@@ -181,11 +183,23 @@ class ObjDataThreadSafe(_SqlMethods):
     gives it back; ``with obj.transaction():`` keeps one for the calling thread until the
     block ends. pool_size and other options (``mode``, ``max_overflow``, connection
     parameters...) build that pool on first use; see ``ConnectionPool``.
+    read_from_replicas: this instance sends ``sql_get_values``, ``sql_get_dicts`` and
+    ``sql_get_value`` outside a transaction to the config's replicas.
     """
 
     def __init__(
-        self, pool_size: int | None = None, config_name: str = "primary", **options: Any
+        self,
+        pool_size: int | None = None,
+        config_name: str = "primary",
+        *,
+        read_from_replicas: bool = False,
+        **options: Any,
     ) -> None:
+        if not isinstance(read_from_replicas, bool):
+            raise ConfigError(
+                f"read_from_replicas must be true or false (got {read_from_replicas!r})"
+            )
+        self._read_from_replicas = read_from_replicas
         if pool_size is not None:
             if "size" in options:
                 raise ConfigError("pass pool_size or size, not both")

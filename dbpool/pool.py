@@ -27,6 +27,16 @@ from .errors import (
     PoolTimeout,
     ValidationError,
 )
+from .hosts import (
+    Address,
+    HostList,
+    HostsFailed,
+    HostState,
+    error_verdict,
+    galera_not_ready,
+    replica_lag_problem,
+    server_read_only,
+)
 from .stats import PoolStats
 
 __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
@@ -52,6 +62,17 @@ _RETIRE_COUNTERS = {
     "recycled": "recycled",
     "overflow": "closed_overflow",
     "broken": "closed_broken",
+    "lost": "closed_broken",
+    "read_only": "closed_read_only",
+    "not_ready": "closed_not_ready",
+    "lagging": "closed_lagging",
+    "stale": "closed_stale",
+}
+# Retire reasons that say the server itself can no longer do its job: its host is denied.
+_HOST_UNUSABLE = {
+    "read_only": "the server is read-only",
+    "not_ready": "the Galera node is not ready",
+    "lagging": "the replica lags",
 }
 
 
@@ -67,13 +88,19 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. name: the pool's name in stats,
-    logs and metrics (default: the config name, or for a server given in code
-    host:port/database). Other keywords are connection
-    parameters (host, port, user, password, database, charset, path, ...)
-    that override the config entry. Options not given come from the entry's
-    ``pool:`` section, then from the defaults.
+    a connection not given back is reported. host_order, host_deny_seconds,
+    galera_check, replica_fallback, replica_max_lag: how a host list and its
+    replicas are used (see the README's "Many servers"). name: the pool's name
+    in stats, logs and metrics (default: the config name, or for a server
+    given in code host:port/database). Other keywords are
+    connection parameters (host, which may be a list, replicas, port, user,
+    password, database, charset, path, ...) that override the config entry.
+    Options not given come from the entry's ``pool:`` section, then from the
+    defaults.
     """
+
+    _replicas: ConnectionPool | None  # the pool of readonly connections, if any
+    name: str  # in stats, logs and metrics; see _default_name
 
     def __init__(
         self,
@@ -91,6 +118,12 @@ class ConnectionPool:
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        host_order: str | None = None,
+        host_deny_seconds: float | None = None,
+        galera_check: bool | None = None,
+        replica_fallback: bool | None = None,
+        replica_max_lag: float | None = None,
+        causal_reads: bool | None = None,
         name: str | None = None,
         **params: Any,
     ) -> None:
@@ -105,36 +138,89 @@ class ConnectionPool:
             "ping_timeout": ping_timeout,
             "reset": reset,
             "leak_threshold": leak_threshold,
+            "host_order": host_order,
+            "host_deny_seconds": host_deny_seconds,
+            "galera_check": galera_check,
+            "replica_fallback": replica_fallback,
+            "replica_max_lag": replica_max_lag,
+            "causal_reads": causal_reads,
         }
         pool_options = {key: value for key, value in given.items() if value is not None}
         custom = driver if isinstance(driver, Driver) else None
         driver_name = "pymysql" if isinstance(driver, Driver) else driver
-        self.settings: Settings = load_settings(
+        settings = load_settings(
             config_name,
             config=config,
             driver=driver_name,
             pool_options=pool_options,
             params=params,
         )
-        options = self.settings.pool
-        self._driver = custom or get_driver(self.settings.driver)
+        driver_object = custom or get_driver(settings.driver)
+        if len(settings.hosts) > 1 and custom is None:
+            target = settings.describe()
+        else:
+            target = driver_object.describe(settings.params)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string (got {name!r})")
+        # The name in stats, logs and metrics; messages show the target as well.
+        pool_name = name or _default_name(settings, bool(params) and not custom)
+        self._setup(settings, driver_object, "primary", f"{pool_name!r} ({target})")
+        self.name = pool_name
+        if settings.replicas:
+            # Replica connections are a pool of their own: the same options, other hosts.
+            replicas = ",".join(address.key for address in settings.replicas)
+            replica_pool = ConnectionPool.__new__(ConnectionPool)
+            replica_pool._setup(
+                settings,
+                custom or get_driver(settings.driver),
+                "replica",
+                f"replicas of {pool_name!r} ({replicas})",
+            )
+            replica_pool.name = f"{pool_name} replicas"
+            self._replicas = replica_pool
+
+    def _setup(self, settings: Settings, driver: Driver, role: str, name: str) -> None:
+        """Set up a pool of the primaries (``role`` "primary") or of the replicas."""
+        self.settings: Settings = settings
+        options = settings.pool
+        self._driver = driver
         self._probe = self._driver.probe  # bound once: called at every checkout
         self._driver.check(self.settings.params)
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
-        self._params = dict(self.settings.params)
+        self._params = dict(settings.params)
         self.mode = options.mode
         self.size = options.size
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        target = self._driver.describe(self._params)
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ConfigError(f"name must be a non-empty string (got {name!r})")
-        # The name in stats, logs and metrics; messages show the target as well.
-        self.name: str = name or _default_name(self.settings, bool(params) and not custom)
-        self._label = f"{self.name!r} ({target})"
+        self._label = name  # the pool's name and target, for messages
+        self._role = role
+        addresses = settings.hosts if role == "primary" else settings.replicas
+        self._hosts: HostList | None = None
+        if addresses:
+            self._hosts = HostList(
+                addresses,
+                role=role,
+                order=options.host_order,
+                deny_seconds=options.host_deny_seconds,
+                owner=name,
+                give_up_when_denied=role == "replica" and options.replica_fallback,
+            )
+        # A lone primary gets the parameters exactly as given; list members get theirs aimed.
+        self._aim = role == "replica" or len(addresses) > 1
+        self._galera_check = options.galera_check
+        self._max_lag = options.replica_max_lag if role == "replica" else None
+        # Of several primaries, a new connection must reach a writable one: after a
+        # switchover the old primary accepts connections but refuses writes.
+        self._needs_writable = role == "primary" and len(addresses) > 1
+        # Whether a new connection is asked about its server before it is lent.
+        self._vets = self._galera_check or self._max_lag is not None or self._needs_writable
+        self._replica_fallback = options.replica_fallback
+        # Replica reads wait for the thread's last write (MariaDB GTIDs); see _caught_up.
+        self._causal = options.causal_reads and role == "primary" and bool(settings.replicas)
+        self._replicas = None
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
@@ -159,6 +245,8 @@ class ConnectionPool:
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
         self._store: _Store = make_store(self.mode, self._handles, self.size)
+        # causal_reads: each thread's last write (GTID) and the replicas that applied it.
+        self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
@@ -191,15 +279,20 @@ class ConnectionPool:
             if raw is not None:
                 self._driver.abandon(raw)
         self._driver.after_fork()
+        if self._hosts is not None:
+            self._hosts.after_fork()
         self._start_fresh()
 
     # -- lending -----------------------------------------------------------
 
-    def acquire(self, timeout: float | None = None, max_retries: int = 3) -> PooledConnection:
+    def acquire(
+        self, timeout: float | None = None, max_retries: int = 3, *, readonly: bool = False
+    ) -> PooledConnection:
         """A validated connection, waiting at most ``timeout`` seconds (None: the pool's).
 
         A connection that fails validation is closed and replaced, up to
         ``max_retries`` times. Raises PoolTimeout when none is free in time.
+        ``readonly``: a connection to a replica, when the config lists ``replicas``.
         """
         if max_retries.__class__ is not int or max_retries < 0:
             _check_retries(max_retries)
@@ -208,6 +301,25 @@ class ConnectionPool:
         elif timeout.__class__ is not float or not 0.0 <= timeout < _INF:
             timeout = _checked_timeout(timeout)
         start = monotonic()
+        if readonly and self._replicas is not None:
+            try:
+                reader = self._replicas.acquire(timeout, max_retries)
+            except (ConnectError, ValidationError) as exc:
+                if not self._replica_fallback:
+                    raise
+                log.debug(
+                    "no replica of %s is usable; reading from a primary: %s", self._label, exc
+                )
+            else:
+                if not self._causal or self._caught_up(reader, start + timeout):
+                    return reader
+                self._replicas.release(reader)
+                if not self._replica_fallback:
+                    raise PoolTimeout(
+                        f"no replica of pool {self._label} applied this thread's last write "
+                        f"({self._last_write.gtid}) within {timeout:.1f}s"
+                    )
+            timeout = max(0.0, start + timeout - monotonic())
         if self._collected:
             self._reclaim_collected()
         if self._handles.dropped:
@@ -241,9 +353,11 @@ class ConnectionPool:
         log.debug("acquired a connection from %s", self._label)
         return conn
 
-    def connection(self, timeout: float | None = None) -> PooledConnection:
+    def connection(
+        self, timeout: float | None = None, *, readonly: bool = False
+    ) -> PooledConnection:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
-        return self.acquire(timeout)
+        return self.acquire(timeout, readonly=readonly)
 
     def release(self, conn: PooledConnection | None) -> None:
         """Give a connection back, rolling back any open transaction first.
@@ -251,6 +365,10 @@ class ConnectionPool:
         ``release(None)`` and releasing twice do nothing.
         """
         if conn is None:
+            return
+        if self._is_readonly(conn):
+            assert self._replicas is not None
+            self._replicas.release(conn)
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
@@ -281,6 +399,10 @@ class ConnectionPool:
                     self._leak_threshold,
                     conn._origin,
                 )
+
+    def _is_readonly(self, conn: PooledConnection) -> bool:
+        """Whether ``conn`` came from this pool's replicas."""
+        return self._replicas is not None and getattr(conn, "_pool", None) is self._replicas
 
     # `with pool as conn` calls __enter__ and __exit__ on the pool itself, so the pool must
     # tell which block an exit ends. The thread cannot: FastAPI runs a sync generator
@@ -328,6 +450,8 @@ class ConnectionPool:
         If the thread is still using it, it is closed when given back.
         Does nothing in shared mode, where connections are not bound to threads.
         """
+        if self._replicas is not None:
+            self._replicas.close_thread_connection()
         handle = self._store.thread_handle()
         if handle is None:
             return
@@ -343,6 +467,8 @@ class ConnectionPool:
 
         The pool stays usable and opens new connections as needed.
         """
+        if self._replicas is not None:
+            self._replicas.close_all()
         with self._lock:
             self._epoch += 1
             raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
@@ -355,6 +481,8 @@ class ConnectionPool:
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
+        if self._replicas is not None:
+            self._replicas.dispose()
         with self._lock:
             self._closed = True
             self._cond.notify_all()
@@ -387,15 +515,36 @@ class ConnectionPool:
             waiting=waiting,
             size=self.size,
             mode=self.mode,
+            hosts=self._host_figures(handles),
         )
+        if self._replicas is not None:
+            replica_stats = self._replicas.get_stats()
+            stats["hosts"].update(replica_stats.pop("hosts"))
+            stats["replicas"] = replica_stats
         return stats
+
+    def _host_figures(self, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
+        """``get_stats()["hosts"]``: each host's connections and deny state."""
+        if self._hosts is None:
+            return {}
+        figures: dict[str, dict[str, Any]] = {}
+        for key, values in self._hosts.figures().items():
+            figures[key] = {"role": values.pop("role"), "open": 0, "in_use": 0, **values}
+        for handle in handles:
+            host = handle.host
+            if handle.raw is not None and host is not None and host.key in figures:
+                figures[host.key]["open"] += 1
+                if handle.borrows:
+                    figures[host.key]["in_use"] += 1
+        return figures
 
     def check(self, timeout: float = 5.0) -> dict[str, Any]:
         """One round trip to the server on an idle (or new) connection; never raises for it.
 
         Returns ``ok``, ``latency_s`` (the round trip, None when it failed),
         ``error`` (None, or what went wrong), ``in_use`` and ``waiting`` (after
-        the check), and the ``name``, ``host``, ``port`` and ``database`` checked.
+        the check), and the ``name``, ``host``, ``port`` and ``database`` checked
+        (with a host list, the host of the connection used, or the first one).
         Takes at most about ``timeout`` seconds, connecting included.
         """
         if (
@@ -409,6 +558,13 @@ class ConnectionPool:
         deadline = monotonic() + timeout
         latency: float | None = None
         error: str | None = None
+        params = self._params
+        host, port = params.get("host"), params.get("port")
+        if self.settings.driver == "sqlite":
+            host = params.get("path")
+        elif self._hosts is not None and self.settings.hosts:
+            first = self.settings.hosts[0]
+            host, port = first.host, first.port
         try:
             # One retry: a connection the server dropped is replaced rather than reported.
             conn = self.acquire(timeout=timeout, max_retries=1)
@@ -416,6 +572,8 @@ class ConnectionPool:
             error = self._scrub(exc) or type(exc).__name__
         else:
             handle = conn._lease[0][1]
+            if handle.host is not None:
+                host, port = handle.host.address.host, handle.host.address.port
             try:
                 limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
                 started = monotonic()
@@ -427,7 +585,6 @@ class ConnectionPool:
                 self._retire(handle, "broken")
             finally:
                 self.release(conn)
-        params = self._params
         with self._lock:
             in_use, waiting = self._in_use, self._waiting
         return {
@@ -437,8 +594,8 @@ class ConnectionPool:
             "in_use": in_use,
             "waiting": waiting,
             "name": self.name,
-            "host": params.get("path") if self.settings.driver == "sqlite" else params.get("host"),
-            "port": params.get("port"),
+            "host": host,
+            "port": port,
             "database": params.get("database"),
         }
 
@@ -515,6 +672,8 @@ class ConnectionPool:
         now = monotonic()
         if raw is not None and handle.borrows == 1:
             reason = self._retire_reason(handle, failed, now)
+            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
+                self._note_last_write(raw)  # before a reset or close ends the session
             if reason is not None:
                 self._retire(handle, reason)
             elif self._reset_session or self._needs_reset(raw):
@@ -558,15 +717,24 @@ class ConnectionPool:
     # -- the reuse rule ------------------------------------------------------
     #
     # A connection is reused when it is current (open, not made before the last
-    # close_all(), not past its recycle time, the pool not closed) and, with pre_ping,
-    # seen alive (given back less than ping_interval ago, its socket clean), else pinged.
+    # close_all(), not past its recycle time, the pool not closed, its server not found
+    # unable to do its job since it was opened) and, with pre_ping, seen alive (given
+    # back less than ping_interval ago, its socket clean, no check of its replica's lag
+    # due), else pinged.
 
     def _stale_reason(self, handle: _Handle, now: float) -> str | None:
-        """Why an open connection is no longer current ("closed" or "recycled"), or None."""
+        """Why an open connection is no longer current, or None.
+
+        "closed", "recycled", or "stale" when its host was found unable to do its job
+        after the connection was opened (see HostList.unusable).
+        """
         if self._closed or handle.epoch != self._epoch:
             return "closed"
         if now >= handle.expires:
             return "recycled"
+        host = handle.host
+        if host is not None and handle.created <= host.stale_before:
+            return "stale"
         return None
 
     def _is_current(self, handle: _Handle, now: float) -> bool:
@@ -575,12 +743,32 @@ class ConnectionPool:
 
     def _seen_alive(self, handle: _Handle, now: float) -> bool:
         """Whether a connection needs no ping: back moments ago, and its socket looks fine."""
-        return now - handle.returned < self._ping_interval and self._probe(handle.raw) is True
+        return (
+            now - handle.returned < self._ping_interval
+            and (self._max_lag is None or not self._host_check_due(handle, now))
+            and self._probe(handle.raw) is True
+        )
+
+    def _host_check_due(self, handle: _Handle, now: float) -> bool:
+        """Whether the replica of this connection is due for its lag check (unclaimed)."""
+        host = handle.host
+        return (
+            self._max_lag is not None
+            and host is not None
+            and now - host.checked_at >= self._ping_interval
+        )
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
         if failed:
             return "broken"
+        # The last statement's error: the server is read-only, not ready, or gone. A
+        # replica is read-only by design: a write there is the caller's mistake.
+        code = self._driver.statement_error(handle.raw)
+        if code is not None:
+            verdict = error_verdict(code)
+            if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
+                return verdict
         reason = self._stale_reason(handle, now)
         # An unlocked read of full(): a stale answer at worst keeps or closes one connection
         # too many, and DBUtils drops a handle given back to a full pool in any case.
@@ -590,9 +778,16 @@ class ConnectionPool:
 
     def _timeout_message(self, timeout: float) -> str:
         held = len(self._handles.live)
+        spread = ""
+        if self._hosts is not None and len(self._hosts) > 1:
+            counts: dict[str, int] = {}
+            for handle in self._handles.live:
+                if handle.raw is not None and handle.host is not None:
+                    counts[handle.host.key] = counts.get(handle.host.key, 0) + 1
+            spread = "".join(f"; {key}: {count}" for key, count in counts.items())
         text = (
             f"Connection pool timeout after {timeout:.1f}s "
-            f"({held}/{self.max_size} connections in use, {self._waiting} waiting)"
+            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
         )
         return f"{text} in pool {self._label}{self._store.timeout_hint}"
 
@@ -614,48 +809,107 @@ class ConnectionPool:
                     return
                 except ConnectError:
                     raise
-                except self._driver_errors as exc:
+                except (HostsFailed, *self._driver_errors) as exc:  # type: ignore[misc]
                     failures += 1
-                    if failures > max_retries or monotonic() >= deadline:
-                        raise ConnectError(self._connect_failure(exc, failures)) from exc
-                    sleep(min(_CONNECT_BACKOFF, max(0.0, deadline - monotonic())))
+                    # Primaries that answer but cannot take writes now (a switchover in
+                    # progress, a cluster without quorum) are waited for until the deadline.
+                    waiting = (
+                        self._role == "primary"
+                        and isinstance(exc, HostsFailed)
+                        and exc.refused_by_vet
+                    )
+                    if (failures > max_retries and not waiting) or monotonic() >= deadline:
+                        raise ConnectError(self._connect_failure(exc, failures)) from _cause(exc)
+                    pause = (
+                        _CONNECT_BACKOFF * min(2 ** (failures - 1), 10)
+                        if waiting
+                        else _CONNECT_BACKOFF
+                    )
+                    sleep(min(pause, max(0.0, deadline - monotonic())))
                     continue
-            if not self._pre_ping or self._alive(handle, deadline):
+            if not self._pre_ping:
                 return
+            problem = self._check(handle, deadline)
+            if problem is None:
+                return
+            reason, why = problem
             failures += 1
             self._tallies.append("validation_failures")
-            log.debug("a connection of %s failed validation; replacing it", self._label)
-            self._retire(handle, "broken")
+            log.debug(
+                "a connection of %s failed validation (%s); replacing it",
+                self._label,
+                why or reason,
+            )
+            self._retire(handle, reason, why)
             if failures > max_retries:
                 raise ValidationError(
                     f"no valid connection from {self._label} after {failures} attempts"
                 )
 
-    def _alive(self, handle: _Handle, deadline: float) -> bool:
+    def _check(self, handle: _Handle, deadline: float) -> tuple[str, str | None] | None:
         """Check a connection: a socket look when it was used moments ago, else a ping.
 
-        The ping waits at most ``ping_timeout``, and no longer than the acquire
+        None when it may be lent, else why not: (retire reason, what was seen). The
+        real ping asks a Galera node whether it is ready (``galera_check``) and a
+        replica how far it lags (``replica_max_lag``, once per ``ping_interval`` per
+        host). It waits at most ``ping_timeout``, and no longer than the acquire
         deadline allows (but long enough for a healthy server to answer).
         """
         raw = handle.raw
         now = monotonic()
         if self._seen_alive(handle, now):
-            return True
+            return None
         if self._probe(raw) is False:
-            return False  # closed by the server: no ping can help
+            return "broken", None  # closed by the server: no ping can help
+        host = handle.host
+        lag_due = (
+            self._max_lag is not None
+            and host is not None
+            and self._hosts is not None
+            and self._hosts.due_for_check(host, self._ping_interval)
+        )
         limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
         try:
             with self._driver.bounded(raw, limit):
-                self._driver.ping(raw)
+                if self._galera_check:
+                    why = galera_not_ready(raw)
+                    if why is not None:
+                        return "not_ready", why
+                else:
+                    self._driver.ping(raw)
+                if lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    if why is not None:
+                        return "lagging", why
         except Exception:
-            return False
-        return True
+            if error_verdict(self._driver.statement_error(raw)) == "not_ready":
+                return "not_ready", None
+            return "broken", None
+        return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
         started = monotonic()
         remaining = deadline - started
+        host: HostState | None = None
         try:
-            raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            if self._hosts is None:
+                raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+            else:
+                raw, host = self._hosts.connect(
+                    self._connect_to,
+                    deadline,
+                    is_permanent=self._driver.is_permanent,
+                    describe_error=self._explain,
+                    errors=self._driver_errors,
+                    vet=(lambda raw, state: self._vet(raw, state, deadline))
+                    if self._vets
+                    else None,
+                )
+        except HostsFailed as exc:
+            self._tallies.extend(["connect_failures"] * exc.tried)
+            if not exc.retryable:
+                raise ConnectError(self._connect_failure(exc, None)) from _cause(exc)
+            raise
         except self._driver_errors as exc:
             self._tallies.append("connect_failures")
             if self._driver.is_permanent(exc):
@@ -669,17 +923,129 @@ class ConnectionPool:
             ) from exc
         now = monotonic()
         handle.raw = raw
+        handle.host = host
         handle.created = handle.returned = now
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
         self._stats.record_connect(now - started)  # needs no lock (see PoolStats)
-        log.debug("opened a connection to %s", self._label)
+        if host is None:
+            log.debug("opened a connection to %s", self._label)
+        else:
+            log.debug("opened a connection to %s host %s of %s", host.role, host.key, self._label)
 
-    def _retire(self, handle: _Handle, reason: str) -> None:
-        """Close a handle's connection; the handle itself stays to be refilled or dropped."""
+    def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
+        """Why a new connection's server cannot do this pool's job, or None; closes it if so.
+
+        Galera nodes must be ready (``galera_check``), one of several primaries must
+        take writes, a replica must not lag (``replica_max_lag``; asked once per
+        ``ping_interval`` per host, and again whenever the host is denied).
+        """
+        hosts = self._hosts
+        assert hosts is not None
+        lag_due = self._max_lag is not None and (
+            hosts.is_denied(host) or hosts.due_for_check(host, self._ping_interval)
+        )
+        why: str | None = None
+        reason = ""
+        limit = max(min(self._ping_timeout, deadline - monotonic()), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._galera_check:
+                    why, reason = galera_not_ready(raw), "not_ready"
+                if why is None and self._needs_writable and server_read_only(raw):
+                    why, reason = "read_only is ON", "read_only"
+                if why is None and lag_due and self._max_lag is not None:
+                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
+                    reason = "lagging"
+        except BaseException:
+            self._driver.close(raw)
+            raise
+        if why is None:
+            return None
+        self._driver.close(raw)
+        self._tallies.extend(("created", "closed", _RETIRE_COUNTERS[reason]))
+        log.debug(
+            "closed a new connection of %s to %s (%s): %s", self._label, host.key, reason, why
+        )
+        return why
+
+    # -- causal reads ---------------------------------------------------------
+    #
+    # A primary connection given back tells its session's last GTID (@@last_gtid,
+    # MariaDB), kept per thread. The thread's next replica connection waits for that
+    # GTID (MASTER_GTID_WAIT) within the acquire deadline before it is lent; one that
+    # does not catch up in time is given back and the read goes to a primary.
+
+    def _note_last_write(self, raw: Any) -> None:
+        """Keep, for the calling thread, the GTID of the last write of this session."""
+        try:
+            with self._driver.bounded(raw, self._ping_timeout):
+                self._driver.discard_pending(raw, self._ping_timeout)  # a result left unread
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT @@last_gtid")
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug(
+                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self._label, exc
+            )
+            return
+        gtid = str(rows[0][0] or "") if rows else ""
+        if gtid and gtid != getattr(self._last_write, "gtid", None):
+            self._last_write.gtid = gtid
+            self._last_write.seen = {}  # replicas known to have applied it: none yet
+
+    def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
+        """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
+        gtid = getattr(self._last_write, "gtid", None)
+        if gtid is None:
+            return True
+        raw = reader.dbapi_connection
+        key = reader._lease[-1][1].host if reader._lease else None
+        seen: dict[Any, str] = self._last_write.seen
+        if key is not None and seen.get(key) == gtid:
+            return True
+        seconds = max(0.0, deadline - monotonic())
+        try:
+            with self._driver.bounded(raw, seconds + self._ping_timeout):
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid, seconds))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+        except self._driver_errors as exc:
+            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self._label, exc)
+            rows = []
+        done = bool(rows) and rows[0][0] == 0
+        with self._lock:
+            self._stats.causal_waits += 1
+            if not done:
+                self._stats.causal_timeouts += 1
+        if done and key is not None:
+            seen[key] = gtid
+        return done
+
+    def _connect_to(self, address: Address, seconds: float) -> Any:
+        params = address.apply(self._params) if self._aim else self._params
+        return self._driver.connect(params, timeout=seconds)
+
+    def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
+        """Close a handle's connection; the handle itself stays to be refilled or dropped.
+
+        A reason that says the server cannot do its job denies its host too.
+        """
         raw = handle.raw
+        host = handle.host
+        if reason in _HOST_UNUSABLE and host is not None and self._hosts is not None:
+            if why is None:
+                code = self._driver.statement_error(raw)
+                why = f"a statement failed with error {code} ({_HOST_UNUSABLE[reason]})"
+            self._hosts.unusable(host, why)
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
@@ -688,7 +1054,10 @@ class ConnectionPool:
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
             self._tallies.append(counter)
-        log.debug("closed a connection of %s (%s)", self._label, reason)
+        if host is None:
+            log.debug("closed a connection of %s (%s)", self._label, reason)
+        else:
+            log.debug("closed a connection of %s to %s (%s)", self._label, host.key, reason)
 
     def _fold_tallies(self) -> None:
         """Add the queued counter bumps to the stats; called with the lock held."""
@@ -727,10 +1096,15 @@ class ConnectionPool:
         text = f"cannot connect to {self._label}"
         if attempts is not None:
             text += f" after {attempts} attempts"
+        if isinstance(exc, HostsFailed):
+            return f"{text}: {exc.describe()}"
+        return f"{text}: {self._explain(exc)}"
+
+    def _explain(self, exc: BaseException) -> str:
+        """A connect error in plain words, then the driver's own (password blanked)."""
+        text = self._scrub(exc) or type(exc).__name__
         cause = self._driver.explain(exc)
-        if cause:
-            text += f": {cause}"
-        return f"{text}: {self._scrub(exc) or type(exc).__name__}"
+        return f"{cause}: {text}" if cause else text
 
     def _reclaim_collected(self) -> None:
         """Close the connections garbage-collected without release, and free their slots.
@@ -815,6 +1189,13 @@ def _checked_timeout(timeout: Any) -> float:
     if timeout < 0:
         raise ValueError(f"acquire(): timeout cannot be negative (got {timeout})")
     return float(timeout)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's error behind a failed connect, to chain a ConnectError to."""
+    if isinstance(exc, HostsFailed) and exc.last is not None:
+        return exc.last
+    return exc
 
 
 def _default_name(settings: Settings, from_arguments: bool) -> str:

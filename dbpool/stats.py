@@ -103,6 +103,12 @@ class Counters:
     closed: int = 0
     closed_broken: int = 0
     closed_overflow: int = 0
+    closed_read_only: int = 0
+    closed_not_ready: int = 0
+    closed_lagging: int = 0
+    closed_stale: int = 0
+    causal_waits: int = 0
+    causal_timeouts: int = 0
     reclaimed: int = 0
     leaks_reported: int = 0
 

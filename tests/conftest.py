@@ -33,6 +33,9 @@ from tests.mariadb import (  # noqa: E402
     find_binaries,
 )
 
+# The cluster tier's topologies (replication pair, Galera, HAProxy) and its marker.
+pytest_plugins = ["tests.fix_cluster"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -23,14 +23,62 @@ class FakeCursor:
     def __init__(self, conn: FakeConnection) -> None:
         self.conn = conn
         self.rows: list[tuple[Any, ...]] = []
+        self.description: list[tuple[Any, ...]] | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
 
     def execute(self, sql: str, params: Any = None) -> int:
-        self.conn.check()
-        self.conn.statements.append(sql)
-        if sql.upper().startswith(("INSERT", "UPDATE", "DELETE", "BEGIN")):
-            self.conn.in_transaction = True
+        conn = self.conn
+        conn.check()
+        conn.statements.append(sql)
+        server = conn.driver.server(conn.host)
+        upper = sql.upper()
+        write = upper.startswith(("INSERT", "UPDATE", "DELETE", "CREATE", "DROP"))
+        failure: tuple[int, str] | None = None
+        if conn.fail_next is not None:
+            failure, conn.fail_next = conn.fail_next, None
+        elif server.not_ready and not upper.startswith("SHOW"):
+            failure = (1047, "WSREP has not yet prepared node for application use")
+        elif server.read_only and write:
+            failure = (1290, "The MariaDB server is running with the --read-only option")
+        if failure is not None:
+            # What dbpool's driver subclasses do: note the failed statement's error code.
+            conn.dbpool_error = failure[0]
+            if failure[0] in (2013, 2006):
+                conn.killed = True
+            raise FakeOperationalError(*failure)
+        if upper.startswith(("INSERT", "UPDATE", "DELETE", "BEGIN")):
+            conn.in_transaction = True
+        if write:
+            server.gtid += 1
+            conn.last_gtid = f"0-1-{server.gtid}"
+        self.description = [("1",)]
         self.rows = [(1,)]
+        self.rowcount = 1
+        if upper == "SELECT @@SERVER_ID":
+            self.rows = [(server.server_id,)]
+        elif upper == "SELECT @@LAST_GTID":
+            self.rows = [(conn.last_gtid,)]
+        elif upper.startswith("SELECT MASTER_GTID_WAIT("):
+            server.checks.append(sql)
+            wanted = int(str(params[0]).rsplit("-", 1)[1])
+            self.rows = [(0 if server.gtid >= wanted else -1,)]
+        elif upper == "SELECT @@GLOBAL.READ_ONLY":
+            server.checks.append(sql)
+            self.rows = [(int(server.read_only),)]
+        elif upper.startswith("SHOW GLOBAL STATUS LIKE 'WSREP_READY'"):
+            server.checks.append(sql)
+            self.rows = [("wsrep_ready", "OFF" if server.not_ready else "ON")]
+        elif upper.startswith(("SHOW REPLICA STATUS", "SHOW SLAVE STATUS")):
+            server.checks.append(sql)
+            self.description = [("Slave_IO_Running",), ("Slave_SQL_Running",),
+                                ("Seconds_Behind_Master",)]
+            running = "No" if server.lag is None else "Yes"
+            self.rows = [(running, running, server.lag)]
         return 1
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self.rows
@@ -39,12 +87,29 @@ class FakeCursor:
         pass
 
 
+class FakeServer:
+    """The state of one fake server, by ``host:port``."""
+
+    def __init__(self, server_id: int) -> None:
+        self.server_id = server_id
+        self.down = False
+        self.read_only = False
+        self.not_ready = False
+        self.lag: int | None = 0  # None: replication stopped
+        self.gtid = 0  # the sequence number of the last transaction it wrote or applied
+        self.checks: list[str] = []  # health queries received
+
+
 class FakeConnection:
     ids = itertools.count(1)
 
-    def __init__(self, driver: FakeDriver) -> None:
+    def __init__(self, driver: FakeDriver, host: str = "fake:3306") -> None:
         self.id = next(self.ids)
         self.driver = driver
+        self.host = host  # the server's host:port
+        self.fail_next: tuple[int, str] | None = None  # the next statement's error
+        self.dbpool_error: int | None = None
+        self.last_gtid = ""
         self.closed = False
         self.killed = False
         self.in_transaction = False
@@ -98,16 +163,35 @@ class FakeDriver(Driver):
         self.open: set[FakeConnection] = set()
         self.connects = 0
         self.probes = 0
+        self.servers: dict[str, FakeServer] = {}
+        self.timeouts: list[float | None] = []  # the timeout of each connect
+
+    def server(self, key: str) -> FakeServer:
+        """The fake server at ``host:port``, made on first mention."""
+        with self.lock:
+            if key not in self.servers:
+                self.servers[key] = FakeServer(len(self.servers) + 1)
+            return self.servers[key]
+
+    def on(self, key: str) -> list[FakeConnection]:
+        """The open connections to ``host:port``."""
+        with self.lock:
+            return [conn for conn in self.open if conn.host == key]
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> FakeConnection:
         if self.connect_delay:
             time.sleep(self.connect_delay)
+        key = f"{params.get('host', 'fake')}:{params.get('port', 3306)}"
+        server = self.server(key)
         with self.lock:
             self.connects += 1
+            self.timeouts.append(timeout)
             if self.fail_connects:
                 self.fail_connects -= 1
                 raise FakeOperationalError("Access denied" if self.permanent else "refused")
-            conn = FakeConnection(self)
+            if server.down:
+                raise FakeOperationalError(2003, f"Can't connect to server on {key}")
+            conn = FakeConnection(self, key)
             self.open.add(conn)
         return conn
 

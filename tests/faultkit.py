@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -89,6 +90,15 @@ class Ledger:
     """Tables ``<name>_rows`` and ``<name>_counter`` in the test database.
 
     ``connect`` opens an admin connection (one per check, so it survives restarts).
+    ``hot_row=False`` is for a multi-writer cluster (Galera), where what is not
+    the fault under test must not fail certification: it counts with one
+    inserted row per transaction instead of one updated row (concurrent updates
+    of one row from two nodes conflict), and keys rows by ``UUID()`` instead of
+    AUTO_INCREMENT (Galera re-spaces auto-increment values when a node leaves,
+    and inserts in flight then collide).
+    ``tag=True`` first asks the server for ``@@port, CONNECTION_ID()``, so a
+    failed transaction's entry in ``failed_on`` says which server and which
+    connection it failed on (None when it failed before that answer).
     """
 
     connect: Any
@@ -96,17 +106,28 @@ class Ledger:
     name: str = field(default_factory=lambda: f"ledger_{uuid.uuid4().hex[:8]}")
     committed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    hot_row: bool = True
+    tag: bool = False
+    failed_on: list[tuple[int, int] | None] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # when each failed one began
+    failed_with: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count()
         self.rows = f"`{self.database}`.`{self.name}_rows`"
         self.counter = f"`{self.database}`.`{self.name}_counter`"
+        key = ("id INT AUTO_INCREMENT PRIMARY KEY" if self.hot_row
+               else "id CHAR(36) NOT NULL DEFAULT (UUID()) PRIMARY KEY")
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
-            cur.execute(f"CREATE TABLE {self.rows} (id INT AUTO_INCREMENT PRIMARY KEY, "
-                        "token VARCHAR(64) NOT NULL) ENGINE=InnoDB")
-            cur.execute(f"CREATE TABLE {self.counter} (id INT PRIMARY KEY, n INT NOT NULL) "
+            cur.execute(f"CREATE TABLE {self.rows} ({key}, token VARCHAR(64) NOT NULL) "
                         "ENGINE=InnoDB")
-            cur.execute(f"INSERT INTO {self.counter} VALUES (1, 0)")
+            if self.hot_row:
+                cur.execute(f"CREATE TABLE {self.counter} (id INT PRIMARY KEY, n INT NOT NULL) "
+                            "ENGINE=InnoDB")
+                cur.execute(f"INSERT INTO {self.counter} VALUES (1, 0)")
+            else:
+                cur.execute(f"CREATE TABLE {self.counter} ({key}, token VARCHAR(64) NOT NULL) "
+                            "ENGINE=InnoDB")
 
     def drop(self) -> None:
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
@@ -115,26 +136,61 @@ class Ledger:
     def transaction(self, pool: Any) -> None:
         """One unit of work: insert a token, bump the counter, commit."""
         token = f"{threading.get_ident()}-{next(self._ids)}"
+        where: tuple[int, int] | None = None
+        began = time.monotonic()
         try:
             with pool.connection() as conn:
                 cur = conn.cursor()
                 try:
+                    if self.tag:
+                        cur.execute("SELECT @@port, CONNECTION_ID()")
+                        port, conn_id = cur.fetchall()[0]
+                        where = (int(port), int(conn_id))
                     cur.execute(f"INSERT INTO {self.rows} (token) VALUES (%s)", (token,))
-                    cur.execute(f"UPDATE {self.counter} SET n = n + 1 WHERE id = 1")
+                    if self.hot_row:
+                        cur.execute(f"UPDATE {self.counter} SET n = n + 1 WHERE id = 1")
+                    else:
+                        cur.execute(f"INSERT INTO {self.counter} (token) VALUES (%s)", (token,))
                 finally:
                     cur.close()
                 conn.commit()
         except BaseException:
             self.failed.append(token)
+            self.failed_on.append(where)
+            self.failed_at.append(began)
+            self.failed_with.append(sys.exc_info()[1] or RuntimeError("no exception"))
             raise
         self.committed.append(token)
+
+    def failures_by_port(self, since: float = 0.0) -> dict[int | None, int]:
+        """How many failed transactions each server (by port) saw; None: unknown.
+
+        ``since``: only transactions that began at that ``time.monotonic()`` or later.
+        """
+        counts: dict[int | None, int] = {}
+        for where, began in zip(self.failed_on, self.failed_at, strict=True):
+            if began >= since:
+                port = None if where is None else where[0]
+                counts[port] = counts.get(port, 0) + 1
+        return counts
+
+    def most_failures_on_one_connection(self) -> int:
+        """The largest number of failed transactions on one server connection."""
+        counts: dict[tuple[int, int], int] = {}
+        for where in self.failed_on:
+            if where is not None:
+                counts[where] = counts.get(where, 0) + 1
+        return max(counts.values(), default=0)
 
     def check(self) -> dict[str, int]:
         """Assert the invariants; return the figures."""
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
             cur.execute(f"SELECT token, COUNT(*) FROM {self.rows} GROUP BY token")
             counts = {str(token): int(n) for token, n in cur.fetchall()}
-            cur.execute(f"SELECT n FROM {self.counter} WHERE id = 1")
+            if self.hot_row:
+                cur.execute(f"SELECT n FROM {self.counter} WHERE id = 1")
+            else:
+                cur.execute(f"SELECT COUNT(*) FROM {self.counter}")
             counter = int(cur.fetchone()[0])
         rows = sum(counts.values())
         twice = {token: n for token, n in counts.items() if n > 1}

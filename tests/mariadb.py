@@ -531,9 +531,22 @@ class MariaDBServer:
 
     def _spawn(self, server_bin: str) -> None:
         """Start mariadbd and wait until it accepts connections."""
+        self._launch(server_bin)
+        self._await_ready()
+
+    def _server_args(self) -> tuple[str, ...]:
+        """Options for this start of mariadbd beyond the common ones (subclasses add)."""
+        return self.extra_args
+
+    def _server_env(self) -> dict[str, str] | None:
+        """The environment of mariadbd (None: this process's)."""
+        return None
+
+    def _command(self, server_bin: str) -> list[str]:
+        """The mariadbd command line of this server."""
         assert self._base is not None
         base = self._base
-        cmd = [
+        return [
             server_bin,
             "--no-defaults",  # must come first
             f"--datadir={base / 'data'}",
@@ -546,8 +559,14 @@ class MariaDBServer:
             f"--tmpdir={base / 'tmp'}",
             *_SPEED_ARGS,
             *self._root_args(),
-            *self.extra_args,
+            *self._server_args(),
         ]
+
+    def _launch(self, server_bin: str) -> None:
+        """Start mariadbd; ``_await_ready()`` waits until it accepts connections."""
+        assert self._base is not None
+        base = self._base
+        cmd = self._command(server_bin)
         # If this (main) thread dies without cleaning up, the kernel sends the
         # server SIGTERM, so a killed test run leaves no server behind.
         setpriv = shutil.which("setpriv")
@@ -560,9 +579,15 @@ class MariaDBServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=self._server_env(),
             start_new_session=True,  # keep the terminal's Ctrl-C for pytest
         )
-        deadline = time.monotonic() + START_TIMEOUT
+
+    def _await_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the launched mariadbd accepts root connections on its socket."""
+        assert self._base is not None and self._proc is not None
+        base = self._base
+        deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while True:
             code = self._proc.poll()
@@ -583,7 +608,7 @@ class MariaDBServer:
             if time.monotonic() > deadline:
                 self._kill_process()
                 raise MariaDBError(
-                    f"mariadbd did not accept connections within {START_TIMEOUT:.0f} s "
+                    f"mariadbd did not accept connections within {timeout:.0f} s "
                     f"(last error: {last_error}); end of {base / 'error.log'}:\n"
                     f"{self.error_log_tail()}"
                 )

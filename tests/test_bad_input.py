@@ -68,7 +68,7 @@ BAD_ARGUMENTS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({**MYSQL, "port": 70000}, ConfigError, "port must be an integer from 1 to 65535"),
     ({**MYSQL, "port": "3306"}, ConfigError, "port must be an integer from 1 to 65535"),
     ({**MYSQL, "port": True}, ConfigError, "port must be an integer from 1 to 65535"),
-    ({**MYSQL, "host": 127}, ConfigError, "host must be a string (got 127)"),
+    ({**MYSQL, "host": 127}, ConfigError, "host must be a string or a list of strings (got 127)"),
     ({**MYSQL, "user": ["root"]}, ConfigError, "user must be a string"),
     ({**MYSQL, "password": 1234}, ConfigError, "password must be a string"),
     ({**MYSQL, "ip": "a", "host": "b"}, ConfigError, "'ip' and 'host' differ"),

@@ -102,6 +102,12 @@ def test_pool_option_defaults_and_max_size() -> None:
         ping_timeout=5.0,
         reset="rollback",
         leak_threshold=None,
+        host_order="sequential",
+        host_deny_seconds=30.0,
+        galera_check=False,
+        replica_fallback=True,
+        replica_max_lag=None,
+        causal_reads=False,
     )
     assert options.max_size == 15
     assert PoolOptions(size=0, max_overflow=1).max_size == 1
@@ -116,6 +122,12 @@ def test_pool_option_defaults_and_max_size() -> None:
         "ping_timeout",
         "reset",
         "leak_threshold",
+        "host_order",
+        "host_deny_seconds",
+        "galera_check",
+        "replica_fallback",
+        "replica_max_lag",
+        "causal_reads",
     }
 
 
@@ -144,7 +156,8 @@ def test_validate_pool_options_accepts_good_values() -> None:
 def test_unknown_pool_option_is_named_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"^ConnectionPool\(\): unknown pool option 'sise'") as e:
         validate_pool_options({"sise": 3}, where="ConnectionPool()")
-    assert "valid options: 'leak_threshold', 'max_overflow', 'mode'" in str(e.value)
+    assert "valid options: 'causal_reads', 'galera_check', 'host_deny_seconds', 'host_order'" \
+        in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -592,8 +605,12 @@ def test_non_string_password_is_rejected_without_its_value(tmp_path: Path) -> No
 
 
 def test_non_string_host_is_rejected(tmp_path: Path) -> None:
-    path = entry_file(tmp_path, "host: [a, b]\n")
-    with pytest.raises(ConfigError, match=r"host must be a string \(got \['a', 'b'\]\)"):
+    path = entry_file(tmp_path, "host: {a: b}\n")
+    with pytest.raises(ConfigError, match=r"host must be a string or a list of strings "
+                                          r"\(got \{'a': 'b'\}\)"):
+        load_settings(config=path)
+    path = entry_file(tmp_path, "host: [a, 3]\n")
+    with pytest.raises(ConfigError, match=r"host must be a string or a list of strings"):
         load_settings(config=path)
 
 

@@ -179,7 +179,8 @@ def test_name_option_in_stats_logs_and_messages(new_pool: Any,
         assert pool.get_stats()["name"] == "orders"
         with pytest.raises(PoolTimeout, match=r"in pool 'orders' \(fake://\)"):
             pool.acquire(timeout=0.01)
-    assert "opened a connection to 'orders' (fake://)" in caplog.text
+    assert "created shared pool 'orders' (fake://)" in caplog.text
+    assert "acquired a connection from 'orders' (fake://)" in caplog.text
 
 
 @pytest.mark.parametrize("bad", ["", "  ", 3])

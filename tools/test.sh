@@ -5,7 +5,12 @@
 #
 # 1. installs MariaDB (apt-get install mariadb-server) if mariadbd is missing,
 #    unless DBPOOL_TEST_MYSQL names an existing server or DBPOOL_SKIP_MYSQL=1,
+<<<<<<< HEAD
 #    and tmux if it is missing;
+=======
+#    and galera-4, rsync and haproxy for the cluster tier if they are missing,
+#    unless DBPOOL_SKIP_CLUSTER=1 (or DBPOOL_SKIP_MYSQL=1);
+>>>>>>> main
 # 2. creates or reuses the virtualenv .venv and installs dbpool into it with
 #    its test extras (skipped when setup.cfg and pyproject.toml are unchanged);
 # 3. runs ruff, mypy and pytest (by default the full default suite: the fast,
@@ -56,11 +61,29 @@ find_sbin() {  # find_sbin NAME...: succeed if any NAME is on PATH or in an sbin
     return 1
 }
 
-# -- 1. MariaDB ------------------------------------------------------------------
+# -- 1. MariaDB, Galera, HAProxy --------------------------------------------------
+# The cluster tier (tests/fix_cluster.py) starts a Galera cluster (galera-4, with
+# rsync for its state transfers) and HAProxy in front of it.
+packages=()
+want() {  # want PACKAGE: add it to the install list once
+    local p
+    for p in "${packages[@]}"; do [ "$p" = "$1" ] && return 0; done
+    packages+=("$1")
+}
 if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] \
     && ! { find_sbin mariadbd mysqld && find_sbin mariadb-install-db mysql_install_db; }; then
-    step "installing mariadb-server"
-    # The tests start servers of their own: keep the package from starting one.
+    want mariadb-server
+fi
+if [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] && [ "${DBPOOL_SKIP_CLUSTER:-}" != 1 ]; then
+    find_sbin mariadbd mysqld || want mariadb-server
+    [ -e /usr/lib/galera/libgalera_smm.so ] || [ -e /usr/lib/libgalera_smm.so ] \
+        || want galera-4
+    command -v rsync >/dev/null 2>&1 || want rsync
+    find_sbin haproxy || want haproxy
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
+    step "installing ${packages[*]}"
+    # The tests start servers of their own: keep the packages from starting any.
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d \
@@ -68,12 +91,14 @@ if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] \
         made_policy=1
     fi
     status=0
-    apt_install mariadb-server || status=$?
+    apt_install "${packages[@]}" || status=$?
     if [ "$made_policy" -eq 1 ]; then
         as_root rm -f /usr/sbin/policy-rc.d
     fi
-    [ "$status" -eq 0 ] || die "installing mariadb-server failed"
-    find_sbin mariadbd mysqld || die "mariadb-server is installed but mariadbd is not found"
+    [ "$status" -eq 0 ] || die "installing ${packages[*]} failed"
+    if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ]; then
+        find_sbin mariadbd mysqld || die "mariadb-server is installed but mariadbd is not found"
+    fi
 fi
 
 # -- 1b. tmux: the test of `dbpool top` runs it in a real terminal ---------------
