@@ -5,12 +5,9 @@
 #
 # 1. installs MariaDB (apt-get install mariadb-server) if mariadbd is missing,
 #    unless DBPOOL_TEST_MYSQL names an existing server or DBPOOL_SKIP_MYSQL=1,
-<<<<<<< HEAD
-#    and tmux if it is missing;
-=======
-#    and galera-4, rsync and haproxy for the cluster tier if they are missing,
-#    unless DBPOOL_SKIP_CLUSTER=1 (or DBPOOL_SKIP_MYSQL=1);
->>>>>>> main
+#    galera-4, rsync and haproxy for the cluster tier if they are missing,
+#    unless DBPOOL_SKIP_CLUSTER=1 (or DBPOOL_SKIP_MYSQL=1), and tmux (for the
+#    test of `dbpool top` in a real terminal) if it is missing;
 # 2. creates or reuses the virtualenv .venv and installs dbpool into it with
 #    its test extras (skipped when setup.cfg and pyproject.toml are unchanged);
 # 3. runs ruff, mypy and pytest (by default the full default suite: the fast,
@@ -61,7 +58,7 @@ find_sbin() {  # find_sbin NAME...: succeed if any NAME is on PATH or in an sbin
     return 1
 }
 
-# -- 1. MariaDB, Galera, HAProxy --------------------------------------------------
+# -- 1. MariaDB, Galera, HAProxy, tmux --------------------------------------------------
 # The cluster tier (tests/fix_cluster.py) starts a Galera cluster (galera-4, with
 # rsync for its state transfers) and HAProxy in front of it.
 packages=()
@@ -81,6 +78,8 @@ if [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ] && [ "${DBPOOL_SKIP_CLUSTER:-}" != 1 ]; the
     command -v rsync >/dev/null 2>&1 || want rsync
     find_sbin haproxy || want haproxy
 fi
+# The test of `dbpool top` runs it in a real terminal.
+command -v tmux >/dev/null 2>&1 || want tmux
 if [ "${#packages[@]}" -gt 0 ]; then
     step "installing ${packages[*]}"
     # The tests start servers of their own: keep the packages from starting any.
@@ -99,12 +98,6 @@ if [ "${#packages[@]}" -gt 0 ]; then
     if [ -z "${DBPOOL_TEST_MYSQL:-}" ] && [ "${DBPOOL_SKIP_MYSQL:-}" != 1 ]; then
         find_sbin mariadbd mysqld || die "mariadb-server is installed but mariadbd is not found"
     fi
-fi
-
-# -- 1b. tmux: the test of `dbpool top` runs it in a real terminal ---------------
-if ! command -v tmux >/dev/null 2>&1; then
-    step "installing tmux"
-    apt_install tmux
 fi
 
 # -- 2. virtualenv ---------------------------------------------------------------
