@@ -58,7 +58,7 @@ find_sbin() {  # find_sbin NAME...: succeed if any NAME is on PATH or in an sbin
     return 1
 }
 
-# -- 1. MariaDB, Galera, HAProxy, tmux --------------------------------------------------
+# -- 1. MariaDB, Galera, HAProxy, tmux --------------------------------------------
 # The cluster tier (tests/fix_cluster.py) starts a Galera cluster (galera-4, with
 # rsync for its state transfers) and HAProxy in front of it.
 packages=()
