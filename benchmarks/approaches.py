@@ -105,9 +105,15 @@ class DbpoolShared(Approach):
         # The config file holds the same entry; passing every setting as well keeps
         # a ./config.yaml or $DBPOOL_CONFIG of the caller out of the measurement.
         self.pool = make_pool(
-            self.mode, config=target.config, config_name=target.config_name,
-            size=target.size, max_overflow=overflow, timeout=30.0, pre_ping=True,
-            reset=self.reset, **target.pymysql_params(),
+            self.mode,
+            config=target.config,
+            config_name=target.config_name,
+            size=target.size,
+            max_overflow=overflow,
+            timeout=30.0,
+            pre_ping=True,
+            reset=self.reset,
+            **target.pymysql_params(),
         )
 
     def checkout(self) -> tuple[Any, Any]:
@@ -145,8 +151,14 @@ class DBUtilsPooled(Approach):
         # ping=1: check each connection when it is taken from the pool (the default);
         # reset=True: roll back every connection given back (the default).
         self.db = PooledDB(
-            pymysql, mincached=0, maxcached=target.size, maxshared=0,
-            maxconnections=target.max_size, blocking=True, ping=1, reset=True,
+            pymysql,
+            mincached=0,
+            maxcached=target.size,
+            maxshared=0,
+            maxconnections=target.max_size,
+            blocking=True,
+            ping=1,
+            reset=True,
             **target.pymysql_params(),
         )
 
@@ -293,8 +305,12 @@ class SQLAlchemyQueuePool(Approach):
         # so no SQL layer runs; the engine only lends its dialect for pre_ping.
         # Its default reset on return is a rollback.
         self.engine = create_engine(
-            "mysql+pymysql://", creator=creator, pool_size=target.size,
-            max_overflow=target.overflow, pool_timeout=30, pool_pre_ping=self.pre_ping,
+            "mysql+pymysql://",
+            creator=creator,
+            pool_size=target.size,
+            max_overflow=target.overflow,
+            pool_timeout=30,
+            pool_pre_ping=self.pre_ping,
         )
         self.pool = self.engine.pool
 
@@ -326,8 +342,12 @@ class PyMySQLPool(Approach):
         params = target.pymysql_params()
         autocommit = params.pop("autocommit")
         self.pool = pymysqlpool.ConnectionPool(
-            size=target.size, maxsize=target.max_size, pre_create_num=0,
-            name=f"bench{next(_pool_names)}", autocommit=autocommit, **params,
+            size=target.size,
+            maxsize=target.max_size,
+            pre_create_num=0,
+            name=f"bench{next(_pool_names)}",
+            autocommit=autocommit,
+            **params,
         )
 
     def checkout(self) -> tuple[Any, Any]:
@@ -362,7 +382,8 @@ class ConnectorPool(Approach):
         # get_connection() fails at once when all are lent, so a semaphore of the
         # same size makes callers wait instead, as an application would have to.
         self.pool = MySQLConnectionPool(
-            pool_size=target.max_size, pool_name=f"bench{next(_pool_names)}",
+            pool_size=target.max_size,
+            pool_name=f"bench{next(_pool_names)}",
             **target.connector_params(),
         )
         self.free = threading.BoundedSemaphore(target.max_size)
@@ -426,7 +447,5 @@ def select(keys: list[str] | None) -> list[type[Approach]]:
         return list(APPROACHES)
     unknown = [key for key in keys if key not in BY_KEY]
     if unknown:
-        raise ValueError(
-            f"unknown approach {', '.join(unknown)}; valid: {', '.join(BY_KEY)}")
+        raise ValueError(f"unknown approach {', '.join(unknown)}; valid: {', '.join(BY_KEY)}")
     return [cls for cls in APPROACHES if cls.key in keys]
-

@@ -56,47 +56,77 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="dbpool's two modes against the other ways of getting a MySQL connection.",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="a run of seconds that checks the harness (1 round, tiny durations)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run of seconds that checks the harness (1 round, tiny durations)",
+    )
     p.add_argument("--name", help="results file name (default: full, quick or partial)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    p.add_argument("--write-results", action="store_true",
-                   help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only)")
-    p.add_argument("--config", help="use the server of this dbpool config file "
-                   "instead of starting a throwaway MariaDB")
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help=f"also write {RESULTS_MD.relative_to(HERE.parent)} (full runs only)",
+    )
+    p.add_argument(
+        "--config",
+        help="use the server of this dbpool config file instead of starting a throwaway MariaDB",
+    )
     p.add_argument("--config-name", default="primary", help="entry of --config (default primary)")
-    p.add_argument("--tls", action="store_true",
-                   help="let the drivers negotiate TLS (default: ssl_disabled=True for all)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="let the drivers negotiate TLS (default: ssl_disabled=True for all)",
+    )
     g = p.add_argument_group("cells")
     g.add_argument("--rounds", type=int, help="rounds of every cell (default 3)")
     g.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.25)")
     g.add_argument("--duration", type=float, help="measured seconds per cell (default 0.6)")
     g.add_argument("--threads", type=_ints, help="thread counts, comma-separated (1,4,16,64)")
-    g.add_argument("--workload", type=_names,
-                   help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})")
-    g.add_argument("--approach", type=_names,
-                   help=f"approaches, comma-separated ({','.join(approaches_mod.BY_KEY)})")
-    g.add_argument("--latency", type=_floats,
-                   help="simulated round-trip delays in ms, comma-separated (default 0,0.5)")
+    g.add_argument(
+        "--workload",
+        type=_names,
+        help=f"workloads, comma-separated ({','.join(workloads_mod.BY_KEY)})",
+    )
+    g.add_argument(
+        "--approach",
+        type=_names,
+        help=f"approaches, comma-separated ({','.join(approaches_mod.BY_KEY)})",
+    )
+    g.add_argument(
+        "--latency",
+        type=_floats,
+        help="simulated round-trip delays in ms, comma-separated (default 0,0.5)",
+    )
     g.add_argument("--rows", type=int, help="rows of the table (default 10000)")
     g.add_argument("--slow-ms", type=float, default=3.0, help="the slow query's sleep (ms)")
     g.add_argument("--size", type=int, default=10, help="pool size (default 10)")
     g.add_argument("--overflow", type=int, default=5, help="pool overflow (default 5)")
     s = p.add_argument_group("cold storm and micro")
     s.add_argument("--storm-threads", type=int, help="threads of the cold storm (default 32)")
-    s.add_argument("--storm-delay-ms", type=float,
-                   help="simulated connect time (default 50 ms)")
+    s.add_argument("--storm-delay-ms", type=float, help="simulated connect time (default 50 ms)")
     s.add_argument("--storm-rounds", type=int, help="cold storm rounds (default 5)")
     s.add_argument("--micro-ops", type=int, help="checkouts per micro measurement (20000)")
     s.add_argument("--micro-rounds", type=int, help="micro rounds (default 5)")
-    s.add_argument("--skip", type=_names, default=[],
-                   help="parts to leave out, comma-separated: cells, storm, micro")
+    s.add_argument(
+        "--skip",
+        type=_names,
+        default=[],
+        help="parts to leave out, comma-separated: cells, storm, micro",
+    )
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
-    p.add_argument("--from-json", type=Path, metavar="JSON",
-                   help="run nothing: rewrite the Markdown and plots of an earlier run "
-                   "(and RESULTS.md with --write-results) from its JSON")
-    p.add_argument("--profile", type=Path,
-                   help="profile the worker threads with cProfile; write the stats here")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite the Markdown and plots of an earlier run "
+        "(and RESULTS.md with --write-results) from its JSON",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="profile the worker threads with cProfile; write the stats here",
+    )
     p.add_argument("--seed", type=int, default=4)
     return p
 
@@ -120,7 +150,8 @@ def _defaults(args: argparse.Namespace) -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     partial = bool(args.workload or args.approach or args.skip) or (
-        not quick and (args.threads != [1, 4, 16, 64] or args.latency != [0.0, 0.5]))
+        not quick and (args.threads != [1, 4, 16, 64] or args.latency != [0.0, 0.5])
+    )
     if args.name is None:
         args.name = "quick" if quick else ("partial" if partial else "full")
     args.partial = partial
@@ -170,11 +201,14 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], Any, int
 
         settings = load_settings(args.config_name, config=args.config)
         if settings.driver == "sqlite":
-            raise SystemExit(f"config {args.config_name!r} is a SQLite entry; "
-                             "the benchmark needs a MySQL/MariaDB server")
+            raise SystemExit(
+                f"config {args.config_name!r} is a SQLite entry; "
+                "the benchmark needs a MySQL/MariaDB server"
+            )
         params = dict(settings.params)
-        admin = pymysql.connect(**{**params, "autocommit": True,
-                                   **({} if args.tls else {"ssl_disabled": True})})
+        admin = pymysql.connect(
+            **{**params, "autocommit": True, **({} if args.tls else {"ssl_disabled": True})}
+        )
         try:
             yield params, admin, None
         finally:
@@ -207,8 +241,7 @@ def _progress(total: int, desc: str) -> Any:
     except ImportError:  # the bar is a convenience
         return contextlib.nullcontext(None)
     # disable=None: no bar when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="cell", disable=None, leave=False,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="cell", disable=None, leave=False, dynamic_ncols=True)
 
 
 def _rewrite(args: argparse.Namespace) -> int:
@@ -241,28 +274,44 @@ def main(argv: list[str] | None = None) -> int:
     micros: list[dict[str, Any]] = []
     connect_ms = None
 
-    configs = [(lat / 1000.0, w, t) for lat in args.latency for w in workloads
-               for t in args.threads]
+    configs = [
+        (lat / 1000.0, w, t) for lat in args.latency for w in workloads for t in args.threads
+    ]
     if args.quick:
         # Each workload once, the latency variants taking turns: every approach
         # still meets every workload and both network settings.
-        configs = [(args.latency[i % len(args.latency)] / 1000.0, w, t)
-                   for i, w in enumerate(workloads) for t in args.threads]
+        configs = [
+            (args.latency[i % len(args.latency)] / 1000.0, w, t)
+            for i, w in enumerate(workloads)
+            for t in args.threads
+        ]
     n_cells = 0 if "cells" in args.skip else len(configs) * len(approach_classes) * args.rounds
     estimate = n_cells * (args.warmup + args.duration + _CELL_OVERHEAD)
-    print(f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
-          "plus the cold storm and micro parts", file=sys.stderr)
+    print(
+        f"dbpool benchmark {args.name!r}: {n_cells} cells, about {estimate / 60:.1f} min "
+        "plus the cold storm and micro parts",
+        file=sys.stderr,
+    )
 
-    with tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp, _server(args) as (
-            params, admin, server_pid):
+    with (
+        tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp,
+        _server(args) as (params, admin, server_pid),
+    ):
         config_path = os.path.join(tmp, "config.yaml")
-        neutral = {k: v for k, v in params.items()
-                   if k in ("host", "port", "user", "password", "database")}
+        neutral = {
+            k: v for k, v in params.items() if k in ("host", "port", "user", "password", "database")
+        }
         with open(config_path, "w") as f:
             os.fchmod(f.fileno(), 0o600)
             yaml.safe_dump({"database": {"bench": dict(neutral), "fake": {"host": "fake"}}}, f)
-        target = Target(params=params, config=config_path, config_name="bench",
-                        size=args.size, overflow=args.overflow, tls=args.tls)
+        target = Target(
+            params=params,
+            config=config_path,
+            config_name="bench",
+            size=args.size,
+            overflow=args.overflow,
+            tls=args.tls,
+        )
         sampler = Sampler(admin, server_pid)
         machine = report.machine_info(sampler.server_version())
         workloads_mod.create_table(admin, params["database"], args.rows)
@@ -273,10 +322,17 @@ def main(argv: list[str] | None = None) -> int:
                         for latency, workload, threads in configs:
                             for cls in _rotate(approach_classes, rnd):
                                 cell = run_cell(
-                                    sampler, cls, target, workload, threads=threads,
-                                    rows=args.rows, slow=args.slow_ms / 1000.0,
-                                    warmup=args.warmup, duration=args.duration,
-                                    latency=latency, seed=args.seed + rnd * 1000,
+                                    sampler,
+                                    cls,
+                                    target,
+                                    workload,
+                                    threads=threads,
+                                    rows=args.rows,
+                                    slow=args.slow_ms / 1000.0,
+                                    warmup=args.warmup,
+                                    duration=args.duration,
+                                    latency=latency,
+                                    seed=args.seed + rnd * 1000,
                                     profiler=profiler,
                                 )
                                 cell["round"] = rnd
@@ -290,9 +346,15 @@ def main(argv: list[str] | None = None) -> int:
                 with _progress(args.storm_rounds * len(approach_classes), "storm") as bar:
                     for rnd in range(args.storm_rounds):
                         for cls in _rotate(approach_classes, rnd):
-                            storm = run_storm(sampler, cls, target, point,
-                                              threads=args.storm_threads, rows=args.rows,
-                                              delay=delay)
+                            storm = run_storm(
+                                sampler,
+                                cls,
+                                target,
+                                point,
+                                threads=args.storm_threads,
+                                rows=args.rows,
+                                delay=delay,
+                            )
                             storm["round"] = rnd
                             storms.append(storm)
                             if bar is not None:
@@ -306,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                 for rnd in range(args.micro_rounds):
                     for threads in (1, 4):
                         for key in _rotate(keys, rnd):
-                            m = micro_mod.measure(key, threads, args.micro_ops, config_path,
-                                                  "fake", profiler=None)
+                            m = micro_mod.measure(
+                                key, threads, args.micro_ops, config_path, "fake", profiler=None
+                            )
                             m["round"] = rnd
                             micros.append(m)
                             if bar is not None:
@@ -315,17 +378,27 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {
         "quick": args.quick,
-        "rounds": args.rounds, "warmup_s": args.warmup, "duration_s": args.duration,
-        "threads": args.threads, "latency_ms": args.latency, "rows": args.rows,
-        "slow_ms": args.slow_ms, "size": args.size, "overflow": args.overflow,
+        "rounds": args.rounds,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "threads": args.threads,
+        "latency_ms": args.latency,
+        "rows": args.rows,
+        "slow_ms": args.slow_ms,
+        "size": args.size,
+        "overflow": args.overflow,
         "tls": args.tls,
         "workloads": {w.key: w.label for w in workloads},
-        "approaches": {c.key: {"label": c.label, "pooled": c.pooled,
-                               "bound": approaches_mod.BOUNDS[c.key]}
-                       for c in approach_classes},
-        "storm_threads": args.storm_threads, "storm_delay_ms": args.storm_delay_ms,
-        "storm_rounds": args.storm_rounds, "one_connect_ms": connect_ms,
-        "micro_ops": args.micro_ops, "micro_rounds": args.micro_rounds,
+        "approaches": {
+            c.key: {"label": c.label, "pooled": c.pooled, "bound": approaches_mod.BOUNDS[c.key]}
+            for c in approach_classes
+        },
+        "storm_threads": args.storm_threads,
+        "storm_delay_ms": args.storm_delay_ms,
+        "storm_rounds": args.storm_rounds,
+        "one_connect_ms": connect_ms,
+        "micro_ops": args.micro_ops,
+        "micro_rounds": args.micro_rounds,
         "micro_approaches": {k: label for k, (label, _) in micro_mod.MICRO.items()},
         "connection": {k: v for k, v in target.pymysql_params().items() if k != "password"},
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -11,8 +11,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("DBUtils", "PyMySQL", "mysql-connector-python", "SQLAlchemy", "pymysql-pool",
-            "numpy", "matplotlib", "tqdm")
+PACKAGES = (
+    "DBUtils",
+    "PyMySQL",
+    "mysql-connector-python",
+    "SQLAlchemy",
+    "pymysql-pool",
+    "numpy",
+    "matplotlib",
+    "tqdm",
+)
 
 
 def _cpu_model() -> str:
@@ -25,10 +33,20 @@ def _cpu_model() -> str:
 
 def _git_commit(root: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "dbpool"],
-                               capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "dbpool"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

@@ -81,16 +81,32 @@ Pool = tuple[Callable[[], Any], Callable[[Any], None], Callable[[], None]]
 def _dbpool(mode: str, config: str, config_name: str) -> Pool:
     from dbpool import make_pool
 
-    pool = make_pool(mode, driver=FakeDriver(), config=config, config_name=config_name,
-                     size=10, max_overflow=5, pre_ping=True, reset="rollback")
+    pool = make_pool(
+        mode,
+        driver=FakeDriver(),
+        config=config,
+        config_name=config_name,
+        size=10,
+        max_overflow=5,
+        pre_ping=True,
+        reset="rollback",
+    )
     return pool.acquire, lambda conn: conn.close(), pool.dispose
 
 
 def _pooled_db(config: str, config_name: str) -> Pool:
     from dbutils.pooled_db import PooledDB
 
-    db = PooledDB(FakeModule, mincached=0, maxcached=10, maxshared=0, maxconnections=15,
-                  blocking=True, ping=1, reset=True)
+    db = PooledDB(
+        FakeModule,
+        mincached=0,
+        maxcached=10,
+        maxshared=0,
+        maxconnections=15,
+        blocking=True,
+        ping=1,
+        reset=True,
+    )
     return db.connection, lambda conn: conn.close(), db.close
 
 
@@ -116,8 +132,14 @@ def _queue_pool(pre_ping: bool) -> Callable[[str, str], Pool]:
                     return True
 
             kwargs["dialect"] = PingDialect()
-        pool = QueuePool(FakeModule.connect, pool_size=10, max_overflow=5, timeout=30,
-                         pre_ping=pre_ping, **kwargs)
+        pool = QueuePool(
+            FakeModule.connect,
+            pool_size=10,
+            max_overflow=5,
+            timeout=30,
+            pre_ping=pre_ping,
+            **kwargs,
+        )
         return pool.connect, lambda conn: conn.close(), pool.dispose
 
     return build
@@ -135,8 +157,9 @@ MICRO: dict[str, tuple[str, Callable[[str, str], Pool]]] = {
 REFERENCE = {"dbpool-shared": "dbutils-pooleddb", "dbpool-persistent": "dbutils-persistentdb"}
 
 
-def measure(key: str, threads: int, operations: int, config: str, config_name: str,
-            profiler: Any = None) -> dict[str, Any]:
+def measure(
+    key: str, threads: int, operations: int, config: str, config_name: str, profiler: Any = None
+) -> dict[str, Any]:
     """Nanoseconds of wall time per checkout + return, ``operations`` in all over ``threads``."""
     _, build = MICRO[key]
     acquire, release, dispose = build(config, config_name)

@@ -56,6 +56,7 @@ def _is_other_pool(key: str) -> bool:
 
 # -- aggregation -----------------------------------------------------------------
 
+
 def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (latency, workload, threads, approach): medians over rounds and spread."""
     groups: dict[tuple[float, str, int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -64,7 +65,8 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (cell["latency_ms"], cell["workload"], cell["threads"], cell["approach"])
         groups[key].append(cell)
         by_round[(cell["latency_ms"], cell["workload"], cell["threads"], cell["round"])][
-            cell["approach"]] = cell
+            cell["approach"]
+        ] = cell
     rows = []
     for (latency, workload, threads, approach), group in groups.items():
         throughputs = [c.get("throughput") for c in group]
@@ -75,8 +77,7 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ceiling = peers.get(CEILING, {}).get("throughput")
             if ceiling and c.get("throughput") is not None:
                 ratios.append(c["throughput"] / ceiling)
-            others = [p.get("throughput") or 0.0 for k, p in peers.items()
-                      if _is_other_pool(k)]
+            others = [p.get("throughput") or 0.0 for k, p in peers.items() if _is_other_pool(k)]
             if others and max(others) > 0 and c.get("throughput") is not None:
                 ahead.append(c["throughput"] / max(others))
         lo, hi = _lo_hi(throughputs)
@@ -85,30 +86,46 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             name: _median(c.get("per_request", {}).get(name) for c in group)
             for name in (group[0].get("per_request") or {})
         }
-        rows.append({
-            "latency_ms": latency, "workload": workload, "threads": threads,
-            "approach": approach, "rounds": len(group),
-            "throughput": _median(throughputs), "throughput_min": lo, "throughput_max": hi,
-            "ratio": _median(ratios), "ratio_min": rlo, "ratio_max": rhi,
-            "vs_best_other_pool": _median(ahead),
-            "p50_ms": _median(c.get("p50_ms") for c in group),
-            "p99_ms": _median(c.get("p99_ms") for c in group),
-            "wait_p99_ms": _median(c.get("wait_p99_ms") for c in group),
-            "peak_connections": max((c.get("peak_connections") or 0) for c in group),
-            "opened_window": _median(c.get("opened_window") for c in group),
-            "opened_total": _median(c.get("opened_total") for c in group),
-            "commands_per_request": _median(c.get("commands_per_request") for c in group),
-            "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
-            "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
-            "per_request": per_request,
-            "requests": sum(c.get("requests") or 0 for c in group),
-            "errors": sum(c.get("errors") or 0 for c in group),
-            "first_error": next((c.get("first_error") or c.get("error") for c in group
-                                 if c.get("first_error") or c.get("error")), None),
-        })
+        rows.append(
+            {
+                "latency_ms": latency,
+                "workload": workload,
+                "threads": threads,
+                "approach": approach,
+                "rounds": len(group),
+                "throughput": _median(throughputs),
+                "throughput_min": lo,
+                "throughput_max": hi,
+                "ratio": _median(ratios),
+                "ratio_min": rlo,
+                "ratio_max": rhi,
+                "vs_best_other_pool": _median(ahead),
+                "p50_ms": _median(c.get("p50_ms") for c in group),
+                "p99_ms": _median(c.get("p99_ms") for c in group),
+                "wait_p99_ms": _median(c.get("wait_p99_ms") for c in group),
+                "peak_connections": max((c.get("peak_connections") or 0) for c in group),
+                "opened_window": _median(c.get("opened_window") for c in group),
+                "opened_total": _median(c.get("opened_total") for c in group),
+                "commands_per_request": _median(c.get("commands_per_request") for c in group),
+                "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
+                "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
+                "per_request": per_request,
+                "requests": sum(c.get("requests") or 0 for c in group),
+                "errors": sum(c.get("errors") or 0 for c in group),
+                "first_error": next(
+                    (
+                        c.get("first_error") or c.get("error")
+                        for c in group
+                        if c.get("first_error") or c.get("error")
+                    ),
+                    None,
+                ),
+            }
+        )
     order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
-    rows.sort(key=lambda r: (r["latency_ms"], r["workload"], r["threads"],
-                             order.get(r["approach"], 99)))
+    rows.sort(
+        key=lambda r: (r["latency_ms"], r["workload"], r["threads"], order.get(r["approach"], 99))
+    )
     return rows
 
 
@@ -121,14 +138,22 @@ def aggregate_storm(storms: list[dict[str, Any]], connect_ms: float | None) -> l
         times = [s.get("storm_ms") for s in group]
         lo, hi = _lo_hi(times)
         median = _median(times)
-        rows.append({
-            "approach": approach, "rounds": len(group), "threads": group[0]["threads"],
-            "storm_ms": median, "storm_ms_min": lo, "storm_ms_max": hi,
-            "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
-            "first_ms": _median(s.get("first_ms") for s in group),
-            "errors": sum(s.get("errors") or 0 for s in group),
-            "first_error": next((s["first_error"] for s in group if s.get("first_error")), None),
-        })
+        rows.append(
+            {
+                "approach": approach,
+                "rounds": len(group),
+                "threads": group[0]["threads"],
+                "storm_ms": median,
+                "storm_ms_min": lo,
+                "storm_ms_max": hi,
+                "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
+                "first_ms": _median(s.get("first_ms") for s in group),
+                "errors": sum(s.get("errors") or 0 for s in group),
+                "first_error": next(
+                    (s["first_error"] for s in group if s.get("first_error")), None
+                ),
+            }
+        )
     order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
     rows.sort(key=lambda r: order.get(r["approach"], 99))
     return rows
@@ -152,19 +177,34 @@ def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 peer = by_round[(threads, m["round"])].get(ref)
                 if peer and m.get("ns_per_op") is not None:
                     ratios.append(m["ns_per_op"] / peer)
-        rows.append({
-            "approach": approach, "threads": threads, "rounds": len(group),
-            "ns_per_op": _median(values), "ns_min": lo, "ns_max": hi,
-            "reference": ref, "vs_reference": _median(ratios),
-            "errors": sum(m.get("errors") or 0 for m in group),
-            "first_error": next((m["first_error"] for m in group if m.get("first_error")), None),
-        })
-    rows.sort(key=lambda r: (r["threads"], list(MICRO_REFERENCE).index(r["approach"])
-                             if r["approach"] in MICRO_REFERENCE else 9, r["approach"]))
+        rows.append(
+            {
+                "approach": approach,
+                "threads": threads,
+                "rounds": len(group),
+                "ns_per_op": _median(values),
+                "ns_min": lo,
+                "ns_max": hi,
+                "reference": ref,
+                "vs_reference": _median(ratios),
+                "errors": sum(m.get("errors") or 0 for m in group),
+                "first_error": next(
+                    (m["first_error"] for m in group if m.get("first_error")), None
+                ),
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            r["threads"],
+            list(MICRO_REFERENCE).index(r["approach"]) if r["approach"] in MICRO_REFERENCE else 9,
+            r["approach"],
+        )
+    )
     return rows
 
 
 # -- targets ---------------------------------------------------------------------
+
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target with its measured value, whether it is met, and by how much not."""
@@ -182,36 +222,92 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                     if workload in CEILING_WORKLOADS and key in CEILING_TARGETS:
                         goal = CEILING_TARGETS[key]
                         value = row["ratio"]
-                        out.append(_target("ceiling", key, workload, latency, threads,
-                                           value, goal, value is not None and value >= goal))
+                        out.append(
+                            _target(
+                                "ceiling",
+                                key,
+                                workload,
+                                latency,
+                                threads,
+                                value,
+                                goal,
+                                value is not None and value >= goal,
+                            )
+                        )
                     value = row["vs_best_other_pool"]
-                    out.append(_target("ahead", key, workload, latency, threads, value, 1.0,
-                                       value is not None and value > 1.0))
+                    out.append(
+                        _target(
+                            "ahead",
+                            key,
+                            workload,
+                            latency,
+                            threads,
+                            value,
+                            1.0,
+                            value is not None and value > 1.0,
+                        )
+                    )
     for m in aggregate_micro(data["micro"]):
         if m["reference"] is None:
             continue
         value = m["vs_reference"]
-        out.append(_target("micro", m["approach"], None, None, m["threads"], value,
-                           MICRO_TARGET, value is not None and value <= MICRO_TARGET))
+        out.append(
+            _target(
+                "micro",
+                m["approach"],
+                None,
+                None,
+                m["threads"],
+                value,
+                MICRO_TARGET,
+                value is not None and value <= MICRO_TARGET,
+            )
+        )
     for s in aggregate_storm(data["storm"], settings.get("one_connect_ms")):
         if s["approach"] in DBPOOL_KEYS:
             value = s["vs_connect"]
-            out.append(_target("storm", s["approach"], None, None, s["threads"], value,
-                               STORM_TARGET, value is not None and value <= STORM_TARGET))
+            out.append(
+                _target(
+                    "storm",
+                    s["approach"],
+                    None,
+                    None,
+                    s["threads"],
+                    value,
+                    STORM_TARGET,
+                    value is not None and value <= STORM_TARGET,
+                )
+            )
     return out
 
 
-def _target(kind: str, approach: str, workload: str | None, latency: float | None,
-            threads: int, value: float | None, goal: float, met: bool) -> dict[str, Any]:
+def _target(
+    kind: str,
+    approach: str,
+    workload: str | None,
+    latency: float | None,
+    threads: int,
+    value: float | None,
+    goal: float,
+    met: bool,
+) -> dict[str, Any]:
     if value is None:
         gap = None
     elif kind in ("micro", "storm"):
         gap = value - goal
     else:
         gap = goal - value
-    return {"kind": kind, "approach": approach, "workload": workload, "latency_ms": latency,
-            "threads": threads, "value": value, "goal": goal, "met": met,
-            "missed_by": None if met else gap}
+    return {
+        "kind": kind,
+        "approach": approach,
+        "workload": workload,
+        "latency_ms": latency,
+        "threads": threads,
+        "value": value,
+        "goal": goal,
+        "met": met,
+        "missed_by": None if met else gap,
+    }
 
 
 def _mark(t: dict[str, Any] | None) -> str:
@@ -223,8 +319,11 @@ def _mark(t: dict[str, Any] | None) -> str:
     gap = t["missed_by"]
     if gap is None:
         return f"{text} ✗"
-    return f"{text} ✗ ({gap:.2f} over)" if t["kind"] in ("micro", "storm") else (
-        f"{text} ✗ ({gap:.2f} short)")
+    return (
+        f"{text} ✗ ({gap:.2f} over)"
+        if t["kind"] in ("micro", "storm")
+        else (f"{text} ✗ ({gap:.2f} short)")
+    )
 
 
 def targets_text(data: dict[str, Any]) -> str:
@@ -233,13 +332,15 @@ def targets_text(data: dict[str, Any]) -> str:
     settings = data["settings"]
     lines = []
     met = sum(t["met"] for t in ts)
-    lines.append(f"Targets met: **{met} of {len(ts)}**. ✓ met, ✗ missed "
-                 "(in brackets: by how much).\n")
+    lines.append(
+        f"Targets met: **{met} of {len(ts)}**. ✓ met, ✗ missed (in brackets: by how much).\n"
+    )
     threads = settings["threads"]
     header = "| mode | workload | latency | " + " | ".join(f"{t} thr" for t in threads) + " |"
     rule = "|---|---|---|" + "---|" * len(threads)
-    index = {(t["kind"], t["approach"], t["workload"], t["latency_ms"], t["threads"]): t
-             for t in ts}
+    index = {
+        (t["kind"], t["approach"], t["workload"], t["latency_ms"], t["threads"]): t for t in ts
+    }
 
     def matrix(kind: str) -> None:
         lines.append(header)
@@ -250,31 +351,41 @@ def targets_text(data: dict[str, Any]) -> str:
                     marks = [index.get((kind, key, workload, latency, n)) for n in threads]
                     if not any(marks):
                         continue
-                    lines.append(f"| {_label(key, data)} | {workload} | {latency:g} ms | "
-                                 + " | ".join(_mark(m) for m in marks) + " |")
+                    lines.append(
+                        f"| {_label(key, data)} | {workload} | {latency:g} ms | "
+                        + " | ".join(_mark(m) for m in marks)
+                        + " |"
+                    )
         lines.append("")
 
-    lines.append("**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95x, "
-                 "persistent ≥ 0.97x; the slow query is left out, where pools are bound "
-                 "to 15 connections on purpose):\n")
+    lines.append(
+        "**Throughput vs the dedicated-connection ceiling** (shared ≥ 0.95x, "
+        "persistent ≥ 0.97x; the slow query is left out, where pools are bound "
+        "to 15 connections on purpose):\n"
+    )
     matrix("ceiling")
-    lines.append("**Throughput vs the best other pool in the same round** (> 1.00 means "
-                 "ahead of every other pooled approach):\n")
+    lines.append(
+        "**Throughput vs the best other pool in the same round** (> 1.00 means "
+        "ahead of every other pooled approach):\n"
+    )
     matrix("ahead")
-    lines.append("**Checkout + return vs raw DBUtils** (≤ 1.5x) and **cold storm vs one "
-                 "connect** (≤ 2x):\n")
+    lines.append(
+        "**Checkout + return vs raw DBUtils** (≤ 1.5x) and **cold storm vs one connect** (≤ 2x):\n"
+    )
     lines.append("| target | approach | threads | value |")
     lines.append("|---|---|---|---|")
     for t in ts:
         if t["kind"] in ("micro", "storm"):
             what = "checkout + return" if t["kind"] == "micro" else "cold storm"
-            lines.append(f"| {what} | {_label(t['approach'], data)} | {t['threads']} | "
-                         f"{_mark(t)} |")
+            lines.append(
+                f"| {what} | {_label(t['approach'], data)} | {t['threads']} | {_mark(t)} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
 
 # -- Markdown --------------------------------------------------------------------
+
 
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None:
@@ -321,27 +432,39 @@ def markdown(data: dict[str, Any], plot_prefix: str) -> str:
         add(f"| load average | {start} at the start, {end} at the end |")
     add("")
     add("## Settings\n")
-    add(f"- {s['rounds']} rounds; in each, every cell runs once, the approaches one after "
+    add(
+        f"- {s['rounds']} rounds; in each, every cell runs once, the approaches one after "
         "the other (their order rotates by one each round). A cell runs its threads for "
         f"{s['warmup_s']:g} s of warm-up, then {s['duration_s']:g} s measured. Figures are "
-        "medians over the rounds; min-max is the spread; ratios are taken within a round.")
-    add(f"- Table of {s['rows']:,} rows; the slow query sleeps {s['slow_ms']:g} ms. Pools: "
-        f"{s['size']} + {s['overflow']} overflow unless said otherwise below.")
+        "medians over the rounds; min-max is the spread; ratios are taken within a round."
+    )
+    add(
+        f"- Table of {s['rows']:,} rows; the slow query sleeps {s['slow_ms']:g} ms. Pools: "
+        f"{s['size']} + {s['overflow']} overflow unless said otherwise below."
+    )
     conn = ", ".join(f"{k}={v!r}" for k, v in s["connection"].items())
-    add(f"- Every approach connects with the same settings: {conn} (mysql-connector: "
+    add(
+        f"- Every approach connects with the same settings: {conn} (mysql-connector: "
         "the same, use_pure=True). Autocommit is on everywhere: with it off, even a "
         "SELECT opens a transaction that a correct pool must roll back at return, while "
-        "a dedicated connection would keep a stale snapshot, an unfair ceiling.")
-    add("- Latency variant: the first read after each write on a connection sleeps the "
+        "a dedicated connection would keep a stale snapshot, an unfair ceiling."
+    )
+    add(
+        "- Latency variant: the first read after each write on a connection sleeps the "
         "given time (in both drivers' socket layers), so each round trip costs that much "
-        "more; a new connection's greeting too.")
-    add("- Server commands per request: deltas of `SHOW GLOBAL STATUS` over the measured "
+        "more; a new connection's greeting too."
+    )
+    add(
+        "- Server commands per request: deltas of `SHOW GLOBAL STATUS` over the measured "
         "window, without the benchmark's own status queries, divided by requests. "
         "`commands` = Questions + Com_admin_commands (COM_PING and COM_RESET_CONNECTION; "
-        "MariaDB counts a reset in Questions as well).")
-    add("- Peak connections: the most `Threads_connected` seen above the cell's starting "
+        "MariaDB counts a reset in Questions as well)."
+    )
+    add(
+        "- Peak connections: the most `Threads_connected` seen above the cell's starting "
         "count, sampled every 10 ms by the benchmark's own connection. Opened: "
-        "`Connections` delta during the measured window.\n")
+        "`Connections` delta during the measured window.\n"
+    )
     add("| approach | bound on connections |\n|---|---|")
     for info in s["approaches"].values():
         add(f"| {info['label']} | {info['bound']} |")
@@ -381,8 +504,10 @@ def _throughput_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]
                         continue
                     ratio = f" **{r['ratio']:.2f}x**" if r["ratio"] is not None else ""
                     errs = f" ({r['errors']} errors)" if r["errors"] else ""
-                    cells.append(f"{_num(r['throughput'])} ({_num(r['throughput_min'])}-"
-                                 f"{_num(r['throughput_max'])}){ratio}{errs}")
+                    cells.append(
+                        f"{_num(r['throughput'])} ({_num(r['throughput_min'])}-"
+                        f"{_num(r['throughput_max'])}){ratio}{errs}"
+                    )
                 add(f"| {_label(key, data)} | " + " | ".join(cells) + " |")
             add("")
 
@@ -393,17 +518,23 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
         return
     threads = 16 if 16 in s["threads"] else max(s["threads"])
     latency = s["latency_ms"][0]
-    add(f"## Server commands per request ({threads} threads, "
-        f"{_latency_title(latency)})\n")
+    add(f"## Server commands per request ({threads} threads, {_latency_title(latency)})\n")
     names = list(s["workloads"])
-    add("| approach | " + " | ".join(names) + " | point: ping/reset | rollback | commit "
-        "| set | opened | client CPU µs | server CPU µs |")
+    add(
+        "| approach | " + " | ".join(names) + " | point: ping/reset | rollback | commit "
+        "| set | opened | client CPU µs | server CPU µs |"
+    )
     add("|---|" + "---|" * (len(names) + 7))
-    index = {(r["workload"], r["approach"]): r for r in rows
-             if r["threads"] == threads and r["latency_ms"] == latency}
+    index = {
+        (r["workload"], r["approach"]): r
+        for r in rows
+        if r["threads"] == threads and r["latency_ms"] == latency
+    }
     for key in s["approaches"]:
-        cmds = [_num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index
-                else "-" for w in names]
+        cmds = [
+            _num(index[(w, key)]["commands_per_request"], 2) if (w, key) in index else "-"
+            for w in names
+        ]
         point = index.get(("point", key))
         extra = ["-"] * 7
         if point is not None:
@@ -413,11 +544,13 @@ def _commands_table(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) 
             extra.append("-" if opened is None or not reqs else f"{opened / reqs:.2f}")
             extra += [_num(point["client_cpu_us"]), _num(point["server_cpu_us"])]
         add(f"| {_label(key, data)} | " + " | ".join(cmds) + " | " + " | ".join(extra) + " |")
-    add("\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
+    add(
+        "\nA point select alone is 1 command, a write transaction 3 (BEGIN, UPDATE, COMMIT). "
         "'opened' is connections opened per request. CPU per request (point select): the "
         "benchmark process's CPU time (all its threads) and the server process's, over the "
         "measured window; unlike throughput, these hardly depend on what else runs on the "
-        "machine.\n")
+        "machine.\n"
+    )
 
 
 def _storm_table(add: Any, data: dict[str, Any]) -> None:
@@ -425,16 +558,20 @@ def _storm_table(add: Any, data: dict[str, Any]) -> None:
     storms = aggregate_storm(data["storm"], s.get("one_connect_ms"))
     if not storms:
         return
-    add(f"## Cold storm\n\n{s['storm_threads']} threads hit a new, empty pool at once; "
+    add(
+        f"## Cold storm\n\n{s['storm_threads']} threads hit a new, empty pool at once; "
         f"every connect takes {s['storm_delay_ms']:g} ms longer. One connect takes "
         f"{_ms(s.get('one_connect_ms'))} ms. Time until every thread has run its first "
-        f"query, median of {s['storm_rounds']} rounds.\n")
+        f"query, median of {s['storm_rounds']} rounds.\n"
+    )
     add("| approach | all done (ms) | min-max | x one connect | first done (ms) | errors |")
     add("|---|---|---|---|---|---|")
     for r in storms:
         ratio = "-" if r["vs_connect"] is None else f"{r['vs_connect']:.2f}x"
-        add(f"| {_label(r['approach'], data)} | {_ms(r['storm_ms'])} | {_ms(r['storm_ms_min'])}"
-            f"-{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |")
+        add(
+            f"| {_label(r['approach'], data)} | {_ms(r['storm_ms'])} | {_ms(r['storm_ms_min'])}"
+            f"-{_ms(r['storm_ms_max'])} | {ratio} | {_ms(r['first_ms'])} | {r['errors']} |"
+        )
     add("")
 
 
@@ -443,17 +580,21 @@ def _micro_table(add: Any, data: dict[str, Any]) -> None:
     micro = aggregate_micro(data["micro"])
     if not micro:
         return
-    add(f"## Checkout + return, no I/O\n\nA fake driver that does nothing; "
+    add(
+        f"## Checkout + return, no I/O\n\nA fake driver that does nothing; "
         f"{s['micro_ops']:,} checkouts per measurement, median of {s['micro_rounds']} rounds. "
         "Nanoseconds of wall time per checkout + return (with 4 threads: total time over "
-        "total checkouts).\n")
+        "total checkouts).\n"
+    )
     add("| approach | threads | ns | min-max | x raw DBUtils |")
     add("|---|---|---|---|---|")
     labels = s["micro_approaches"]
     for r in micro:
         ratio = "-" if r["vs_reference"] is None else f"{r['vs_reference']:.2f}x"
-        add(f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
-            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}-{_num(r['ns_max'])} | {ratio} |")
+        add(
+            f"| {labels.get(r['approach'], r['approach'])} | {r['threads']} | "
+            f"{_num(r['ns_per_op'])} | {_num(r['ns_min'])}-{_num(r['ns_max'])} | {ratio} |"
+        )
     add("")
 
 
@@ -462,41 +603,50 @@ def _cell_tables(add: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> 
     if not rows:
         return
     add("## Every cell\n")
-    add("req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
+    add(
+        "req/s: median; x ceiling: median of per-round ratios; latencies in ms (medians "
         "over rounds of each round's percentile); wait: time in the checkout call; "
         "peak: most server connections seen; opened: connections opened while measured; "
         "cmds: server commands per request; client/server µs: CPU time per request of the "
-        "benchmark process and of the server.\n")
+        "benchmark process and of the server.\n"
+    )
     for latency in s["latency_ms"]:
         for workload, label in s["workloads"].items():
             add(f"### {label}, {_latency_title(latency)}\n")
-            add("| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
+            add(
+                "| approach | threads | req/s | min-max | x ceiling | p50 | p99 | wait p99 "
                 "| peak | opened | cmds | ping/reset | rollback | commit | set "
-                "| client µs | server µs | errors |")
+                "| client µs | server µs | errors |"
+            )
             add("|---|" + "---|" * 17)
             for r in rows:
                 if r["latency_ms"] != latency or r["workload"] != workload:
                     continue
                 ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-                add(f"| {_label(r['approach'], data)} | {r['threads']} | "
+                add(
+                    f"| {_label(r['approach'], data)} | {r['threads']} | "
                     f"{_num(r['throughput'])} | {_num(r['throughput_min'])}-"
                     f"{_num(r['throughput_max'])} | {ratio} | {_ms(r['p50_ms'])} | "
                     f"{_ms(r['p99_ms'])} | {_ms(r['wait_p99_ms'])} | {r['peak_connections']} | "
                     f"{_num(r['opened_window'])} | {_num(r['commands_per_request'], 2)} | "
                     + " | ".join(_per_req(r, name) for name, _ in _PER_REQUEST_COLUMNS)
                     + f" | {_num(r['client_cpu_us'])} | {_num(r['server_cpu_us'])}"
-                    + f" | {r['errors']} |")
+                    + f" | {r['errors']} |"
+                )
             add("")
     errors = [r for r in rows if r["first_error"]]
     if errors:
         add("### Errors seen\n")
         for r in errors:
-            add(f"- {_label(r['approach'], data)}, {r['workload']}, {r['threads']} threads, "
-                f"{r['latency_ms']:g} ms: {r['first_error']}")
+            add(
+                f"- {_label(r['approach'], data)}, {r['workload']}, {r['threads']} threads, "
+                f"{r['latency_ms']:g} ms: {r['first_error']}"
+            )
         add("")
 
 
 # -- files -----------------------------------------------------------------------
+
 
 def write(data: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
     """Write <name>.json, <name>.md and the plots into ``out``; the paths written.
@@ -517,7 +667,7 @@ def write(data: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
         from .plots import plot_all
 
         written = plot_all(data, out, prefix=f"{name}-")
-        data["plots"] = [p.stem[len(name) + 1:] for p in written]
+        data["plots"] = [p.stem[len(name) + 1 :] for p in written]
         paths += written
     json_path.write_text(json.dumps(data, indent=1) + "\n")
     md_path = out / f"{name}.md"

@@ -19,11 +19,26 @@ POLL_INTERVAL = 0.01
 JOIN_TIMEOUT = 120.0
 # Server counters reported per request (beyond Questions and Connections).
 COUNTERS = (
-    "Com_admin_commands", "Com_select", "Com_update", "Com_begin", "Com_commit",
-    "Com_rollback", "Com_set_option", "Com_do", "Com_show_status",
+    "Com_admin_commands",
+    "Com_select",
+    "Com_update",
+    "Com_begin",
+    "Com_commit",
+    "Com_rollback",
+    "Com_set_option",
+    "Com_do",
+    "Com_show_status",
 )
-_WANTED = frozenset((*COUNTERS, "Questions", "Connections", "Threads_connected",
-                     "Aborted_clients", "Aborted_connects"))
+_WANTED = frozenset(
+    (
+        *COUNTERS,
+        "Questions",
+        "Connections",
+        "Threads_connected",
+        "Aborted_clients",
+        "Aborted_connects",
+    )
+)
 
 
 def _ticks_per_second() -> int:
@@ -105,8 +120,14 @@ class _Worker:
     first_error: str | None = None
 
 
-def _work(approach: Approach, request: Any, state: _State, worker: _Worker, seed: int,
-          start: threading.Barrier) -> None:
+def _work(
+    approach: Approach,
+    request: Any,
+    state: _State,
+    worker: _Worker,
+    seed: int,
+    start: threading.Barrier,
+) -> None:
     rng = random.Random(seed)
     clock = time.perf_counter
     latencies, waits = worker.latencies, worker.waits
@@ -183,7 +204,9 @@ def run_cell(
     request = workload.make(rows, slow)
     peak = baseline
     result: dict[str, Any] = {
-        "approach": approach_cls.key, "workload": workload.key, "threads": threads,
+        "approach": approach_cls.key,
+        "workload": workload.key,
+        "threads": threads,
         "latency_ms": latency * 1000.0,
     }
     with round_trip_delay(latency):
@@ -196,8 +219,12 @@ def run_cell(
         result["build_s"] = time.perf_counter() - t_build
         run = _work if profiler is None else profiler.wrap(_work)
         pool_threads = [
-            threading.Thread(target=run, args=(approach, request, state, w, seed + i, start),
-                             name=f"bench-{i}", daemon=True)
+            threading.Thread(
+                target=run,
+                args=(approach, request, state, w, seed + i, start),
+                name=f"bench-{i}",
+                daemon=True,
+            )
             for i, w in enumerate(workers)
         ]
         try:
@@ -246,8 +273,7 @@ def run_cell(
     if stuck:
         first_error = f"{stuck} worker threads did not stop; " + (first_error or "")
     per_request = {
-        key: (delta[key] / requests if requests else None)
-        for key in ("Questions", *COUNTERS)
+        key: (delta[key] / requests if requests else None) for key in ("Questions", *COUNTERS)
     }
     commands = delta["Questions"] + delta["Com_admin_commands"]
     result.update(
@@ -264,9 +290,11 @@ def run_cell(
         opened_total=after["Connections"] - before["Connections"],
         commands_per_request=(commands / requests) if requests else None,
         client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
-        server_cpu_us=((server_b - server_a) / requests * 1e6
-                       if requests and server_a is not None and server_b is not None
-                       else None),
+        server_cpu_us=(
+            (server_b - server_a) / requests * 1e6
+            if requests and server_a is not None and server_b is not None
+            else None
+        ),
         per_request=per_request,
         errors=errors,
         first_error=first_error,
@@ -340,11 +368,15 @@ def run_storm(
         except Exception as exc:
             failures.append(repr(exc))
 
-    result: dict[str, Any] = {"approach": approach_cls.key, "threads": threads,
-                              "connect_delay_ms": delay * 1000.0}
+    result: dict[str, Any] = {
+        "approach": approach_cls.key,
+        "threads": threads,
+        "connect_delay_ms": delay * 1000.0,
+    }
     with connect_delay(delay):
-        pool_threads = [threading.Thread(target=storm_worker, args=(i,), daemon=True)
-                        for i in range(threads)]
+        pool_threads = [
+            threading.Thread(target=storm_worker, args=(i,), daemon=True) for i in range(threads)
+        ]
         for thread in pool_threads:
             thread.start()
         ready.wait()

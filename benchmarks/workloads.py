@@ -100,8 +100,7 @@ def create_table(admin: Any, database: str, rows: int) -> None:
             (i, rng.randint(1, rows), f"{rng.getrandbits(200):060d}"[:60])
             for i in range(start, min(start + batch, rows + 1))
         ]
-        cur.executemany(f"INSERT INTO `{database}`.{TABLE} (id, k, c) VALUES (%s, %s, %s)",
-                        values)
+        cur.executemany(f"INSERT INTO `{database}`.{TABLE} (id, k, c) VALUES (%s, %s, %s)", values)
     cur.close()
 
 

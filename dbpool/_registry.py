@@ -304,7 +304,6 @@ class _Registry:
             entry = self._entries.pop(config_name, None)
             return [] if entry is None else [entry]
 
-
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         for entry in self._entries.values():

@@ -52,8 +52,10 @@ def _create_table_sql() -> str:
         key = "id INTEGER PRIMARY KEY AUTOINCREMENT"
     else:
         key = "id INT AUTO_INCREMENT PRIMARY KEY"
-    return (f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, name VARCHAR(100) NOT NULL, "
-            "email VARCHAR(200) NOT NULL UNIQUE)")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, name VARCHAR(100) NOT NULL, "
+        "email VARCHAR(200) NOT NULL UNIQUE)"
+    )
 
 
 def _is_duplicate(exc: Exception) -> bool:
@@ -81,14 +83,14 @@ class NewUser(BaseModel):
 @app.get("/users")
 async def list_users(limit: int = 100) -> dict[str, Any]:
     rows = await db.asql_get_dicts(
-        f"SELECT id, name, email FROM {TABLE} ORDER BY id LIMIT %s", (limit,))
+        f"SELECT id, name, email FROM {TABLE} ORDER BY id LIMIT %s", (limit,)
+    )
     return {"users": rows}
 
 
 @app.get("/users/{user_id}")
 async def get_user(user_id: int) -> dict[str, Any]:
-    rows = await db.asql_get_dicts(
-        f"SELECT id, name, email FROM {TABLE} WHERE id = %s", (user_id,))
+    rows = await db.asql_get_dicts(f"SELECT id, name, email FROM {TABLE} WHERE id = %s", (user_id,))
     if not rows:
         raise HTTPException(status_code=404, detail=f"no user {user_id}")
     return rows[0]
@@ -98,7 +100,8 @@ async def get_user(user_id: int) -> dict[str, Any]:
 async def create_user(user: NewUser) -> dict[str, Any]:
     try:
         new_id = await db.asql_insert(
-            f"INSERT INTO {TABLE} (name, email) VALUES (%s, %s)", (user.name, user.email))
+            f"INSERT INTO {TABLE} (name, email) VALUES (%s, %s)", (user.name, user.email)
+        )
     except Exception as exc:
         if _is_duplicate(exc):
             raise HTTPException(status_code=409, detail="email already registered") from exc
@@ -113,12 +116,17 @@ async def create_users(users: list[NewUser]) -> dict[str, Any]:
     try:
         async with db.atransaction():
             for user in users:
-                ids.append(await db.asql_insert(
-                    f"INSERT INTO {TABLE} (name, email) VALUES (%s, %s)", (user.name, user.email)))
+                ids.append(
+                    await db.asql_insert(
+                        f"INSERT INTO {TABLE} (name, email) VALUES (%s, %s)",
+                        (user.name, user.email),
+                    )
+                )
     except Exception as exc:
         if _is_duplicate(exc):
-            raise HTTPException(status_code=409,
-                                detail="an email is already registered; nothing was added") from exc
+            raise HTTPException(
+                status_code=409, detail="an email is already registered; nothing was added"
+            ) from exc
         raise
     return {"ids": ids}
 
@@ -144,5 +152,6 @@ async def healthz() -> JSONResponse:
 @app.get("/metrics")
 def metrics() -> Response:
     """The Prometheus exposition: the pool's metrics and the process's own."""
-    return Response(prometheus_client.generate_latest(),
-                    media_type=prometheus_client.CONTENT_TYPE_LATEST)
+    return Response(
+        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+    )

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dbpool.drivers import Driver
+from dbpool import Driver
 
 
 class FakeError(Exception):
@@ -71,10 +71,15 @@ class FakeCursor:
             self.rows = [("wsrep_ready", "OFF" if server.not_ready else "ON")]
         elif upper.startswith(("SHOW REPLICA STATUS", "SHOW SLAVE STATUS")):
             server.checks.append(sql)
-            self.description = [("Slave_IO_Running",), ("Slave_SQL_Running",),
-                                ("Seconds_Behind_Master",)]
+            self.description = [
+                ("Slave_IO_Running",),
+                ("Slave_SQL_Running",),
+                ("Seconds_Behind_Master",),
+            ]
             running = "No" if server.lag is None else "Yes"
             self.rows = [(running, running, server.lag)]
+        elif upper.startswith("SELECT") and isinstance(params, (tuple, list)) and params:
+            self.rows = [tuple(params)]  # "SELECT %s" gives back its value, as a server would
         return 1
 
     def fetchone(self) -> tuple[Any, ...] | None:
@@ -154,8 +159,9 @@ class FakeDriver(Driver):
     name = "fake"
     errors = (FakeError,)
 
-    def __init__(self, connect_delay: float = 0.0, fail_connects: int = 0,
-                 permanent: bool = False) -> None:
+    def __init__(
+        self, connect_delay: float = 0.0, fail_connects: int = 0, permanent: bool = False
+    ) -> None:
         self.connect_delay = connect_delay
         self.fail_connects = fail_connects
         self.permanent = permanent

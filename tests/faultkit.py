@@ -24,7 +24,9 @@ import pymysql
 from dbpool import PoolError
 
 CLEAR_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError, pymysql.err.Error, mysql.connector.Error,
+    PoolError,
+    pymysql.err.Error,
+    mysql.connector.Error,
 )
 
 
@@ -35,8 +37,7 @@ def sessions(admin: Any, user: str) -> list[int]:
         return [int(row[0]) for row in cur.fetchall()]
 
 
-def session_count(admin: Any, user: str, expect: int | None = None,
-                  timeout: float = 5.0) -> int:
+def session_count(admin: Any, user: str, expect: int | None = None, timeout: float = 5.0) -> int:
     """The number of ``user``'s sessions, polled up to ``timeout`` until it equals ``expect``.
 
     The server notices closed connections a moment after the client closes them.
@@ -56,8 +57,9 @@ def kill(admin: Any, conn_id: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with admin.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
-                        (conn_id,))
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (conn_id,)
+            )
             if cur.fetchone()[0] == 0:
                 return
         time.sleep(0.01)
@@ -116,18 +118,25 @@ class Ledger:
         self._ids = itertools.count()
         self.rows = f"`{self.database}`.`{self.name}_rows`"
         self.counter = f"`{self.database}`.`{self.name}_counter`"
-        key = ("id INT AUTO_INCREMENT PRIMARY KEY" if self.hot_row
-               else "id CHAR(36) NOT NULL DEFAULT (UUID()) PRIMARY KEY")
+        key = (
+            "id INT AUTO_INCREMENT PRIMARY KEY"
+            if self.hot_row
+            else "id CHAR(36) NOT NULL DEFAULT (UUID()) PRIMARY KEY"
+        )
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
-            cur.execute(f"CREATE TABLE {self.rows} ({key}, token VARCHAR(64) NOT NULL) "
-                        "ENGINE=InnoDB")
+            cur.execute(
+                f"CREATE TABLE {self.rows} ({key}, token VARCHAR(64) NOT NULL) ENGINE=InnoDB"
+            )
             if self.hot_row:
-                cur.execute(f"CREATE TABLE {self.counter} (id INT PRIMARY KEY, n INT NOT NULL) "
-                            "ENGINE=InnoDB")
+                cur.execute(
+                    f"CREATE TABLE {self.counter} (id INT PRIMARY KEY, n INT NOT NULL) "
+                    "ENGINE=InnoDB"
+                )
                 cur.execute(f"INSERT INTO {self.counter} VALUES (1, 0)")
             else:
-                cur.execute(f"CREATE TABLE {self.counter} ({key}, token VARCHAR(64) NOT NULL) "
-                            "ENGINE=InnoDB")
+                cur.execute(
+                    f"CREATE TABLE {self.counter} ({key}, token VARCHAR(64) NOT NULL) ENGINE=InnoDB"
+                )
 
     def drop(self) -> None:
         with contextlib.closing(self.connect()) as admin, admin.cursor() as cur:
@@ -201,5 +210,9 @@ class Ledger:
         # A failed transaction may have committed on the server before the error
         # reached the caller (the commit itself was cut): at most once, never twice.
         assert rows <= len(self.committed) + len(self.failed)
-        return {"committed": len(self.committed), "failed": len(self.failed), "rows": rows,
-                "twice": len(twice)}
+        return {
+            "committed": len(self.committed),
+            "failed": len(self.failed),
+            "rows": rows,
+            "twice": len(twice),
+        }

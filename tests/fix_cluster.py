@@ -62,8 +62,12 @@ from tests.mariadb import (
     find_binaries,
 )
 
-GALERA_LIBS = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so",
-               "/usr/lib64/galera-4/libgalera_smm.so", "/usr/lib64/galera/libgalera_smm.so")
+GALERA_LIBS = (
+    "/usr/lib/galera/libgalera_smm.so",
+    "/usr/lib/libgalera_smm.so",
+    "/usr/lib64/galera-4/libgalera_smm.so",
+    "/usr/lib64/galera/libgalera_smm.so",
+)
 REPL_USER = "dbpool_repl"
 CHECK_USER = "dbpool_check"  # HAProxy's mysql-check login: no password, no privileges
 CLUSTER_TIMEOUT = 90.0
@@ -158,8 +162,7 @@ class ReplicationNode(MariaDBServer):
             for host in ("127.0.0.1", "localhost"):
                 # To read its own replication lag (SHOW SLAVE STATUS) and GTID positions.
                 cur.execute(f"GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO '{self.user}'@'{host}'")
-            cur.execute(f"CREATE USER '{REPL_USER}'@'127.0.0.1' IDENTIFIED BY %s",
-                        (self.password,))
+            cur.execute(f"CREATE USER '{REPL_USER}'@'127.0.0.1' IDENTIFIED BY %s", (self.password,))
             cur.execute(f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'127.0.0.1'")
             # Both servers start from the same empty history.
             cur.execute("RESET MASTER")
@@ -229,7 +232,8 @@ class ReplicationPair:
                 "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, "
                 "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, "
                 "MASTER_DELAY=0",
-                (primary.host, primary.port, REPL_USER, primary.password))
+                (primary.host, primary.port, REPL_USER, primary.password),
+            )
             cur.execute("START SLAVE")
 
     def status(self) -> dict[str, Any]:
@@ -253,8 +257,10 @@ class ReplicationPair:
         position = query(self.primary, "SELECT @@gtid_binlog_pos")[0][0]
         result = query(self.replica, "SELECT MASTER_GTID_WAIT(%s, %s)", (position, timeout))
         if result[0][0] != 0:
-            raise MariaDBError(f"the replica did not reach GTID {position} in {timeout:.0f} s: "
-                               f"{self.status().get('Last_SQL_Error')}")
+            raise MariaDBError(
+                f"the replica did not reach GTID {position} in {timeout:.0f} s: "
+                f"{self.status().get('Last_SQL_Error')}"
+            )
 
     def stop_replication(self) -> None:
         query(self.replica, "STOP SLAVE")
@@ -318,8 +324,10 @@ def find_galera() -> str:
     for path in (os.environ.get("DBPOOL_GALERA_LIB", ""), *GALERA_LIBS):
         if path and os.path.exists(path):
             return path
-    raise MariaDBError(f"libgalera_smm.so not found in {', '.join(GALERA_LIBS)}: install "
-                       "galera-4 and rsync (tools/test.sh does), or set DBPOOL_SKIP_CLUSTER=1")
+    raise MariaDBError(
+        f"libgalera_smm.so not found in {', '.join(GALERA_LIBS)}: install "
+        "galera-4 and rsync (tools/test.sh does), or set DBPOOL_SKIP_CLUSTER=1"
+    )
 
 
 def _rsync_owner() -> tuple[int, int] | None:
@@ -374,20 +382,22 @@ class GaleraNode(MariaDBServer):
         return f"{self.host}:{self.port}"
 
     def _server_args(self) -> tuple[str, ...]:
-        options = ";".join((
-            f"gmcast.listen_addr=tcp://{HOST}:{self.gcomm_port}",
-            f"ist.recv_addr={HOST}:{self.ist_port}",
-            f"base_port={self.gcomm_port}",
-            "gcache.size=32M",
-            # Notice a dead peer in about 2 s instead of 5-15.
-            "evs.keepalive_period=PT0.3S",
-            "evs.inactive_check_period=PT0.3S",
-            "evs.suspect_timeout=PT1.5S",
-            "evs.inactive_timeout=PT3S",
-            "evs.install_timeout=PT3S",
-            "gmcast.peer_timeout=PT2S",
-            "pc.wait_prim_timeout=PT30S",
-        ))
+        options = ";".join(
+            (
+                f"gmcast.listen_addr=tcp://{HOST}:{self.gcomm_port}",
+                f"ist.recv_addr={HOST}:{self.ist_port}",
+                f"base_port={self.gcomm_port}",
+                "gcache.size=32M",
+                # Notice a dead peer in about 2 s instead of 5-15.
+                "evs.keepalive_period=PT0.3S",
+                "evs.inactive_check_period=PT0.3S",
+                "evs.suspect_timeout=PT1.5S",
+                "evs.inactive_timeout=PT3S",
+                "evs.install_timeout=PT3S",
+                "gmcast.peer_timeout=PT2S",
+                "pc.wait_prim_timeout=PT30S",
+            )
+        )
         args = [
             "--wsrep-on=ON",
             f"--wsrep-provider={self.provider}",
@@ -437,9 +447,15 @@ class GaleraNode(MariaDBServer):
         cmd = [*self._command(server_bin), "--wsrep-recover", f"--log-error={log}"]
         self._start_position = None
         with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, env=self._server_env(),
-                           timeout=START_TIMEOUT, check=False)
+            subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=self._server_env(),
+                timeout=START_TIMEOUT,
+                check=False,
+            )
         text = log.read_text(errors="replace") if log.exists() else ""
         found = re.search(r"Recovered position:\s*([0-9a-f-]{36}:-?\d+)", text)
         return found.group(1) if found else None
@@ -463,8 +479,9 @@ class GaleraNode(MariaDBServer):
     def launch(self, *, install: bool) -> None:
         """Make the directories (initialised when ``install``) and start mariadbd."""
         server_bin, install_db = find_binaries()
-        self._base = Path(tempfile.mkdtemp(prefix=f"dbpool-mariadb-{os.getpid()}-galera-",
-                                           dir="/tmp"))
+        self._base = Path(
+            tempfile.mkdtemp(prefix=f"dbpool-mariadb-{os.getpid()}-galera-", dir="/tmp")
+        )
         if install:
             self._install(install_db)
         else:
@@ -478,9 +495,12 @@ class GaleraNode(MariaDBServer):
 
     def status(self) -> dict[str, str]:
         """The node's wsrep status variables (only the ones the tests look at)."""
-        rows = query(self, "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', "
-                     "'wsrep_cluster_size', 'wsrep_local_state_comment', "
-                     "'wsrep_cluster_status', 'wsrep_connected')")
+        rows = query(
+            self,
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', "
+            "'wsrep_cluster_size', 'wsrep_local_state_comment', "
+            "'wsrep_cluster_status', 'wsrep_connected')",
+        )
         return {str(name): str(value) for name, value in rows}
 
     def synced(self, size: int) -> bool:
@@ -488,15 +508,20 @@ class GaleraNode(MariaDBServer):
             status = self.status()
         except pymysql.err.MySQLError:
             return False
-        return (status.get("wsrep_ready") == "ON"
-                and status.get("wsrep_local_state_comment") == "Synced"
-                and status.get("wsrep_cluster_status") == "Primary"
-                and status.get("wsrep_cluster_size") == str(size))
+        return (
+            status.get("wsrep_ready") == "ON"
+            and status.get("wsrep_local_state_comment") == "Synced"
+            and status.get("wsrep_cluster_status") == "Primary"
+            and status.get("wsrep_cluster_size") == str(size)
+        )
 
     def connections_made(self, user: str) -> int:
         """How many connections ``user`` has opened to this node since it started."""
-        rows = query(self, "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS "
-                     "WHERE USER = %s", (user,))
+        rows = query(
+            self,
+            "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
+            (user,),
+        )
         return int(rows[0][0]) if rows else 0
 
     def kill(self) -> None:
@@ -505,8 +530,7 @@ class GaleraNode(MariaDBServer):
 
     def isolate(self, on: bool = True) -> None:
         """Cut the node off the cluster's group communication (gmcast.isolate), or heal it."""
-        query(self, "SET GLOBAL wsrep_provider_options = %s",
-              (f"gmcast.isolate={1 if on else 0}",))
+        query(self, "SET GLOBAL wsrep_provider_options = %s", (f"gmcast.isolate={1 if on else 0}",))
 
 
 class GaleraCluster:
@@ -515,8 +539,9 @@ class GaleraCluster:
     def __init__(self, size: int = 3) -> None:
         provider = find_galera()
         if shutil.which("rsync") is None:
-            raise MariaDBError("rsync is not installed: Galera's SST needs it "
-                               "(tools/test.sh installs it)")
+            raise MariaDBError(
+                "rsync is not installed: Galera's SST needs it (tools/test.sh installs it)"
+            )
         password = MariaDBServer(ignore_env=True).password
         self.nodes = [GaleraNode(i + 1, password, provider) for i in range(size)]
         address = "gcomm://" + ",".join(f"{HOST}:{n.gcomm_port}" for n in self.nodes)
@@ -595,14 +620,21 @@ class GaleraCluster:
     def wait_synced(self, timeout: float = CLUSTER_TIMEOUT) -> None:
         """Wait until every node runs, is Synced and ready, and sees all the others."""
         n = len(self.nodes)
-        wait_for(lambda: all(node.running and node.synced(n) for node in self.nodes),
-                 timeout, f"{n} Galera nodes to be synced")
+        wait_for(
+            lambda: all(node.running and node.synced(n) for node in self.nodes),
+            timeout,
+            f"{n} Galera nodes to be synced",
+        )
 
-    def wait_size(self, size: int, nodes: list[GaleraNode],
-                  timeout: float = CLUSTER_TIMEOUT) -> None:
+    def wait_size(
+        self, size: int, nodes: list[GaleraNode], timeout: float = CLUSTER_TIMEOUT
+    ) -> None:
         """Wait until each of ``nodes`` is Synced in a primary component of ``size``."""
-        wait_for(lambda: all(node.synced(size) for node in nodes), timeout,
-                 f"a cluster of {size} on {', '.join(node.name for node in nodes)}")
+        wait_for(
+            lambda: all(node.synced(size) for node in nodes),
+            timeout,
+            f"a cluster of {size} on {', '.join(node.name for node in nodes)}",
+        )
 
     def restore(self) -> None:
         """Every node running, healed and synced (after a destructive test)."""
@@ -628,8 +660,9 @@ class HAProxy:
     def __init__(self, servers: list[MariaDBServer]) -> None:
         binary = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
         if binary is None:
-            raise MariaDBError("haproxy is not installed (tools/test.sh installs it), "
-                               "or set DBPOOL_SKIP_CLUSTER=1")
+            raise MariaDBError(
+                "haproxy is not installed (tools/test.sh installs it), or set DBPOOL_SKIP_CLUSTER=1"
+            )
         self.binary = binary
         self.servers = servers
         self.host = HOST
@@ -650,7 +683,8 @@ class HAProxy:
         servers = "\n".join(
             f"    server s{i} {s.host}:{s.port} check inter 200 fall 2 rise 2 "
             "on-marked-down shutdown-sessions"
-            for i, s in enumerate(self.servers, 1))
+            for i, s in enumerate(self.servers, 1)
+        )
         return f"""global
     stats socket {self.stats_socket} mode 600 level admin
     maxconn 2000
@@ -686,8 +720,11 @@ listen mariadb
                 with open(self._base / "haproxy.log", "wb") as log:
                     self._proc = subprocess.Popen(
                         cmd,
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                        start_new_session=True)
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                    )
                 try:
                     wait_for(self._listening, 10, "haproxy to listen")
                     break
@@ -819,5 +856,12 @@ def galera_proxy(haproxy_galera: HAProxy, galera: GaleraCluster) -> Iterator[HAP
     haproxy_galera.wait_up(len(galera.nodes))
 
 
-__all__ = ["GaleraCluster", "GaleraNode", "HAProxy", "ReplicationNode", "ReplicationPair",
-           "free_ports", "query"]
+__all__ = [
+    "GaleraCluster",
+    "GaleraNode",
+    "HAProxy",
+    "ReplicationNode",
+    "ReplicationPair",
+    "free_ports",
+    "query",
+]

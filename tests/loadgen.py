@@ -35,8 +35,15 @@ class Load:
     cleared to pause the workers between two calls.
     """
 
-    def __init__(self, pool: Any, threads: int, work: Callable[[Any], None], *,
-                 keep_calls: bool = True, think: float = 0.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        threads: int,
+        work: Callable[[Any], None],
+        *,
+        keep_calls: bool = True,
+        think: float = 0.0,
+    ) -> None:
         self.pool = pool
         self.work = work
         self.keep_calls = keep_calls
@@ -50,8 +57,10 @@ class Load:
         self.errors: list[BaseException] = []
         self.longest = 0.0
         self.paused = 0  # workers waiting at the gate now
-        self._threads = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
-                         for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
+            for i in range(threads)
+        ]
 
     def start(self) -> Load:
         for thread in self._threads:

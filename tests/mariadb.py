@@ -32,8 +32,8 @@ defaults to 3306 and the database to ``dbpool_test``.  Then nothing is started:
 ``start()`` only checks that the server answers, ``stop()`` does nothing, and
 ``admin_connect()`` logs in with the same credentials, so that user should have
 PROCESS and CONNECTION ADMIN (or SUPER) for the fault tests.  Such a server
-cannot be restarted: ``restart()`` raises ``RestartNotSupported``, or skips the
-calling test when run under pytest.
+cannot be restarted: ``restart()`` and ``halt()`` raise ``RestartNotSupported``
+(tests/fix_mariadb.py's ``restartable_mariadb`` fixture skips such tests).
 
 The binaries are looked up on ``PATH`` and in the usual sbin directories
 (``mariadbd``/``mysqld`` and ``mariadb-install-db``/``mysql_install_db``);
@@ -54,7 +54,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -402,12 +401,7 @@ class MariaDBServer:
         restart are broken afterwards.
         """
         if self.external:
-            message = f"cannot restart the external server given by {ENV_EXTERNAL}"
-            if "pytest" in sys.modules:
-                import pytest
-
-                pytest.skip(message)
-            raise RestartNotSupported(message)
+            raise RestartNotSupported(f"cannot restart the external server given by {ENV_EXTERNAL}")
         if not self._started or self._base is None:
             raise MariaDBError("the server is not started")
         self._stop_process(graceful=graceful)
@@ -419,7 +413,7 @@ class MariaDBServer:
         ``graceful=False`` SIGKILLs it, as a crash would. Connections to it break.
         """
         if self.external:
-            self.restart()  # skips the test, or raises RestartNotSupported
+            self.restart()  # raises RestartNotSupported
         if not self._started or self._base is None:
             raise MariaDBError("the server is not started")
         self._stop_process(graceful=graceful)

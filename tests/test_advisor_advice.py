@@ -9,21 +9,41 @@ import pytest
 from dbpool.advisor.advice import Figures, aggregate, recommend
 
 
-def fig(contender: str, threads: int, throughput: float, *, connections: int | None = None,
-        cpu_us: float = 100.0, **extra: Any) -> Figures:
+def fig(
+    contender: str,
+    threads: int,
+    throughput: float,
+    *,
+    connections: int | None = None,
+    cpu_us: float = 100.0,
+    **extra: Any,
+) -> Figures:
     values: dict[str, Any] = {
-        "requests": int(throughput * 2) or 0, "errors": 0,
+        "requests": int(throughput * 2) or 0,
+        "errors": 0,
         "server_connections": threads if connections is None else connections,
-        "client_cpu_us": cpu_us, "p50_ms": 1.0, "p99_ms": 3.0, "wait_p99_ms": 0.1,
+        "client_cpu_us": cpu_us,
+        "p50_ms": 1.0,
+        "p99_ms": 3.0,
+        "wait_p99_ms": 0.1,
     }
     values.update(extra)
     return Figures(contender, threads, throughput, **values)
 
 
-def pair(threads: int, shared: float, persistent: float, *, shared_conns: int | None = None,
-         persistent_conns: int | None = None, **extra: Any) -> list[Figures]:
-    return [fig("shared", threads, shared, connections=shared_conns, **extra),
-            fig("persistent", threads, persistent, connections=persistent_conns, **extra)]
+def pair(
+    threads: int,
+    shared: float,
+    persistent: float,
+    *,
+    shared_conns: int | None = None,
+    persistent_conns: int | None = None,
+    **extra: Any,
+) -> list[Figures]:
+    return [
+        fig("shared", threads, shared, connections=shared_conns, **extra),
+        fig("persistent", threads, persistent, connections=persistent_conns, **extra),
+    ]
 
 
 def test_persistent_faster_within_max_size() -> None:
@@ -67,8 +87,9 @@ def test_even_throughput_shared_with_fewer_connections() -> None:
     advice = recommend(pair(64, 960, 1000, shared_conns=10), max_size=15)
     assert advice.choice == "shared"
     reason = advice.verdicts[0].reason
-    assert "shared reached 96% of persistent's throughput with 10 connections instead of 64" \
-        in reason
+    assert (
+        "shared reached 96% of persistent's throughput with 10 connections instead of 64" in reason
+    )
     assert "bottleneck" not in reason
 
 
@@ -91,8 +112,10 @@ def test_server_bottleneck_neither_mode_matters() -> None:
     assert not low.server_bound  # nothing smaller to compare with
     assert high.server_bound
     assert "neither mode matters" in high.reason
-    assert ("the server is the bottleneck: 1.02x the throughput of 4 threads with 4x the "
-            "threads, while the client used 0.21 CPU") in high.reason
+    assert (
+        "the server is the bottleneck: 1.02x the throughput of 4 threads with 4x the "
+        "threads, while the client used 0.21 CPU"
+    ) in high.reason
 
 
 def test_server_bottleneck_with_fewer_shared_connections_picks_shared() -> None:
@@ -101,8 +124,10 @@ def test_server_bottleneck_with_fewer_shared_connections_picks_shared() -> None:
     assert advice.choice == "shared"
     verdict = advice.verdicts[1]
     assert verdict.server_bound
-    assert "15 connections instead of 64; the server is the bottleneck: 1.02x the throughput " \
+    assert (
+        "15 connections instead of 64; the server is the bottleneck: 1.02x the throughput "
         "of 4 threads with 16x the threads" in verdict.reason
+    )
 
 
 def test_flat_throughput_with_a_busy_client_is_not_the_server() -> None:
@@ -120,24 +145,32 @@ def test_growing_throughput_is_not_the_server() -> None:
     assert not any(v.server_bound for v in advice.verdicts)
 
 
-@pytest.mark.parametrize("threads, throughput, bound", [
-    (12, 1390, True),  # 3x the threads, 1.39x the throughput: hardly grew
-    (12, 1410, False),  # 1.41x: still scaling
-    (7, 1000, False),  # fewer than twice the threads: too close to tell
-])
-def test_flat_means_growing_far_less_than_the_threads(threads: int, throughput: float,
-                                                      bound: bool) -> None:
+@pytest.mark.parametrize(
+    "threads, throughput, bound",
+    [
+        (12, 1390, True),  # 3x the threads, 1.39x the throughput: hardly grew
+        (12, 1410, False),  # 1.41x: still scaling
+        (7, 1000, False),  # fewer than twice the threads: too close to tell
+    ],
+)
+def test_flat_means_growing_far_less_than_the_threads(
+    threads: int, throughput: float, bound: bool
+) -> None:
     figures = [*pair(4, 1000, 1000), *pair(threads, throughput, throughput)]
     assert recommend(figures, max_size=20).verdicts[1].server_bound is bound
 
 
 def test_failed_persistent_loses() -> None:
-    figures = [fig("shared", 32, 1000),
-               fig("persistent", 32, 900, errors=500, first_error="PoolTimeout: waited 30s")]
+    figures = [
+        fig("shared", 32, 1000),
+        fig("persistent", 32, 900, errors=500, first_error="PoolTimeout: waited 30s"),
+    ]
     advice = recommend(figures, max_size=15)
     assert advice.choice == "shared"
-    assert "persistent failed 500 of 2,300 requests (PoolTimeout: waited 30s)" \
+    assert (
+        "persistent failed 500 of 2,300 requests (PoolTimeout: waited 30s)"
         in advice.verdicts[0].reason
+    )
 
 
 def test_failed_shared_loses() -> None:
@@ -148,8 +181,10 @@ def test_failed_shared_loses() -> None:
 
 
 def test_both_failed_is_no_answer() -> None:
-    figures = [fig("shared", 4, 0.0, requests=0, errors=5),
-               fig("persistent", 4, 0.0, requests=0, errors=5)]
+    figures = [
+        fig("shared", 4, 0.0, requests=0, errors=5),
+        fig("persistent", 4, 0.0, requests=0, errors=5),
+    ]
     advice = recommend(figures, max_size=15)
     assert advice.choice == "none"
     assert advice.verdicts[0].choice == "none"
@@ -169,8 +204,10 @@ def test_overlapping_rounds_are_even() -> None:
     ]
     advice = recommend(figures, max_size=15)
     assert advice.verdicts[0].choice == "either"
-    assert "(persistent 1,150, shared 1,000 req/s), within the rounds' spread (±15%, ±7%), " \
+    assert (
+        "(persistent 1,150, shared 1,000 req/s), within the rounds' spread (±15%, ±7%), "
         "with 8 connections against 8." in advice.verdicts[0].reason
+    )
     separate = [
         fig("shared", 8, 1000, rounds=3, throughput_min=980, throughput_max=1020),
         fig("persistent", 8, 1150, rounds=3, throughput_min=1130, throughput_max=1170),
@@ -179,13 +216,14 @@ def test_overlapping_rounds_are_even() -> None:
 
 
 def test_depends_on_the_thread_count() -> None:
-    figures = [*pair(4, 1000, 1400), *pair(16, 1000, 1300),
-               *pair(64, 980, 1000, shared_conns=15)]
+    figures = [*pair(4, 1000, 1400), *pair(16, 1000, 1300), *pair(64, 980, 1000, shared_conns=15)]
     advice = recommend(figures, max_size=15)
     assert advice.choice == "depends"
     assert [v.choice for v in advice.verdicts] == ["persistent", "persistent", "shared"]
-    assert "pick persistent for up to 16 threads (with max_size raised to 16), shared from " \
-           "64 on" in advice.headline
+    assert (
+        "pick persistent for up to 16 threads (with max_size raised to 16), shared from "
+        "64 on" in advice.headline
+    )
 
 
 def test_irregular_verdicts_point_at_noise() -> None:
@@ -208,8 +246,10 @@ def test_other_pools_do_not_change_the_advice() -> None:
 
 
 def test_connections_fall_back_to_what_the_pool_opened() -> None:
-    figures = [fig("shared", 64, 990, server_connections=None, opened=12),
-               fig("persistent", 64, 1000, server_connections=None, opened=64)]
+    figures = [
+        fig("shared", 64, 990, server_connections=None, opened=12),
+        fig("persistent", 64, 1000, server_connections=None, opened=64),
+    ]
     advice = recommend(figures, max_size=15)
     assert advice.choice == "shared"
     assert "12 connections instead of 64" in advice.verdicts[0].reason
@@ -217,8 +257,7 @@ def test_connections_fall_back_to_what_the_pool_opened() -> None:
 
 def test_the_paragraph_is_the_headline_and_the_reasons() -> None:
     advice = recommend([*pair(4, 1000, 1400), *pair(16, 1000, 1300)], max_size=20)
-    assert advice.paragraph == " ".join([advice.headline,
-                                         *(v.reason for v in advice.verdicts)])
+    assert advice.paragraph == " ".join([advice.headline, *(v.reason for v in advice.verdicts)])
     data = advice.as_dict()
     assert data["choice"] == "persistent"
     assert [v["threads"] for v in data["verdicts"]] == [4, 16]
@@ -226,11 +265,26 @@ def test_the_paragraph_is_the_headline_and_the_reasons() -> None:
 
 def test_aggregate_takes_medians_over_rounds() -> None:
     cells = [
-        {"contender": "shared", "threads": 4, "throughput": t, "requests": 10, "errors": e,
-         "p50_ms": p, "p99_ms": p * 3, "wait_p99_ms": 0.1, "server_connections": c,
-         "opened": c, "client_cpu_us": 100.0, "bound": 15, "first_error": err}
-        for t, e, p, c, err in ((100.0, 0, 1.0, 4, None), (300.0, 1, 3.0, 5, "boom"),
-                                (200.0, 0, 2.0, 3, None))
+        {
+            "contender": "shared",
+            "threads": 4,
+            "throughput": t,
+            "requests": 10,
+            "errors": e,
+            "p50_ms": p,
+            "p99_ms": p * 3,
+            "wait_p99_ms": 0.1,
+            "server_connections": c,
+            "opened": c,
+            "client_cpu_us": 100.0,
+            "bound": 15,
+            "first_error": err,
+        }
+        for t, e, p, c, err in (
+            (100.0, 0, 1.0, 4, None),
+            (300.0, 1, 3.0, 5, "boom"),
+            (200.0, 0, 2.0, 3, None),
+        )
     ]
     (f,) = aggregate(cells)
     assert f.throughput == 200.0

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -18,13 +17,6 @@ from dbpool import ConfigError, ConnectError, make_pool
 from dbpool.drivers import Driver
 
 SECRET = "hunter2-argument-secret"
-
-
-@pytest.fixture(autouse=True)
-def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
 
 
 def full_text(exc: BaseException) -> str:
@@ -38,10 +30,12 @@ REFUSED = {"host": "127.0.0.1", "port": 1, "user": "u"}
 
 # -- the password in messages -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("driver", ["pymysql", "mysql-connector"])
 @pytest.mark.parametrize("password", ["o", "t", "on", "to", "1", "'", "a b"])
-def test_short_password_leaves_the_message_readable(driver: str, password: str,
-                                                   pools: list[Any]) -> None:
+def test_short_password_leaves_the_message_readable(
+    driver: str, password: str, pools: list[Any]
+) -> None:
     pool = make_pool(**REFUSED, password=password, driver=driver, timeout=5)
     pools.append(pool)
     with pytest.raises(ConnectError) as caught:
@@ -59,13 +53,14 @@ class EchoingDriver(Driver):
     name = "echo"
 
     def connect(self, params: Mapping[str, Any], timeout: float | None) -> Any:
-        raise OSError(f"Can't connect to the server with {dict(params)!r}; "
-                      f"password={params['password']} user: {params['user']}")
+        raise OSError(
+            f"Can't connect to the server with {dict(params)!r}; "
+            f"password={params['password']} user: {params['user']}"
+        )
 
 
 @pytest.mark.parametrize("password", [SECRET, "o", "to", "x'y"])
-def test_password_is_scrubbed_where_it_appears_as_a_value(password: str,
-                                                          pools: list[Any]) -> None:
+def test_password_is_scrubbed_where_it_appears_as_a_value(password: str, pools: list[Any]) -> None:
     pool = make_pool(**REFUSED, password=password, driver=EchoingDriver(), timeout=5)
     pools.append(pool)
     with pytest.raises(ConnectError) as caught:
@@ -83,12 +78,14 @@ def test_password_is_scrubbed_where_it_appears_as_a_value(password: str,
         assert password not in text
 
 
-@pytest.mark.parametrize(("driver", "password"), [
-    ("pymysql", f"{SECRET}-\u20ac"),  # PyMySQL sends the password as Latin-1
-    ("mysql-connector", f"{SECRET}-\udcff"),  # a lone surrogate has no UTF-8 form
-])
-def test_password_the_driver_cannot_encode_is_refused_up_front(driver: str,
-                                                               password: str) -> None:
+@pytest.mark.parametrize(
+    ("driver", "password"),
+    [
+        ("pymysql", f"{SECRET}-\u20ac"),  # PyMySQL sends the password as Latin-1
+        ("mysql-connector", f"{SECRET}-\udcff"),  # a lone surrogate has no UTF-8 form
+    ],
+)
+def test_password_the_driver_cannot_encode_is_refused_up_front(driver: str, password: str) -> None:
     with pytest.raises(ConfigError) as caught:
         make_pool(**REFUSED, password=password, driver=driver)
     text = str(caught.value)
@@ -102,12 +99,16 @@ def test_password_the_driver_cannot_encode_is_refused_up_front(driver: str,
 
 # -- arguments that escape validation -------------------------------------------------
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"config_name": 1}, "config_name must be a string (got 1)"),
-    ({"config_name": None}, "config_name must be a string (got None)"),
-    ({"config": 123}, "config must be a path (got 123)"),
-    ({"config": ["a.yaml"]}, "config must be a path (got ['a.yaml'])"),
-])
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"config_name": 1}, "config_name must be a string (got 1)"),
+        ({"config_name": None}, "config_name must be a string (got None)"),
+        ({"config": 123}, "config must be a path (got 123)"),
+        ({"config": ["a.yaml"]}, "config must be a path (got ['a.yaml'])"),
+    ],
+)
 def test_bad_config_arguments(kwargs: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         make_pool(**kwargs, password=SECRET)
@@ -116,21 +117,31 @@ def test_bad_config_arguments(kwargs: dict[str, Any], words: str) -> None:
     assert SECRET not in full_text(caught.value)
 
 
-@pytest.mark.parametrize(("kwargs", "error", "words"), [
-    ({"timeout": "1"}, TypeError, "acquire(): timeout must be a number of seconds or None "
-                                  "(got '1')"),
-    ({"timeout": True}, TypeError, "acquire(): timeout must be a number of seconds"),
-    ({"timeout": math.nan}, ValueError, "acquire(): timeout must be a finite number of "
-                                        "seconds (got nan)"),
-    ({"timeout": math.inf}, ValueError, "acquire(): timeout must be a finite number"),
-    ({"timeout": -1}, ValueError, "acquire(): timeout cannot be negative (got -1)"),
-    ({"max_retries": "3"}, TypeError, "acquire(): max_retries must be an integer (got '3')"),
-    ({"max_retries": 1.5}, TypeError, "acquire(): max_retries must be an integer (got 1.5)"),
-    ({"max_retries": None}, TypeError, "acquire(): max_retries must be an integer"),
-    ({"max_retries": -1}, ValueError, "max_retries cannot be negative (got -1)"),
-])
-def test_bad_acquire_arguments(kwargs: dict[str, Any], error: type[BaseException],
-                               words: str, pools: list[Any]) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        (
+            {"timeout": "1"},
+            TypeError,
+            "acquire(): timeout must be a number of seconds or None (got '1')",
+        ),
+        ({"timeout": True}, TypeError, "acquire(): timeout must be a number of seconds"),
+        (
+            {"timeout": math.nan},
+            ValueError,
+            "acquire(): timeout must be a finite number of seconds (got nan)",
+        ),
+        ({"timeout": math.inf}, ValueError, "acquire(): timeout must be a finite number"),
+        ({"timeout": -1}, ValueError, "acquire(): timeout cannot be negative (got -1)"),
+        ({"max_retries": "3"}, TypeError, "acquire(): max_retries must be an integer (got '3')"),
+        ({"max_retries": 1.5}, TypeError, "acquire(): max_retries must be an integer (got 1.5)"),
+        ({"max_retries": None}, TypeError, "acquire(): max_retries must be an integer"),
+        ({"max_retries": -1}, ValueError, "max_retries cannot be negative (got -1)"),
+    ],
+)
+def test_bad_acquire_arguments(
+    kwargs: dict[str, Any], error: type[BaseException], words: str, pools: list[Any]
+) -> None:
     pool = make_pool(path=":memory:")
     pools.append(pool)
     with pytest.raises(error) as caught:
@@ -145,15 +156,17 @@ def test_bad_acquire_arguments(kwargs: dict[str, Any], error: type[BaseException
 
 
 @pytest.mark.parametrize("driver", ["pymysql", "mysql-connector"])
-@pytest.mark.parametrize(("option", "value", "words"), [
-    ("connect_timeout", "ten", "connect_timeout must be a number of seconds (got 'ten')"),
-    ("connect_timeout", -1, "connect_timeout cannot be negative (got -1)"),
-    ("connect_timeout", math.nan, "connect_timeout must be a finite number"),
-    ("read_timeout", "300", "read_timeout must be a number of seconds (got '300')"),
-    ("write_timeout", [1], "write_timeout must be a number of seconds"),
-])
-def test_bad_timeout_parameter_is_named(driver: str, option: str, value: Any,
-                                        words: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("connect_timeout", "ten", "connect_timeout must be a number of seconds (got 'ten')"),
+        ("connect_timeout", -1, "connect_timeout cannot be negative (got -1)"),
+        ("connect_timeout", math.nan, "connect_timeout must be a finite number"),
+        ("read_timeout", "300", "read_timeout must be a number of seconds (got '300')"),
+        ("write_timeout", [1], "write_timeout must be a number of seconds"),
+    ],
+)
+def test_bad_timeout_parameter_is_named(driver: str, option: str, value: Any, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         make_pool(**REFUSED, password=SECRET, driver=driver, **{option: value})
     print(f"\n{driver} {option}={value!r}: {caught.value}")
@@ -178,4 +191,3 @@ def test_use_pure_false_without_the_c_extension() -> None:
 def test_bad_use_pure_value() -> None:
     with pytest.raises(ConfigError, match=r"use_pure must be true or false \(got 'no'\)"):
         make_pool(**REFUSED, driver="mysql-connector", use_pure="no")
-

@@ -7,9 +7,8 @@ through the public constructors, and through YAML written to hurt.
 from __future__ import annotations
 
 import logging
-import math
+import re
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,10 @@ from hypothesis import strategies as st
 
 from dbpool import ConfigError, ConnectionPool, PoolError, load_settings, make_pool
 from dbpool.config import MAX_CONFIG_BYTES
+from tests.bad_options import AS_ARGUMENTS, AS_ARGUMENTS_IDS, BAD_POOL_OPTIONS
+from tests.bad_options import IDS as BAD_IDS
 
 SECRET = "hunter2-bad-input-secret"
-
-
-@pytest.fixture(autouse=True)
-def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
 
 
 def full_text(exc: BaseException) -> str:
@@ -38,32 +32,15 @@ def full_text(exc: BaseException) -> str:
 
 MYSQL = {"host": "127.0.0.1", "port": 1, "user": "u", "password": SECRET}
 
-# (arguments of make_pool, exception type, words the message must contain)
+# (arguments of make_pool, exception type, words the message must contain); the pool
+# options themselves are in tests/bad_options.py, for every entry point.
 BAD_ARGUMENTS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"mode": "pooled"}, ValueError, "valid modes: 'shared', 'persistent'"),
     ({"mode": 3}, ValueError, "unknown pool mode 3"),
     ({"driver": "oracle"}, ValueError, "'pymysql', 'mysql-connector', 'sqlite'"),
     ({"driver": 5}, ValueError, "driver"),
-    ({"size": -1}, ConfigError, "size cannot be negative (got -1)"),
-    ({"size": "10"}, ConfigError, "size must be an integer (got '10')"),
-    ({"size": 2.5}, ConfigError, "size must be an integer (got 2.5)"),
-    ({"size": True}, ConfigError, "size must be an integer (got True)"),
-    ({"size": 0, "max_overflow": 0}, ConfigError, "size + max_overflow must be at least 1"),
-    ({"max_overflow": -1}, ConfigError, "max_overflow cannot be negative (got -1)"),
+    # None leaves an option to the config file or the default.
     ({"max_overflow": None, "size": -3}, ConfigError, "size cannot be negative"),
-    ({"timeout": -0.5}, ConfigError, "timeout cannot be negative (got -0.5)"),
-    ({"timeout": math.nan}, ConfigError, "timeout must be a finite number"),
-    ({"timeout": math.inf}, ConfigError, "timeout must be a finite number"),
-    ({"timeout": "30"}, ConfigError, "timeout must be a number of seconds (got '30')"),
-    ({"recycle": -1}, ConfigError, "recycle cannot be negative"),
-    ({"recycle": [1]}, ConfigError, "recycle must be a number of seconds"),
-    ({"pre_ping": "yes"}, ConfigError, "pre_ping must be true or false (got 'yes')"),
-    ({"ping_interval": -1}, ConfigError, "ping_interval cannot be negative"),
-    ({"ping_timeout": 0}, ConfigError, "ping_timeout must be positive"),
-    ({"ping_timeout": -2}, ConfigError, "ping_timeout cannot be negative"),
-    ({"reset": "full"}, ConfigError, "reset must be one of 'rollback', 'session' (got 'full')"),
-    ({"leak_threshold": 0}, ConfigError, "leak_threshold must be positive"),
-    ({"leak_threshold": "1s"}, ConfigError, "leak_threshold must be a number of seconds"),
     ({**MYSQL, "port": 0}, ConfigError, "port must be an integer from 1 to 65535 (got 0)"),
     ({**MYSQL, "port": 70000}, ConfigError, "port must be an integer from 1 to 65535"),
     ({**MYSQL, "port": "3306"}, ConfigError, "port must be an integer from 1 to 65535"),
@@ -73,17 +50,23 @@ BAD_ARGUMENTS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({**MYSQL, "password": 1234}, ConfigError, "password must be a string"),
     ({**MYSQL, "ip": "a", "host": "b"}, ConfigError, "'ip' and 'host' differ"),
     ({**MYSQL, "db": "a", "database": "b"}, ConfigError, "'db' and 'database' differ"),
-    ({"config": "/nonexistent/dbpool.yaml"}, ConfigError,
-     "config file /nonexistent/dbpool.yaml (from the config argument) does not exist"),
-    ({"config_name": "nope", "config": "EXISTING"}, ConfigError,
-     "config 'nope' not found"),
+    (
+        {"config": "/nonexistent/dbpool.yaml"},
+        ConfigError,
+        "config file /nonexistent/dbpool.yaml (from the config argument) does not exist",
+    ),
+    ({"config_name": "nope", "config": "EXISTING"}, ConfigError, "config 'nope' not found"),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "error", "words"), BAD_ARGUMENTS,
-                         ids=[repr(sorted(k.items()))[:60] for k, _, _ in BAD_ARGUMENTS])
-def test_bad_argument(kwargs: dict[str, Any], error: type[BaseException], words: str,
-                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    BAD_ARGUMENTS,
+    ids=[repr(sorted(k.items()))[:60] for k, _, _ in BAD_ARGUMENTS],
+)
+def test_bad_argument(
+    kwargs: dict[str, Any], error: type[BaseException], words: str, tmp_path: Path
+) -> None:
     if kwargs.get("config") == "EXISTING":
         path = tmp_path / "config.yaml"
         path.write_text(f"database:\n  primary:\n    password: {SECRET}\n")
@@ -95,10 +78,35 @@ def test_bad_argument(kwargs: dict[str, Any], error: type[BaseException], words:
     assert SECRET not in full_text(caught.value)
 
 
-@pytest.mark.parametrize(("method", "kwargs", "words"), [
-    ("acquire", {"max_retries": -1}, "max_retries cannot be negative (got -1)"),
-    ("release", {"conn": object()}, "which is not a connection of pool"),
-])
+@pytest.mark.parametrize(("options", "message"), AS_ARGUMENTS, ids=AS_ARGUMENTS_IDS)
+def test_bad_pool_option_argument(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ConnectionPool(**MYSQL, **options)
+    assert re.search(message, str(caught.value))
+    assert SECRET not in full_text(caught.value)
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_POOL_OPTIONS, ids=BAD_IDS)
+def test_bad_pool_option_in_the_config_file(
+    options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    entry = {"host": "127.0.0.1", "password": SECRET, "pool": options}
+    path.write_text(yaml.safe_dump({"database": {"primary": entry}}))
+    with pytest.raises(ConfigError) as caught:
+        ConnectionPool(config=str(path))
+    assert re.search(message, str(caught.value))
+    assert str(path) in str(caught.value)
+    assert SECRET not in full_text(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "words"),
+    [
+        ("acquire", {"max_retries": -1}, "max_retries cannot be negative (got -1)"),
+        ("release", {"conn": object()}, "which is not a connection of pool"),
+    ],
+)
 def test_bad_call_arguments(method: str, kwargs: dict[str, Any], words: str) -> None:
     pool = make_pool(path=":memory:", password=SECRET)
     try:
@@ -138,6 +146,7 @@ def test_unreachable_server_error_has_no_password(caplog: pytest.LogCaptureFixtu
 
 # -- hostile YAML -------------------------------------------------------------------
 
+
 def laughs(levels: int, width: int = 9) -> str:
     lines = ["database:", "  primary:", f"    password: {SECRET}", "    a0: &a0 [lol]"]
     for level in range(1, levels):
@@ -149,22 +158,28 @@ def laughs(levels: int, width: int = 9) -> str:
 def mapping_laughs(levels: int) -> str:
     lines = ["database:", "  primary:", f"    password: {SECRET}", "    ssl: &m0 {k: v}"]
     for level in range(1, levels):
-        lines.append(f"    m{level}: &m{level} {{a: *m{level - 1}, b: *m{level - 1}, "
-                     f"c: *m{level - 1}}}")
+        lines.append(
+            f"    m{level}: &m{level} {{a: *m{level - 1}, b: *m{level - 1}, c: *m{level - 1}}}"
+        )
     lines.append(f"    top: *m{levels - 1}")
     return "\n".join(lines) + "\n"
 
 
 HOSTILE_YAML: list[tuple[str, str, str]] = [
-    ("python-object", "database:\n  primary: !!python/object/apply:os.system ['echo pwned']\n",
-     "not valid YAML"),
+    (
+        "python-object",
+        "database:\n  primary: !!python/object/apply:os.system ['echo pwned']\n",
+        "not valid YAML",
+    ),
     ("python-name", "database: !!python/name:os.system\n", "not valid YAML"),
     ("billion-laughs-lists", laughs(12), "expands to more than"),
     ("billion-laughs-mappings", mapping_laughs(20), "expands to more than"),
-    ("recursive-alias", f"database:\n  primary: &p\n    password: {SECRET}\n    self: *p\n",
-     "nested more than"),
-    ("deep-nesting", "database:\n  primary:\n    x: " + "[" * 5000 + "]" * 5000 + "\n",
-     "nested"),
+    (
+        "recursive-alias",
+        f"database:\n  primary: &p\n    password: {SECRET}\n    self: *p\n",
+        "nested more than",
+    ),
+    ("deep-nesting", "database:\n  primary:\n    x: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
     ("root-list", "- database\n- primary\n", "top level must be a mapping"),
     ("root-scalar", "just text\n", "top level must be a mapping"),
     ("root-number", "42\n", "top level must be a mapping"),
@@ -173,21 +188,30 @@ HOSTILE_YAML: list[tuple[str, str, str]] = [
     ("database-scalar", "database: 7\n", "has no 'database:' mapping"),
     ("entry-list", "database:\n  primary: [a, b]\n", "must be a mapping of connection settings"),
     ("pool-scalar", "database:\n  primary:\n    pool: fast\n", "'pool:' must be a mapping"),
-    ("pool-bad-size", "database:\n  primary:\n    pool: {size: many}\n",
-     "size must be an integer (got 'many')"),
+    (
+        "pool-bad-size",
+        "database:\n  primary:\n    pool: {size: many}\n",
+        "size must be an integer (got 'many')",
+    ),
     ("port-text", "database:\n  primary:\n    port: http\n", "port must be an integer"),
-    ("password-list", f"database:\n  primary:\n    password: [{SECRET}]\n",
-     "password must be a string"),
+    (
+        "password-list",
+        f"database:\n  primary:\n    password: [{SECRET}]\n",
+        "password must be a string",
+    ),
     ("unknown-driver", "database:\n  primary:\n    driver: db2\n", "driver must be one of"),
     ("tabs", f"database:\n\tprimary:\n\t\tpassword: {SECRET}\n", "not valid YAML"),
-    ("unclosed-quote", f"database:\n  primary:\n    password: \"{SECRET}\n", "not valid YAML"),
+    ("unclosed-quote", f'database:\n  primary:\n    password: "{SECRET}\n', "not valid YAML"),
     ("duplicate-anchor-missing", "database:\n  primary: *nowhere\n", "not valid YAML"),
     ("non-string-key", "database:\n  primary:\n    1: x\n", "setting names must be strings"),
 ]
 
 
-@pytest.mark.parametrize(("text",  "words"), [(t, w) for _, t, w in HOSTILE_YAML],
-                         ids=[name for name, _, _ in HOSTILE_YAML])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [(t, w) for _, t, w in HOSTILE_YAML],
+    ids=[name for name, _, _ in HOSTILE_YAML],
+)
 def test_hostile_yaml(text: str, words: str, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text)
@@ -220,8 +244,10 @@ def test_binary_garbage_is_a_config_error(tmp_path: Path) -> None:
 def test_safe_load_builds_no_python_object(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "config.yaml"
-    path.write_text("database:\n  primary: !!python/object/apply:pathlib.Path.touch "
-                    f"[!!python/object/apply:pathlib.Path ['{marker}']]\n")
+    path.write_text(
+        "database:\n  primary: !!python/object/apply:pathlib.Path.touch "
+        f"[!!python/object/apply:pathlib.Path ['{marker}']]\n"
+    )
     with pytest.raises(ConfigError):
         load_settings(config=path)
     assert not marker.exists()
@@ -229,19 +255,48 @@ def test_safe_load_builds_no_python_object(tmp_path: Path) -> None:
 
 # -- property-based: whatever the file holds, a ConfigError or a result --------------
 
-yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                         st.text(max_size=20))
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20)
+)
 yaml_values = st.recursive(
     yaml_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
-entry_keys = st.sampled_from(["host", "ip", "port", "user", "password", "db", "database",
-                              "charset", "driver", "pool", "path", "password_env", "ssl"])
-pool_keys = st.sampled_from(["size", "max_overflow", "timeout", "recycle", "pre_ping",
-                             "ping_interval", "ping_timeout", "reset", "mode",
-                             "leak_threshold", "bogus"])
+entry_keys = st.sampled_from(
+    [
+        "host",
+        "ip",
+        "port",
+        "user",
+        "password",
+        "db",
+        "database",
+        "charset",
+        "driver",
+        "pool",
+        "path",
+        "password_env",
+        "ssl",
+    ]
+)
+pool_keys = st.sampled_from(
+    [
+        "size",
+        "max_overflow",
+        "timeout",
+        "recycle",
+        "pre_ping",
+        "ping_interval",
+        "ping_timeout",
+        "reset",
+        "mode",
+        "leak_threshold",
+        "bogus",
+    ]
+)
 entries = st.dictionaries(
     entry_keys,
     st.one_of(yaml_values, st.dictionaries(pool_keys, yaml_scalars, max_size=5)),
@@ -249,11 +304,11 @@ entries = st.dictionaries(
 )
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(entry=entries)
-def test_any_entry_gives_settings_or_a_config_error(entry: dict[str, Any],
-                                                    tmp_path: Path) -> None:
+def test_any_entry_gives_settings_or_a_config_error(entry: dict[str, Any], tmp_path: Path) -> None:
     entry = {**entry, "password": SECRET}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"database": {"primary": entry}}))
@@ -265,8 +320,9 @@ def test_any_entry_gives_settings_or_a_config_error(entry: dict[str, Any],
         assert SECRET not in repr(result)
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=st.text(max_size=300))
 def test_any_text_gives_settings_or_a_config_error(text: str, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"

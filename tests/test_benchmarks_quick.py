@@ -23,8 +23,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def quick_run(mariadb: MariaDBServer,
-              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+def quick_run(
+    mariadb: MariaDBServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], str]:
     """One quick run for the whole module: its results directory, JSON and printed text."""
     tmp = tmp_path_factory.mktemp("bench")
     config = tmp / "bench.yaml"
@@ -32,8 +33,9 @@ def quick_run(mariadb: MariaDBServer,
     out = tmp / "results"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
-        code = cli.main(["--quick", "--config", str(config), "--config-name", "bench",
-                         "--out", str(out)])
+        code = cli.main(
+            ["--quick", "--config", str(config), "--config-name", "bench", "--out", str(out)]
+        )
     assert code == 0
     data = json.loads((out / "quick.json").read_text())
     return out, data, printed.getvalue()
@@ -58,7 +60,8 @@ def test_every_approach_runs_without_errors(quick_run: tuple[Path, dict[str, Any
 
 
 def test_server_commands_are_counted_per_request(
-        quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    quick_run: tuple[Path, dict[str, Any], str],
+) -> None:
     _, data, _ = quick_run
     cells = {(c["approach"], c["workload"]): c for c in data["cells"]}
 
@@ -90,19 +93,28 @@ def test_storm_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) -> Non
         assert storm["errors"] == 0, f"{storm['approach']}: {storm['first_error']}"
         assert storm["storm_ms"] >= data["settings"]["storm_delay_ms"], storm["approach"]
     assert {(m["approach"], m["threads"]) for m in data["micro"]} == {
-        (key, threads) for key in micro.MICRO for threads in (1, 4)}
+        (key, threads) for key in micro.MICRO for threads in (1, 4)
+    }
     for m in data["micro"]:
         assert m["errors"] == 0, f"{m['approach']}: {m['first_error']}"
         assert m["ns_per_op"] > 0
 
 
-def test_report_files(quick_run: tuple[Path, dict[str, Any], str],
-                      mysql_params: dict[str, Any]) -> None:
+def test_report_files(
+    quick_run: tuple[Path, dict[str, Any], str], mysql_params: dict[str, Any]
+) -> None:
     out, data, printed = quick_run
     md = (out / "quick.md").read_text()
-    for heading in ("## Machine", "## Settings", "## Targets", "## Throughput",
-                    "## Server commands per request", "## Cold storm",
-                    "## Checkout + return, no I/O", "## Every cell"):
+    for heading in (
+        "## Machine",
+        "## Settings",
+        "## Targets",
+        "## Throughput",
+        "## Server commands per request",
+        "## Cold storm",
+        "## Checkout + return, no I/O",
+        "## Every cell",
+    ):
         assert heading in md
     for info in data["settings"]["approaches"].values():
         assert f"| {info['label']} |" in md
@@ -119,8 +131,9 @@ def test_report_files(quick_run: tuple[Path, dict[str, Any], str],
     assert mysql_params["password"] not in (out / "quick.json").read_text()
 
 
-def test_table_is_dropped(quick_run: tuple[Path, dict[str, Any], str],
-                          mysql_params: dict[str, Any]) -> None:
+def test_table_is_dropped(
+    quick_run: tuple[Path, dict[str, Any], str], mysql_params: dict[str, Any]
+) -> None:
     conn = pymysql.connect(**mysql_params)
     try:
         with conn.cursor() as cur:

@@ -31,9 +31,11 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def sqlite_config(directory: Path, pool: str = "") -> Path:
     path = directory / "app.yaml"
-    path.write_text("database:\n"
-                    f"  primary: {{driver: sqlite, path: app.db{pool}}}\n"
-                    "  other: {driver: sqlite, path: other.db}\n")
+    path.write_text(
+        "database:\n"
+        f"  primary: {{driver: sqlite, path: app.db{pool}}}\n"
+        "  other: {driver: sqlite, path: other.db}\n"
+    )
     return path
 
 
@@ -52,8 +54,10 @@ def test_help_is_plain_text(command: list[str], capsys: pytest.CaptureFixture[st
 
 
 def test_python_dash_m_and_the_console_script() -> None:
-    for command in ([sys.executable, "-m", "dbpool", "--help"],
-                    [str(Path(sys.executable).with_name("dbpool")), "--help"]):
+    for command in (
+        [sys.executable, "-m", "dbpool", "--help"],
+        [str(Path(sys.executable).with_name("dbpool")), "--help"],
+    ):
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert "usage: dbpool" in done.stdout
@@ -63,7 +67,8 @@ def test_python_dash_m_and_the_console_script() -> None:
 
 
 def test_check_without_a_config_fails_and_creates_nothing(
-        cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -79,7 +84,8 @@ def test_check_sqlite_on_purpose(cwd: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_check_sqlite_refused_when_a_config_exists(
-        cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (cwd / "config.yaml").write_text("database:\n  primary: {driver: sqlite, path: a.db}\n")
     assert main(["check", "--sqlite"]) == 2
     assert "there is a config file" in capsys.readouterr().err
@@ -91,15 +97,28 @@ def test_check_missing_config_file_named(cwd: Path, capsys: pytest.CaptureFixtur
     assert f"config file {cwd / 'nope.yaml'}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["check", "--config", "app.yaml", "--config-name", "other"],
-    ["--config", "app.yaml", "--config-name", "other", "check"],
-    ["--config", "app.yaml", "check", "--config-name", "other"],
-    ["--config", "elsewhere.yaml", "--config-name", "primary", "check", "--config", "app.yaml",
-     "--config-name", "other"],
-])
-def test_options_before_or_after_the_command(cwd: Path, argv: list[str],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--config", "app.yaml", "--config-name", "other"],
+        ["--config", "app.yaml", "--config-name", "other", "check"],
+        ["--config", "app.yaml", "check", "--config-name", "other"],
+        [
+            "--config",
+            "elsewhere.yaml",
+            "--config-name",
+            "primary",
+            "check",
+            "--config",
+            "app.yaml",
+            "--config-name",
+            "other",
+        ],
+    ],
+)
+def test_options_before_or_after_the_command(
+    cwd: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     sqlite_config(cwd)
     assert main(argv) == 0, capsys.readouterr().err
     assert "ok: 'other' (sqlite://" in capsys.readouterr().out
@@ -118,8 +137,7 @@ def test_check_json(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
 # -- demo ----------------------------------------------------------------------------
 
 
-def test_demo_leaves_the_users_tables_alone(cwd: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_leaves_the_users_tables_alone(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sqlite_config(cwd, pool=", pool: {size: 3, max_overflow: 1}")
     with sqlite3.connect(cwd / "app.db") as db:  # a table of the user's, named as the old demo's
         db.execute("CREATE TABLE dbpool_demo (worker TEXT, n INTEGER)")
@@ -142,8 +160,19 @@ def test_demo_leaves_the_users_tables_alone(cwd: Path,
 
 def test_demo_sizes_given_win(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sqlite_config(cwd, pool=", pool: {size: 3, max_overflow: 1}")
-    argv = ["--config", "app.yaml", "demo", "--tasks", "10", "--threads", "4", "--size", "1",
-            "--max-overflow", "1"]
+    argv = [
+        "--config",
+        "app.yaml",
+        "demo",
+        "--tasks",
+        "10",
+        "--threads",
+        "4",
+        "--size",
+        "1",
+        "--max-overflow",
+        "1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "(size 1, max 2)" in out
@@ -195,8 +224,9 @@ def endpoint(pools: list[Any]) -> Iterator[tuple[str, Any]]:
         thread.join(10)
 
 
-def test_top_once_prints_a_view(endpoint: tuple[str, Any], monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_top_once_prints_a_view(
+    endpoint: tuple[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("COLUMNS", "120")
     url, pool = endpoint
     held = pool.acquire()
@@ -218,8 +248,9 @@ def test_top_unreachable_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot read" in capsys.readouterr().out
 
 
-def test_top_without_the_cli_extra(monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_top_without_the_cli_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for module in [name for name in sys.modules if name.split(".")[0] == "rich"] + ["rich"]:
         monkeypatch.setitem(sys.modules, module, None)  # None: an import of it fails
     monkeypatch.delitem(sys.modules, "dbpool._top", raising=False)

@@ -13,7 +13,9 @@ from dbpool.cli import main
 
 
 def test_demo_on_mariadb(
-    mysql_params: dict[str, Any], admin: pymysql.connections.Connection, tmp_path: Path,
+    mysql_params: dict[str, Any],
+    admin: pymysql.connections.Connection,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     p = mysql_params
@@ -36,8 +38,7 @@ def test_demo_on_mariadb(
     try:
         assert main(["demo", "--config", str(config), "--tasks", "30", "--threads", "4"]) == 0
         out = capsys.readouterr().out
-        table = re.search(r"scratch table (dbpool_demo_[0-9a-f]{12}) \(dropped at the end\)",
-                          out)
+        table = re.search(r"scratch table (dbpool_demo_[0-9a-f]{12}) \(dropped at the end\)", out)
         assert table is not None, out
         assert "(size 2, max 3)" in out
         assert "persistent mode: using 3 threads, one per connection" in out

@@ -20,8 +20,15 @@ from tests.mariadb import MariaDBServer
 
 def connect(server: MariaDBServer, **kwargs: Any) -> pymysql.connections.Connection:
     """A connection as the test user, over TCP."""
-    return pymysql.connect(**{**server.params(), "autocommit": True, "connect_timeout": 5,
-                              "read_timeout": 30, **kwargs})
+    return pymysql.connect(
+        **{
+            **server.params(),
+            "autocommit": True,
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            **kwargs,
+        }
+    )
 
 
 def fetch_one(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> Any:
@@ -102,8 +109,9 @@ def test_replication_lag_and_stopped_replication_show(replication: ReplicationPa
 def read_until(node: GaleraNode, sql: str, expect: Any, timeout: float = 10.0) -> None:
     """Galera applies remote writes asynchronously: read with wsrep_sync_wait."""
     with contextlib.closing(connect(node, init_command="SET SESSION wsrep_sync_wait = 1")) as conn:
-        wait_for(lambda: fetch_one(conn, sql) == expect, timeout, f"{sql} = {expect!r} on "
-                 f"{node.name}")
+        wait_for(
+            lambda: fetch_one(conn, sql) == expect, timeout, f"{sql} = {expect!r} on {node.name}"
+        )
 
 
 def test_galera_has_three_nodes_and_replicates_writes(galera: GaleraCluster) -> None:
@@ -136,8 +144,9 @@ def test_galera_killed_node_leaves_and_rejoins(galera: GaleraCluster) -> None:
     rejoined = time.monotonic() - start
     read_until(third, f"SELECT note FROM {name} WHERE id = 1", "while node3 was down")
     transfer = third.last_transfer()
-    print(f"\ngalera: node3 left the view in {left:.1f}s, rejoined by {transfer} "
-          f"in {rejoined:.1f}s")
+    print(
+        f"\ngalera: node3 left the view in {left:.1f}s, rejoined by {transfer} in {rejoined:.1f}s"
+    )
     assert transfer == "IST"  # it recovered its position after the crash
 
 
@@ -182,8 +191,11 @@ def test_haproxy_routes_to_live_nodes_only(galera_proxy: HAProxy, galera: Galera
     try:
         on_node = [fetch_one(conn, "SELECT @@wsrep_node_name") for conn in held]
         galera.nodes[1].kill()
-        wait_for(lambda: galera_proxy.states()[galera.nodes[1].address] == "DOWN", 10,
-                 "haproxy to mark node2 down")
+        wait_for(
+            lambda: galera_proxy.states()[galera.nodes[1].address] == "DOWN",
+            10,
+            "haproxy to mark node2 down",
+        )
         assert sorted(set(node_of(galera_proxy, 6))) == ["node1", "node3"]
         for conn, name in zip(held, on_node, strict=True):
             if name == "node2":

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-import os
 import re
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,8 @@ from dbpool.config import (
     validate_pool_options,
 )
 from dbpool.errors import ConfigError, PoolError
+from tests.bad_options import BAD_POOL_OPTIONS
+from tests.bad_options import IDS as BAD_IDS
 
 SECRET = "s3cr3t-PW"
 
@@ -44,20 +43,6 @@ database:
     driver: sqlite
     path: "./data/dbpool.sqlite3"
 """
-
-
-@pytest.fixture(autouse=True)
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty working directory, no DBPOOL_* variables, no password decoder."""
-    for name in list(os.environ):
-        if name.startswith("DBPOOL_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    set_password_decoder(None)
-    yield work
-    set_password_decoder(None)
 
 
 def write(path: Path, text: str) -> Path:
@@ -156,39 +141,16 @@ def test_validate_pool_options_accepts_good_values() -> None:
 def test_unknown_pool_option_is_named_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"^ConnectionPool\(\): unknown pool option 'sise'") as e:
         validate_pool_options({"sise": 3}, where="ConnectionPool()")
-    assert "valid options: 'causal_reads', 'galera_check', 'host_deny_seconds', 'host_order'" \
+    assert (
+        "valid options: 'causal_reads', 'galera_check', 'host_deny_seconds', 'host_order'"
         in str(e.value)
+    )
 
 
-@pytest.mark.parametrize(
-    ("name", "value", "message"),
-    [
-        ("size", "ten", r"size must be an integer \(got 'ten'\)"),
-        ("size", 2.0, r"size must be an integer \(got 2\.0\)"),
-        ("size", True, r"size must be an integer \(got True\)"),
-        ("size", -3, r"size cannot be negative \(got -3\)"),
-        ("max_overflow", -1, r"max_overflow cannot be negative \(got -1\)"),
-        ("max_overflow", "5", r"max_overflow must be an integer \(got '5'\)"),
-        ("timeout", "30", r"timeout must be a number of seconds \(got '30'\)"),
-        ("timeout", False, r"timeout must be a number of seconds \(got False\)"),
-        ("timeout", -0.5, r"timeout cannot be negative \(got -0\.5\)"),
-        ("timeout", math.inf, r"timeout must be a finite number of seconds \(got inf\)"),
-        ("timeout", math.nan, r"timeout must be a finite number of seconds \(got nan\)"),
-        ("recycle", -1, r"recycle cannot be negative \(got -1\)"),
-        ("recycle", None, r"recycle must be a number of seconds \(got None\)"),
-        ("ping_interval", -1.0, r"ping_interval cannot be negative"),
-        ("pre_ping", "yes", r"pre_ping must be true or false \(got 'yes'\)"),
-        ("pre_ping", 1, r"pre_ping must be true or false \(got 1\)"),
-        ("mode", "pooled", r"mode must be one of 'shared', 'persistent' \(got 'pooled'\)"),
-        ("reset", "commit", r"reset must be one of 'rollback', 'session' \(got 'commit'\)"),
-        ("leak_threshold", 0, r"leak_threshold must be positive"),
-        ("leak_threshold", -2, r"leak_threshold cannot be negative \(got -2\)"),
-        ("leak_threshold", "5", r"leak_threshold must be a number of seconds"),
-    ],
-)
-def test_bad_pool_option_values(name: str, value: Any, message: str) -> None:
+@pytest.mark.parametrize(("options", "message"), BAD_POOL_OPTIONS, ids=BAD_IDS)
+def test_bad_pool_option_values(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=rf"^here: {message}"):
-        validate_pool_options({name: value}, where="here")
+        validate_pool_options(options, where="here")
 
 
 def test_pool_needs_at_least_one_connection() -> None:
@@ -606,8 +568,11 @@ def test_non_string_password_is_rejected_without_its_value(tmp_path: Path) -> No
 
 def test_non_string_host_is_rejected(tmp_path: Path) -> None:
     path = entry_file(tmp_path, "host: {a: b}\n")
-    with pytest.raises(ConfigError, match=r"host must be a string or a list of strings "
-                                          r"\(got \{'a': 'b'\}\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"host must be a string or a list of strings "
+        r"\(got \{'a': 'b'\}\)",
+    ):
         load_settings(config=path)
     path = entry_file(tmp_path, "host: [a, 3]\n")
     with pytest.raises(ConfigError, match=r"host must be a string or a list of strings"):

@@ -24,8 +24,13 @@ from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
 from dbpool import PoolClosed, PoolTimeout  # noqa: E402
 from dbpool.contrib.django.base import DatabaseWrapper, close_pools  # noqa: E402
 
-SERVER = {"host": "127.0.0.1", "port": 3306, "user": "app", "password": "s3cret-in-settings",
-          "database": "appdb"}
+SERVER = {
+    "host": "127.0.0.1",
+    "port": 3306,
+    "user": "app",
+    "password": "s3cret-in-settings",
+    "database": "appdb",
+}
 
 
 def settings_dict(server: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -43,8 +48,7 @@ def settings_dict(server: dict[str, Any], **overrides: Any) -> dict[str, Any]:
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": False,
         "TIME_ZONE": None,
-        "TEST": {"CHARSET": None, "COLLATION": None, "MIGRATE": True, "MIRROR": None,
-                 "NAME": None},
+        "TEST": {"CHARSET": None, "COLLATION": None, "MIGRATE": True, "MIRROR": None, "NAME": None},
     }
     base.update(overrides)
     return base
@@ -76,15 +80,19 @@ def test_conn_max_age_with_a_pool_is_improperly_configured(wrappers: Callable[..
             _ = wrapper.pool
 
 
-@pytest.mark.parametrize(("pool_option", "message"), [
-    ("yes", r"must be True or a dict of dbpool pool options \(got 'yes'\)"),
-    ({"sise": 4}, r"unknown pool option 'sise'.*valid options: .*size"),
-    ({"size": -1}, r"size"),
-    ({"mode": "sticky"}, r"mode"),
-    ({"pre_ping": True}, r"pre_ping.*CONN_HEALTH_CHECKS"),
-])
+@pytest.mark.parametrize(
+    ("pool_option", "message"),
+    [
+        ("yes", r"must be True or a dict of dbpool pool options \(got 'yes'\)"),
+        ({"sise": 4}, r"unknown pool option 'sise'.*valid options: .*size"),
+        ({"size": -1}, r"size"),
+        ({"mode": "sticky"}, r"mode"),
+        ({"pre_ping": True}, r"pre_ping.*CONN_HEALTH_CHECKS"),
+    ],
+)
 def test_bad_pool_options_are_improperly_configured(
-        wrappers: Callable[..., Any], pool_option: Any, message: str) -> None:
+    wrappers: Callable[..., Any], pool_option: Any, message: str
+) -> None:
     wrapper = wrappers(SERVER, alias="bad", OPTIONS={"pool": pool_option})
     with pytest.raises(ImproperlyConfigured, match=message) as caught:
         _ = wrapper.pool
@@ -92,15 +100,13 @@ def test_bad_pool_options_are_improperly_configured(
     assert SERVER["password"] not in str(caught.value)
 
 
-def test_no_pool_without_the_option_nor_for_the_no_db_alias(
-        wrappers: Callable[..., Any]) -> None:
+def test_no_pool_without_the_option_nor_for_the_no_db_alias(wrappers: Callable[..., Any]) -> None:
     assert wrappers(SERVER, OPTIONS={}).pool is None
     assert wrappers(SERVER, OPTIONS={"pool": False}).pool is None
     assert wrappers(SERVER, alias=NO_DB_ALIAS).pool is None
 
 
-def test_one_pool_per_alias_replaced_when_its_settings_change(
-        wrappers: Callable[..., Any]) -> None:
+def test_one_pool_per_alias_replaced_when_its_settings_change(wrappers: Callable[..., Any]) -> None:
     first = wrappers(SERVER).pool
     assert wrappers(SERVER).pool is first  # another thread's wrapper of the same alias
     assert wrappers(SERVER, alias="other").pool is not first
@@ -113,9 +119,11 @@ def test_one_pool_per_alias_replaced_when_its_settings_change(
 
 
 def test_pool_options_and_health_checks_reach_the_pool(wrappers: Callable[..., Any]) -> None:
-    wrapper = wrappers(SERVER, CONN_HEALTH_CHECKS=True,
-                       OPTIONS={"pool": {"size": 3, "max_overflow": 1, "mode": "persistent",
-                                         "pre_ping": True}})
+    wrapper = wrappers(
+        SERVER,
+        CONN_HEALTH_CHECKS=True,
+        OPTIONS={"pool": {"size": 3, "max_overflow": 1, "mode": "persistent", "pre_ping": True}},
+    )
     pool = wrapper.pool
     assert (pool.size, pool.max_size, pool.mode) == (3, 4, "persistent")
     wrapper.close_pool()
@@ -134,8 +142,9 @@ def _status(admin: Any, name: str) -> int:
 
 
 def _isolation(wrapper: Any) -> str:
-    rows = _query(wrapper, "SHOW VARIABLES WHERE variable_name IN "
-                           "('transaction_isolation', 'tx_isolation')")
+    rows = _query(
+        wrapper, "SHOW VARIABLES WHERE variable_name IN ('transaction_isolation', 'tx_isolation')"
+    )
     return str(rows[0][1])
 
 
@@ -149,14 +158,17 @@ def _query(wrapper: Any, sql: str, params: Any = None) -> list[Any]:
 def items(mysql_params: dict[str, Any], admin: Any) -> str:
     with admin.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS `{mysql_params['database']}`.dj_items")
-        cur.execute(f"CREATE TABLE `{mysql_params['database']}`.dj_items "
-                    "(id INT AUTO_INCREMENT PRIMARY KEY, worker INT, kind VARCHAR(16)) "
-                    "ENGINE=InnoDB")
+        cur.execute(
+            f"CREATE TABLE `{mysql_params['database']}`.dj_items "
+            "(id INT AUTO_INCREMENT PRIMARY KEY, worker INT, kind VARCHAR(16)) "
+            "ENGINE=InnoDB"
+        )
     return "dj_items"
 
 
 def test_connection_taken_from_the_pool_and_given_back(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any) -> None:
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any
+) -> None:
     wrapper = wrappers(mysql_params)
     pool = wrapper.pool
     first_id = _query(wrapper, "SELECT CONNECTION_ID()")[0][0]
@@ -176,11 +188,16 @@ def test_connection_taken_from_the_pool_and_given_back(
 
 @pytest.mark.parametrize("reset", ["rollback", "session"])
 def test_session_settings_hold_on_every_checkout(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], reset: str) -> None:
-    wrapper = wrappers(mysql_params, OPTIONS={
-        "pool": {"size": 1, "max_overflow": 0, "reset": reset},
-        "isolation_level": "serializable",
-        "init_command": "SET @@session.sql_select_limit = 1000"})
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], reset: str
+) -> None:
+    wrapper = wrappers(
+        mysql_params,
+        OPTIONS={
+            "pool": {"size": 1, "max_overflow": 0, "reset": reset},
+            "isolation_level": "serializable",
+            "init_command": "SET @@session.sql_select_limit = 1000",
+        },
+    )
     for _ in range(3):
         assert _isolation(wrapper) == "SERIALIZABLE"
         assert _query(wrapper, "SELECT @@session.sql_select_limit") == [(1000,)]
@@ -198,7 +215,8 @@ def test_session_settings_hold_on_every_checkout(
 
 
 def test_closed_inside_an_atomic_block_is_rolled_back_and_returned(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], items: str) -> None:
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], items: str
+) -> None:
     wrapper = wrappers(mysql_params)
     pool = wrapper.pool
     wrapper.set_autocommit(False)
@@ -211,7 +229,8 @@ def test_closed_inside_an_atomic_block_is_rolled_back_and_returned(
 
 
 def test_pool_timeout_is_a_django_operational_error(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any]) -> None:
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any]
+) -> None:
     options = {"pool": {"size": 1, "max_overflow": 0, "timeout": 0.2}}
     holder = wrappers(mysql_params, OPTIONS=options)
     waiter = wrappers(mysql_params, OPTIONS=options)
@@ -225,10 +244,13 @@ def test_pool_timeout_is_a_django_operational_error(
 
 @pytest.mark.parametrize("health_checks", [True, False])
 def test_conn_health_checks_is_the_pools_check(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any,
-        health_checks: bool) -> None:
-    wrapper = wrappers(mysql_params, CONN_HEALTH_CHECKS=health_checks,
-                       OPTIONS={"pool": {"size": 1, "max_overflow": 0, "ping_interval": 0}})
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any, health_checks: bool
+) -> None:
+    wrapper = wrappers(
+        mysql_params,
+        CONN_HEALTH_CHECKS=health_checks,
+        OPTIONS={"pool": {"size": 1, "max_overflow": 0, "ping_interval": 0}},
+    )
     victim = _query(wrapper, "SELECT CONNECTION_ID()")[0][0]
     wrapper.close()
     with admin.cursor() as cur:
@@ -246,8 +268,8 @@ def test_conn_health_checks_is_the_pools_check(
 
 @pytest.mark.parametrize("mode", ["shared", "persistent"])
 def test_threads_share_the_alias_pool_within_its_bound(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any, items: str,
-        mode: str) -> None:
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], admin: Any, items: str, mode: str
+) -> None:
     threads, rounds = 16, 8
     size, overflow = (3, 2) if mode == "shared" else (threads, 0)
     options = {"pool": {"size": size, "max_overflow": overflow, "mode": mode, "timeout": 60}}
@@ -265,15 +287,19 @@ def test_threads_share_the_alias_pool_within_its_bound(
             barrier.wait()
             for n in range(rounds):
                 wrapper.set_autocommit(False)
-                _query(wrapper, f"INSERT INTO {items} (worker, kind) VALUES (%s, %s)",
-                       (worker, "kept" if n % 2 else "lost"))
+                _query(
+                    wrapper,
+                    f"INSERT INTO {items} (worker, kind) VALUES (%s, %s)",
+                    (worker, "kept" if n % 2 else "lost"),
+                )
                 if n % 2:
                     wrapper.commit()
                 else:
                     wrapper.rollback()
                 wrapper.set_autocommit(True)
-                count = _query(wrapper, f"SELECT COUNT(*) FROM {items} WHERE worker = %s",
-                               (worker,))[0][0]
+                count = _query(
+                    wrapper, f"SELECT COUNT(*) FROM {items} WHERE worker = %s", (worker,)
+                )[0][0]
                 assert count == (n + 1) // 2, (worker, n, count)
                 peak[0] = max(peak[0], pool.get_stats()["total_connections"])
                 wrapper.close()  # end of the request
@@ -306,14 +332,17 @@ def test_threads_share_the_alias_pool_within_its_bound(
     assert _query(per_thread[0], f"SELECT COUNT(*) FROM {items}")[0][0] == threads * rounds // 2
 
 
-@pytest.mark.parametrize("cause", ["autocommit left off", "failed health check",
-                                   "error, then unusable"])
+@pytest.mark.parametrize(
+    "cause", ["autocommit left off", "failed health check", "error, then unusable"]
+)
 def test_connection_django_finds_unusable_leaves_the_pool(
-        wrappers: Callable[..., Any], mysql_params: dict[str, Any], cause: str) -> None:
+    wrappers: Callable[..., Any], mysql_params: dict[str, Any], cause: str
+) -> None:
     # No check before lending (CONN_HEALTH_CHECKS off): only the discard keeps the
     # next request from getting the connection Django gave up on.
-    wrapper = wrappers(mysql_params, CONN_MAX_AGE=0,
-                       OPTIONS={"pool": {"size": 1, "max_overflow": 0}})
+    wrapper = wrappers(
+        mysql_params, CONN_MAX_AGE=0, OPTIONS={"pool": {"size": 1, "max_overflow": 0}}
+    )
     pool = wrapper.pool
     first = _query(wrapper, "SELECT CONNECTION_ID()")[0][0]
     if cause == "autocommit left off":

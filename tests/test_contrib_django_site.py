@@ -55,9 +55,22 @@ def site_env(mysql_params: dict[str, Any]) -> dict[str, str]:
 def running_site(env: dict[str, str], log: Path) -> Iterator[str]:
     """gunicorn serving the site; yields its base URL once it answers; always stopped by pid."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--chdir", str(SITE),
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", str(THREADS),
-               "--log-level", "warning", "site_config.wsgi:application"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--chdir",
+        str(SITE),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        str(THREADS),
+        "--log-level",
+        "warning",
+        "site_config.wsgi:application",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, cwd=SITE, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -72,8 +85,7 @@ def running_site(env: dict[str, str], log: Path) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the site did not answer within {READY_TIMEOUT}s:\n"
-                            f"{log.read_text()}")
+                pytest.fail(f"the site did not answer within {READY_TIMEOUT}s:\n{log.read_text()}")
             time.sleep(0.1)
         yield base
     finally:
@@ -91,8 +103,9 @@ def _threads_connected(admin: Any) -> int:
         return int(cur.fetchone()[1])
 
 
-async def _owner_session(client: httpx.AsyncClient, limit: asyncio.Semaphore, owner: int,
-                         problems: list[str]) -> None:
+async def _owner_session(
+    client: httpx.AsyncClient, limit: asyncio.Semaphore, owner: int, problems: list[str]
+) -> None:
     """One owner's notes, added one after another, then read back."""
     sent = []
     for n in range(NOTES_PER_OWNER):
@@ -101,8 +114,12 @@ async def _owner_session(client: httpx.AsyncClient, limit: asyncio.Semaphore, ow
             reply = await client.post("/notes/", json={"owner": owner, "text": text})
         body = reply.json() if reply.status_code == 200 else reply.text
         sent.append(text)
-        if reply.status_code != 200 or body["text"] != text or body["owner"] != owner \
-                or body["count"] != n + 1:
+        if (
+            reply.status_code != 200
+            or body["text"] != text
+            or body["owner"] != owner
+            or body["count"] != n + 1
+        ):
             problems.append(f"POST owner {owner} note {n}: {reply.status_code} {body}")
     async with limit:
         reply = await client.get(f"/notes/{owner}/")
@@ -115,19 +132,27 @@ async def _load(base: str) -> list[str]:
     limit = asyncio.Semaphore(CONCURRENCY)
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
-        await asyncio.gather(*(_owner_session(client, limit, owner, problems)
-                               for owner in range(OWNERS)))
+        await asyncio.gather(
+            *(_owner_session(client, limit, owner, problems) for owner in range(OWNERS))
+        )
     return problems
 
 
 def test_gunicorn_threads_stay_within_the_pool(
-        mysql_params: dict[str, Any], admin: Any, tmp_path: Path) -> None:
+    mysql_params: dict[str, Any], admin: Any, tmp_path: Path
+) -> None:
     env = site_env(mysql_params)
     with admin.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS `{mysql_params['database']}`.notes_note")
         cur.execute(f"DROP TABLE IF EXISTS `{mysql_params['database']}`.django_migrations")
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                             cwd=SITE, env=env, capture_output=True, text=True, check=False)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=SITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
     baseline = _threads_connected(admin)
@@ -148,9 +173,11 @@ def test_gunicorn_threads_stay_within_the_pool(
             watcher.join()
         stats = httpx.get(f"{base}/stats/", timeout=10.0).json()
     requests = OWNERS * (NOTES_PER_OWNER + 1)
-    print(f"{requests} requests, {CONCURRENCY} at a time, gunicorn --threads {THREADS}: "
-          f"server connections peaked at {peak[0] - baseline} (pool bound "
-          f"{POOL_SIZE + POOL_OVERFLOW}); pool stats {stats}")
+    print(
+        f"{requests} requests, {CONCURRENCY} at a time, gunicorn --threads {THREADS}: "
+        f"server connections peaked at {peak[0] - baseline} (pool bound "
+        f"{POOL_SIZE + POOL_OVERFLOW}); pool stats {stats}"
+    )
     assert not problems, problems[:5]
     assert 0 < peak[0] - baseline <= POOL_SIZE + POOL_OVERFLOW
     assert stats["max_size"] == POOL_SIZE + POOL_OVERFLOW

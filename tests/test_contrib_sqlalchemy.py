@@ -72,8 +72,13 @@ def test_sqlite_engine_core_and_orm(sqlite_pool: Any, engines: list[Any]) -> Non
 
 
 def test_pooling_options_of_sqlalchemy_are_refused(sqlite_pool: Any) -> None:
-    for option in ({"poolclass": NullPool}, {"pool_size": 5}, {"pool_pre_ping": True},
-                   {"pool_recycle": 60}, {"pool_reset_on_return": "rollback"}):
+    for option in (
+        {"poolclass": NullPool},
+        {"pool_size": 5},
+        {"pool_pre_ping": True},
+        {"pool_recycle": 60},
+        {"pool_reset_on_return": "rollback"},
+    ):
         with pytest.raises(TypeError, match=next(iter(option))):
             create_engine(sqlite_pool, **option)
     with pytest.raises(TypeError, match="ConnectionPool"):
@@ -101,8 +106,11 @@ def _dialect_driver(mysql_driver: str) -> str:
 
 
 def test_url_names_dialect_and_target_without_password(
-        mysql_pool: Callable[..., Any], mysql_driver: str, mysql_params: dict[str, Any],
-        engines: list[Any]) -> None:
+    mysql_pool: Callable[..., Any],
+    mysql_driver: str,
+    mysql_params: dict[str, Any],
+    engines: list[Any],
+) -> None:
     pool = mysql_pool()
     engine = create_engine(pool)
     engines.append(engine)
@@ -115,7 +123,8 @@ def test_url_names_dialect_and_target_without_password(
 
 
 def test_core_and_orm_sessions_under_32_threads(
-        mysql_pool: Callable[..., Any], pool_mode: str, engines: list[Any]) -> None:
+    mysql_pool: Callable[..., Any], pool_mode: str, engines: list[Any]
+) -> None:
     # Persistent mode keeps a connection per thread: give every thread a slot.
     size, overflow = (6, 2) if pool_mode == "shared" else (THREADS, 0)
     pool = mysql_pool(size=size, max_overflow=overflow, timeout=60)
@@ -147,8 +156,9 @@ def test_core_and_orm_sessions_under_32_threads(
                     except LookupError:
                         pass
                 with Session(engine) as session:  # each worker sees its committed rows
-                    mine = session.scalar(select(func.count()).select_from(Item)
-                                          .where(Item.worker == worker))
+                    mine = session.scalar(
+                        select(func.count()).select_from(Item).where(Item.worker == worker)
+                    )
                     assert mine == 2 * (_ + 1), mine
         except BaseException as exc:
             errors.append(exc)
@@ -180,7 +190,8 @@ def _kill(admin: Any, connection_id: int) -> None:
 
 
 def test_killed_idle_connection_is_replaced(
-        mysql_pool: Callable[..., Any], admin: Any, engines: list[Any]) -> None:
+    mysql_pool: Callable[..., Any], admin: Any, engines: list[Any]
+) -> None:
     pool = mysql_pool(size=1, max_overflow=0)
     engine = create_engine(pool)
     engines.append(engine)
@@ -197,8 +208,8 @@ def test_killed_idle_connection_is_replaced(
 
 
 def test_connection_killed_in_use_raises_once_then_is_replaced(
-        mysql_pool: Callable[..., Any], admin: Any, engines: list[Any],
-        mysql_driver: str) -> None:
+    mysql_pool: Callable[..., Any], admin: Any, engines: list[Any], mysql_driver: str
+) -> None:
     pool = mysql_pool(size=1, max_overflow=0)
     engine = create_engine(pool)
     engines.append(engine)
@@ -221,8 +232,14 @@ def test_connection_killed_in_use_raises_once_then_is_replaced(
 
 # -- server commands per request ------------------------------------------------------
 
-_COUNTERS = ("Questions", "Com_select", "Com_insert", "Com_commit", "Com_rollback",
-             "Com_set_option")
+_COUNTERS = (
+    "Questions",
+    "Com_select",
+    "Com_insert",
+    "Com_commit",
+    "Com_rollback",
+    "Com_set_option",
+)
 REQUESTS = 40
 
 
@@ -247,8 +264,13 @@ def _per_request(admin: Any, request: Callable[[], None]) -> dict[str, float]:
 
 @pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "no-autocommit"])
 def test_no_server_command_beyond_plain_dbpool(
-        mysql_pool: Callable[..., Any], admin: Any, engines: list[Any], autocommit: bool,
-        mysql_driver: str, pool_mode: str) -> None:
+    mysql_pool: Callable[..., Any],
+    admin: Any,
+    engines: list[Any],
+    autocommit: bool,
+    mysql_driver: str,
+    pool_mode: str,
+) -> None:
     pool = mysql_pool(autocommit=autocommit)
     engine = create_engine(pool)
     engines.append(engine)
@@ -290,12 +312,22 @@ def test_no_server_command_beyond_plain_dbpool(
             session.add(Item(worker=2, kind="w"))
             session.commit()
 
-    figures = {name: _per_request(admin, fn) for name, fn in [
-        ("plain read", plain_read), ("core read", core_read), ("orm read", orm_read),
-        ("plain write", plain_write), ("core write", core_write), ("orm write", orm_write)]}
+    figures = {
+        name: _per_request(admin, fn)
+        for name, fn in [
+            ("plain read", plain_read),
+            ("core read", core_read),
+            ("orm read", orm_read),
+            ("plain write", plain_write),
+            ("core write", core_write),
+            ("orm write", orm_write),
+        ]
+    }
     for name, figure in figures.items():
-        print(f"{mysql_driver} {pool_mode} autocommit={autocommit} {name}: "
-              + ", ".join(f"{key} {value:g}" for key, value in figure.items()))
+        print(
+            f"{mysql_driver} {pool_mode} autocommit={autocommit} {name}: "
+            + ", ".join(f"{key} {value:g}" for key, value in figure.items())
+        )
     for kind in ("read", "write"):
         plain = figures[f"plain {kind}"]
         for api in ("core", "orm"):
@@ -313,17 +345,19 @@ def test_no_server_command_beyond_plain_dbpool(
 
 
 def test_naive_recipe_costs_more_round_trips(
-        mysql_params: dict[str, Any], admin: Any, pools: list[Any], engines: list[Any],
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    mysql_params: dict[str, Any],
+    admin: Any,
+    pools: list[Any],
+    engines: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     """The figures create_engine() saves: a NullPool with pool.acquire as creator."""
     import sqlalchemy
 
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
     pool = make_pool(driver="pymysql", autocommit=True, **mysql_params)
     pools.append(pool)
-    naive = sqlalchemy.create_engine("mysql+pymysql://", creator=pool.acquire,
-                                     poolclass=NullPool)
+    naive = sqlalchemy.create_engine("mysql+pymysql://", creator=pool.acquire, poolclass=NullPool)
     lean = create_engine(pool)
     engines.extend([naive, lean])
 
@@ -331,6 +365,7 @@ def test_naive_recipe_costs_more_round_trips(
         def run() -> None:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1")).all()
+
         return run
 
     naive_figures = _per_request(admin, request(naive))
@@ -343,9 +378,15 @@ def test_naive_recipe_costs_more_round_trips(
 def test_example_program_runs_on_sqlite(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if k != "DBPOOL_CONFIG"}
-    proc = subprocess.run([sys.executable, str(root / "examples" / "sqlalchemy_example.py")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "sqlalchemy_example.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert ": 80 users" in proc.stdout
     assert "'in_use': 0" in proc.stdout

@@ -34,9 +34,18 @@ def test_fast_subset_passes_on_dbpool_wherever_it_passes_on_stock(tmp_path: Path
             raise
     report_path = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "django_suite.py"), "--fast",
-         "--json", str(report_path)],
-        capture_output=True, text=True, check=False, timeout=900)
+        [
+            sys.executable,
+            str(ROOT / "tools" / "django_suite.py"),
+            "--fast",
+            "--json",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     print(proc.stdout)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     assert proc.returncode == 0 and report is not None, proc.stdout[-3000:] + proc.stderr[-3000:]

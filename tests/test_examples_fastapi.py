@@ -36,12 +36,24 @@ def free_port() -> int:
 def running_app(env: dict[str, str], log: Path) -> Iterator[str]:
     """Start the example under uvicorn; yield its base URL once it answers; always stop it."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
-               "fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(ROOT / "examples"),
+        "fastapi_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -84,8 +96,10 @@ async def load(base: str) -> dict[str, Any]:
                 return await client.request(method, url, **kwargs)
 
         sampler = asyncio.create_task(sample())
-        users = [{"name": f"{NAMES[i % len(NAMES)]} {i}", "email": f"user{i}@example.org"}
-                 for i in range(100)]
+        users = [
+            {"name": f"{NAMES[i % len(NAMES)]} {i}", "email": f"user{i}@example.org"}
+            for i in range(100)
+        ]
         created = await asyncio.gather(*(call("POST", "/users", json=u) for u in users))
         assert [r.status_code for r in created] == [201] * 100
         by_id = {r.json()["id"]: r.json() for r in created}
@@ -132,11 +146,16 @@ async def load(base: str) -> dict[str, Any]:
         return {"samples": samples, "final": final}
 
 
-@pytest.mark.parametrize(("driver", "mode"),
-                         [("pymysql", "shared"), ("mysql-connector", "persistent")])
-def test_fastapi_example_over_http(driver: str, mode: str, mysql_params: dict[str, Any],
-                                   admin: pymysql.connections.Connection,
-                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("driver", "mode"), [("pymysql", "shared"), ("mysql-connector", "persistent")]
+)
+def test_fastapi_example_over_http(
+    driver: str,
+    mode: str,
+    mysql_params: dict[str, Any],
+    admin: pymysql.connections.Connection,
+    tmp_path: Path,
+) -> None:
     table = f"users_{uuid.uuid4().hex[:8]}"
     p = mysql_params
     config = tmp_path / "config.yaml"
@@ -148,10 +167,15 @@ def test_fastapi_example_over_http(driver: str, mode: str, mysql_params: dict[st
         f"    user: {p['user']}\n"
         f"    db: {p['database']}\n"
         f"    driver: {driver}\n"
-        f"    pool: {{mode: {mode}, size: 4, max_overflow: 2, timeout: 20}}\n")
-    env = {**os.environ, "DBPOOL_CONFIG": str(config), "DBPOOL_PRIMARY_PASSWORD": p["password"],
-           "APP_USERS_TABLE": table,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        f"    pool: {{mode: {mode}, size: 4, max_overflow: 2, timeout: 20}}\n"
+    )
+    env = {
+        **os.environ,
+        "DBPOOL_CONFIG": str(config),
+        "DBPOOL_PRIMARY_PASSWORD": p["password"],
+        "APP_USERS_TABLE": table,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     log = tmp_path / "app.log"
     try:
         with running_app(env, log) as base:

@@ -32,22 +32,34 @@ NASTY = [
     "",
 ]
 
-SPEC_STATS_KEYS = {"created", "recycled", "acquired", "released", "timeouts",
-                   "total_connections", "pool_size", "max_size"}
+SPEC_STATS_KEYS = {
+    "created",
+    "recycled",
+    "acquired",
+    "released",
+    "timeouts",
+    "total_connections",
+    "pool_size",
+    "max_size",
+}
 
 Factory = Callable[..., ObjDataThreadSafe]
 
 
 @pytest.fixture
-def facade(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
-           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Factory]:
+def facade(
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[Factory]:
     """Makes the class-level pool on the test server; closes every such pool afterwards."""
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
 
     def new(**options: Any) -> ObjDataThreadSafe:
-        return ObjDataThreadSafe(**{**mysql_params, "driver": mysql_driver, "mode": pool_mode,
-                                    **options})
+        return ObjDataThreadSafe(
+            **{**mysql_params, "driver": mysql_driver, "mode": pool_mode, **options}
+        )
 
     yield new
     ObjDataThreadSafe.close_pool()
@@ -57,9 +69,11 @@ def facade(mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str,
 def items(admin: pymysql.connections.Connection, mysql_params: dict[str, Any]) -> Iterator[str]:
     name = f"{mysql_params['database']}.items_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
-        cur.execute(f"CREATE TABLE {name} (id INT AUTO_INCREMENT PRIMARY KEY, "
-                    "name TEXT NOT NULL, n INT NOT NULL DEFAULT 0) "
-                    "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        cur.execute(
+            f"CREATE TABLE {name} (id INT AUTO_INCREMENT PRIMARY KEY, "
+            "name TEXT NOT NULL, n INT NOT NULL DEFAULT 0) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     yield name
     with admin.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {name}")
@@ -118,13 +132,13 @@ def test_64_threads_share_one_instance(facade: Factory, items: str) -> None:
 def test_40_threads_5_connections_400_queries(facade: Factory) -> None:
     db = facade(pool_size=5, max_overflow=0, timeout=20)
     with watching(db) as samples, ThreadPoolExecutor(max_workers=40) as executor:
-        answers = list(executor.map(lambda i: db.sql_get_value("SELECT %s + 1", (i,)),
-                                    range(400)))
+        answers = list(executor.map(lambda i: db.sql_get_value("SELECT %s + 1", (i,)), range(400)))
         assert [int(a) for a in answers] == [i + 1 for i in range(400)]
         # The 40 threads are alive and idle now: a newcomer still gets a connection at once.
         newcomer_answer: list[Any] = []
         newcomer = threading.Thread(
-            target=lambda: newcomer_answer.append(db.pool.acquire(timeout=3).close() or 1))
+            target=lambda: newcomer_answer.append(db.pool.acquire(timeout=3).close() or 1)
+        )
         newcomer.start()
         newcomer.join(10)
         assert newcomer_answer == [1]
@@ -134,15 +148,15 @@ def test_40_threads_5_connections_400_queries(facade: Factory) -> None:
     assert max(samples, default=0) <= 5
 
 
-def test_injection_strings_are_stored_and_read_back_literally(facade: Factory,
-                                                               items: str) -> None:
+def test_injection_strings_are_stored_and_read_back_literally(facade: Factory, items: str) -> None:
     db = facade(pool_size=2)
     for text in NASTY:
         db.sql_execute(f"INSERT INTO {items} (name) VALUES (%s)", (text,))
         assert db.sql_get_value("SELECT %s", (text,)) == text
     for text in NASTY:
-        assert db.sql_get_value(f"SELECT COUNT(*) FROM {items} WHERE name = %(v)s",
-                                {"v": text}) == 1
+        assert (
+            db.sql_get_value(f"SELECT COUNT(*) FROM {items} WHERE name = %(v)s", {"v": text}) == 1
+        )
     stored = [row["name"] for row in db.sql_get_dicts(f"SELECT name FROM {items} ORDER BY id")]
     assert stored == NASTY
 
@@ -168,7 +182,8 @@ def test_extras(facade: Factory, items: str) -> None:
     assert db.sql_executemany(f"INSERT INTO {items} (name, n) VALUES (%s, %s)", rows) == 500
     assert db.sql_get_value(f"SELECT SUM(n) FROM {items}") == sum(range(500))
     assert db.sql_get_dicts(f"SELECT id, name FROM {items} WHERE id = %s", (first,)) == [
-        {"id": first, "name": "a"}]
+        {"id": first, "name": "a"}
+    ]
     assert db.sql_get_value(f"SELECT name FROM {items} WHERE id = %s", (-1,), default="-") == "-"
     assert db.sql_execute(f"UPDATE {items} SET n = n + 1 WHERE name LIKE %s", ("bulk%",)) == 500
     assert db.sql_execute(f"DELETE FROM {items} WHERE n > %s", (250,)) == 250
@@ -190,8 +205,9 @@ def test_stats_through_get_pool_stats(facade: Factory) -> None:
 # -- transactions ------------------------------------------------------------------------
 
 
-def test_transaction_commits_on_success(facade: Factory, items: str,
-                                        admin: pymysql.connections.Connection) -> None:
+def test_transaction_commits_on_success(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2)
     with db.transaction():
         conn_id = db.sql_get_value("SELECT CONNECTION_ID()")
@@ -206,8 +222,9 @@ def test_transaction_commits_on_success(facade: Factory, items: str,
     assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
 
 
-def test_transaction_rolls_back_on_an_exception(facade: Factory, items: str,
-                                                admin: pymysql.connections.Connection) -> None:
+def test_transaction_rolls_back_on_an_exception(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2)
     with pytest.raises(RuntimeError), db.transaction():
         db.sql_execute(f"INSERT INTO {items} (name) VALUES (%s)", ("a",))
@@ -221,8 +238,9 @@ def test_transaction_rolls_back_on_an_exception(facade: Factory, items: str,
     assert committed(admin, items) == ["after"]
 
 
-def test_nested_transactions_are_savepoints(facade: Factory, items: str,
-                                            admin: pymysql.connections.Connection) -> None:
+def test_nested_transactions_are_savepoints(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
     with db.transaction():
@@ -237,8 +255,9 @@ def test_nested_transactions_are_savepoints(facade: Factory, items: str,
     assert committed(admin, items) == ["outer", "inner kept", "outer again"]
 
 
-def test_a_lost_connection_in_a_transaction_raises(facade: Factory, items: str,
-                                                   admin: pymysql.connections.Connection) -> None:
+def test_a_lost_connection_in_a_transaction_raises(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
     with pytest.raises(DRIVER_ERRORS), db.transaction():
@@ -262,8 +281,9 @@ def test_a_lost_connection_in_a_transaction_raises(facade: Factory, items: str,
     assert stats["total_connections"] <= 2
 
 
-def test_a_failed_statement_leaves_no_lock_behind(facade: Factory, items: str,
-                                                  admin: pymysql.connections.Connection) -> None:
+def test_a_failed_statement_leaves_no_lock_behind(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     """A duplicate key makes InnoDB lock the existing row; the facade must not keep that lock."""
     db = facade(pool_size=1, max_overflow=0)
     with admin.cursor() as cur:
@@ -277,8 +297,9 @@ def test_a_failed_statement_leaves_no_lock_behind(facade: Factory, items: str,
     assert committed(admin, items) == []
 
 
-def test_objdata_over_a_pooled_connection(mysql_pool: Any, items: str,
-                                          admin: pymysql.connections.Connection) -> None:
+def test_objdata_over_a_pooled_connection(
+    mysql_pool: Any, items: str, admin: pymysql.connections.Connection
+) -> None:
     pool = mysql_pool(size=2)
     with pool as conn:
         data = ObjData(DB=conn)
@@ -292,8 +313,9 @@ def test_objdata_over_a_pooled_connection(mysql_pool: Any, items: str,
     assert pool.get_stats()["in_use"] == 0
 
 
-def test_objdata_sees_other_sessions_commits(mysql_pool: Any, items: str,
-                                             admin: pymysql.connections.Connection) -> None:
+def test_objdata_sees_other_sessions_commits(
+    mysql_pool: Any, items: str, admin: pymysql.connections.Connection
+) -> None:
     """A held connection does not keep reading one old snapshot between statements."""
     pool = mysql_pool(size=1)
     with pool as conn:
@@ -307,8 +329,12 @@ def test_objdata_sees_other_sessions_commits(mysql_pool: Any, items: str,
 # -- close_thread_connection ----------------------------------------------------------
 
 
-def test_close_thread_connection(facade: Factory, pool_mode: str, mysql_params: dict[str, Any],
-                                 admin: pymysql.connections.Connection) -> None:
+def test_close_thread_connection(
+    facade: Factory,
+    pool_mode: str,
+    mysql_params: dict[str, Any],
+    admin: pymysql.connections.Connection,
+) -> None:
     db = facade(pool_size=3)
     conn_id = db.sql_get_value("SELECT CONNECTION_ID()")
     stats = ObjDataThreadSafe.get_pool_stats()
@@ -321,8 +347,9 @@ def test_close_thread_connection(facade: Factory, pool_mode: str, mysql_params: 
         assert stats["total_connections"] == 0
         with admin.cursor() as cur:
             for _ in range(100):
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
-                            (conn_id,))
+                cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (conn_id,)
+                )
                 if cur.fetchone()[0] == 0:
                     break
                 time.sleep(0.02)
@@ -364,18 +391,22 @@ def test_worker_threads_give_back_when_they_finish(facade: Factory) -> None:
 # -- named configs ----------------------------------------------------------------------
 
 
-def test_named_configs_and_db_connect_remote(mysql_params: dict[str, Any], mysql_driver: str,
-                                              admin: pymysql.connections.Connection,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_named_configs_and_db_connect_remote(
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    admin: pymysql.connections.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     secondary = f"dbpool_second_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {secondary}")
         cur.execute(f"CREATE TABLE {secondary}.remote_table (x TEXT)")
         cur.execute(f"INSERT INTO {secondary}.remote_table VALUES ('over there')")
         for host in ("127.0.0.1", "localhost"):
-            cur.execute(f"GRANT ALL PRIVILEGES ON {secondary}.* TO %s@%s",
-                        (mysql_params["user"], host))
+            cur.execute(
+                f"GRANT ALL PRIVILEGES ON {secondary}.* TO %s@%s", (mysql_params["user"], host)
+            )
     config = tmp_path / "config.yaml"
     p = mysql_params
     config.write_text(
@@ -383,7 +414,8 @@ def test_named_configs_and_db_connect_remote(mysql_params: dict[str, Any], mysql
         f"  primary: {{ip: {p['host']}, port: {p['port']}, user: {p['user']}, "
         f"db: {p['database']}, driver: {mysql_driver}, pool: {{size: 2}}}}\n"
         f"  secondary: {{ip: {p['host']}, port: {p['port']}, user: {p['user']}, "
-        f"db: {secondary}, driver: {mysql_driver}, pool: {{size: 1, max_overflow: 0}}}}\n")
+        f"db: {secondary}, driver: {mysql_driver}, pool: {{size: 1, max_overflow: 0}}}}\n"
+    )
     monkeypatch.setenv("DBPOOL_CONFIG", str(config))
     monkeypatch.setenv("DBPOOL_PRIMARY_PASSWORD", p["password"])
     monkeypatch.setenv("DBPOOL_SECONDARY_PASSWORD", p["password"])
@@ -417,15 +449,17 @@ def test_async_use(facade: Factory, items: str, admin: pymysql.connections.Conne
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
     async def main() -> None:
-        answers = await asyncio.gather(*(db.asql_get_value("SELECT %s * 3", (i,))
-                                         for i in range(200)))
+        answers = await asyncio.gather(
+            *(db.asql_get_value("SELECT %s * 3", (i,)) for i in range(200))
+        )
         assert [int(a) for a in answers] == [i * 3 for i in range(200)]
         await asyncio.gather(*(db.asql_execute(insert, (f"row{i}",)) for i in range(20)))
         async with db.atransaction():
             conn_id = await db.asql_get_value("SELECT CONNECTION_ID()")
             await db.asql_execute(insert, ("in tx",))
             ids = await asyncio.gather(
-                *(db.asql_get_value("SELECT CONNECTION_ID()") for _ in range(5)))
+                *(db.asql_get_value("SELECT CONNECTION_ID()") for _ in range(5))
+            )
             assert ids == [conn_id] * 5
             assert "in tx" not in committed(admin, items)
         assert "in tx" in committed(admin, items)
@@ -443,12 +477,13 @@ def test_async_use(facade: Factory, items: str, admin: pymysql.connections.Conne
     assert stats["total_connections"] <= 4
 
 
-def test_make_pool_and_facade_agree_on_the_driver(mysql_params: dict[str, Any],
-                                                  mysql_driver: str, pools: list[Any],
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+def test_make_pool_and_facade_agree_on_the_driver(
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pools: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     pool = make_pool(driver=mysql_driver, **mysql_params)
     pools.append(pool)
     with pool as conn:
@@ -458,9 +493,9 @@ def test_make_pool_and_facade_agree_on_the_driver(mysql_params: dict[str, Any],
 # -- a thread's transaction, tasks and nested async blocks ----------------------------
 
 
-def test_objdata_helpers_join_the_callers_transaction(facade: Factory, items: str,
-                                                      admin: pymysql.connections.Connection
-                                                      ) -> None:
+def test_objdata_helpers_join_the_callers_transaction(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
@@ -484,9 +519,9 @@ def test_objdata_helpers_join_the_callers_transaction(facade: Factory, items: st
     assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
 
 
-def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: str,
-                                                        admin: pymysql.connections.Connection
-                                                        ) -> None:
+def test_concurrent_nested_async_blocks_keep_their_work(
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 
@@ -505,8 +540,11 @@ def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: 
 
         async with db.atransaction():
             await db.asql_execute(insert, ("outer",))
-            await asyncio.gather(*(step(i) for i in range(6)), *(sibling(i) for i in range(3)),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(step(i) for i in range(6)),
+                *(sibling(i) for i in range(3)),
+                return_exceptions=True,
+            )
 
     asyncio.run(main())
     expected = {"outer"} | {f"plain {i}" for i in range(3)}
@@ -517,7 +555,8 @@ def test_concurrent_nested_async_blocks_keep_their_work(facade: Factory, items: 
 
 
 def test_a_task_outliving_its_async_transaction_fails_at_once(
-        facade: Factory, items: str, admin: pymysql.connections.Connection) -> None:
+    facade: Factory, items: str, admin: pymysql.connections.Connection
+) -> None:
     db = facade(pool_size=2, max_overflow=0)
     insert = f"INSERT INTO {items} (name) VALUES (%s)"
 

@@ -19,16 +19,7 @@ import pytest
 
 from dbpool import ConfigError, ObjData, ObjDataThreadSafe, PoolClosed, PoolError, make_pool
 
-MODES = ["shared", "persistent"]
 INSERT = "INSERT INTO items (name) VALUES (%s)"
-
-
-@pytest.fixture(autouse=True)
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    ObjDataThreadSafe.close_pool()
 
 
 def make_db(mode: str = "shared", **options: Any) -> ObjDataThreadSafe:
@@ -58,15 +49,17 @@ def finish(gen: Iterator[Any]) -> None:
 def test_option_mismatch_masks_nested_secrets() -> None:
     ObjDataThreadSafe(path="./x.sqlite3", ssl={"ca": "/ca.pem", "key_password": "first-s3cret"})
     with pytest.raises(ConfigError) as info:
-        ObjDataThreadSafe(path="./x.sqlite3",
-                          ssl={"ca": "/ca.pem", "key_password": "second-s3cret"})
+        ObjDataThreadSafe(
+            path="./x.sqlite3", ssl={"ca": "/ca.pem", "key_password": "second-s3cret"}
+        )
     text = str(info.value)
     assert "first-s3cret" not in text
     assert "second-s3cret" not in text
     assert "ssl=" in text and "'***'" in text and "/ca.pem" in text
     with pytest.raises(ConfigError) as info:
-        ObjDataThreadSafe(path="./x.sqlite3", ssl={"ca": "/other.pem",
-                                                   "key_password": "first-s3cret"})
+        ObjDataThreadSafe(
+            path="./x.sqlite3", ssl={"ca": "/other.pem", "key_password": "first-s3cret"}
+        )
     assert "first-s3cret" not in str(info.value)
     assert "/other.pem" in str(info.value)
 
@@ -95,8 +88,12 @@ def test_objdata_helpers_join_the_callers_transaction(cwd: Path) -> None:
         helper("helper")
         # Another thread is not part of this thread's transaction.
         with ThreadPoolExecutor(1) as other:
-            assert other.submit(lambda: ObjData().sql_get_value(
-                "SELECT COUNT(*) FROM items")).result(10) == 0
+            assert (
+                other.submit(lambda: ObjData().sql_get_value("SELECT COUNT(*) FROM items")).result(
+                    10
+                )
+                == 0
+            )
     assert committed_names(cwd / "facade.sqlite3") == ["caller", "helper"]
     assert ObjDataThreadSafe.get_pool_stats()["in_use"] == 0
 
@@ -113,9 +110,8 @@ def test_objdata_and_objdatathreadsafe_share_the_threads_transaction(cwd: Path) 
 # -- `with pool as conn` and transaction() whose exit runs on another thread -------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_with_pool_exit_on_another_thread_gives_back_its_own(mode: str) -> None:
-    pool = make_pool(mode=mode, path="./pool.sqlite3", size=2, max_overflow=0, timeout=2)
+def test_with_pool_exit_on_another_thread_gives_back_its_own(pool_mode: str) -> None:
+    pool = make_pool(mode=pool_mode, path="./pool.sqlite3", size=2, max_overflow=0, timeout=2)
 
     def dependency() -> Iterator[Any]:
         with pool as conn:
@@ -164,9 +160,8 @@ def in_threadpool(executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
     return executor.submit(contextvars.copy_context().run, fn, *args).result(10)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_transaction_exit_on_another_thread(cwd: Path, mode: str) -> None:
-    db = make_db(mode, size=2, max_overflow=0, timeout=2)
+def test_transaction_exit_on_another_thread(cwd: Path, pool_mode: str) -> None:
+    db = make_db(pool_mode, size=2, max_overflow=0, timeout=2)
 
     def dependency(name: str) -> Iterator[ObjDataThreadSafe]:
         with db.transaction():
@@ -184,7 +179,7 @@ def test_transaction_exit_on_another_thread(cwd: Path, mode: str) -> None:
     with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
         first = dependency("first")
         in_threadpool(a, next, first)
-        if mode == "shared":
+        if pool_mode == "shared":
             # Thread A serves another request while the first block is open: not inside it.
             # (Persistent mode lends A its one connection, which the open block holds.)
             assert in_threadpool(a, db.sql_get_value, count) == 0
@@ -203,7 +198,12 @@ def test_transaction_exit_on_another_thread(cwd: Path, mode: str) -> None:
             assert db.sql_get_value(count) == 5
             assert in_threadpool(a, db.sql_get_value, count) == 4  # another thread: not in it
     assert committed_names(cwd / "facade.sqlite3") == [
-        "first", "second", "after a", "after b", "plain"]
+        "first",
+        "second",
+        "after a",
+        "after b",
+        "plain",
+    ]
     assert db.pool.get_stats()["in_use"] == 0
 
 
@@ -287,9 +287,8 @@ def test_cancelling_an_async_transaction_after_close_pool_ends_it(cwd: Path) -> 
 # -- concurrent nested async blocks ----------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_concurrent_nested_async_blocks_keep_their_work(cwd: Path, mode: str) -> None:
-    db = make_db(mode, size=2, max_overflow=0)
+def test_concurrent_nested_async_blocks_keep_their_work(cwd: Path, pool_mode: str) -> None:
+    db = make_db(pool_mode, size=2, max_overflow=0)
 
     async def main() -> None:
         async def step(i: int) -> None:
@@ -306,9 +305,11 @@ def test_concurrent_nested_async_blocks_keep_their_work(cwd: Path, mode: str) ->
 
         async with db.atransaction():
             await db.asql_execute(INSERT, ("outer",))
-            results = await asyncio.gather(*(step(i) for i in range(6)),
-                                           *(sibling(i) for i in range(3)),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(step(i) for i in range(6)),
+                *(sibling(i) for i in range(3)),
+                return_exceptions=True,
+            )
             assert [type(r) for r in results[:6]] == [KeyError, type(None), type(None)] * 2
 
     asyncio.run(main())

@@ -23,17 +23,30 @@ ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 CONCURRENCY = 40  # anyio's thread pool: 40 threads, against pools of 3 connections
 REQUESTS = 240
+SETTLE_TIMEOUT = 10.0  # for the last dependency exits, run after their responses
 
 
 @contextlib.contextmanager
 def running(env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "tests"),
-               "fastapi_threads_app:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(ROOT / "tests"),
+        "fastapi_threads_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -70,19 +83,40 @@ async def load(base: str) -> tuple[list[tuple[str, int, httpx.Response]], dict[s
                 return kind, n, await client.post(f"/tx/{n}")
 
         answers = await asyncio.gather(
-            *(call("conn" if n % 2 else "tx", n) for n in range(REQUESTS)))
-        final = (await client.get("/stats")).json()
+            *(call("conn" if n % 2 else "tx", n) for n in range(REQUESTS))
+        )
+        final = await settled_stats(client)
     return list(answers), final
 
 
+async def settled_stats(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The stats once every block has given its connection back, or the last seen after a bound.
+
+    FastAPI runs a yield dependency's exit code after the response has been sent (the
+    default "request" scope), so the last answers can reach the client while their
+    blocks' exits still wait for a thread-pool thread: stats read at once may show a
+    connection still in use that is given back a moment later. A block that never gives
+    its connection back still shows in_use > 0 when the bound runs out.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        final: dict[str, Any] = (await client.get("/stats")).json()
+        settled = all(final[name]["in_use"] == 0 for name in ("pool", "facade"))
+        if settled or time.monotonic() > deadline:
+            return final
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("driver", ["pymysql", "mysql-connector"])
-def test_sync_generator_dependencies_under_uvicorn(driver: str, mysql_params: dict[str, Any],
-                                                   admin: pymysql.connections.Connection,
-                                                   tmp_path: Path) -> None:
+def test_sync_generator_dependencies_under_uvicorn(
+    driver: str, mysql_params: dict[str, Any], admin: pymysql.connections.Connection, tmp_path: Path
+) -> None:
     table = f"{mysql_params['database']}.deps_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
-        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, "
-                    "name VARCHAR(50) NOT NULL) ENGINE=InnoDB")
+        cur.execute(
+            f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, "
+            "name VARCHAR(50) NOT NULL) ENGINE=InnoDB"
+        )
     p = mysql_params
     config = tmp_path / "config.yaml"
     # Shared mode: persistent mode binds a connection to each of anyio's 40 threads.
@@ -94,10 +128,15 @@ def test_sync_generator_dependencies_under_uvicorn(driver: str, mysql_params: di
         f"    user: {p['user']}\n"
         f"    db: {p['database']}\n"
         f"    driver: {driver}\n"
-        "    pool: {mode: shared, size: 2, max_overflow: 1, timeout: 10}\n")
-    env = {**os.environ, "DBPOOL_CONFIG": str(config), "DBPOOL_PRIMARY_PASSWORD": p["password"],
-           "APP_TABLE": table,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        "    pool: {mode: shared, size: 2, max_overflow: 1, timeout: 10}\n"
+    )
+    env = {
+        **os.environ,
+        "DBPOOL_CONFIG": str(config),
+        "DBPOOL_PRIMARY_PASSWORD": p["password"],
+        "APP_TABLE": table,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     log = tmp_path / "app.log"
     try:
         with running(env, log) as base:
@@ -109,8 +148,9 @@ def test_sync_generator_dependencies_under_uvicorn(driver: str, mysql_params: di
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
 
-    failed = [(kind, n, r.status_code, r.text[:200]) for kind, n, r in answers
-              if r.status_code != 200]
+    failed = [
+        (kind, n, r.status_code, r.text[:200]) for kind, n, r in answers if r.status_code != 200
+    ]
     assert not failed, f"{len(failed)} failed, first: {failed[:3]}\n{log.read_text()[-3000:]}"
     assert all(r.json() == {"n": n} for _, n, r in answers)
     tx_numbers = [n for kind, n, _ in answers if kind == "tx"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +34,9 @@ READ_ONLY_ERRORS = {1290, 1792, 1836}
 NOT_READY = 1047
 
 PAIRS = [("shared", "pymysql"), ("persistent", "mysql-connector")]
-ALL = [(mode, driver) for mode in ("shared", "persistent")
-       for driver in ("pymysql", "mysql-connector")]
+ALL = [
+    (mode, driver) for mode in ("shared", "persistent") for driver in ("pymysql", "mysql-connector")
+]
 
 Factory = Callable[..., Any]
 
@@ -49,24 +49,33 @@ def flavour(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def every_flavour(test: Any) -> Any:
-    return pytest.mark.parametrize("flavour", ALL, indirect=True,
-                                   ids=[f"{m}-{d}" for m, d in ALL])(test)
+    return pytest.mark.parametrize("flavour", ALL, indirect=True, ids=[f"{m}-{d}" for m, d in ALL])(
+        test
+    )
 
 
 @pytest.fixture
-def cluster_pool(pools: list[Any], flavour: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
-                 tmp_path: Path) -> Factory:
+def cluster_pool(pools: list[Any], flavour: tuple[str, str]) -> Factory:
     """Makes pools of the current mode and driver on given connect parameters."""
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
     mode, driver = flavour
 
     def new(params: dict[str, Any], threads: int = THREADS, **options: Any) -> Any:
         # Shared: fewer connections than threads. Persistent: one per thread.
-        sizes = ({"size": threads, "max_overflow": 0} if mode == "persistent"
-                 else {"size": 8, "max_overflow": 8})
-        pool = make_pool(**{**params, **sizes, "driver": driver, "mode": mode,
-                            "timeout": POOL_TIMEOUT, **options})
+        sizes = (
+            {"size": threads, "max_overflow": 0}
+            if mode == "persistent"
+            else {"size": 8, "max_overflow": 8}
+        )
+        pool = make_pool(
+            **{
+                **params,
+                **sizes,
+                "driver": driver,
+                "mode": mode,
+                "timeout": POOL_TIMEOUT,
+                **options,
+            }
+        )
         pools.append(pool)
         return pool
 
@@ -99,8 +108,9 @@ def opened(pool: Any) -> dict[str, int]:
     return {address: int(h["open"]) for address, h in hosts(pool).items()}
 
 
-def server_sessions(servers: list[Any], user: str, expect: dict[str, int] | None = None
-                    ) -> dict[str, int]:
+def server_sessions(
+    servers: list[Any], user: str, expect: dict[str, int] | None = None
+) -> dict[str, int]:
     """The test user's sessions on each running server (polled until ``expect``)."""
     counts = {}
     for server in servers:
@@ -142,8 +152,9 @@ def server_id(pool: Any, *, readonly: bool = False) -> int:
 
 def enough_calls(load: Load, since: float, count: int = 200, timeout: float = 30.0) -> None:
     """Let ``count`` calls start after ``since`` (bounded)."""
-    assert wait_until(lambda: len(load.calls_between(since)) >= count, timeout), \
+    assert wait_until(lambda: len(load.calls_between(since)) >= count, timeout), (
         f"fewer than {count} calls in {timeout:.0f} s"
+    )
 
 
 @pytest.fixture
@@ -157,8 +168,7 @@ def galera_ledger(galera: GaleraCluster) -> Iterator[Ledger]:
 
 @pytest.fixture
 def pair_ledger(replication: ReplicationPair) -> Iterator[Ledger]:
-    book = Ledger(lambda: replication.primary.admin_connect(), replication.first.database,
-                  tag=True)
+    book = Ledger(lambda: replication.primary.admin_connect(), replication.first.database, tag=True)
     replication.wait_caught_up()
     yield book
     replication.reset()
@@ -177,16 +187,15 @@ def primary_with_replica(pair: ReplicationPair) -> dict[str, Any]:
 # -- Galera -----------------------------------------------------------------------
 
 
-def test_galera_node_killed_under_writers(galera: GaleraCluster, galera_ledger: Ledger,
-                                          cluster_pool: Factory, flavour: tuple[str, str]
-                                          ) -> None:
+def test_galera_node_killed_under_writers(
+    galera: GaleraCluster, galera_ledger: Ledger, cluster_pool: Factory, flavour: tuple[str, str]
+) -> None:
     first, second, third = galera.nodes
     user = first.user
     # galera_check: the restarted node accepts connections while it is still
     # joining (IST) and answers 1047 until it is synced; the check keeps the
     # pool off it until then.
-    pool = cluster_pool(galera.params(), host_deny_seconds=DENY, recycle=RECYCLE,
-                        galera_check=True)
+    pool = cluster_pool(galera.params(), host_deny_seconds=DENY, recycle=RECYCLE, galera_check=True)
     load = Load(pool, THREADS, galera_ledger.transaction).start()
     try:
         assert wait_until(lambda: len(galera_ledger.committed) >= 100, 30)
@@ -218,15 +227,17 @@ def test_galera_node_killed_under_writers(galera: GaleraCluster, galera_ledger: 
     figures = galera_ledger.check()
     pool.dispose()
     left = server_sessions(galera.nodes, user, expect={})
-    print(f"\ngalera-kill/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
-          f"errors_in_flight={len(in_flight)} {codes_of(in_flight)} "
-          f"errors_after_kill={len(late)} {codes_of(late)} hung={hung} "
-          f"longest={longest:.2f}s conns_before={before} "
-          f"node1_while_down=open:{while_down['open']},denied:{denied} "
-          f"moved_in={t_moved - t_dead:.2f}s reused_after_rejoin={t_reused - t_back:.2f}s "
-          f"failed_by_port={galera_ledger.failures_by_port()} (node1={first.port}) "
-          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
-          f"conns_after={per_host} server={servers} left={left} txn={figures}")
+    print(
+        f"\ngalera-kill/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
+        f"errors_in_flight={len(in_flight)} {codes_of(in_flight)} "
+        f"errors_after_kill={len(late)} {codes_of(late)} hung={hung} "
+        f"longest={longest:.2f}s conns_before={before} "
+        f"node1_while_down=open:{while_down['open']},denied:{denied} "
+        f"moved_in={t_moved - t_dead:.2f}s reused_after_rejoin={t_reused - t_back:.2f}s "
+        f"failed_by_port={galera_ledger.failures_by_port()} (node1={first.port}) "
+        f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
+        f"conns_after={per_host} server={servers} left={left} txn={figures}"
+    )
     assert hung == 0
     assert before[first.address] > 0 and before[second.address] == before[third.address] == 0
     assert not unclear(load.calls)
@@ -243,13 +254,22 @@ def test_galera_node_killed_under_writers(galera: GaleraCluster, galera_ledger: 
 
 
 @pytest.mark.parametrize("galera_check", [False, True], ids=["plain", "galera_check"])
-def test_galera_node_cut_off(galera: GaleraCluster, galera_ledger: Ledger,
-                             cluster_pool: Factory, flavour: tuple[str, str],
-                             galera_check: bool) -> None:
+def test_galera_node_cut_off(
+    galera: GaleraCluster,
+    galera_ledger: Ledger,
+    cluster_pool: Factory,
+    flavour: tuple[str, str],
+    galera_check: bool,
+) -> None:
     first, second, third = galera.nodes
     threads = 16
-    pool = cluster_pool(galera.params(), threads=threads, galera_check=galera_check,
-                        host_deny_seconds=30, ping_interval=0.2)
+    pool = cluster_pool(
+        galera.params(),
+        threads=threads,
+        galera_check=galera_check,
+        host_deny_seconds=30,
+        ping_interval=0.2,
+    )
     load = Load(pool, threads, galera_ledger.transaction).start()
     try:
         assert wait_until(lambda: len(galera_ledger.committed) >= 50, 30)
@@ -270,13 +290,15 @@ def test_galera_node_cut_off(galera: GaleraCluster, galera_ledger: Ledger,
     codes = sorted({error_code(c.error) for c in errors}, key=str)
     stats = pool.get_stats()
     figures = galera_ledger.check()
-    print(f"\ngalera-cut-off/{flavour[0]}/{flavour[1]}/check={galera_check}: "
-          f"requests={len(load.calls)} errors={len(errors)} codes={codes} hung={hung} "
-          f"conns_before={before} node1_after=open:{cut_off['open']},"
-          f"denied:{cut_off['denied']} validation_failures={stats['validation_failures']} "
-          f"closed_read_only={stats.get('closed_read_only')} "
-          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
-          f"txn={figures}")
+    print(
+        f"\ngalera-cut-off/{flavour[0]}/{flavour[1]}/check={galera_check}: "
+        f"requests={len(load.calls)} errors={len(errors)} codes={codes} hung={hung} "
+        f"conns_before={before} node1_after=open:{cut_off['open']},"
+        f"denied:{cut_off['denied']} validation_failures={stats['validation_failures']} "
+        f"closed_read_only={stats.get('closed_read_only')} "
+        f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
+        f"txn={figures}"
+    )
     assert hung == 0
     assert before[first.address] > 0
     assert not unclear(load.calls)
@@ -293,8 +315,9 @@ def test_galera_node_cut_off(galera: GaleraCluster, galera_ledger: Ledger,
     assert cut_off["open"] == 0 and cut_off["denied"]
 
 
-def test_galera_random_order_spreads_connections(galera: GaleraCluster, cluster_pool: Factory,
-                                                 flavour: tuple[str, str]) -> None:
+def test_galera_random_order_spreads_connections(
+    galera: GaleraCluster, cluster_pool: Factory, flavour: tuple[str, str]
+) -> None:
     """Not a fault: with host_order="random" new connections go to every node."""
     threads = 24
     user = galera.nodes[0].user
@@ -303,8 +326,7 @@ def test_galera_random_order_spreads_connections(galera: GaleraCluster, cluster_
     made_before = {n.address: n.connections_made(user) for n in galera.nodes}
 
     def connects() -> dict[str, int]:
-        return {n.address: n.connections_made(user) - made_before[n.address]
-                for n in galera.nodes}
+        return {n.address: n.connections_made(user) - made_before[n.address] for n in galera.nodes}
 
     load = Load(pool, threads, select_one).start()
     try:
@@ -316,8 +338,10 @@ def test_galera_random_order_spreads_connections(galera: GaleraCluster, cluster_
         hung = load.stop()
     made = connects()
     errors = errors_of(load.calls)
-    print(f"\ngalera-random/{flavour[0]}/{flavour[1]}: requests={load.requests} "
-          f"errors={len(errors)} hung={hung} connects={made} open={per_host} server={servers}")
+    print(
+        f"\ngalera-random/{flavour[0]}/{flavour[1]}: requests={load.requests} "
+        f"errors={len(errors)} hung={hung} connects={made} open={per_host} server={servers}"
+    )
     assert hung == 0
     assert errors == []
     assert servers == per_host
@@ -329,9 +353,12 @@ def test_galera_random_order_spreads_connections(galera: GaleraCluster, cluster_
 
 
 @every_flavour
-def test_switchover_moves_writes_to_the_new_primary(replication: ReplicationPair,
-                                                     pair_ledger: Ledger, cluster_pool: Factory,
-                                                     flavour: tuple[str, str]) -> None:
+def test_switchover_moves_writes_to_the_new_primary(
+    replication: ReplicationPair,
+    pair_ledger: Ledger,
+    cluster_pool: Factory,
+    flavour: tuple[str, str],
+) -> None:
     old, new = replication.primary, replication.replica
     threads = 16
     pool = cluster_pool(replication.params(), threads=threads)  # host: [old, new]
@@ -357,16 +384,18 @@ def test_switchover_moves_writes_to_the_new_primary(replication: ReplicationPair
     old_host = hosts(pool)[old.address]
     servers = server_sessions([old, new], old.user, expect=opened(pool))
     figures = pair_ledger.check()
-    print(f"\nswitchover/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
-          f"no_writer_for={t_promoted - t_demoted:.2f}s errors_no_writer={len(window)} "
-          f"errors_after_promotion={len(after)} {error_kinds(after)} "
-          f"codes={sorted(codes, key=str)} errors_after_move={len(late)} hung={hung} "
-          f"conns_before={before} moved_in={t_moved - t_promoted:.2f}s "
-          f"closed_read_only={stats['closed_read_only']} "
-          f"failed_by_port={pair_ledger.failures_by_port()} (old={old.port}) "
-          f"old=open:{old_host['open']},denied:{old_host['denied']} server={servers} "
-          f"most_errors_per_conn={pair_ledger.most_failures_on_one_connection()} "
-          f"txn={figures}")
+    print(
+        f"\nswitchover/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
+        f"no_writer_for={t_promoted - t_demoted:.2f}s errors_no_writer={len(window)} "
+        f"errors_after_promotion={len(after)} {error_kinds(after)} "
+        f"codes={sorted(codes, key=str)} errors_after_move={len(late)} hung={hung} "
+        f"conns_before={before} moved_in={t_moved - t_promoted:.2f}s "
+        f"closed_read_only={stats['closed_read_only']} "
+        f"failed_by_port={pair_ledger.failures_by_port()} (old={old.port}) "
+        f"old=open:{old_host['open']},denied:{old_host['denied']} server={servers} "
+        f"most_errors_per_conn={pair_ledger.most_failures_on_one_connection()} "
+        f"txn={figures}"
+    )
     assert hung == 0
     assert before[old.address] > 0 and before[new.address] == 0
     assert not unclear(load.calls)
@@ -384,8 +413,9 @@ def test_switchover_moves_writes_to_the_new_primary(replication: ReplicationPair
 
 
 @every_flavour
-def test_every_host_down_then_one_back(replication: ReplicationPair, cluster_pool: Factory,
-                                       flavour: tuple[str, str]) -> None:
+def test_every_host_down_then_one_back(
+    replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str]
+) -> None:
     first, second = replication.first, replication.second
     timeout = 2.0
     threads = 16
@@ -414,10 +444,12 @@ def test_every_host_down_then_one_back(replication: ReplicationPair, cluster_poo
     messages = {str(c.error) for c in down if c.error is not None}
     longest = max(c.seconds for c in down)
     up_errors = errors_of(up)
-    print(f"\nall-down/{flavour[0]}/{flavour[1]}: requests_down={len(down)} "
-          f"errors_down={len(errors_of(down))} {error_kinds(down)} hung={hung} "
-          f"longest_down={longest:.2f}s requests_up={len(up)} errors_up={len(up_errors)} "
-          f"{error_kinds(up_errors)} message={sorted(messages)[0]!r}")
+    print(
+        f"\nall-down/{flavour[0]}/{flavour[1]}: requests_down={len(down)} "
+        f"errors_down={len(errors_of(down))} {error_kinds(down)} hung={hung} "
+        f"longest_down={longest:.2f}s requests_up={len(up)} errors_up={len(up_errors)} "
+        f"{error_kinds(up_errors)} message={sorted(messages)[0]!r}"
+    )
     assert hung == 0
     assert errors_of(load.calls_between(0, t_down)) == []
     assert all(isinstance(c.error, ConnectError) for c in down), error_kinds(down)
@@ -431,9 +463,9 @@ def test_every_host_down_then_one_back(replication: ReplicationPair, cluster_poo
 
 
 @every_flavour
-def test_readonly_connections_go_to_the_replica(replication: ReplicationPair,
-                                                cluster_pool: Factory,
-                                                flavour: tuple[str, str]) -> None:
+def test_readonly_connections_go_to_the_replica(
+    replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str]
+) -> None:
     primary, replica = replication.primary, replication.replica
     threads = 8
     pool = cluster_pool(primary_with_replica(replication), threads=2 * threads + 1)
@@ -463,26 +495,40 @@ def test_readonly_connections_go_to_the_replica(replication: ReplicationPair,
     finally:
         hung = reads.stop() + writes.stop()
     errors = errors_of(reads.calls + writes.calls)
-    print(f"\nreplica-reads/{flavour[0]}/{flavour[1]}: reads={reads.requests} "
-          f"writes={writes.requests} errors={len(errors)} {error_kinds(errors)} hung={hung} "
-          f"hosts={ {a: (h['role'], h['open']) for a, h in by_host.items()} }")
+    print(
+        f"\nreplica-reads/{flavour[0]}/{flavour[1]}: reads={reads.requests} "
+        f"writes={writes.requests} errors={len(errors)} {error_kinds(errors)} hung={hung} "
+        f"hosts={ {a: (h['role'], h['open']) for a, h in by_host.items()} }"
+    )
     assert hung == 0
     assert errors == [], [c.error for c in errors[:3]]
     assert acquired == (replica.server_id, 1)
     assert by_host[primary.address]["role"] == "primary"
     assert by_host[replica.address]["role"] == "replica"
     assert by_host[replica.address]["open"] > 0 and by_host[primary.address]["open"] > 0
-    assert set(by_host[replica.address]) >= {"role", "open", "in_use", "connect_failures",
-                                              "denied", "denied_for"}
+    assert set(by_host[replica.address]) >= {
+        "role",
+        "open",
+        "in_use",
+        "connect_failures",
+        "denied",
+        "denied_for",
+    }
 
 
 @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
-def test_replica_down(replication: ReplicationPair, cluster_pool: Factory,
-                      flavour: tuple[str, str], fallback: bool) -> None:
+def test_replica_down(
+    replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str], fallback: bool
+) -> None:
     primary, replica = replication.primary, replication.replica
     timeout = 2.0
-    pool = cluster_pool(primary_with_replica(replication), threads=4, timeout=timeout,
-                        replica_fallback=fallback, host_deny_seconds=1.0)
+    pool = cluster_pool(
+        primary_with_replica(replication),
+        threads=4,
+        timeout=timeout,
+        replica_fallback=fallback,
+        host_deny_seconds=1.0,
+    )
     assert server_id(pool, readonly=True) == replica.server_id
     replica.halt(graceful=False)
     try:
@@ -501,9 +547,11 @@ def test_replica_down(replication: ReplicationPair, cluster_pool: Factory,
     finally:
         replica.resume()
     back = wait_until(lambda: server_id(pool, readonly=True) == replica.server_id, 15, step=0.2)
-    print(f"\nreplica-down/{flavour[0]}/{flavour[1]}/fallback={fallback}: "
-          f"served_by={sorted(set(served_by))} took={took:.2f}s denied={denied} "
-          f"message={message!r} back_on_replica={back}")
+    print(
+        f"\nreplica-down/{flavour[0]}/{flavour[1]}/fallback={fallback}: "
+        f"served_by={sorted(set(served_by))} took={took:.2f}s denied={denied} "
+        f"message={message!r} back_on_replica={back}"
+    )
     assert writes == primary.server_id
     assert denied
     if fallback:
@@ -515,13 +563,18 @@ def test_replica_down(replication: ReplicationPair, cluster_pool: Factory,
     assert back
 
 
-def test_replica_skipped_when_replication_stops_or_lags(replication: ReplicationPair,
-                                                         cluster_pool: Factory,
-                                                         flavour: tuple[str, str]) -> None:
+def test_replica_skipped_when_replication_stops_or_lags(
+    replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str]
+) -> None:
     primary, replica = replication.primary, replication.replica
     interval = 0.1
-    pool = cluster_pool(primary_with_replica(replication), threads=4, replica_max_lag=1,
-                        ping_interval=interval, host_deny_seconds=0.5)
+    pool = cluster_pool(
+        primary_with_replica(replication),
+        threads=4,
+        replica_max_lag=1,
+        ping_interval=interval,
+        host_deny_seconds=0.5,
+    )
 
     def reader() -> int:
         time.sleep(interval * 1.5)  # the lag check runs at most once per ping_interval
@@ -547,10 +600,12 @@ def test_replica_skipped_when_replication_stops_or_lags(replication: Replication
     replication.wait_caught_up()
     back_after_lag = wait_until(lambda: reader() == replica.server_id, 10, step=0)
     query(primary, f"DROP TABLE {table}")
-    print(f"\nreplica-lag/{flavour[0]}/{flavour[1]}: skipped_when_stopped={skipped_stopped} "
-          f"while_stopped={while_stopped} back_after_start={back_after_start} "
-          f"skipped_when_lagging={skipped_lagging} lag={lag}s while_lagging={while_lagging} "
-          f"back_after_lag={back_after_lag}")
+    print(
+        f"\nreplica-lag/{flavour[0]}/{flavour[1]}: skipped_when_stopped={skipped_stopped} "
+        f"while_stopped={while_stopped} back_after_start={back_after_start} "
+        f"skipped_when_lagging={skipped_lagging} lag={lag}s while_lagging={while_lagging} "
+        f"back_after_lag={back_after_lag}"
+    )
     assert skipped_stopped and while_stopped == [primary.server_id] * 10
     assert back_after_start
     assert skipped_lagging and lag is not None and lag > 1
@@ -559,14 +614,15 @@ def test_replica_skipped_when_replication_stops_or_lags(replication: Replication
 
 
 @every_flavour
-def test_facade_reads_from_replicas(replication: ReplicationPair, flavour: tuple[str, str],
-                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+def test_facade_reads_from_replicas(
+    replication: ReplicationPair,
+    flavour: tuple[str, str],
+) -> None:
     mode, driver = flavour
     primary, replica = replication.primary, replication.replica
-    db = ObjDataThreadSafe(**primary_with_replica(replication), mode=mode, driver=driver,
-                           read_from_replicas=True)
+    db = ObjDataThreadSafe(
+        **primary_with_replica(replication), mode=mode, driver=driver, read_from_replicas=True
+    )
     try:
         outside = db.sql_get_value("SELECT @@server_id")
         rows = db.sql_get_values("SELECT @@server_id")
@@ -583,9 +639,13 @@ def test_facade_reads_from_replicas(replication: ReplicationPair, flavour: tuple
 # -- HAProxy ------------------------------------------------------------------------
 
 
-def test_galera_node_killed_behind_haproxy(galera_proxy: HAProxy, galera: GaleraCluster,
-                                           galera_ledger: Ledger, cluster_pool: Factory,
-                                           flavour: tuple[str, str]) -> None:
+def test_galera_node_killed_behind_haproxy(
+    galera_proxy: HAProxy,
+    galera: GaleraCluster,
+    galera_ledger: Ledger,
+    cluster_pool: Factory,
+    flavour: tuple[str, str],
+) -> None:
     victim = galera.nodes[1]
     others = [node for node in galera.nodes if node is not victim]
     user = victim.user
@@ -596,8 +656,11 @@ def test_galera_node_killed_behind_haproxy(galera_proxy: HAProxy, galera: Galera
         before = server_sessions(galera.nodes, user)
         victim.kill()
         t_dead = time.monotonic()
-        wait_for(lambda: galera_proxy.states()[victim.address] == "DOWN", 10,
-                 "haproxy to mark the node down")
+        wait_for(
+            lambda: galera_proxy.states()[victim.address] == "DOWN",
+            10,
+            "haproxy to mark the node down",
+        )
         t_down = time.monotonic()
         galera.wait_size(2, others, timeout=30)
         enough_calls(load, t_down)
@@ -611,15 +674,17 @@ def test_galera_node_killed_behind_haproxy(galera_proxy: HAProxy, galera: Galera
     figures = galera_ledger.check()
     pool.dispose()
     left = server_sessions(others, user, expect={})
-    print(f"\nhaproxy-kill/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
-          f"errors_in_flight={len(in_flight)} {codes_of(in_flight)} "
-          f"errors_after_kill={len(late)} {codes_of(late)} hung={hung} "
-          f"longest={longest:.2f}s marked_down_in={t_down - t_dead:.2f}s "
-          f"sessions_before={before} sessions_after={servers} "
-          f"pool_conns={stats['total_connections']} left={left} "
-          f"failed_by_port={galera_ledger.failures_by_port()} (victim={victim.port}) "
-          f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
-          f"txn={figures}")
+    print(
+        f"\nhaproxy-kill/{flavour[0]}/{flavour[1]}: requests={len(load.calls)} "
+        f"errors_in_flight={len(in_flight)} {codes_of(in_flight)} "
+        f"errors_after_kill={len(late)} {codes_of(late)} hung={hung} "
+        f"longest={longest:.2f}s marked_down_in={t_down - t_dead:.2f}s "
+        f"sessions_before={before} sessions_after={servers} "
+        f"pool_conns={stats['total_connections']} left={left} "
+        f"failed_by_port={galera_ledger.failures_by_port()} (victim={victim.port}) "
+        f"most_errors_per_conn={galera_ledger.most_failures_on_one_connection()} "
+        f"txn={figures}"
+    )
     assert hung == 0
     assert before[victim.address] > 0
     assert not unclear(load.calls)
@@ -630,4 +695,3 @@ def test_galera_node_killed_behind_haproxy(galera_proxy: HAProxy, galera: Galera
     assert longest < POOL_TIMEOUT + 10
     assert sum(servers.values()) == stats["total_connections"]
     assert set(left.values()) == {0}
-

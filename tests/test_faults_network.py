@@ -7,15 +7,14 @@ proxy heals. Each test prints one line of figures (``pytest -s``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.faultkit import CLEAR_ERRORS, Ledger, wait_until
+from tests.fix_proxy import TCPProxy
 from tests.loadgen import Load, error_kinds, select_one
 from tests.mariadb import MariaDBServer
-from tests.tcpproxy import TCPProxy
 
 pytestmark = pytest.mark.faults
 
@@ -30,29 +29,38 @@ CALL_BOUND = POOL_TIMEOUT + 1.0 + READ_TIMEOUT + 1.0 + 1.5
 
 
 @pytest.fixture
-def proxy(mariadb: MariaDBServer) -> Iterator[TCPProxy]:
-    with TCPProxy(mariadb.host, mariadb.port) as running:
-        yield running
-
-
-@pytest.fixture
 def proxied_pool(mysql_pool: Any, proxy: TCPProxy, pool_mode: str) -> Any:
     # Persistent mode needs a connection per thread (up to 10 here); shared mode shares 8.
     size, overflow = (12, 0) if pool_mode == "persistent" else (4, 4)
 
     def new(**options: Any) -> Any:
         settings = {
-            "port": proxy.port, "size": size, "max_overflow": overflow, "timeout": POOL_TIMEOUT,
-            "connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
-            "write_timeout": READ_TIMEOUT, "ping_timeout": PING_TIMEOUT, **options,
+            "port": proxy.port,
+            "size": size,
+            "max_overflow": overflow,
+            "timeout": POOL_TIMEOUT,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": READ_TIMEOUT,
+            "write_timeout": READ_TIMEOUT,
+            "ping_timeout": PING_TIMEOUT,
+            **options,
         }
         return mysql_pool(**settings)
+
     return new
 
 
-def run_fault(pool: Any, start_fault: Any, *, threads: int = 8, warm: float = 0.3,
-              fault: float = 1.6, after: float = 0.5, heal: Any,
-              extra: Load | None = None) -> dict[str, Any]:
+def run_fault(
+    pool: Any,
+    start_fault: Any,
+    *,
+    threads: int = 8,
+    warm: float = 0.3,
+    fault: float = 1.6,
+    after: float = 0.5,
+    heal: Any,
+    extra: Load | None = None,
+) -> dict[str, Any]:
     """Load, fault, heal, load; return the calls of each phase and the thread count left."""
     load = Load(pool, threads, select_one).start()
     loads = [load] if extra is None else [load, extra.start()]
@@ -87,13 +95,20 @@ def report(name: str, result: dict[str, Any], pool: Any, **more: Any) -> dict[st
     longest = max((c.seconds for c in during), default=0.0)
     stats = pool.get_stats()
     figures = {
-        "requests": len(result["all"]), "errors_during": len(errors_during),
-        "errors_after": len(errors_after), "hung": result["hung"],
-        "longest_during": round(longest, 2), "after": len(after),
-        "conns": stats["total_connections"], **more,
+        "requests": len(result["all"]),
+        "errors_during": len(errors_during),
+        "errors_after": len(errors_after),
+        "hung": result["hung"],
+        "longest_during": round(longest, 2),
+        "after": len(after),
+        "conns": stats["total_connections"],
+        **more,
     }
-    print(f"\n{name}: " + " ".join(f"{k}={v}" for k, v in figures.items())
-          + f" kinds={error_kinds(errors_during)}")
+    print(
+        f"\n{name}: "
+        + " ".join(f"{k}={v}" for k, v in figures.items())
+        + f" kinds={error_kinds(errors_during)}"
+    )
     unclear = [c.error for c in errors_during if not isinstance(c.error, CLEAR_ERRORS)]
     assert not unclear, unclear[:3]
     assert figures["hung"] == 0
@@ -105,8 +120,7 @@ def report(name: str, result: dict[str, Any], pool: Any, **more: Any) -> dict[st
     return figures
 
 
-def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str,
-                   mysql_driver: str) -> None:
+def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str) -> None:
     pool = proxied_pool()
     result = run_fault(pool, proxy.blackhole, heal=proxy.heal)
     figures = report(f"blackhole/{pool_mode}/{mysql_driver}", result, pool)
@@ -115,8 +129,9 @@ def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str,
 
 # How a delay is felt depends on the driver, not on the mode.
 @pytest.mark.parametrize("pool_mode", ["shared"])
-def test_delay_within_the_timeouts_is_only_slower(proxied_pool: Any, proxy: TCPProxy,
-                                                  pool_mode: str, mysql_driver: str) -> None:
+def test_delay_within_the_timeouts_is_only_slower(
+    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
+) -> None:
     pool = proxied_pool()
     result = run_fault(pool, lambda: proxy.delay(0.1), heal=proxy.heal, threads=4, fault=0.8)
     slow = [c for c in result["during"] if c.seconds >= 0.1]
@@ -127,23 +142,30 @@ def test_delay_within_the_timeouts_is_only_slower(proxied_pool: Any, proxy: TCPP
 
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_delay_beyond_the_read_timeout_fails_in_bounded_time(
-        proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str) -> None:
+    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
+) -> None:
     pool = proxied_pool()
-    result = run_fault(pool, lambda: proxy.delay(READ_TIMEOUT + 1.0), heal=proxy.heal,
-                       threads=4, fault=2.2)
+    result = run_fault(
+        pool, lambda: proxy.delay(READ_TIMEOUT + 1.0), heal=proxy.heal, threads=4, fault=2.2
+    )
     figures = report(f"delay-{READ_TIMEOUT + 1.0}s/{pool_mode}/{mysql_driver}", result, pool)
     assert figures["errors_during"] > 0
 
 
-def test_reset(proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str,
-               mariadb: MariaDBServer) -> None:
+def test_reset(
+    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str, mariadb: MariaDBServer
+) -> None:
     pool = proxied_pool()
     ledger = Ledger(mariadb.admin_connect, mariadb.database)
     try:
         writes = Load(pool, 2, ledger.transaction)
         result = run_fault(pool, proxy.reset, heal=proxy.heal, fault=1.0, extra=writes)
-        figures = report(f"reset/{pool_mode}/{mysql_driver}", result, pool,
-                         **{f"txn_{k}": v for k, v in ledger.check().items()})
+        figures = report(
+            f"reset/{pool_mode}/{mysql_driver}",
+            result,
+            pool,
+            **{f"txn_{k}": v for k, v in ledger.check().items()},
+        )
     finally:
         ledger.drop()
     assert figures["errors_during"] > 0

@@ -40,9 +40,14 @@ def pool_for_threads(mysql_pool: Any, pool_mode: str, threads: int, **options: A
     return mysql_pool(size=8, max_overflow=8, timeout=POOL_TIMEOUT, **options)
 
 
-def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver: str,
-                                   mariadb: MariaDBServer, mysql_params: dict[str, Any],
-                                   ledger: Ledger) -> None:
+def test_server_restart_under_load(
+    mysql_pool: Any,
+    pool_mode: str,
+    mysql_driver: str,
+    restartable_mariadb: MariaDBServer,
+    mysql_params: dict[str, Any],
+    ledger: Ledger,
+) -> None:
     pool = pool_for_threads(mysql_pool, pool_mode, THREADS)
     user = mysql_params["user"]
     reads = Load(pool, THREADS - 4, select_one)
@@ -52,15 +57,15 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
     try:
         time.sleep(0.5)
         t_down = time.monotonic()
-        mariadb.halt(graceful=False)  # a crash: every connection drops at once
+        restartable_mariadb.halt(graceful=False)  # a crash: every connection drops at once
         time.sleep(0.7)
-        mariadb.resume()
+        restartable_mariadb.resume()
         t_up = time.monotonic()
         time.sleep(1.0)
     finally:
         hung = reads.stop() + writes.stop()
-        if not mariadb.running:
-            mariadb.resume()
+        if not restartable_mariadb.running:
+            restartable_mariadb.resume()
     calls = reads.calls + writes.calls
     down = [c for c in calls if t_down <= c.start < t_up]
     after = [c for c in calls if c.start >= t_up]
@@ -68,7 +73,7 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
     errors_after = [c for c in after if c.error is not None]
     longest_down = max((c.seconds for c in down), default=0.0)
     stats = pool.get_stats()
-    admin = mariadb.admin_connect()
+    admin = restartable_mariadb.admin_connect()
     try:
         server = session_count(admin, user, expect=stats["total_connections"])
         figures = ledger.check()
@@ -76,11 +81,13 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
         left = session_count(admin, user, expect=0)
     finally:
         admin.close()
-    print(f"\nrestart/{pool_mode}/{mysql_driver}: requests={len(calls)} "
-          f"errors_down={len(errors_down)} {error_kinds(errors_down)} "
-          f"errors_after={len(errors_after)} hung={hung} longest_down={longest_down:.2f}s "
-          f"conns={stats['total_connections']}/{stats['max_size']} server={server} "
-          f"conns_left={left} txn={figures}")
+    print(
+        f"\nrestart/{pool_mode}/{mysql_driver}: requests={len(calls)} "
+        f"errors_down={len(errors_down)} {error_kinds(errors_down)} "
+        f"errors_after={len(errors_after)} hung={hung} longest_down={longest_down:.2f}s "
+        f"conns={stats['total_connections']}/{stats['max_size']} server={server} "
+        f"conns_left={left} txn={figures}"
+    )
     assert hung == 0
     assert not [c.error for c in errors_down if not isinstance(c.error, CLEAR_ERRORS)]
     assert longest_down < CALL_BOUND
@@ -92,31 +99,32 @@ def test_server_restart_under_load(mysql_pool: Any, pool_mode: str, mysql_driver
     assert left == 0
 
 
-def test_server_down_fails_fast_with_a_clear_error(mysql_pool: Any, pool_mode: str,
-                                                    mariadb: MariaDBServer) -> None:
+def test_server_down_fails_fast_with_a_clear_error(
+    mysql_pool: Any, pool_mode: str, restartable_mariadb: MariaDBServer
+) -> None:
     pool = mysql_pool(size=2, timeout=POOL_TIMEOUT)
     with pool as conn:
         conn.cursor().execute("SELECT 1")
-    mariadb.halt(graceful=False)
+    restartable_mariadb.halt(graceful=False)
     try:
         start = time.monotonic()
         with pytest.raises(ConnectError) as caught:
             pool.acquire()
         took = time.monotonic() - start
     finally:
-        mariadb.resume()
+        restartable_mariadb.resume()
     message = str(caught.value)
     print(f"\nserver-down/{pool_mode}: {took:.2f}s: {message}")
     assert took < CALL_BOUND
     assert "cannot connect to" in message and "attempts" in message
-    assert mariadb.password not in message
+    assert restartable_mariadb.password not in message
     with pool as conn:
         conn.cursor().execute("SELECT 1")
 
 
-def test_every_pooled_connection_killed_mid_load(mysql_pool: Any, pool_mode: str,
-                                                  mysql_driver: str, admin: Any,
-                                                  mysql_params: dict[str, Any]) -> None:
+def test_every_pooled_connection_killed_mid_load(
+    mysql_pool: Any, pool_mode: str, mysql_driver: str, admin: Any, mysql_params: dict[str, Any]
+) -> None:
     """Kills land while the connections sit in the pool: validation must catch them all."""
     threads = 16
     pool = pool_for_threads(mysql_pool, pool_mode, threads)
@@ -137,10 +145,12 @@ def test_every_pooled_connection_killed_mid_load(mysql_pool: Any, pool_mode: str
     finally:
         hung = load.stop()
     errors = [c for c in load.calls if c.error is not None]
-    print(f"\nkill/{pool_mode}/{mysql_driver}: requests={load.requests} killed={killed} "
-          f"errors={len(errors)} {error_kinds(errors)} hung={hung} "
-          f"validation_failures={stats['validation_failures']} "
-          f"conns={stats['total_connections']} server={server}")
+    print(
+        f"\nkill/{pool_mode}/{mysql_driver}: requests={load.requests} killed={killed} "
+        f"errors={len(errors)} {error_kinds(errors)} hung={hung} "
+        f"validation_failures={stats['validation_failures']} "
+        f"conns={stats['total_connections']} server={server}"
+    )
     assert hung == 0
     assert killed >= 5
     assert errors == []
@@ -149,8 +159,13 @@ def test_every_pooled_connection_killed_mid_load(mysql_pool: Any, pool_mode: str
 
 
 def test_kills_inside_transactions_surface_and_nothing_runs_twice(
-        mysql_pool: Any, pool_mode: str, mysql_driver: str, admin: Any,
-        mysql_params: dict[str, Any], ledger: Ledger) -> None:
+    mysql_pool: Any,
+    pool_mode: str,
+    mysql_driver: str,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    ledger: Ledger,
+) -> None:
     threads = 8
     pool = pool_for_threads(mysql_pool, pool_mode, threads)
     user = mysql_params["user"]
@@ -171,17 +186,20 @@ def test_kills_inside_transactions_surface_and_nothing_runs_twice(
     figures = ledger.check()
     errors = [c for c in load.calls if c.error is not None]
     calm_errors = [c for c in load.calls_between(t_calm) if c.error is not None]
-    print(f"\nkill-in-txn/{pool_mode}/{mysql_driver}: requests={load.requests} "
-          f"kill_rounds={rounds} errors={len(errors)} {error_kinds(errors)} "
-          f"errors_after={len(calm_errors)} hung={hung} {figures}")
+    print(
+        f"\nkill-in-txn/{pool_mode}/{mysql_driver}: requests={load.requests} "
+        f"kill_rounds={rounds} errors={len(errors)} {error_kinds(errors)} "
+        f"errors_after={len(calm_errors)} hung={hung} {figures}"
+    )
     assert hung == 0
     assert figures["failed"] > 0, "no transaction was ever cut: the test proved nothing"
     assert not [c.error for c in errors if not isinstance(c.error, CLEAR_ERRORS)]
     assert calm_errors == []
 
 
-def test_server_out_of_connections(mysql_pool: Any, pool_mode: str, mysql_driver: str,
-                                   admin: Any, mysql_params: dict[str, Any]) -> None:
+def test_server_out_of_connections(
+    mysql_pool: Any, pool_mode: str, mysql_driver: str, admin: Any, mysql_params: dict[str, Any]
+) -> None:
     pool = mysql_pool(size=2, timeout=POOL_TIMEOUT)
     hogs: list[Any] = []
     with admin.cursor() as cur:
@@ -211,8 +229,10 @@ def test_server_out_of_connections(mysql_pool: Any, pool_mode: str, mysql_driver
         with admin.cursor() as cur:
             cur.execute(f"SET GLOBAL max_connections = {saved}")
     message = str(caught.value)
-    print(f"\nmax-connections/{pool_mode}/{mysql_driver}: hogs={len(hogs) + 1} "
-          f"took={took:.2f}s error={message!r}")
+    print(
+        f"\nmax-connections/{pool_mode}/{mysql_driver}: hogs={len(hogs) + 1} "
+        f"took={took:.2f}s error={message!r}"
+    )
     assert "max_connections reached" in message
     assert took < CALL_BOUND
     assert mysql_params["password"] not in message

@@ -28,9 +28,9 @@ def connection_id(conn: Any) -> int:
         cur.close()
 
 
-def test_os_fork_child_gets_its_own_connections(mysql_pool: Any, admin: Any, pool_mode: str,
-                                                mysql_driver: str,
-                                                mysql_params: dict[str, Any]) -> None:
+def test_os_fork_child_gets_its_own_connections(
+    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+) -> None:
     pool = mysql_pool(size=2, max_overflow=1)
     lent = pool.acquire() if pool_mode == "shared" else None  # lent across the fork
     lent_id = connection_id(lent) if lent is not None else None
@@ -75,10 +75,12 @@ def test_os_fork_child_gets_its_own_connections(mysql_pool: Any, admin: Any, poo
     if lent is not None:
         pool.release(lent)
     stats = pool.get_stats()
-    print(f"\nfork/{pool_mode}/{mysql_driver}: parent_ids={idle_id},{lent_id} "
-          f"child_id={child_id} child_created={child_created} "
-          f"parent_ids_after={idle_after},{lent_after} "
-          f"validation_failures={stats['validation_failures']}")
+    print(
+        f"\nfork/{pool_mode}/{mysql_driver}: parent_ids={idle_id},{lent_id} "
+        f"child_id={child_id} child_created={child_created} "
+        f"parent_ids_after={idle_after},{lent_after} "
+        f"validation_failures={stats['validation_failures']}"
+    )
     assert child_id not in (idle_id, lent_id)
     assert child_distinct == 1 and child_created == 1 and child_acquired == 3
     assert idle_id in alive and idle_after == idle_id
@@ -96,8 +98,9 @@ def _child_work(_: int) -> tuple[int, int]:
         return os.getpid(), connection_id(conn)
 
 
-def test_multiprocessing_fork_workers(mysql_pool: Any, admin: Any, pool_mode: str,
-                                      mysql_driver: str, mysql_params: dict[str, Any]) -> None:
+def test_multiprocessing_fork_workers(
+    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+) -> None:
     global _inherited_pool
     pool = _inherited_pool = mysql_pool(size=2)
     with pool as conn:
@@ -112,9 +115,11 @@ def test_multiprocessing_fork_workers(mysql_pool: Any, admin: Any, pool_mode: st
     with pool as conn:
         parent_after = connection_id(conn)
     child_ids = {conn_id for _, conn_id in results}
-    print(f"\nmultiprocessing-fork/{pool_mode}/{mysql_driver}: parent_id={parent_id} "
-          f"worker_pids={len({pid for pid, _ in results})} worker_ids={sorted(child_ids)} "
-          f"parent_id_after={parent_after}")
+    print(
+        f"\nmultiprocessing-fork/{pool_mode}/{mysql_driver}: parent_id={parent_id} "
+        f"worker_pids={len({pid for pid, _ in results})} worker_ids={sorted(child_ids)} "
+        f"parent_id_after={parent_after}"
+    )
     assert parent_id not in child_ids
     assert parent_id in alive
     assert parent_after == parent_id

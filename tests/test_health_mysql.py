@@ -6,7 +6,6 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pymysql
 import pytest
 
 from dbpool.cli import main
-from tests.tcpproxy import TCPProxy
+from tests.fix_proxy import TCPProxy
 from tests.test_examples_fastapi import ROOT, running_app
 
 
@@ -25,12 +24,6 @@ def down_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def proxy(mysql_params: dict[str, Any]) -> Iterator[TCPProxy]:
-    with TCPProxy(mysql_params["host"], mysql_params["port"]) as running:
-        yield running
 
 
 def write_config(path: Path, params: dict[str, Any], **changes: Any) -> Path:
@@ -131,7 +124,9 @@ def test_dbpool_check_wrong_password(
 
 
 def test_dbpool_check_down_server(
-    mysql_params: dict[str, Any], down_port: int, tmp_path: Path,
+    mysql_params: dict[str, Any],
+    down_port: int,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = write_config(tmp_path / "app.yaml", mysql_params, port=down_port)
@@ -144,13 +139,19 @@ def test_dbpool_check_down_server(
 
 
 def test_healthz_follows_the_server(
-    mysql_params: dict[str, Any], proxy: TCPProxy, tmp_path: Path,
+    mysql_params: dict[str, Any],
+    proxy: TCPProxy,
+    tmp_path: Path,
     admin: pymysql.connections.Connection,
 ) -> None:
     table = f"users_{uuid.uuid4().hex[:8]}"
     config = write_config(tmp_path / "config.yaml", mysql_params, port=proxy.port)
-    env = {**os.environ, "DBPOOL_CONFIG": str(config), "APP_USERS_TABLE": table,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "DBPOOL_CONFIG": str(config),
+        "APP_USERS_TABLE": table,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     try:
         with running_app(env, tmp_path / "app.log") as base:
             up = httpx.get(f"{base}/healthz", timeout=30)
@@ -170,7 +171,8 @@ def test_healthz_follows_the_server(
             metrics = httpx.get(f"{base}/metrics", timeout=30)
             assert metrics.status_code == 200
             assert 'db_client_connection_max{db_client_connection_pool_name="primary"}' in (
-                metrics.text)
+                metrics.text
+            )
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {mysql_params['database']}.{table}")

@@ -38,8 +38,9 @@ class Denied(Exception):
     pass
 
 
-def opener(clock: Clock, down: set[str], *, cost: float = 0.0,
-           calls: list[tuple[str, float]] | None = None) -> Any:
+def opener(
+    clock: Clock, down: set[str], *, cost: float = 0.0, calls: list[tuple[str, float]] | None = None
+) -> Any:
     """An open_one that refuses the hosts in ``down`` and takes ``cost`` clock seconds."""
 
     def open_one(address: Address, seconds: float) -> str:
@@ -53,11 +54,16 @@ def opener(clock: Clock, down: set[str], *, cost: float = 0.0,
     return open_one
 
 
-def connect(hosts: HostList, clock: Clock, down: set[str], deadline: float = 30.0,
-            **kwargs: Any) -> tuple[Any, Any]:
-    return hosts.connect(opener(clock, down, **kwargs), clock.now + deadline,
-                         is_permanent=lambda exc: isinstance(exc, Denied),
-                         describe_error=str, errors=(Refused, Denied))
+def connect(
+    hosts: HostList, clock: Clock, down: set[str], deadline: float = 30.0, **kwargs: Any
+) -> tuple[Any, Any]:
+    return hosts.connect(
+        opener(clock, down, **kwargs),
+        clock.now + deadline,
+        is_permanent=lambda exc: isinstance(exc, Denied),
+        describe_error=str,
+        errors=(Refused, Denied),
+    )
 
 
 def make(entries: Any, clock: Clock, **kwargs: Any) -> HostList:
@@ -68,13 +74,25 @@ def make(entries: Any, clock: Clock, **kwargs: Any) -> HostList:
 
 
 def test_entries_take_the_port_of_the_entry_where_they_name_none() -> None:
-    parsed = parse_hosts(["db1", "db2:3307", "10.0.0.3:3306", "[::1]:3310", "::1", "[fe80::2]"],
-                         3308)
+    parsed = parse_hosts(
+        ["db1", "db2:3307", "10.0.0.3:3306", "[::1]:3310", "::1", "[fe80::2]"], 3308
+    )
     assert [(a.host, a.port) for a in parsed] == [
-        ("db1", 3308), ("db2", 3307), ("10.0.0.3", 3306), ("::1", 3310), ("::1", 3308),
-        ("fe80::2", 3308)]
+        ("db1", 3308),
+        ("db2", 3307),
+        ("10.0.0.3", 3306),
+        ("::1", 3310),
+        ("::1", 3308),
+        ("fe80::2", 3308),
+    ]
     assert [a.key for a in parsed] == [
-        "db1:3308", "db2:3307", "10.0.0.3:3306", "[::1]:3310", "[::1]:3308", "[fe80::2]:3308"]
+        "db1:3308",
+        "db2:3307",
+        "10.0.0.3:3306",
+        "[::1]:3310",
+        "[::1]:3308",
+        "[fe80::2]:3308",
+    ]
 
 
 def test_a_string_with_commas_is_a_list_and_no_port_means_3306() -> None:
@@ -144,8 +162,14 @@ def test_failed_host_is_denied_for_its_window_then_preferred_again() -> None:
     assert figures["a:3306"]["denied_for"] == 30.0
     assert figures["a:3306"]["connect_failures"] == 1
     assert figures["a:3306"]["last_error"] == "refused by a:3306"
-    assert figures["b:3306"] == {"role": "primary", "connects": 1, "connect_failures": 0,
-                                 "denied": False, "denied_for": 0.0, "last_error": ""}
+    assert figures["b:3306"] == {
+        "role": "primary",
+        "connects": 1,
+        "connect_failures": 0,
+        "denied": False,
+        "denied_for": 0.0,
+        "last_error": "",
+    }
     # While denied, a is not even tried although it is back.
     calls: list[tuple[str, float]] = []
     assert connect(hosts, clock, set(), calls=calls)[1].key == "b:3306"
@@ -183,8 +207,10 @@ def test_a_list_that_may_give_up_does_not_retry_denied_hosts() -> None:
     assert calls == []
     assert not failed.value.retryable
     assert failed.value.role == "replica"
-    assert str(failed.value) == ("r1:3306: denied for 30.0s more after: it lags 40s behind; "
-                                 "r2:3306: denied for 30.0s more after: refused")
+    assert str(failed.value) == (
+        "r1:3306: denied for 30.0s more after: it lags 40s behind; "
+        "r2:3306: denied for 30.0s more after: refused"
+    )
 
 
 def test_zero_deny_seconds_never_skips_a_host() -> None:
@@ -212,8 +238,13 @@ def test_permanent_errors_everywhere_are_not_retryable() -> None:
         raise Denied(f"Access denied on {address.key}")
 
     with pytest.raises(HostsFailed) as failed:
-        hosts.connect(open_one, clock.now + 5, is_permanent=lambda e: isinstance(e, Denied),
-                      describe_error=str, errors=(Refused, Denied))
+        hosts.connect(
+            open_one,
+            clock.now + 5,
+            is_permanent=lambda e: isinstance(e, Denied),
+            describe_error=str,
+            errors=(Refused, Denied),
+        )
     assert not failed.value.retryable
     assert str(failed.value) == "a:3306: Access denied on a:3306; b:3306: Access denied on b:3306"
 
@@ -244,8 +275,8 @@ def test_deny_is_logged_once_per_window(caplog: pytest.LogCaptureFixture) -> Non
         hosts.connect_failed(hosts.states[0], "refused")
         hosts.connect_failed(hosts.states[0], "refused again")
     assert [r.getMessage() for r in caplog.records] == [
-        "primary host a:3306 of 'primary' (pymysql://u@a:3306,b:3306/d) denied for 30.0s: "
-        "refused"]
+        "primary host a:3306 of 'primary' (pymysql://u@a:3306,b:3306/d) denied for 30.0s: refused"
+    ]
 
 
 # -- the deadline ---------------------------------------------------------------------------
@@ -257,8 +288,7 @@ def test_each_host_gets_a_share_of_what_is_left() -> None:
     calls: list[tuple[str, float]] = []
     # Each silent host eats all it is given.
     with pytest.raises(HostsFailed):
-        connect(hosts, clock, {"a:3306", "b:3306", "c:3306"}, deadline=9.0, cost=100.0,
-                calls=calls)
+        connect(hosts, clock, {"a:3306", "b:3306", "c:3306"}, deadline=9.0, cost=100.0, calls=calls)
     assert calls == [("a:3306", 3.0), ("b:3306", 3.0), ("c:3306", 3.0)]
 
 
@@ -267,8 +297,7 @@ def test_the_last_host_gets_everything_left_and_no_host_starts_after_the_deadlin
     hosts = make(["a", "b", "c"], clock)
     calls: list[tuple[str, float]] = []
     with pytest.raises(HostsFailed) as failed:
-        connect(hosts, clock, {"a:3306", "b:3306", "c:3306"}, deadline=0.8, cost=100.0,
-                calls=calls)
+        connect(hosts, clock, {"a:3306", "b:3306", "c:3306"}, deadline=0.8, cost=100.0, calls=calls)
     # a gets at least the minimum share, b the rest, c nothing.
     assert calls == [("a:3306", 0.5), ("b:3306", pytest.approx(0.3))]
     assert str(failed.value).endswith("c:3306: not tried: the deadline passed")
@@ -302,8 +331,18 @@ def test_due_for_check_once_per_interval_per_host() -> None:
 
 @pytest.mark.parametrize(
     ("code", "verdict"),
-    [(1290, "read_only"), (1792, "read_only"), (1836, "read_only"), (1047, "not_ready"),
-     (2013, "lost"), (2006, "lost"), (1927, "lost"), (1062, None), (None, None)])
+    [
+        (1290, "read_only"),
+        (1792, "read_only"),
+        (1836, "read_only"),
+        (1047, "not_ready"),
+        (2013, "lost"),
+        (2006, "lost"),
+        (1927, "lost"),
+        (1062, None),
+        (None, None),
+    ],
+)
 def test_error_verdicts(code: Any, verdict: str | None) -> None:
     assert error_verdict(code) == verdict
 
@@ -318,7 +357,9 @@ def entry_file(tmp_path: Path, body: str, name: str = "primary") -> Path:
 
 
 def test_yaml_host_list_with_replicas_and_options(tmp_path: Path) -> None:
-    path = entry_file(tmp_path, """\
+    path = entry_file(
+        tmp_path,
+        """\
         host: [db1, "db2:3307", "10.0.0.3:3306"]
         port: 3308
         replicas:
@@ -333,15 +374,21 @@ def test_yaml_host_list_with_replicas_and_options(tmp_path: Path) -> None:
           galera_check: true
           replica_fallback: false
           replica_max_lag: 2.5
-        """)
+        """,
+    )
     settings = load_settings(config=path)
     assert [a.key for a in settings.hosts] == ["db1:3308", "db2:3307", "10.0.0.3:3306"]
     assert [a.key for a in settings.replicas] == ["r1:3308", "[::1]:3309"]
     assert (settings.params["host"], settings.params["port"]) == ("db1", 3308)
     assert "replicas" not in settings.params
     options = settings.pool
-    assert (options.host_order, options.host_deny_seconds, options.galera_check,
-            options.replica_fallback, options.replica_max_lag) == ("random", 5, True, False, 2.5)
+    assert (
+        options.host_order,
+        options.host_deny_seconds,
+        options.galera_check,
+        options.replica_fallback,
+        options.replica_max_lag,
+    ) == ("random", 5, True, False, 2.5)
     assert settings.describe() == "pymysql://app@db1:3308,db2:3307,10.0.0.3:3306/appdb"
     text = repr(settings)
     assert "s3cret" not in text
@@ -377,17 +424,22 @@ def test_host_list_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
         ("host: [db1]\nreplicas: [db1]\n", "'db1:3306' listed both as host and as replica"),
         ("host: db1\nreplicas: {a: 1}\n", "replicas must be a string or a list of strings"),
         ("host: db1\nreplicas: []\n", "replicas is an empty list"),
-        ("host: db1\nhost_order: random\n",
-         "'host_order' belong with the pool options \\(under 'pool:'"),
-        ("host: db1\npool:\n  host_order: nearest\n",
-         "host_order must be one of 'sequential', 'random' \\(got 'nearest'\\)"),
+        (
+            "host: db1\nhost_order: random\n",
+            "'host_order' belong with the pool options \\(under 'pool:'",
+        ),
+        (
+            "host: db1\npool:\n  host_order: nearest\n",
+            "host_order must be one of 'sequential', 'random' \\(got 'nearest'\\)",
+        ),
         ("host: db1\npool:\n  host_deny_seconds: -1\n", "host_deny_seconds cannot be negative"),
         ("host: db1\npool:\n  galera_check: 'yes'\n", "galera_check must be true or false"),
         ("host: db1\npool:\n  replica_fallback: 1\n", "replica_fallback must be true or false"),
-        ("host: db1\npool:\n  replica_max_lag: .nan\n",
-         "replica_max_lag must be a finite number"),
-        ("path: x.db\ndriver: sqlite\nreplicas: [r1]\n",
-         "host lists and replicas need a MySQL driver \\(got 'sqlite'\\)"),
+        ("host: db1\npool:\n  replica_max_lag: .nan\n", "replica_max_lag must be a finite number"),
+        (
+            "path: x.db\ndriver: sqlite\nreplicas: [r1]\n",
+            "host lists and replicas need a MySQL driver \\(got 'sqlite'\\)",
+        ),
     ],
 )
 def test_bad_host_settings_fail_with_their_cause(tmp_path: Path, body: str, message: str) -> None:
@@ -397,8 +449,9 @@ def test_bad_host_settings_fail_with_their_cause(tmp_path: Path, body: str, mess
 
 
 def test_host_options_as_arguments() -> None:
-    settings = load_settings(params={"host": ["a", "b"]},
-                             pool_options={"host_order": "random", "replica_max_lag": 3})
+    settings = load_settings(
+        params={"host": ["a", "b"]}, pool_options={"host_order": "random", "replica_max_lag": 3}
+    )
     assert settings.pool.host_order == "random"
     with pytest.raises(ConfigError, match="arguments: 'host_order' belong with the pool options"):
         load_settings(params={"host": "a", "host_order": "random"})

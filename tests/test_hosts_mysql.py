@@ -43,8 +43,10 @@ def both(mariadb: MariaDBServer, spare: MariaDBServer) -> Iterator[tuple[MariaDB
         with contextlib.closing(server.admin_connect()) as conn, conn.cursor() as cur:
             cur.execute("SET GLOBAL read_only = OFF")
             cur.execute(f"DROP TABLE IF EXISTS `{server.database}`.{TABLE}")
-            cur.execute(f"CREATE TABLE `{server.database}`.{TABLE} "
-                        "(id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB")
+            cur.execute(
+                f"CREATE TABLE `{server.database}`.{TABLE} "
+                "(id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB"
+            )
     yield spare, mariadb
     if not spare.running:
         spare.resume()
@@ -101,8 +103,9 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
         time.sleep(0.02)
 
 
-def test_failover_to_the_next_host_and_back(both: tuple[MariaDBServer, ...], mysql_pool: Any,
-                                            pool_mode: str) -> None:
+def test_failover_to_the_next_host_and_back(
+    both: tuple[MariaDBServer, ...], mysql_pool: Any, pool_mode: str
+) -> None:
     spare, main = both
     spare.halt()
     pool = mysql_pool(**hosts_params(spare, main), host_deny_seconds=0.5, timeout=10)
@@ -129,8 +132,9 @@ def test_failover_to_the_next_host_and_back(both: tuple[MariaDBServer, ...], mys
             assert port_of(conn) == spare.port
 
 
-def test_every_host_down_names_each_within_the_timeout(both: tuple[MariaDBServer, ...],
-                                                       mysql_pool: Any) -> None:
+def test_every_host_down_names_each_within_the_timeout(
+    both: tuple[MariaDBServer, ...], mysql_pool: Any
+) -> None:
     spare, main = both
     params = hosts_params(spare, main)
     params["host"] = [params["host"][0], "127.0.0.1:9"]  # the discard port: nobody listens
@@ -150,7 +154,8 @@ def test_every_host_down_names_each_within_the_timeout(both: tuple[MariaDBServer
 
 
 def test_read_only_switch_retires_connections_after_one_error(
-        both: tuple[MariaDBServer, ...], mysql_pool: Any, pool_mode: str) -> None:
+    both: tuple[MariaDBServer, ...], mysql_pool: Any, pool_mode: str
+) -> None:
     spare, main = both
     pool = mysql_pool(**hosts_params(spare, main), size=4, max_overflow=0)
     threads = 4 if pool_mode == "persistent" else 1
@@ -190,8 +195,10 @@ def test_read_only_switch_retires_connections_after_one_error(
         thread.join(30)
     assert not any(t.is_alive() for t in workers)
     stats = pool.get_stats()
-    print(f"\nread-only switch ({pool_mode}): errors {errors}, writes {len(written)}, "
-          f"closed_read_only {stats['closed_read_only']}, closed_stale {stats['closed_stale']}")
+    print(
+        f"\nread-only switch ({pool_mode}): errors {errors}, writes {len(written)}, "
+        f"closed_read_only {stats['closed_read_only']}, closed_stale {stats['closed_stale']}"
+    )
     assert set(errors) <= {1290}
     assert len(errors) <= threads  # at most one per pooled connection
     assert {port for _, port in written} == {main.port}
@@ -203,8 +210,9 @@ def test_read_only_switch_retires_connections_after_one_error(
     assert stats["closed_read_only"] == len(errors)
 
 
-def test_new_connections_skip_a_read_only_primary(both: tuple[MariaDBServer, ...],
-                                                  mysql_pool: Any) -> None:
+def test_new_connections_skip_a_read_only_primary(
+    both: tuple[MariaDBServer, ...], mysql_pool: Any
+) -> None:
     spare, main = both
     set_read_only(spare, True)
     pool = mysql_pool(**hosts_params(spare, main))
@@ -217,8 +225,9 @@ def test_new_connections_skip_a_read_only_primary(both: tuple[MariaDBServer, ...
     assert rows_on(main) == 3 and rows_on(spare) == 0
 
 
-def test_readonly_connections_go_to_the_replica(both: tuple[MariaDBServer, ...],
-                                                mysql_pool: Any) -> None:
+def test_readonly_connections_go_to_the_replica(
+    both: tuple[MariaDBServer, ...], mysql_pool: Any
+) -> None:
     spare, main = both
     pool = mysql_pool(**main.params(), replicas=[f"127.0.0.1:{spare.port}"])
     with pool.connection(readonly=True) as conn:
@@ -234,25 +243,33 @@ def test_readonly_connections_go_to_the_replica(both: tuple[MariaDBServer, ...],
 
 
 def test_replica_without_replication_is_skipped_when_lag_matters(
-        both: tuple[MariaDBServer, ...], mysql_pool: Any) -> None:
+    both: tuple[MariaDBServer, ...], mysql_pool: Any
+) -> None:
     spare, main = both
     with contextlib.closing(spare.admin_connect()) as conn, conn.cursor() as cur:
         cur.execute(f"GRANT REPLICA MONITOR ON *.* TO '{spare.user}'@'127.0.0.1'")
-    pool = mysql_pool(**main.params(), replicas=[f"127.0.0.1:{spare.port}"],
-                      replica_max_lag=5, ping_interval=0)
+    pool = mysql_pool(
+        **main.params(), replicas=[f"127.0.0.1:{spare.port}"], replica_max_lag=5, ping_interval=0
+    )
     with pool.connection(readonly=True) as conn:
         assert port_of(conn) == main.port
     reason = pool.get_stats()["hosts"][f"127.0.0.1:{spare.port}"]["last_error"]
     assert reason == "replication is not configured on it"
 
 
-def test_facade_reads_from_the_replica(both: tuple[MariaDBServer, ...], mysql_driver: str,
-                                       pool_mode: str) -> None:
+def test_facade_reads_from_the_replica(
+    both: tuple[MariaDBServer, ...], mysql_driver: str, pool_mode: str
+) -> None:
     spare, main = both
     try:
-        db = ObjDataThreadSafe(config_name="hosts_mysql", driver=mysql_driver, mode=pool_mode,
-                               **main.params(), replicas=[f"127.0.0.1:{spare.port}"],
-                               read_from_replicas=True)
+        db = ObjDataThreadSafe(
+            config_name="hosts_mysql",
+            driver=mysql_driver,
+            mode=pool_mode,
+            **main.params(),
+            replicas=[f"127.0.0.1:{spare.port}"],
+            read_from_replicas=True,
+        )
         assert db.sql_get_value("SELECT @@port") == spare.port
         db.sql_execute(f"INSERT INTO {TABLE} VALUES (1, 'w')")
         with db.transaction():
@@ -262,8 +279,9 @@ def test_facade_reads_from_the_replica(both: tuple[MariaDBServer, ...], mysql_dr
         ObjDataThreadSafe.close_pool("hosts_mysql")
 
 
-def test_statement_error_codes_are_seen_by_both_drivers(both: tuple[MariaDBServer, ...],
-                                                        mysql_pool: Any) -> None:
+def test_statement_error_codes_are_seen_by_both_drivers(
+    both: tuple[MariaDBServer, ...], mysql_pool: Any
+) -> None:
     spare, main = both
     pool = mysql_pool(**hosts_params(spare, main))
     with pool.connection() as conn:

@@ -21,14 +21,6 @@ from dbpool import (
 )
 from tests.fakedb import FakeDriver, FakeOperationalError
 
-MODES = ["shared", "persistent"]
-
-
-@pytest.fixture(autouse=True)
-def _no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
 
 @pytest.fixture
 def driver() -> FakeDriver:
@@ -70,11 +62,11 @@ def insert(conn: Any) -> None:
 # -- host lists ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_first_usable_host_then_back_after_the_deny_window(new_pool: Any, driver: FakeDriver,
-                                                           mode: str) -> None:
+def test_first_usable_host_then_back_after_the_deny_window(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
     driver.server("a:3306").down = True
-    pool = new_pool(mode=mode, host=["a", "b:3306"], host_deny_seconds=0.2)
+    pool = new_pool(mode=pool_mode, host=["a", "b:3306"], host_deny_seconds=0.2)
     with pool.connection() as conn:
         assert host_of(conn) == "b:3306"
     hosts = pool.get_stats()["hosts"]
@@ -91,7 +83,7 @@ def test_first_usable_host_then_back_after_the_deny_window(new_pool: Any, driver
     wait_until(lambda: not pool.get_stats()["hosts"]["a:3306"]["denied"], "a's window to end")
     # The open connection to b is kept; new ones go to a.
     first = pool.acquire()
-    second = pool.acquire() if mode == "shared" else None
+    second = pool.acquire() if pool_mode == "shared" else None
     assert host_of(first) == "b:3306"
     if second is not None:
         assert host_of(second) == "a:3306"
@@ -99,19 +91,19 @@ def test_first_usable_host_then_back_after_the_deny_window(new_pool: Any, driver
     pool.release(first)
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_every_host_down_names_each_host_and_one_back_is_served(
-        new_pool: Any, driver: FakeDriver, mode: str) -> None:
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
     for key in ("a:3306", "b:3307"):
         driver.server(key).down = True
-    pool = new_pool(mode=mode, host="a,b:3307", timeout=2)
+    pool = new_pool(mode=pool_mode, host="a,b:3307", timeout=2)
     started = time.monotonic()
     with pytest.raises(ConnectError) as failed:
         pool.acquire()
     assert time.monotonic() - started < 2.5
     text = str(failed.value)
     assert "cannot connect to 'primary' (fake://) after 4 attempts" in text
-    assert "a:3306: (2003, \"Can't connect to server on a:3306\"); b:3307: (2003, " in text
+    assert 'a:3306: (2003, "Can\'t connect to server on a:3306"); b:3307: (2003, ' in text
     assert isinstance(failed.value.__cause__, FakeOperationalError)
     assert pool.get_stats()["hosts"]["b:3307"]["connect_failures"] == 4
     # Both denied now; one comes back and is found at once.
@@ -150,22 +142,26 @@ def test_single_host_messages_are_unchanged(new_pool: Any, driver: FakeDriver) -
         pool.acquire()
     assert str(failed.value) == (
         "cannot connect to 'primary' (fake://) after 4 attempts: "
-        "(2003, \"Can't connect to server on a:3306\")")
+        '(2003, "Can\'t connect to server on a:3306")'
+    )
     assert list(pool.get_stats()["hosts"]) == ["a:3306"]
 
 
 # -- connections that can no longer do their job ------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_read_only_error_closes_the_connection_and_denies_its_host(
-        new_pool: Any, driver: FakeDriver, mode: str, caplog: pytest.LogCaptureFixture) -> None:
-    pool = new_pool(mode=mode, host=["a", "b"])
+    new_pool: Any, driver: FakeDriver, pool_mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = new_pool(mode=pool_mode, host=["a", "b"])
     with pool.connection() as conn:
         assert host_of(conn) == "a:3306"
     driver.server("a:3306").read_only = True
-    with (caplog.at_level(logging.WARNING, logger="dbpool"), pool.connection() as conn,
-          pytest.raises(FakeOperationalError, match="read-only")):
+    with (
+        caplog.at_level(logging.WARNING, logger="dbpool"),
+        pool.connection() as conn,
+        pytest.raises(FakeOperationalError, match="read-only"),
+    ):
         insert(conn)
     stats = pool.get_stats()
     assert stats["closed_read_only"] == 1
@@ -177,14 +173,15 @@ def test_read_only_error_closes_the_connection_and_denies_its_host(
         assert host_of(conn) == "b:3306"
         insert(conn)
     assert [c.statements for c in driver.on("b:3306")] == [
-        ["SELECT @@global.read_only", "INSERT INTO t VALUES (1)"]]
+        ["SELECT @@global.read_only", "INSERT INTO t VALUES (1)"]
+    ]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_new_connection_skips_a_read_only_primary(new_pool: Any, driver: FakeDriver,
-                                                   mode: str) -> None:
+def test_a_new_connection_skips_a_read_only_primary(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
     driver.server("a:3306").read_only = True
-    pool = new_pool(mode=mode, host=["a", "b"], host_deny_seconds=0.05)
+    pool = new_pool(mode=pool_mode, host=["a", "b"], host_deny_seconds=0.05)
     with pool.connection() as conn:
         assert host_of(conn) == "b:3306"
         insert(conn)
@@ -199,8 +196,7 @@ def test_a_new_connection_skips_a_read_only_primary(new_pool: Any, driver: FakeD
     assert pool.get_stats()["closed_read_only"] == 2
 
 
-def test_no_writable_primary_is_waited_for_then_named(new_pool: Any,
-                                                      driver: FakeDriver) -> None:
+def test_no_writable_primary_is_waited_for_then_named(new_pool: Any, driver: FakeDriver) -> None:
     driver.server("a:3306").read_only = True
     driver.server("b:3306").read_only = True
     pool = new_pool(host=["a", "b"], timeout=0.5)
@@ -218,15 +214,17 @@ def test_no_writable_primary_is_waited_for_then_named(new_pool: Any,
     assert stats["created"] == stats["total_connections"] + stats["closed"]
 
 
-def test_a_single_host_is_not_asked_whether_it_is_read_only(new_pool: Any,
-                                                            driver: FakeDriver) -> None:
+def test_a_single_host_is_not_asked_whether_it_is_read_only(
+    new_pool: Any, driver: FakeDriver
+) -> None:
     pool = new_pool(host="a")
     pool.acquire().close()
     assert driver.server("a:3306").checks == []
 
 
 def test_one_read_only_error_retires_every_idle_connection_to_that_host(
-        new_pool: Any, driver: FakeDriver) -> None:
+    new_pool: Any, driver: FakeDriver
+) -> None:
     pool = new_pool(host=["a", "b"], size=4)
     conns = [pool.acquire() for _ in range(4)]
     for conn in conns[1:]:
@@ -246,10 +244,10 @@ def test_one_read_only_error_retires_every_idle_connection_to_that_host(
     assert stats["closed_stale"] == 3
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_galera_not_ready_error_closes_and_denies(new_pool: Any, driver: FakeDriver,
-                                                  mode: str) -> None:
-    pool = new_pool(mode=mode, host=["a", "b"])
+def test_galera_not_ready_error_closes_and_denies(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
+    pool = new_pool(mode=pool_mode, host=["a", "b"])
     pool.acquire().close()
     driver.server("a:3306").not_ready = True
     with pool.connection() as conn, pytest.raises(FakeOperationalError, match="WSREP"):
@@ -261,10 +259,10 @@ def test_galera_not_ready_error_closes_and_denies(new_pool: Any, driver: FakeDri
         assert host_of(conn) == "b:3306"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_lost_connection_is_closed_but_its_host_kept(new_pool: Any, driver: FakeDriver,
-                                                     mode: str) -> None:
-    pool = new_pool(mode=mode, host=["a", "b"], pre_ping=False)
+def test_lost_connection_is_closed_but_its_host_kept(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
+    pool = new_pool(mode=pool_mode, host=["a", "b"], pre_ping=False)
     with pool.connection() as conn:
         conn.dbapi_connection.fail_next = (2013, "Lost connection to server during query")
         with pytest.raises(FakeOperationalError):
@@ -277,8 +275,9 @@ def test_lost_connection_is_closed_but_its_host_kept(new_pool: Any, driver: Fake
         insert(conn)
 
 
-def test_an_ordinary_statement_error_keeps_the_connection(new_pool: Any,
-                                                          driver: FakeDriver) -> None:
+def test_an_ordinary_statement_error_keeps_the_connection(
+    new_pool: Any, driver: FakeDriver
+) -> None:
     pool = new_pool(host=["a", "b"])
     with pool.connection() as conn:
         raw = conn.dbapi_connection
@@ -290,10 +289,10 @@ def test_an_ordinary_statement_error_keeps_the_connection(new_pool: Any,
     assert pool.get_stats()["closed"] == 0
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_galera_check_catches_a_node_before_a_borrower_does(
-        new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, host=["a", "b"], galera_check=True, ping_interval=0)
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
+    pool = new_pool(mode=pool_mode, host=["a", "b"], galera_check=True, ping_interval=0)
     with pool.connection() as conn:
         assert host_of(conn) == "a:3306"
     driver.server("a:3306").not_ready = True
@@ -311,17 +310,19 @@ def test_galera_check_is_not_on_the_fast_path(new_pool: Any, driver: FakeDriver)
     for _ in range(5):
         pool.acquire().close()
     # Asked once, when the connection was opened; not at each checkout.
-    assert driver.server("a:3306").checks == ["SHOW GLOBAL STATUS LIKE 'wsrep_ready'",
-                                              "SELECT @@global.read_only"]
+    assert driver.server("a:3306").checks == [
+        "SHOW GLOBAL STATUS LIKE 'wsrep_ready'",
+        "SELECT @@global.read_only",
+    ]
 
 
 # -- replicas ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_readonly_goes_to_a_replica_and_writes_to_the_primary(
-        new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, host="p", replicas=["r1", "r2"])
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
+    pool = new_pool(mode=pool_mode, host="p", replicas=["r1", "r2"])
     with pool.connection(readonly=True) as conn:
         assert host_of(conn) == "r1:3306"
     with pool.connection() as conn:
@@ -337,11 +338,11 @@ def test_readonly_goes_to_a_replica_and_writes_to_the_primary(
     assert stats["total_connections"] == 1  # the primaries' own
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_no_usable_replica_falls_back_to_the_primary(new_pool: Any, driver: FakeDriver,
-                                                     mode: str) -> None:
+def test_no_usable_replica_falls_back_to_the_primary(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
     driver.server("r1:3306").down = True
-    pool = new_pool(mode=mode, host="p", replicas=["r1"])
+    pool = new_pool(mode=pool_mode, host="p", replicas=["r1"])
     with pool.connection(readonly=True) as conn:
         assert host_of(conn) == "p:3306"
     # Denied now: the next readonly checkout goes straight to the primary.
@@ -351,8 +352,7 @@ def test_no_usable_replica_falls_back_to_the_primary(new_pool: Any, driver: Fake
     assert driver.connects == connects
 
 
-def test_a_write_on_a_replica_fails_without_denying_it(new_pool: Any,
-                                                        driver: FakeDriver) -> None:
+def test_a_write_on_a_replica_fails_without_denying_it(new_pool: Any, driver: FakeDriver) -> None:
     driver.server("r1:3306").read_only = True
     pool = new_pool(host="p", replicas=["r1"])
     with pool.connection(readonly=True) as conn:
@@ -379,10 +379,10 @@ def test_without_fallback_the_error_names_the_replicas(new_pool: Any, driver: Fa
     assert pool.get_stats()["hosts"]["p:3306"]["open"] == 0
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_lagging_replica_is_skipped(new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, host="p", replicas=["r1", "r2"], replica_max_lag=5,
-                    ping_interval=0)
+def test_a_lagging_replica_is_skipped(new_pool: Any, driver: FakeDriver, pool_mode: str) -> None:
+    pool = new_pool(
+        mode=pool_mode, host="p", replicas=["r1", "r2"], replica_max_lag=5, ping_interval=0
+    )
     with pool.connection(readonly=True) as conn:
         assert host_of(conn) == "r1:3306"
     driver.server("r1:3306").lag = 9
@@ -397,8 +397,9 @@ def test_a_lagging_replica_is_skipped(new_pool: Any, driver: FakeDriver, mode: s
     assert "replication is stopped" in pool.get_stats()["hosts"]["r2:3306"]["last_error"]
 
 
-def test_a_new_connection_to_a_lagging_replica_is_not_lent(new_pool: Any,
-                                                           driver: FakeDriver) -> None:
+def test_a_new_connection_to_a_lagging_replica_is_not_lent(
+    new_pool: Any, driver: FakeDriver
+) -> None:
     driver.server("r1:3306").lag = 60
     pool = new_pool(host="p", replicas=["r1", "r2"], replica_max_lag=5)
     with pool.connection(readonly=True) as conn:
@@ -407,9 +408,9 @@ def test_a_new_connection_to_a_lagging_replica_is_not_lent(new_pool: Any,
 
 
 def test_replica_lag_is_checked_once_per_ping_interval_per_host(
-        new_pool: Any, driver: FakeDriver) -> None:
-    pool = new_pool(host="p", replicas=["r1"], replica_max_lag=5, ping_interval=60,
-                    size=3)
+    new_pool: Any, driver: FakeDriver
+) -> None:
+    pool = new_pool(host="p", replicas=["r1"], replica_max_lag=5, ping_interval=60, size=3)
     conns = [pool.acquire(readonly=True) for _ in range(3)]
     for conn in conns:
         conn.close()
@@ -457,10 +458,10 @@ def test_persistent_thread_connection_closes_both(new_pool: Any, driver: FakeDri
 # -- causal reads -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_causal_reads_wait_for_the_threads_last_write(new_pool: Any, driver: FakeDriver,
-                                                      mode: str) -> None:
-    pool = new_pool(mode=mode, host="p", replicas=["r1"], causal_reads=True, timeout=1)
+def test_causal_reads_wait_for_the_threads_last_write(
+    new_pool: Any, driver: FakeDriver, pool_mode: str
+) -> None:
+    pool = new_pool(mode=pool_mode, host="p", replicas=["r1"], causal_reads=True, timeout=1)
     with pool.connection(readonly=True) as conn:  # no write yet: no wait
         assert host_of(conn) == "r1:3306"
     assert driver.server("r1:3306").checks == []
@@ -496,8 +497,9 @@ def test_causal_reads_are_per_thread(new_pool: Any, driver: FakeDriver) -> None:
 
 
 def test_causal_reads_without_fallback_time_out(new_pool: Any, driver: FakeDriver) -> None:
-    pool = new_pool(host="p", replicas=["r1"], causal_reads=True, replica_fallback=False,
-                    timeout=0.2)
+    pool = new_pool(
+        host="p", replicas=["r1"], causal_reads=True, replica_fallback=False, timeout=0.2
+    )
     with pool.connection() as conn:
         insert(conn)
     with pytest.raises(PoolTimeout, match=r"applied this thread's last write \(0-1-1\)"):
@@ -508,11 +510,19 @@ def test_causal_reads_without_fallback_time_out(new_pool: Any, driver: FakeDrive
 # -- the facade -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_facade_reads_from_replicas_outside_transactions(driver: FakeDriver, mode: str) -> None:
+def test_facade_reads_from_replicas_outside_transactions(
+    driver: FakeDriver, pool_mode: str
+) -> None:
     try:
-        db = ObjDataThreadSafe(config_name="hosts", driver=driver, mode=mode, host="p",
-                               replicas=["r1"], user="app", read_from_replicas=True)
+        db = ObjDataThreadSafe(
+            config_name="hosts",
+            driver=driver,
+            mode=pool_mode,
+            host="p",
+            replicas=["r1"],
+            user="app",
+            read_from_replicas=True,
+        )
         assert db.sql_get_value("SELECT @@server_id") == driver.server("r1:3306").server_id
         assert db.sql_get_values("SELECT 1") == [(1,)]
         assert db.sql_get_dicts("SELECT 1") == [{"1": 1}]
@@ -558,10 +568,16 @@ def test_forked_child_uses_host_lists_and_replicas(new_pool: Any, driver: FakeDr
 
 def test_facade_instances_agree_on_host_lists_however_spelled(driver: FakeDriver) -> None:
     try:
-        ObjDataThreadSafe(config_name="spelled", driver=driver, host=["a", "b:3307"],
-                          replicas="r1", user="app")
-        ObjDataThreadSafe(config_name="spelled", driver=driver, host="a:3306, b:3307",
-                          replicas=["r1:3306"], user="app")
+        ObjDataThreadSafe(
+            config_name="spelled", driver=driver, host=["a", "b:3307"], replicas="r1", user="app"
+        )
+        ObjDataThreadSafe(
+            config_name="spelled",
+            driver=driver,
+            host="a:3306, b:3307",
+            replicas=["r1:3306"],
+            user="app",
+        )
         with pytest.raises(ConfigError, match=r"replicas=\['r2'\] \(the pool has 'r1'\)"):
             ObjDataThreadSafe(config_name="spelled", replicas=["r2"])
     finally:

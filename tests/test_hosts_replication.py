@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,10 @@ TABLE = "causal_ledger"
 def pair(replication: ReplicationPair) -> Iterator[ReplicationPair]:
     """The pair with an empty table on both servers and a replica one second behind."""
     query(replication.primary, f"DROP TABLE IF EXISTS `{replication.primary.database}`.{TABLE}")
-    query(replication.primary, f"CREATE TABLE `{replication.primary.database}`.{TABLE} "
-                               "(id INT PRIMARY KEY) ENGINE=InnoDB")
+    query(
+        replication.primary,
+        f"CREATE TABLE `{replication.primary.database}`.{TABLE} (id INT PRIMARY KEY) ENGINE=InnoDB",
+    )
     replication.wait_caught_up()
     replication.set_delay(1)
     yield replication
@@ -29,14 +30,23 @@ def pair(replication: ReplicationPair) -> Iterator[ReplicationPair]:
 
 
 @pytest.fixture
-def pair_pool(pair: ReplicationPair, pools: list[Any], mysql_driver: str, pool_mode: str,
-              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+def pair_pool(
+    pair: ReplicationPair,
+    pools: list[Any],
+    mysql_driver: str,
+    pool_mode: str,
+) -> Any:
 
     def new(**options: Any) -> Any:
-        pool = make_pool(**{**pair.primary.params(), "replicas": [pair.replica.address],
-                            "driver": mysql_driver, "mode": pool_mode, **options})
+        pool = make_pool(
+            **{
+                **pair.primary.params(),
+                "replicas": [pair.replica.address],
+                "driver": mysql_driver,
+                "mode": pool_mode,
+                **options,
+            }
+        )
         pools.append(pool)
         return pool
 
@@ -62,16 +72,19 @@ def insert(pool: Any, row: int) -> None:
         conn.commit()
 
 
-def test_causal_reads_see_the_threads_own_write_on_the_replica(pair: ReplicationPair,
-                                                                pair_pool: Any) -> None:
+def test_causal_reads_see_the_threads_own_write_on_the_replica(
+    pair: ReplicationPair, pair_pool: Any
+) -> None:
     pool = pair_pool(causal_reads=True, timeout=10)
     insert(pool, 1)
     started = time.monotonic()
     server_id, count = read_back(pool, 1)
     waited = time.monotonic() - started
     stats = pool.get_stats()
-    print(f"\ncausal read: waited {waited:.2f}s for the replica, "
-          f"causal_waits={stats['causal_waits']} causal_timeouts={stats['causal_timeouts']}")
+    print(
+        f"\ncausal read: waited {waited:.2f}s for the replica, "
+        f"causal_waits={stats['causal_waits']} causal_timeouts={stats['causal_timeouts']}"
+    )
     assert (server_id, count) == (pair.replica.server_id, 1)
     assert (stats["causal_waits"], stats["causal_timeouts"]) == (1, 0)
     # Caught up: the next reads need no wait.
@@ -79,15 +92,17 @@ def test_causal_reads_see_the_threads_own_write_on_the_replica(pair: Replication
     assert pool.get_stats()["causal_waits"] == 1
 
 
-def test_without_causal_reads_the_replica_may_be_behind(pair: ReplicationPair,
-                                                        pair_pool: Any) -> None:
+def test_without_causal_reads_the_replica_may_be_behind(
+    pair: ReplicationPair, pair_pool: Any
+) -> None:
     pool = pair_pool(timeout=10)
     insert(pool, 2)
     assert read_back(pool, 2) == (pair.replica.server_id, 0)
 
 
-def test_causal_read_past_the_deadline_goes_to_the_primary(pair: ReplicationPair,
-                                                           pair_pool: Any) -> None:
+def test_causal_read_past_the_deadline_goes_to_the_primary(
+    pair: ReplicationPair, pair_pool: Any
+) -> None:
     pair.set_delay(3)
     pool = pair_pool(causal_reads=True, timeout=0.5)
     insert(pool, 3)

@@ -16,8 +16,8 @@ import mysql.connector
 import pymysql
 import pytest
 
+from tests.fix_proxy import TCPProxy
 from tests.mariadb import MariaDBServer
-from tests.tcpproxy import TCPProxy
 
 POLICIES = ("rollback", "session")
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
@@ -55,27 +55,40 @@ def set_autocommit_by_api(conn: Any) -> None:
 
 # name -> (change the session, read the state back, the state of a fresh session)
 STATES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any], Any]] = {
-    "user_variable": (lambda c: run(c, "SET @dbpool_probe = 42"),
-                      lambda c: value(c, "SELECT @dbpool_probe"), None),
-    "temporary_table": (lambda c: run(c, "CREATE TEMPORARY TABLE dbpool_probe_tmp (a INT)"),
-                        temp_table_exists, False),
-    "session_variable": (lambda c: run(c, "SET SESSION sql_mode = 'ANSI_QUOTES'"),
-                         lambda c: "ANSI_QUOTES" in value(c, "SELECT @@SESSION.sql_mode"),
-                         False),
-    "autocommit_sql": (lambda c: run(c, "SET autocommit = 1"),
-                       lambda c: int(value(c, "SELECT @@autocommit")), 0),
-    "autocommit_api": (set_autocommit_by_api,
-                       lambda c: int(value(c, "SELECT @@autocommit")), 0),
+    "user_variable": (
+        lambda c: run(c, "SET @dbpool_probe = 42"),
+        lambda c: value(c, "SELECT @dbpool_probe"),
+        None,
+    ),
+    "temporary_table": (
+        lambda c: run(c, "CREATE TEMPORARY TABLE dbpool_probe_tmp (a INT)"),
+        temp_table_exists,
+        False,
+    ),
+    "session_variable": (
+        lambda c: run(c, "SET SESSION sql_mode = 'ANSI_QUOTES'"),
+        lambda c: "ANSI_QUOTES" in value(c, "SELECT @@SESSION.sql_mode"),
+        False,
+    ),
+    "autocommit_sql": (
+        lambda c: run(c, "SET autocommit = 1"),
+        lambda c: int(value(c, "SELECT @@autocommit")),
+        0,
+    ),
+    "autocommit_api": (set_autocommit_by_api, lambda c: int(value(c, "SELECT @@autocommit")), 0),
     "isolation_level": (
         lambda c: run(c, "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-        lambda c: value(c, "SELECT @@SESSION.tx_isolation"), "REPEATABLE-READ"),
+        lambda c: value(c, "SELECT @@SESSION.tx_isolation"),
+        "REPEATABLE-READ",
+    ),
 }
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("state", sorted(STATES))
-def test_session_state_and_the_reset_policy(mysql_pool: Any, policy: str, state: str,
-                                            pool_mode: str, mysql_driver: str) -> None:
+def test_session_state_and_the_reset_policy(
+    mysql_pool: Any, policy: str, state: str, pool_mode: str, mysql_driver: str
+) -> None:
     change, read, fresh = STATES[state]
     pool = mysql_pool(size=1, max_overflow=0, reset=policy)
     with pool as conn:
@@ -87,8 +100,10 @@ def test_session_state_and_the_reset_policy(mysql_pool: Any, policy: str, state:
         assert value(conn, "SELECT CONNECTION_ID()") == session  # the same server session
         seen = read(conn)
     cleared = seen == fresh
-    print(f"\nisolation/{policy}/{state}/{mysql_driver}/{pool_mode}: "
-          f"{'cleared' if cleared else 'kept'} ({seen!r})")
+    print(
+        f"\nisolation/{policy}/{state}/{mysql_driver}/{pool_mode}: "
+        f"{'cleared' if cleared else 'kept'} ({seen!r})"
+    )
     # "session" clears everything; "rollback" leaves session state to the next borrower,
     # except autocommit, which goes back to the pool's setting under both.
     assert cleared == (policy == "session" or state.startswith("autocommit"))
@@ -105,30 +120,35 @@ def table(admin: Any, mysql_params: dict[str, Any]) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_open_transaction_rolled_back_on_return(mysql_pool: Any, policy: str, admin: Any,
-                                                table: str, pool_mode: str,
-                                                mysql_driver: str) -> None:
+def test_open_transaction_rolled_back_on_return(
+    mysql_pool: Any, policy: str, admin: Any, table: str, pool_mode: str, mysql_driver: str
+) -> None:
     pool = mysql_pool(size=1, max_overflow=0, reset=policy)
     with pool as conn:
         session = value(conn, "SELECT CONNECTION_ID()")
         run(conn, f"INSERT INTO {table} VALUES (1)")  # no commit
         assert value(conn, f"SELECT COUNT(*) FROM {table}") == 1
     with admin.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX "
-                    "WHERE trx_mysql_thread_id = %s", (session,))
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %s",
+            (session,),
+        )
         open_trx = cur.fetchone()[0]
         cur.execute(f"SELECT COUNT(*) FROM {table}")
         on_server = cur.fetchone()[0]
     with pool as conn:
         seen = value(conn, f"SELECT COUNT(*) FROM {table}")
-    print(f"\nisolation/{policy}/open_transaction/{mysql_driver}/{pool_mode}: "
-          f"open_trx_after_return={open_trx} rows_on_server={on_server} rows_seen_next={seen}")
+    print(
+        f"\nisolation/{policy}/open_transaction/{mysql_driver}/{pool_mode}: "
+        f"open_trx_after_return={open_trx} rows_on_server={on_server} rows_seen_next={seen}"
+    )
     assert (open_trx, on_server, seen) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("pool_mode", ["shared"])
-def test_cost_of_the_session_reset(mysql_pool: Any, mariadb: MariaDBServer,
-                                   mysql_driver: str) -> None:
+def test_cost_of_the_session_reset(
+    mysql_pool: Any, mariadb: MariaDBServer, mysql_driver: str
+) -> None:
     """Commands sent per return under each policy, counted by a proxy in between."""
     releases = 200
     figures = {}
@@ -145,9 +165,13 @@ def test_cost_of_the_session_reset(mysql_pool: Any, mariadb: MariaDBServer,
             per_return = (time.perf_counter() - start) / releases
             figures[policy] = ((proxy.chunks_up - before) / releases, per_return)
             pool.dispose()
-    print(f"\nreset-cost/{mysql_driver}: " + " ".join(
-        f"{p}: commands_per_return={n:.2f} time_per_return={t * 1e6:.0f}us"
-        for p, (n, t) in figures.items()))
+    print(
+        f"\nreset-cost/{mysql_driver}: "
+        + " ".join(
+            f"{p}: commands_per_return={n:.2f} time_per_return={t * 1e6:.0f}us"
+            for p, (n, t) in figures.items()
+        )
+    )
     # rollback: a ROLLBACK when a transaction may be open (always for PyMySQL with
     # autocommit off, which cannot tell); session: the reset, then the driver's own
     # setup again (autocommit; mysql-connector also the character set).

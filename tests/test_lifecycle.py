@@ -28,8 +28,12 @@ def acquire_somewhere_recognisable(pool: Any) -> Any:
 
 
 def test_connection_never_returned_is_reported_with_its_stack(
-        mysql_pool: Any, caplog: pytest.LogCaptureFixture, pool_mode: str,
-        mysql_driver: str, mysql_params: dict[str, Any]) -> None:
+    mysql_pool: Any,
+    caplog: pytest.LogCaptureFixture,
+    pool_mode: str,
+    mysql_driver: str,
+    mysql_params: dict[str, Any],
+) -> None:
     pool = mysql_pool(leak_threshold=0.2)
     caplog.set_level(logging.WARNING, logger="dbpool")
     held = acquire_somewhere_recognisable(pool)
@@ -42,8 +46,10 @@ def test_connection_never_returned_is_reported_with_its_stack(
     finally:
         pool.release(held)
     late = [r for r in caplog.records if "was held for" in r.getMessage()]
-    print(f"\nleak-report/{pool_mode}/{mysql_driver}: leaks_reported={stats['leaks_reported']} "
-          f"warnings={len(warnings)} late_return_warnings={len(late)}")
+    print(
+        f"\nleak-report/{pool_mode}/{mysql_driver}: leaks_reported={stats['leaks_reported']} "
+        f"warnings={len(warnings)} late_return_warnings={len(late)}"
+    )
     assert stats["leaks_reported"] == 1
     assert len(warnings) == 1
     assert "acquire_somewhere_recognisable" in warnings[0].getMessage()
@@ -51,10 +57,14 @@ def test_connection_never_returned_is_reported_with_its_stack(
     assert mysql_params["password"] not in caplog.text
 
 
-def test_dropped_connection_is_reclaimed(mysql_pool: Any, admin: Any,
-                                         caplog: pytest.LogCaptureFixture, pool_mode: str,
-                                         mysql_driver: str,
-                                         mysql_params: dict[str, Any]) -> None:
+def test_dropped_connection_is_reclaimed(
+    mysql_pool: Any,
+    admin: Any,
+    caplog: pytest.LogCaptureFixture,
+    pool_mode: str,
+    mysql_driver: str,
+    mysql_params: dict[str, Any],
+) -> None:
     pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
     caplog.set_level(logging.WARNING, logger="dbpool")
     user = mysql_params["user"]
@@ -70,9 +80,11 @@ def test_dropped_connection_is_reclaimed(mysql_pool: Any, admin: Any,
     pool.release(first)
     pool.release(second)
     warned = [r for r in caplog.records if "garbage-collected" in r.getMessage()]
-    print(f"\nreclaim/{pool_mode}/{mysql_driver}: reclaimed={stats['reclaimed']} "
-          f"in_use={stats['in_use']} conns={stats['total_connections']} "
-          f"server_sessions={server} warnings={len(warned)}")
+    print(
+        f"\nreclaim/{pool_mode}/{mysql_driver}: reclaimed={stats['reclaimed']} "
+        f"in_use={stats['in_use']} conns={stats['total_connections']} "
+        f"server_sessions={server} warnings={len(warned)}"
+    )
     assert stats["reclaimed"] == 1
     assert stats["in_use"] == 0
     assert stats["total_connections"] == 0
@@ -81,22 +93,26 @@ def test_dropped_connection_is_reclaimed(mysql_pool: Any, admin: Any,
     assert mysql_params["password"] not in caplog.text
 
 
-def test_dropped_connections_never_exhaust_the_pool(mysql_pool: Any, pool_mode: str,
-                                                    mysql_driver: str) -> None:
+def test_dropped_connections_never_exhaust_the_pool(
+    mysql_pool: Any, pool_mode: str, mysql_driver: str
+) -> None:
     pool = mysql_pool(size=2, max_overflow=1, timeout=2.0)
     for _ in range(20):
         select_one(pool.acquire())  # dropped at once, never released
     gc.collect()
     stats = pool.get_stats()
-    print(f"\nreclaim-many/{pool_mode}/{mysql_driver}: acquired={stats['acquired']} "
-          f"reclaimed={stats['reclaimed']} in_use={stats['in_use']} "
-          f"conns={stats['total_connections']}")
+    print(
+        f"\nreclaim-many/{pool_mode}/{mysql_driver}: acquired={stats['acquired']} "
+        f"reclaimed={stats['reclaimed']} in_use={stats['in_use']} "
+        f"conns={stats['total_connections']}"
+    )
     assert stats["acquired"] == 20
     assert stats["reclaimed"] == 20
     assert stats["in_use"] == 0
     assert stats["total_connections"] <= stats["max_size"]
 
 
+@pytest.mark.timing
 def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     pool = mysql_pool(size=1, max_overflow=0, timeout=10.0)
     held = pool.acquire()
@@ -120,17 +136,19 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     took = time.monotonic() - started
     hung = sum(thread.is_alive() for thread in waiters)
     pool.release(held)
-    print(f"\nclosed-waiters/{pool_mode}: waiters=4 pool_closed="
-          f"{sum(isinstance(e, PoolClosed) for e in outcome)} hung={hung} took={took:.2f}s")
+    print(
+        f"\nclosed-waiters/{pool_mode}: waiters=4 pool_closed="
+        f"{sum(isinstance(e, PoolClosed) for e in outcome)} hung={hung} took={took:.2f}s"
+    )
     assert hung == 0
     assert len(outcome) == 4 and all(isinstance(e, PoolClosed) for e in outcome)
     assert "closed" in str(outcome[0])
     assert took < 5.0
 
 
-def test_connection_returned_after_close_is_closed(mysql_pool: Any, admin: Any,
-                                                   pool_mode: str, mysql_driver: str,
-                                                   mysql_params: dict[str, Any]) -> None:
+def test_connection_returned_after_close_is_closed(
+    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+) -> None:
     pool = mysql_pool(size=2)
     user = mysql_params["user"]
     lent = pool.acquire()
@@ -146,9 +164,11 @@ def test_connection_returned_after_close_is_closed(mysql_pool: Any, admin: Any,
     with pytest.raises(PoolClosed):
         pool.acquire()
     stats = pool.get_stats()
-    print(f"\nclose/{pool_mode}/{mysql_driver}: sessions_after_dispose={lent_open} "
-          f"sessions_after_return={left} conns={stats['total_connections']} "
-          f"in_use={stats['in_use']}")
+    print(
+        f"\nclose/{pool_mode}/{mysql_driver}: sessions_after_dispose={lent_open} "
+        f"sessions_after_return={left} conns={stats['total_connections']} "
+        f"in_use={stats['in_use']}"
+    )
     assert lent_open == 1
     assert left == 0
     assert stats["total_connections"] == 0 and stats["in_use"] == 0
@@ -158,6 +178,7 @@ def test_connection_returned_after_close_is_closed(mysql_pool: Any, admin: Any,
         lent.cursor()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str) -> None:
     """Eight busy threads on two connections must not keep a ninth waiting forever."""
@@ -187,7 +208,9 @@ def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str
         stop.set()
         for thread in threads:
             thread.join(10.0)
-    print(f"\nfairness/{mysql_driver}: busy_threads=8 conns=2 late_acquires=20 "
-          f"longest_wait={max(waits) * 1000:.0f}ms errors={len(errors)}")
+    print(
+        f"\nfairness/{mysql_driver}: busy_threads=8 conns=2 late_acquires=20 "
+        f"longest_wait={max(waits) * 1000:.0f}ms errors={len(errors)}"
+    )
     assert errors == []
     assert max(waits) < 2.0

@@ -71,8 +71,8 @@ def test_user_can_kill_another_users_connection(
         killer.close()
 
 
-def test_restart_keeps_port_and_data(mariadb: MariaDBServer) -> None:
-    params = mariadb.params()
+def test_restart_keeps_port_and_data(restartable_mariadb: MariaDBServer) -> None:
+    params = restartable_mariadb.params()
     conn = pymysql.connect(**params, autocommit=True)
     try:
         with conn.cursor() as cur:
@@ -80,9 +80,9 @@ def test_restart_keeps_port_and_data(mariadb: MariaDBServer) -> None:
             cur.execute("CREATE TABLE restart_probe (id INT PRIMARY KEY, note VARCHAR(20))")
             cur.execute("INSERT INTO restart_probe VALUES (1, 'survives')")
         started = time.monotonic()
-        mariadb.restart()
+        restartable_mariadb.restart()
         elapsed = time.monotonic() - started
-        assert mariadb.params() == params
+        assert restartable_mariadb.params() == params
         # The connection opened before the restart is broken now.
         with pytest.raises(pymysql.err.OperationalError), conn.cursor() as cur:
             cur.execute("SELECT 1")

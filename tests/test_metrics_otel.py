@@ -61,8 +61,9 @@ def points(metric: Any, pool: str) -> list[Any]:
 def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: str) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    pool = make_pool(mode=mode, driver=FakeDriver(connect_delay=0.002), name="orders",
-                     size=2, max_overflow=1)
+    pool = make_pool(
+        mode=mode, driver=FakeDriver(connect_delay=0.002), name="orders", size=2, max_overflow=1
+    )
     other = make_pool(mode=mode, driver=FakeDriver(), name="reports", size=1, max_overflow=0)
     pools.extend([pool, other])
     instrument(pool, provider)
@@ -103,7 +104,9 @@ def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: s
                         expected_keys.add("db.client.connection.state")
                     assert set(point.attributes) == expected_keys, name
                 assert {p.attributes[POOL] for p in metric.data.data_points} == {
-                    "orders", "reports"}, name
+                    "orders",
+                    "reports",
+                }, name
 
             def value(name: str, pool_name: str, **attributes: str) -> Any:
                 for point in points(metrics[name], pool_name):
@@ -114,8 +117,9 @@ def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: s
 
             stats = pool.get_stats()
             assert value("db.client.connection.count", "orders", state="used") == 1
-            assert value("db.client.connection.count", "orders", state="idle") == (
-                stats["pool_size"])
+            assert (
+                value("db.client.connection.count", "orders", state="idle") == (stats["pool_size"])
+            )
             assert value("db.client.connection.count", "reports", state="used") == 1
             assert value("db.client.connection.max", "orders") == 3
             assert value("db.client.connection.idle.max", "orders") == 2
@@ -124,8 +128,11 @@ def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: s
             assert value("db.client.connection.timeouts", "reports") == 1
             assert value("db.client.connection.timeouts", "orders") == 0
 
-            for otel, key in (("create_time", "connect_time"), ("wait_time", "wait_time"),
-                              ("use_time", "use_time")):
+            for otel, key in (
+                ("create_time", "connect_time"),
+                ("wait_time", "wait_time"),
+                ("use_time", "use_time"),
+            ):
                 point = value(f"db.client.connection.{otel}", "orders")
                 ours = stats[key]
                 assert point.count == ours["count"] > 0, otel
@@ -141,8 +148,9 @@ def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: s
         provider.shutdown()
 
 
-def test_global_meter_provider_is_the_default(pools: list[Any],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_global_meter_provider_is_the_default(
+    pools: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from opentelemetry import metrics
 
     reader = InMemoryMetricReader()

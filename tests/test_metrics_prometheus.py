@@ -18,16 +18,20 @@ from dbpool.stats import BUCKETS
 from tests.fakedb import FakeDriver
 
 POOL = "db_client_connection_pool_name"
-HISTOGRAMS = {"db_client_connection_create_time_seconds": "connect_time",
-              "db_client_connection_wait_time_seconds": "wait_time",
-              "db_client_connection_use_time_seconds": "use_time"}
-COUNTERS = {"dbpool_requests_total": "requests",
-            "dbpool_connections_created_total": "created",
-            "dbpool_connect_failures_total": "connect_failures",
-            "dbpool_validation_failures_total": "validation_failures",
-            "dbpool_connections_reclaimed_total": "reclaimed",
-            "dbpool_leaks_reported_total": "leaks_reported",
-            "db_client_connection_timeouts_total": "timeouts"}
+HISTOGRAMS = {
+    "db_client_connection_create_time_seconds": "connect_time",
+    "db_client_connection_wait_time_seconds": "wait_time",
+    "db_client_connection_use_time_seconds": "use_time",
+}
+COUNTERS = {
+    "dbpool_requests_total": "requests",
+    "dbpool_connections_created_total": "created",
+    "dbpool_connect_failures_total": "connect_failures",
+    "dbpool_validation_failures_total": "validation_failures",
+    "dbpool_connections_reclaimed_total": "reclaimed",
+    "dbpool_leaks_reported_total": "leaks_reported",
+    "db_client_connection_timeouts_total": "timeouts",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -69,10 +73,14 @@ def sample(samples: dict[Any, float], name: str, pool: str, **labels: str) -> fl
 
 def check_against_stats(samples: dict[Any, float], name: str, stats: dict[str, Any]) -> None:
     """Every exported figure of pool ``name`` equals its get_stats() counterpart."""
-    assert sample(samples, "db_client_connection_count", name, db_client_connection_state="used"
-                  ) == stats["in_use"]
-    assert sample(samples, "db_client_connection_count", name, db_client_connection_state="idle"
-                  ) == stats["pool_size"]
+    assert (
+        sample(samples, "db_client_connection_count", name, db_client_connection_state="used")
+        == stats["in_use"]
+    )
+    assert (
+        sample(samples, "db_client_connection_count", name, db_client_connection_state="idle")
+        == stats["pool_size"]
+    )
     assert sample(samples, "db_client_connection_max", name) == stats["max_size"]
     assert sample(samples, "db_client_connection_idle_max", name) == stats["size"]
     assert sample(samples, "db_client_connection_idle_min", name) == 0
@@ -86,8 +94,10 @@ def check_against_stats(samples: dict[Any, float], name: str, stats: dict[str, A
         assert sample(samples, metric + "_bucket", name, le="+Inf") == figures["count"]
         assert sample(samples, metric + "_count", name) == figures["count"]
         assert sample(samples, metric + "_sum", name) == pytest.approx(figures["sum"])
-    closed = {reason: sample(samples, "dbpool_connections_closed_total", name, reason=reason)
-              for reason in ("recycled", "overflow", "broken", "closed")}
+    closed = {
+        reason: sample(samples, "dbpool_connections_closed_total", name, reason=reason)
+        for reason in ("recycled", "overflow", "broken", "closed")
+    }
     assert sum(closed.values()) == stats["closed"]
     assert closed["recycled"] == stats["recycled"]
     assert closed["overflow"] == stats["closed_overflow"]
@@ -107,10 +117,14 @@ def test_collector_over_http_unit(served: Any, pools: list[Any]) -> None:
     samples = scrape()
     check_against_stats(samples, "unit", stats)
     assert sample(samples, "dbpool_connections_closed_total", "unit", reason="overflow") == 1
-    assert sample(samples, "db_client_connection_count", "unit",
-                  db_client_connection_state="used") == 1
-    assert len([k for k in samples if k[0] == "db_client_connection_wait_time_seconds_bucket"]
-               ) == len(BUCKETS) + 1
+    assert (
+        sample(samples, "db_client_connection_count", "unit", db_client_connection_state="used")
+        == 1
+    )
+    assert (
+        len([k for k in samples if k[0] == "db_client_connection_wait_time_seconds_bucket"])
+        == len(BUCKETS) + 1
+    )
     pool.release(held)
 
 
@@ -165,10 +179,13 @@ def test_collector_while_a_workload_runs_on_mariadb(served: Any, mysql_pool: Any
     assert not errors
     assert during, "no scrape happened during the workload"
     for samples in during:
-        assert sample(samples, "db_client_connection_count", "shop",
-                      db_client_connection_state="used") <= 5
+        assert (
+            sample(samples, "db_client_connection_count", "shop", db_client_connection_state="used")
+            <= 5
+        )
         assert sample(samples, "db_client_connection_wait_time_seconds_count", "shop") <= (
-            sample(samples, "dbpool_requests_total", "shop"))
+            sample(samples, "dbpool_requests_total", "shop")
+        )
 
     samples = scrape()
     stats = pool.get_stats()
@@ -178,8 +195,9 @@ def test_collector_while_a_workload_runs_on_mariadb(served: Any, mysql_pool: Any
     for metric in HISTOGRAMS:
         if metric != "db_client_connection_create_time_seconds":
             assert sample(samples, metric + "_count", "shop") == total, metric
-    assert sample(samples, "db_client_connection_create_time_seconds_count", "shop") == (
-        stats["created"])
+    assert (
+        sample(samples, "db_client_connection_create_time_seconds_count", "shop")
+        == (stats["created"])
+    )
     # The queries slept 2 ms each: no use time is below that.
-    assert sample(samples, "db_client_connection_use_time_seconds_bucket", "shop",
-                  le="0.001") == 0
+    assert sample(samples, "db_client_connection_use_time_seconds_bucket", "shop", le="0.001") == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
-import queue
+import pkgutil
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,20 +18,12 @@ from dbpool import (
     ConnectError,
     ConnectionPool,
     PoolClosed,
-    PoolError,
     PoolTimeout,
     ValidationError,
     make_pool,
 )
 from tests.fakedb import FakeDriver
-
-MODES = ["shared", "persistent"]
-
-
-@pytest.fixture(autouse=True)
-def _no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+from tests.faultkit import wait_until
 
 
 @pytest.fixture
@@ -66,238 +61,8 @@ def in_thread(fn: Any) -> Any:
     return value
 
 
-# -- the seed's cases, shared mode ------------------------------------------
-
-
-def test_release_connection(new_pool: Any) -> None:
-    pool = new_pool(size=2)
-    conn = pool.acquire()
-    pool.release(conn)
-    stats = pool.get_stats()
-    counts = (stats["acquired"], stats["released"], stats["in_use"], stats["pool_size"])
-    assert counts == (1, 1, 0, 1)
-
-
-def test_acquire_release_multiple_reuses_one_connection(new_pool: Any, driver: FakeDriver) -> None:
-    pool = new_pool(size=2)
-    for _ in range(20):
-        with pool as conn:
-            conn.cursor().execute("SELECT 1")
-    assert driver.connects == 1
-    assert pool.get_stats()["created"] == 1
-
-
-def test_pool_size_limit_keeps_only_size_idle(new_pool: Any, driver: FakeDriver) -> None:
-    pool = new_pool(size=2, max_overflow=3)
-    conns = [pool.acquire() for _ in range(5)]
-    assert pool.get_stats()["total_connections"] == 5
-    for conn in conns:
-        pool.release(conn)
-    stats = pool.get_stats()
-    assert stats["pool_size"] == 2
-    assert stats["total_connections"] == 2
-    assert stats["closed_overflow"] == 3
-    assert len(driver.open) == 2
-
-
-def test_overflow_limit_reached_times_out(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=1, timeout=0.2)
-    held = [pool.acquire(), pool.acquire()]
-    with pytest.raises(PoolTimeout) as info:
-        pool.acquire()
-    assert isinstance(info.value, queue.Empty)
-    assert isinstance(info.value, PoolError)
-    assert "Connection pool timeout after 0.2s (2/2 connections in use" in str(info.value)
-    assert pool.get_stats()["timeouts"] == 1
-    for conn in held:
-        pool.release(conn)
-
-
-def test_acquire_succeeds_after_release(new_pool: Any) -> None:
-    pool = new_pool(size=1, max_overflow=0, timeout=5)
-    conn = pool.acquire()
-    timer = threading.Timer(0.1, pool.release, args=(conn,))
-    timer.start()
-    again = pool.acquire()
-    timer.join()
-    pool.release(again)
-    assert pool.get_stats()["timeouts"] == 0
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_recycling_disabled(new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, recycle=0)
-    for _ in range(3):
-        with pool as conn:
-            conn.cursor()
-    assert pool.get_stats()["recycled"] == 0
-    assert driver.connects == 1
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_old_connection_recycled_young_not(new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, recycle=0.2)
-    with pool as conn:
-        first = conn.dbapi_connection
-    with pool as conn:
-        assert conn.dbapi_connection is first  # young: reused
-    time.sleep(0.25)
-    with pool as conn:
-        assert conn.dbapi_connection is not first
-    assert first.closed
-    assert pool.get_stats()["recycled"] == 1
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_concurrent_context_manager_never_shares_a_connection(new_pool: Any, mode: str) -> None:
-    pool = new_pool(mode=mode, size=4, max_overflow=2)
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def work(_: int) -> None:
-        with pool as conn:
-            raw = conn.dbapi_connection
-            with lock:
-                if raw.user is not None:
-                    errors.append(f"connection {raw.id} handed to two threads")
-                raw.user = threading.current_thread()
-            time.sleep(0.001)
-            with lock:
-                raw.user = None
-            with pool as inner:  # nested blocks on the same pool object
-                inner.cursor().execute("SELECT 1")
-
-    # Nested blocks hold two connections each: 3 threads x 2 fit in max_size 6.
-    with ThreadPoolExecutor(max_workers=3) as executor:
-        list(executor.map(work, range(200)))
-    stats = pool.get_stats()
-    assert errors == []
-    assert stats["acquired"] == stats["released"] == 400
-    assert stats["in_use"] == 0
-    assert stats["total_connections"] <= stats["max_size"]
-
-
-def test_no_connection_leaks_and_threadpool(new_pool: Any, driver: FakeDriver) -> None:
-    pool = new_pool(size=3, max_overflow=2)
-
-    def task(i: int) -> int:
-        conn = pool.acquire()
-        try:
-            conn.cursor().execute("SELECT %s", (i,))
-            return i
-        finally:
-            pool.release(conn)
-
-    with ThreadPoolExecutor(max_workers=10) as executor:
-        assert sorted(executor.map(task, range(100))) == list(range(100))
-    stats = pool.get_stats()
-    assert stats["in_use"] == 0
-    assert stats["total_connections"] == len(driver.open) <= 5
-    assert stats["acquired"] - stats["released"] == stats["in_use"]
-
-
-def test_stats_keys_and_counts(new_pool: Any) -> None:
-    pool = new_pool(size=2, max_overflow=1)
-    a, b = pool.acquire(), pool.acquire()
-    stats = pool.get_stats()
-    for key in ("created", "recycled", "acquired", "released", "timeouts",
-                "total_connections", "pool_size", "max_size", "in_use", "waiting",
-                "validation_failures", "wait_ms_mean", "wait_ms_p99"):
-        assert key in stats
-    counts = (stats["created"], stats["in_use"], stats["pool_size"], stats["max_size"])
-    assert counts == (2, 2, 0, 3)
-    pool.release(a)
-    pool.release(b)
-    assert pool.get_stats()["pool_size"] == 2
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_release_none_and_double_release(new_pool: Any, mode: str) -> None:
-    pool = new_pool(mode=mode)
-    pool.release(None)
-    conn = pool.acquire()
-    pool.release(conn)
-    pool.release(conn)
-    conn.close()
-    stats = pool.get_stats()
-    assert (stats["acquired"], stats["released"], stats["in_use"]) == (1, 1, 0)
-    with pytest.raises(PoolError, match="already given back"):
-        conn.cursor()
-
-
-def test_release_foreign_object(new_pool: Any) -> None:
-    pool = new_pool()
-    with pytest.raises(PoolError, match="not a connection of pool"):
-        pool.release(object())
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_close_all_then_acquire(new_pool: Any, driver: FakeDriver, mode: str) -> None:
-    pool = new_pool(mode=mode, size=3)
-    held = pool.acquire()
-    with pool as conn:
-        idle_raw = conn.dbapi_connection
-    if mode == "persistent":
-        idle_raw = held.dbapi_connection  # the thread has one connection, lent twice
-    pool.close_all()
-    if mode == "shared":
-        assert idle_raw.closed
-    lent_raw = held.dbapi_connection
-    pool.release(held)
-    assert lent_raw.closed  # closed when it came back
-    with pool as conn:
-        conn.cursor().execute("SELECT 1")
-    assert pool.get_stats()["total_connections"] == 1
-    assert len(driver.open) == 1
-
-
-def test_global_pool_created_once_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dbpool.pool as pool_module
-
-    monkeypatch.setattr(pool_module, "_global_pool", None)
-    made: list[Any] = []
-    real = pool_module.ConnectionPool
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.01)
-        pool = real(*args, **kwargs)
-        made.append(pool)
-        return pool
-
-    monkeypatch.setattr(pool_module, "ConnectionPool", counting)
-    with ThreadPoolExecutor(max_workers=8) as executor:
-        results = list(executor.map(lambda _: pool_module.get_global_pool(size=3), range(16)))
-    assert len(made) == 1
-    assert all(result is made[0] for result in results)
-    assert pool_module.get_global_pool(size=99) is made[0]
-    assert made[0].size == 3
-    made[0].dispose()
-
-
-def test_rapid_acquire_release(new_pool: Any) -> None:
-    pool = new_pool(size=2, max_overflow=0)
-
-    def spin() -> None:
-        for _ in range(500):
-            pool.release(pool.acquire())
-
-    threads = [threading.Thread(target=spin) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    stats = pool.get_stats()
-    assert stats["acquired"] == stats["released"] == 2000
-    assert stats["created"] <= 2
-
-
-# -- beyond the seed --------------------------------------------------------
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_dead_connection_replaced_transparently(new_pool: Any, driver: FakeDriver,
-                                                mode: str) -> None:
-    pool = new_pool(mode=mode)
+def test_dead_connection_replaced_transparently(new_pool: Any, pool_mode: str) -> None:
+    pool = new_pool(mode=pool_mode)
     with pool as conn:
         first = conn.dbapi_connection
     first.killed = True
@@ -329,6 +94,7 @@ def test_idle_connection_pinged(new_pool: Any) -> None:
     assert raw.pings == 1
 
 
+@pytest.mark.timing
 def test_permanent_connect_error_fails_at_once(new_pool: Any) -> None:
     bad = FakeDriver(fail_connects=10, permanent=True)
     pool = new_pool(driver=bad, timeout=5)
@@ -382,6 +148,7 @@ def test_open_transaction_rolled_back_on_release(new_pool: Any) -> None:
     assert raw.rollbacks == 1  # nothing open: no round trip
 
 
+@pytest.mark.timing
 def test_slow_connects_do_not_serialize(new_pool: Any) -> None:
     slow = FakeDriver(connect_delay=0.3)
     pool = new_pool(driver=slow, size=10, max_overflow=0)
@@ -427,7 +194,7 @@ def test_persistent_bound_waits_then_times_out(new_pool: Any) -> None:
     for thread in holders:
         thread.start()
     ready.wait(5)
-    time.sleep(0.05)
+    assert wait_until(lambda: pool.get_stats()["total_connections"] == 2, timeout=5)
     with pytest.raises(PoolTimeout, match="close_thread_connection"):
         pool.acquire()
     done.set()
@@ -439,8 +206,9 @@ def test_persistent_bound_waits_then_times_out(new_pool: Any) -> None:
     assert pool.get_stats()["total_connections"] == 1
 
 
-def test_persistent_close_thread_connection_frees_the_slot(new_pool: Any,
-                                                          driver: FakeDriver) -> None:
+def test_persistent_close_thread_connection_frees_the_slot(
+    new_pool: Any, driver: FakeDriver
+) -> None:
     pool = new_pool(mode="persistent", size=1, max_overflow=0, timeout=0.5)
     with pool as conn:
         mine = conn.dbapi_connection
@@ -479,7 +247,7 @@ def test_dispose_rejects_waiters_and_later_calls(new_pool: Any) -> None:
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.1)
+    assert wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
     pool.dispose()
     waiter.join(2)
     assert not waiter.is_alive()
@@ -488,14 +256,6 @@ def test_dispose_rejects_waiters_and_later_calls(new_pool: Any) -> None:
     pool.release(held)
     assert raw.closed
     pool.dispose()
-
-
-def test_bad_mode_and_retries(new_pool: Any) -> None:
-    with pytest.raises(ValueError, match="'shared', 'persistent'"):
-        make_pool(mode="fast")
-    pool = new_pool()
-    with pytest.raises(ValueError, match="max_retries cannot be negative"):
-        pool.acquire(max_retries=-1)
 
 
 def test_debug_log_lines(new_pool: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -523,7 +283,8 @@ def test_persistent_nested_acquire_leaves_the_outer_connection_alone(new_pool: A
 
 
 def test_connection_held_past_leak_threshold_is_reported(
-        new_pool: Any, caplog: pytest.LogCaptureFixture) -> None:
+    new_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     pool = new_pool(leak_threshold=0.05)
     with pool:
         pass
@@ -538,9 +299,8 @@ def test_connection_held_past_leak_threshold_is_reported(
     assert "in slow_user" in caplog.text  # the stack names the code that acquired it
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_connection_opened_is_open_or_counted_closed(new_pool: Any, mode: str) -> None:
-    pool = new_pool(mode=mode, size=1, max_overflow=3, recycle=0.01)
+def test_every_connection_opened_is_open_or_counted_closed(new_pool: Any, pool_mode: str) -> None:
+    pool = new_pool(mode=pool_mode, size=1, max_overflow=3, recycle=0.01)
 
     def work(_: int) -> None:
         for _ in range(20):
@@ -554,3 +314,106 @@ def test_every_connection_opened_is_open_or_counted_closed(new_pool: Any, mode: 
     stats = pool.get_stats()
     assert stats["created"] > 4  # recycling and overflow made it open more than it kept
     assert stats["created"] == stats["total_connections"] + stats["closed"]
+
+
+def wait_slice_module() -> ModuleType:
+    """The dbpool module whose ``_WAIT_SLICE`` bounds each sleep of a waiting thread."""
+    import dbpool
+
+    names = ["dbpool.pool", "dbpool._handles"] + [
+        f"dbpool.{info.name}"
+        for info in pkgutil.iter_modules(dbpool.__path__)
+        if not info.name.startswith("__")
+    ]
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "_WAIT_SLICE"):
+            return module
+    pytest.fail("no dbpool module defines _WAIT_SLICE: find what bounds a waiter's sleep now")
+
+
+def test_dispose_wakes_waiting_threads_at_once(
+    new_pool: Any, pool_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiters also wake every _WAIT_SLICE to notice slots freed by threads that ended.
+    # Stretched to ten minutes, only dispose() itself can wake them in time.
+    monkeypatch.setattr(wait_slice_module(), "_WAIT_SLICE", 600.0)
+    pool = new_pool(mode=pool_mode, size=1, max_overflow=0, timeout=300)
+    held = pool.acquire()
+    outcomes: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            pool.release(pool.acquire())
+            outcomes.append(None)
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    # Daemons: should dispose() not wake them, they must not keep the run from ending.
+    waiters = [threading.Thread(target=wait, daemon=True) for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    assert wait_until(lambda: pool.get_stats()["waiting"] == 3, timeout=5)
+    pool.dispose()
+    deadline = time.monotonic() + 5
+    for thread in waiters:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    pool.release(held)
+    assert not any(thread.is_alive() for thread in waiters), "waiters still asleep"
+    assert len(outcomes) == 3
+    assert all(isinstance(outcome, PoolClosed) for outcome in outcomes)
+
+
+def test_a_waiting_thread_goes_before_a_newcomer(new_pool: Any) -> None:
+    pool = new_pool(size=1, max_overflow=0, timeout=10)
+    held = pool.acquire()
+    raw = held.dbapi_connection
+    got: list[Any] = []
+
+    def wait() -> None:
+        conn = pool.acquire()
+        got.append(conn.dbapi_connection)
+        pool.release(conn)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    assert wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
+    # The woken waiter needs the GIL, which this thread keeps (it does not block) until
+    # the switch interval ends: the newcomer below comes first to the freed connection.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        pool.release(held)
+        try:
+            pool.acquire(timeout=0)  # a newcomer that does not wait
+        except PoolTimeout:
+            took = False
+        else:
+            took = True
+    finally:
+        sys.setswitchinterval(interval)
+    waiter.join(10)
+    assert not took, "a newcomer took the connection a waiting thread was promised"
+    assert got == [raw]
+    assert pool.get_stats()["timeouts"] == 1
+
+
+def test_a_release_from_another_thread_wakes_the_waiter(new_pool: Any) -> None:
+    pool = new_pool(size=1, max_overflow=0, timeout=5)
+    conn = pool.acquire()
+    raw = conn.dbapi_connection
+
+    def release_once_waited_for() -> None:
+        wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
+        pool.release(conn)
+
+    releaser = threading.Thread(target=release_once_waited_for)
+    releaser.start()
+    again = pool.acquire()
+    releaser.join(5)
+    assert again.dbapi_connection is raw
+    pool.release(again)
+    assert pool.get_stats()["timeouts"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-from pathlib import Path
 
 import pymysql.connections
 import pytest
@@ -11,21 +10,19 @@ import pytest
 from dbpool import ConfigError, make_pool
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.mark.parametrize(("owner", "name"), [
-    ("Connection", "_read_query_result"),
-    ("Connection", "_execute_command"),
-    ("Connection", "_create_ssl_ctx"),
-    ("Connection", "_read_packet"),
-    ("MySQLResult", "_check_packet_is_eof"),
-])
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        ("Connection", "_read_query_result"),
+        ("Connection", "_execute_command"),
+        ("Connection", "_create_ssl_ctx"),
+        ("Connection", "_read_packet"),
+        ("MySQLResult", "_check_packet_is_eof"),
+    ],
+)
 def test_a_missing_pymysql_internal_fails_at_pool_creation(
-        monkeypatch: pytest.MonkeyPatch, owner: str, name: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, owner: str, name: str
+) -> None:
     monkeypatch.delattr(getattr(pymysql.connections, owner), name)
     with pytest.raises(ConfigError) as caught:
         make_pool(driver="pymysql", host="127.0.0.1", port=1, user="u", password="pw")

@@ -31,8 +31,9 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def test_soak(mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str,
-              mysql_params: dict[str, Any]) -> None:
+def test_soak(
+    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+) -> None:
     seconds = float(os.environ.get("DBPOOL_SOAK_SECONDS", "180")) / RUNS
     if pool_mode == "persistent":
         pool = mysql_pool(size=THREADS, max_overflow=0, timeout=10.0)
@@ -48,8 +49,14 @@ def test_soak(mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str,
             time.sleep(SAMPLE_EVERY)
             gc.collect()
             stats = pool.get_stats()
-            samples.append((time.monotonic() - start, stats["total_connections"],
-                            session_count(admin, mysql_params["user"]), rss_bytes()))
+            samples.append(
+                (
+                    time.monotonic() - start,
+                    stats["total_connections"],
+                    session_count(admin, mysql_params["user"]),
+                    rss_bytes(),
+                )
+            )
     finally:
         hung = load.stop()
     stats = pool.get_stats()
@@ -61,11 +68,13 @@ def test_soak(mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str,
     growth_mib = (rss_last - rss_first) / 2**20
     conns = {s[1] for s in samples}
     server = {s[2] for s in samples}
-    print(f"\nsoak/{pool_mode}/{mysql_driver}: seconds={seconds:.0f} requests={load.requests} "
-          f"errors={len(load.errors)} hung={hung} conns={sorted(conns)} "
-          f"server_sessions={sorted(server)} created={stats['created']} "
-          f"rss_first={rss_first / 2**20:.1f}MiB rss_last={rss_last / 2**20:.1f}MiB "
-          f"growth={growth_mib:.1f}MiB longest_call={load.longest:.3f}s")
+    print(
+        f"\nsoak/{pool_mode}/{mysql_driver}: seconds={seconds:.0f} requests={load.requests} "
+        f"errors={len(load.errors)} hung={hung} conns={sorted(conns)} "
+        f"server_sessions={sorted(server)} created={stats['created']} "
+        f"rss_first={rss_first / 2**20:.1f}MiB rss_last={rss_last / 2**20:.1f}MiB "
+        f"growth={growth_mib:.1f}MiB longest_call={load.longest:.3f}s"
+    )
     assert load.errors == []
     assert hung == 0
     assert max(conns) <= stats["max_size"]

@@ -11,19 +11,9 @@ import pytest
 from dbpool import ConfigError, ConnectError, ConnectionPool, make_pool
 from dbpool.cli import main
 
-MODES = ["shared", "persistent"]
 
-
-@pytest.fixture(autouse=True)
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], mode: str) -> None:
-    pool = make_pool(mode=mode)
+def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], pool_mode: str) -> None:
+    pool = make_pool(mode=pool_mode)
     pools.append(pool)
     assert pool.settings.driver == "sqlite"
     with pool as conn:
@@ -31,15 +21,14 @@ def test_no_config_gives_the_embedded_database(cwd: Path, pools: list[Any], mode
         conn.execute("INSERT INTO t VALUES (?)", (1,))
         conn.commit()
     assert (cwd / "dbpool.sqlite3").exists()
-    other = make_pool(mode=mode)
+    other = make_pool(mode=pool_mode)
     pools.append(other)
     with other as conn:
         assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -> None:
-    pool = make_pool(mode=mode, path=":memory:")
+def test_memory_database_is_one_database_per_pool(pools: list[Any], pool_mode: str) -> None:
+    pool = make_pool(mode=pool_mode, path=":memory:")
     pools.append(pool)
     with pool as conn:
         conn.execute("CREATE TABLE t (x INTEGER)")
@@ -61,7 +50,7 @@ def test_memory_database_is_one_database_per_pool(pools: list[Any], mode: str) -
     pool.close_all()  # no connection open: the database still lives while the pool does
     with pool as conn:
         assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
-    separate = make_pool(mode=mode, path=":memory:")
+    separate = make_pool(mode=pool_mode, path=":memory:")
     pools.append(separate)
     with separate as conn, pytest.raises(Exception, match="no such table"):
         conn.execute("SELECT x FROM t")
@@ -108,7 +97,8 @@ def test_unknown_config_name_lists_the_names(cwd: Path) -> None:
     (cwd / "config.yaml").write_text(
         "database:\n"
         "  primary: {driver: sqlite, path: a.db}\n"
-        "  replica: {driver: sqlite, path: b.db}\n")
+        "  replica: {driver: sqlite, path: b.db}\n"
+    )
     with pytest.raises(ConfigError, match="'primary', 'replica'"):
         ConnectionPool(config_name="reporting")
 
@@ -123,7 +113,8 @@ def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_mode_from_the_config_entry(cwd: Path, pools: list[Any]) -> None:
     (cwd / "config.yaml").write_text(
-        "database:\n  primary: {driver: sqlite, path: a.db, pool: {mode: persistent}}\n")
+        "database:\n  primary: {driver: sqlite, path: a.db, pool: {mode: persistent}}\n"
+    )
     pool = make_pool()
     pools.append(pool)
     assert pool.mode == "persistent"
@@ -132,13 +123,13 @@ def test_mode_from_the_config_entry(cwd: Path, pools: list[Any]) -> None:
     assert explicit.mode == "shared"
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("where", ["file", ":memory:"])
-def test_overlapping_writes_and_reads(cwd: Path, pools: list[Any], mode: str,
-                                      where: str) -> None:
+def test_overlapping_writes_and_reads(
+    cwd: Path, pools: list[Any], pool_mode: str, where: str
+) -> None:
     """Eight threads writing and reading at once: the in-memory database behaves like a file."""
     path = str(cwd / "busy.db") if where == "file" else ":memory:"
-    pool = make_pool(mode=mode, path=path, size=8, max_overflow=0, timeout=30)
+    pool = make_pool(mode=pool_mode, path=path, size=8, max_overflow=0, timeout=30)
     pools.append(pool)
     with pool as conn:
         conn.execute("CREATE TABLE t (thread INTEGER, n INTEGER)")
@@ -167,20 +158,22 @@ def test_overlapping_writes_and_reads(cwd: Path, pools: list[Any], mode: str,
         worker.join()
     with pool as conn:
         written = conn.execute("SELECT COUNT(*) FROM t").fetchall()[0][0]
-    print(f"\nsqlite/{where}/{mode}: {len(errors)} of {threads * rounds} operations failed "
-          f"{sorted(set(errors))[:3]}")
+    print(
+        f"\nsqlite/{where}/{pool_mode}: {len(errors)} of {threads * rounds} operations failed "
+        f"{sorted(set(errors))[:3]}"
+    )
     assert errors == []
     assert written == threads * rounds // 2
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_memory_database_without_memdb(pools: list[Any], mode: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_database_without_memdb(
+    pools: list[Any], pool_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An SQLite older than 3.36 has no memdb VFS: a private file stands in, deleted at dispose."""
     import dbpool.drivers
 
     monkeypatch.setattr(dbpool.drivers, "_MEMDB", False)
-    test_overlapping_writes_and_reads(Path.cwd(), pools, mode, ":memory:")
+    test_overlapping_writes_and_reads(Path.cwd(), pools, pool_mode, ":memory:")
     pool = pools[-1]
     with pool as conn:
         files = [row[2] for row in conn.execute("PRAGMA database_list")]

@@ -18,10 +18,28 @@ MODES = ["shared", "persistent"]
 
 # Every key get_stats() had before the histograms; none may go.
 OLD_KEYS = {
-    "created", "recycled", "acquired", "released", "timeouts", "connect_failures",
-    "validation_failures", "closed", "closed_broken", "closed_overflow", "reclaimed",
-    "leaks_reported", "wait_ms_mean", "wait_ms_p99", "wait_ms_max", "total_connections",
-    "pool_size", "max_size", "in_use", "waiting", "size", "mode",
+    "created",
+    "recycled",
+    "acquired",
+    "released",
+    "timeouts",
+    "connect_failures",
+    "validation_failures",
+    "closed",
+    "closed_broken",
+    "closed_overflow",
+    "reclaimed",
+    "leaks_reported",
+    "wait_ms_mean",
+    "wait_ms_p99",
+    "wait_ms_max",
+    "total_connections",
+    "pool_size",
+    "max_size",
+    "in_use",
+    "waiting",
+    "size",
+    "mode",
 }
 
 
@@ -150,8 +168,7 @@ def test_listeners_hear_every_figure(new_pool: Any) -> None:
 
 
 def test_name_defaults_to_the_config_name(tmp_path: Path, pools: list[Any]) -> None:
-    (tmp_path / "config.yaml").write_text(
-        "database:\n  reporting: {driver: sqlite, path: r.db}\n")
+    (tmp_path / "config.yaml").write_text("database:\n  reporting: {driver: sqlite, path: r.db}\n")
     pool = make_pool(config_name="reporting")
     pools.append(pool)
     assert pool.name == "reporting"
@@ -170,8 +187,9 @@ def test_name_defaults_to_the_server_without_a_config(pools: list[Any]) -> None:
     assert embedded.name == "primary"
 
 
-def test_name_option_in_stats_logs_and_messages(new_pool: Any,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_name_option_in_stats_logs_and_messages(
+    new_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="dbpool")
     pool = new_pool(name="orders", size=1, max_overflow=0)
     assert pool.name == "orders"

@@ -30,23 +30,66 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(directory: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", f"/CN=dbpool test {name}", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=dbpool test {name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
 
 
 def make_cert(directory: Path, ca: str, name: str, san: str) -> None:
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=directory,
+    )
     (directory / f"{name}.ext").write_text(
         f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
-            "-extfile", f"{name}.ext", cwd=directory)
+        "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.pem",
+        "-extfile",
+        f"{name}.ext",
+        cwd=directory,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +106,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_tls_server(certs: Path, cert: str) -> MariaDBServer:
-    return MariaDBServer(ignore_env=True, extra_args=(
-        f"--ssl-ca={certs / 'ca.pem'}",
-        f"--ssl-cert={certs / f'{cert}.pem'}",
-        f"--ssl-key={certs / f'{cert}.key'}",
-    )).start()
+    return MariaDBServer(
+        ignore_env=True,
+        extra_args=(
+            f"--ssl-ca={certs / 'ca.pem'}",
+            f"--ssl-cert={certs / f'{cert}.pem'}",
+            f"--ssl-key={certs / f'{cert}.key'}",
+        ),
+    ).start()
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +135,13 @@ def tls_server(certs: Path) -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
-def tls_pool(tls_server: MariaDBServer, pools: list[Any], mysql_driver: str,
-             monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
+def tls_pool(
+    tls_server: MariaDBServer,
+    pools: list[Any],
+    mysql_driver: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Any:
 
     def new(**options: Any) -> Any:
         pool = make_pool(**{**tls_server.params(), "driver": mysql_driver, **options})
@@ -112,8 +161,7 @@ def cipher(pool: Any) -> str:
     return str(result.decode() if isinstance(result, bytes) else result)
 
 
-def test_encrypted_by_default_when_the_server_offers_tls(tls_pool: Any,
-                                                        mysql_driver: str) -> None:
+def test_encrypted_by_default_when_the_server_offers_tls(tls_pool: Any, mysql_driver: str) -> None:
     used = cipher(tls_pool())
     print(f"\ntls/{mysql_driver}/default: cipher {used!r}")
     assert used
@@ -131,8 +179,9 @@ FORMS = {"flat": flat, "dict": nested}
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
-def test_verified_when_a_ca_is_given(tls_pool: Any, certs: Path, form: str,
-                                     mysql_driver: str) -> None:
+def test_verified_when_a_ca_is_given(
+    tls_pool: Any, certs: Path, form: str, mysql_driver: str
+) -> None:
     used = cipher(tls_pool(**FORMS[form](certs)))
     print(f"\ntls/{mysql_driver}/{form}: cipher {used!r}")
     assert used
@@ -149,15 +198,16 @@ def test_tls_can_be_disabled(tls_pool: Any, mysql_driver: str) -> None:
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
-def test_wrong_ca_fails_at_once(tls_pool: Any, certs: Path, form: str,
-                                mysql_driver: str) -> None:
+def test_wrong_ca_fails_at_once(tls_pool: Any, certs: Path, form: str, mysql_driver: str) -> None:
     pool = tls_pool(**FORMS[form](certs, ca="other-ca"), timeout=20)
     with pytest.raises(ConnectError) as caught:
         pool.acquire()
     text = str(caught.value)
     stats = pool.get_stats()
-    print(f"\ntls/{mysql_driver}/{form}/wrong CA: {text} "
-          f"(connect_failures={stats['connect_failures']})")
+    print(
+        f"\ntls/{mysql_driver}/{form}/wrong CA: {text} "
+        f"(connect_failures={stats['connect_failures']})"
+    )
     assert "TLS certificate verification failed" in text
     assert "ssl_ca" in text
     assert "cannot be reached" not in text
@@ -165,8 +215,7 @@ def test_wrong_ca_fails_at_once(tls_pool: Any, certs: Path, form: str,
 
 
 @pytest.mark.parametrize("options", ["default", "ca"])
-def test_require_ssl_account(tls_pool: Any, certs: Path, options: str,
-                             mysql_driver: str) -> None:
+def test_require_ssl_account(tls_pool: Any, certs: Path, options: str, mysql_driver: str) -> None:
     extra = {} if options == "default" else flat(certs)
     pool = tls_pool(user=TLS_USER, password=TLS_PASSWORD, **extra)
     with pool.acquire() as conn:
@@ -180,25 +229,32 @@ def test_require_ssl_account(tls_pool: Any, certs: Path, options: str,
 def test_client_certificate(tls_pool: Any, certs: Path, form: str) -> None:
     files = {"cert": str(certs / "client.pem"), "key": str(certs / "client.key")}
     extra = {f"ssl_{key}": value for key, value in files.items()} if form == "flat" else files
-    pool = tls_pool(user=f"{TLS_USER}_x509", password=TLS_PASSWORD,
-                    **FORMS[form](certs, **extra))
+    pool = tls_pool(user=f"{TLS_USER}_x509", password=TLS_PASSWORD, **FORMS[form](certs, **extra))
     assert cipher(pool)
 
 
-@pytest.mark.parametrize(("options", "words"), [
-    ({"ssl": "yes"}, "ssl must be a mapping"),
-    ({"ssl": {"ca": "/x.pem", "capath": "/etc"}}, "unknown key 'capath' in ssl"),
-    ({"ssl": {"ca": "/x.pem"}, "ssl_ca": "/y.pem"}, "ssl_ca is given twice"),
-    ({"ssl_ca": 5}, "ssl_ca must be a path"),
-    ({"ssl_verify_cert": "yes"}, "ssl_verify_cert must be true or false"),
-    ({"ssl": {"verify_identity": 1}}, "ssl_verify_identity must be true or false"),
-    ({"ssl_verify_identity": True, "ssl_verify_cert": False},
-     "ssl_verify_identity needs ssl_verify_cert"),
-])
-def test_bad_tls_options(options: dict[str, Any], words: str, mysql_driver: str,
-                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"ssl": "yes"}, "ssl must be a mapping"),
+        ({"ssl": {"ca": "/x.pem", "capath": "/etc"}}, "unknown key 'capath' in ssl"),
+        ({"ssl": {"ca": "/x.pem"}, "ssl_ca": "/y.pem"}, "ssl_ca is given twice"),
+        ({"ssl_ca": 5}, "ssl_ca must be a path"),
+        ({"ssl_verify_cert": "yes"}, "ssl_verify_cert must be true or false"),
+        ({"ssl": {"verify_identity": 1}}, "ssl_verify_identity must be true or false"),
+        (
+            {"ssl_verify_identity": True, "ssl_verify_cert": False},
+            "ssl_verify_identity needs ssl_verify_cert",
+        ),
+    ],
+)
+def test_bad_tls_options(
+    options: dict[str, Any],
+    words: str,
+    mysql_driver: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     with pytest.raises(ConfigError) as caught:
         make_pool(host="127.0.0.1", port=1, driver=mysql_driver, **options)
     print(f"\n{options}: {caught.value}")
@@ -216,12 +272,15 @@ def misnamed_server(certs: Path) -> Iterator[MariaDBServer]:
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
-def test_identity_checked_only_on_request(misnamed_server: MariaDBServer, certs: Path,
-                                          form: str, mysql_driver: str, pools: list[Any],
-                                          monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
+def test_identity_checked_only_on_request(
+    misnamed_server: MariaDBServer,
+    certs: Path,
+    form: str,
+    mysql_driver: str,
+    pools: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     params = {**misnamed_server.params(), "driver": mysql_driver, "timeout": 20}
     signed = make_pool(**params, **FORMS[form](certs))
     pools.append(signed)
@@ -236,11 +295,14 @@ def test_identity_checked_only_on_request(misnamed_server: MariaDBServer, certs:
     assert checked.get_stats()["connect_failures"] == 1
 
 
-def test_key_password_is_pymysql_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBPOOL_CONFIG", raising=False)
-    with pytest.raises(ConfigError, match="ssl_key_password is not supported by driver "
-                                          "'mysql-connector'") as caught:
-        make_pool(host="127.0.0.1", port=1, driver="mysql-connector",
-                  ssl={"key": "/k.pem", "key_password": TLS_PASSWORD})
+def test_key_password_is_pymysql_only() -> None:
+    with pytest.raises(
+        ConfigError, match="ssl_key_password is not supported by driver 'mysql-connector'"
+    ) as caught:
+        make_pool(
+            host="127.0.0.1",
+            port=1,
+            driver="mysql-connector",
+            ssl={"key": "/k.pem", "key_password": TLS_PASSWORD},
+        )
     assert TLS_PASSWORD not in str(caught.value)

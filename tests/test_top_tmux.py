@@ -34,8 +34,13 @@ class Terminal:
         self._tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", command)
 
     def _tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
-                              text=True, timeout=30, check=True)
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return done.stdout
 
     def screen(self) -> str:
@@ -57,13 +62,15 @@ class Terminal:
             time.sleep(0.2)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
-                       timeout=30, check=False)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False
+        )
 
 
 @pytest.fixture
-def app(mysql_params: dict[str, Any], admin: pymysql.connections.Connection,
-        tmp_path: Path) -> Iterator[str]:
+def app(
+    mysql_params: dict[str, Any], admin: pymysql.connections.Connection, tmp_path: Path
+) -> Iterator[str]:
     table = f"users_{uuid.uuid4().hex[:8]}"
     p = mysql_params
     config = tmp_path / "config.yaml"
@@ -76,9 +83,13 @@ def app(mysql_params: dict[str, Any], admin: pymysql.connections.Connection,
         f"    database: {p['database']}\n"
         "    pool: {size: 2, max_overflow: 1, timeout: 20}\n"
     )
-    env = {**os.environ, "DBPOOL_CONFIG": str(config), "DBPOOL_PRIMARY_PASSWORD": p["password"],
-           "APP_USERS_TABLE": table,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "DBPOOL_CONFIG": str(config),
+        "DBPOOL_PRIMARY_PASSWORD": p["password"],
+        "APP_USERS_TABLE": table,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     try:
         with running_app(env, tmp_path / "app.log") as base:
             yield base
@@ -96,7 +107,8 @@ def watch_and_quit(app: str, key: str) -> None:
         row = terminal.wait_for(
             r"^ primary +(?P<bar>[█▓░]+) +(?P<used>\d+)/(?P<idle>\d+)/3 +(?P<waiting>\d+) +"
             r"(?P<rate>\d+\.\d) +(?P<p50>[\d.]+ (?:µs|ms|s)) +(?P<p99>[\d.]+ (?:µs|ms|s)) +"
-            r"(?P<timeouts>\d+\.\d) +(?P<failures>\d+\.\d)")
+            r"(?P<timeouts>\d+\.\d) +(?P<failures>\d+\.\d)"
+        )
         assert float(row["rate"]) > 0
         assert len(row["bar"]) >= 6
         assert int(row["used"]) + int(row["idle"]) <= 3

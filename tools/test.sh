@@ -10,8 +10,12 @@
 #    test of `dbpool top` in a real terminal) if it is missing;
 # 2. creates or reuses the virtualenv .venv and installs dbpool into it with
 #    its test extras (skipped when setup.cfg and pyproject.toml are unchanged);
-# 3. runs ruff, mypy and pytest (by default the full default suite: the fast,
-#    mysql and faults tiers; slow tests need --run-slow).
+# 3. runs ruff (lint and format), mypy and pytest (by default the full default suite: the fast,
+#    mysql and faults tiers; slow tests need --run-slow);
+# 4. without pytest args, runs the fast tier and the MySQL pool tests again in
+#    a second virtualenv, .venv-oldest, on the oldest DBUtils, PyMySQL,
+#    mysql-connector-python and PyYAML that setup.cfg allows (tools/oldest.txt);
+#    .venv has the newest. DBPOOL_SKIP_OLDEST=1 leaves this step out.
 #
 # Installing system packages needs root, or sudo. Any failing step fails the run.
 set -euo pipefail
@@ -19,11 +23,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=.venv
+OLDEST_VENV=.venv-oldest
+OLDEST_PINS=tools/oldest.txt
 PYTHON=${PYTHON:-python3}
-STAMP=$VENV/.dbpool-install-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %ds)\n' "$*" "$SECONDS"; }
 die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -102,26 +107,37 @@ fi
 
 # -- 2. virtualenv ---------------------------------------------------------------
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
-if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
-    step "creating virtualenv $VENV"
-    rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV"; then
-        # Debian's python3 has venv's ensurepip in a package of its own.
-        rm -rf "$VENV"
-        apt_install python3-venv
-        "$PYTHON" -m venv "$VENV"
-    fi
-fi
 
-want_stamp=$(cat setup.cfg pyproject.toml <("$VENV/bin/python" --version) | sha256sum)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_stamp" ] \
-    || ! "$VENV/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool-dbutils")' \
-        >/dev/null 2>&1; then
-    step "pip install -e '.[test]'"
-    rm -f "$STAMP"
-    "$VENV/bin/python" -m pip install -q -e '.[test]'
-    printf '%s\n' "$want_stamp" > "$STAMP"
-fi
+make_venv() {  # make_venv DIR: create DIR as a virtualenv unless it has a working pip
+    local dir=$1
+    if ! { [ -x "$dir/bin/python" ] && "$dir/bin/python" -m pip --version >/dev/null 2>&1; }; then
+        step "creating virtualenv $dir"
+        rm -rf "$dir"
+        if ! "$PYTHON" -m venv "$dir"; then
+            # Debian's python3 has venv's ensurepip in a package of its own.
+            rm -rf "$dir"
+            apt_install python3-venv
+            "$PYTHON" -m venv "$dir"
+        fi
+    fi
+}
+
+install_dbpool() {  # install_dbpool DIR [pip args]: pip install -e '.[test]' unless current
+    local dir=$1 stamp=$1/.dbpool-install-stamp want
+    shift
+    want=$(cat setup.cfg pyproject.toml "$@" <("$dir/bin/python" --version) | sha256sum)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+        || ! "$dir/bin/python" -I -c 'import importlib.metadata as m; m.version("dbpool-dbutils")' \
+            >/dev/null 2>&1; then
+        step "pip install -e '.[test]' into $dir${*:+ ($*)}"
+        rm -f "$stamp"
+        "$dir/bin/python" -m pip install -q -e '.[test]' "${@/#/--constraint=}"
+        printf '%s\n' "$want" > "$stamp"
+    fi
+}
+
+make_venv "$VENV"
+install_dbpool "$VENV"
 
 # DBPOOL_INSTALL_ONLY=1: stop here (tools/django_suite.sh uses it).
 [ "${DBPOOL_INSTALL_ONLY:-}" = 1 ] && exit 0
@@ -134,8 +150,34 @@ done
 step "ruff check ${lint_dirs[*]}"
 "$VENV/bin/ruff" check "${lint_dirs[@]}"
 
+step "ruff format --check ${lint_dirs[*]}"
+"$VENV/bin/ruff" format --check "${lint_dirs[@]}"
+
 step "mypy"
 "$VENV/bin/mypy"
 
 step "pytest $*"
 "$VENV/bin/python" -m pytest "$@"
+
+# -- 4. the oldest supported versions ------------------------------------------
+if [ "$#" -eq 0 ] && [ "${DBPOOL_SKIP_OLDEST:-}" != 1 ]; then
+    make_venv "$OLDEST_VENV"
+    install_dbpool "$OLDEST_VENV" "$OLDEST_PINS"
+    "$OLDEST_VENV/bin/python" - "$OLDEST_PINS" <<'PY'
+import importlib.metadata as metadata
+import sys
+
+pins = [line.split("#")[0].strip() for line in open(sys.argv[1], encoding="utf-8")]
+wrong = []
+for name, _, version in (pin.partition("==") for pin in pins if pin):
+    if metadata.version(name) != version:
+        wrong.append(f"{name} {metadata.version(name)} (pinned {version})")
+print("oldest versions:", ", ".join(p for p in pins if p))
+sys.exit(f"not the pinned versions: {', '.join(wrong)}" if wrong else 0)
+PY
+    step "pytest on the oldest versions: the fast tier"
+    "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not mysql"
+    step "pytest on the oldest versions: the MySQL pool tests"
+    "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider \
+        tests/test_pool_contract.py tests/test_pool_mysql.py
+fi

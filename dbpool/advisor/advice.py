@@ -102,9 +102,12 @@ class Advice:
         return " ".join([self.headline, *(v.reason for v in self.verdicts)])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"choice": self.choice, "headline": self.headline,
-                "paragraph": self.paragraph,
-                "verdicts": [asdict(v) for v in self.verdicts]}
+        return {
+            "choice": self.choice,
+            "headline": self.headline,
+            "paragraph": self.paragraph,
+            "verdicts": [asdict(v) for v in self.verdicts],
+        }
 
 
 def aggregate(cells: Iterable[Mapping[str, Any]]) -> list[Figures]:
@@ -115,24 +118,26 @@ def aggregate(cells: Iterable[Mapping[str, Any]]) -> list[Figures]:
     figures = []
     for (contender, threads), group in groups.items():
         throughputs = [float(c.get("throughput") or 0.0) for c in group]
-        figures.append(Figures(
-            contender=contender,
-            threads=threads,
-            throughput=statistics.median(throughputs),
-            requests=sum(int(c.get("requests") or 0) for c in group),
-            errors=sum(int(c.get("errors") or 0) for c in group),
-            p50_ms=_median(c.get("p50_ms") for c in group),
-            p99_ms=_median(c.get("p99_ms") for c in group),
-            wait_p99_ms=_median(c.get("wait_p99_ms") for c in group),
-            server_connections=_most(c.get("server_connections") for c in group),
-            opened=_most(c.get("opened") for c in group),
-            client_cpu_us=_median(c.get("client_cpu_us") for c in group),
-            bound=_most(c.get("bound") for c in group),
-            throughput_min=min(throughputs),
-            throughput_max=max(throughputs),
-            rounds=len(group),
-            first_error=next((c["first_error"] for c in group if c.get("first_error")), None),
-        ))
+        figures.append(
+            Figures(
+                contender=contender,
+                threads=threads,
+                throughput=statistics.median(throughputs),
+                requests=sum(int(c.get("requests") or 0) for c in group),
+                errors=sum(int(c.get("errors") or 0) for c in group),
+                p50_ms=_median(c.get("p50_ms") for c in group),
+                p99_ms=_median(c.get("p99_ms") for c in group),
+                wait_p99_ms=_median(c.get("wait_p99_ms") for c in group),
+                server_connections=_most(c.get("server_connections") for c in group),
+                opened=_most(c.get("opened") for c in group),
+                client_cpu_us=_median(c.get("client_cpu_us") for c in group),
+                bound=_most(c.get("bound") for c in group),
+                throughput_min=min(throughputs),
+                throughput_max=max(throughputs),
+                rounds=len(group),
+                first_error=next((c["first_error"] for c in group if c.get("first_error")), None),
+            )
+        )
     return sorted(figures, key=lambda f: (f.threads, f.contender))
 
 
@@ -146,15 +151,17 @@ def _most(values: Iterable[Any]) -> int | None:
     return max(present) if present else None
 
 
-def recommend(figures: Sequence[Figures], *, max_size: int,
-              max_connections: int | None = None) -> Advice:
+def recommend(
+    figures: Sequence[Figures], *, max_size: int, max_connections: int | None = None
+) -> Advice:
     """The advice for the two modes' figures (other contenders are ignored)."""
     by_threads: dict[int, dict[str, Figures]] = defaultdict(dict)
     for f in figures:
         if f.contender in ("shared", "persistent"):
             by_threads[f.threads][f.contender] = f
-    pairs = [(t, m["shared"], m["persistent"]) for t, m in sorted(by_threads.items())
-             if len(m) == 2]
+    pairs = [
+        (t, m["shared"], m["persistent"]) for t, m in sorted(by_threads.items()) if len(m) == 2
+    ]
     if not pairs:
         return Advice("none", "No answer: the run has no figures for both modes.", ())
     working = [(s, p) for _, s, p in pairs if not (s.failed or p.failed)]
@@ -163,65 +170,111 @@ def recommend(figures: Sequence[Figures], *, max_size: int,
     return _overall(verdicts)
 
 
-def _verdict(s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None,
-             max_size: int, max_connections: int | None) -> Verdict:
+def _verdict(
+    s: Figures,
+    p: Figures,
+    smallest: tuple[Figures, Figures] | None,
+    max_size: int,
+    max_connections: int | None,
+) -> Verdict:
     t = s.threads
     at = f"At {t} thread{'s' if t != 1 else ''}"
     if s.failed and p.failed:
-        return Verdict(t, "none", f"{at} both modes failed: shared {_failure(s)}; "
-                                  f"persistent {_failure(p)}.")
+        return Verdict(
+            t, "none", f"{at} both modes failed: shared {_failure(s)}; persistent {_failure(p)}."
+        )
     if p.failed:
-        return Verdict(t, "shared", f"{at} persistent {_failure(p)}, shared did "
-                                    f"{_rate(s.throughput)} req/s.")
+        return Verdict(
+            t, "shared", f"{at} persistent {_failure(p)}, shared did {_rate(s.throughput)} req/s."
+        )
     if s.failed:
-        return Verdict(t, "persistent", f"{at} shared {_failure(s)}, persistent did "
-                                        f"{_rate(p.throughput)} req/s.")
+        return Verdict(
+            t,
+            "persistent",
+            f"{at} shared {_failure(s)}, persistent did {_rate(p.throughput)} req/s.",
+        )
     ratio = p.throughput / s.throughput
     both = f"(persistent {_rate(p.throughput)}, shared {_rate(s.throughput)} req/s)"
     sc, pc = s.connections, p.connections
     if ratio > 1 + TIE and not _overlap(s, p):
         lead = f"{at} persistent did {ratio:.1f}x shared's throughput {both}"
         if t <= max_size:
-            return Verdict(t, "persistent", f"{lead}, and {t} threads ≤ max_size {max_size}.",
-                           ratio)
+            return Verdict(
+                t, "persistent", f"{lead}, and {t} threads ≤ max_size {max_size}.", ratio
+            )
         if max_connections is not None and t > MAX_CONNECTIONS_SHARE * max_connections:
-            return Verdict(t, "shared", f"{lead}, but it needs {t} connections, one per thread, "
-                                        f"too close to the server's max_connections "
-                                        f"{max_connections}; shared held {_count(sc)}.", ratio)
-        return Verdict(t, "persistent",
-                       f"{lead}, but only with {t} connections, one per thread, where max_size "
-                       f"is {max_size}; shared held {_count(sc)}.", ratio, needs_max_size=t)
+            return Verdict(
+                t,
+                "shared",
+                f"{lead}, but it needs {t} connections, one per thread, "
+                f"too close to the server's max_connections "
+                f"{max_connections}; shared held {_count(sc)}.",
+                ratio,
+            )
+        return Verdict(
+            t,
+            "persistent",
+            f"{lead}, but only with {t} connections, one per thread, where max_size "
+            f"is {max_size}; shared held {_count(sc)}.",
+            ratio,
+            needs_max_size=t,
+        )
     if ratio < 1 - TIE and not _overlap(s, p):
-        return Verdict(t, "shared", f"{at} shared did {1 / ratio:.1f}x persistent's throughput "
-                                    f"{both} "
-                                    f"with {_count(sc)} connections against {_count(pc)}.",
-                       ratio)
+        return Verdict(
+            t,
+            "shared",
+            f"{at} shared did {1 / ratio:.1f}x persistent's throughput "
+            f"{both} "
+            f"with {_count(sc)} connections against {_count(pc)}.",
+            ratio,
+        )
     server = _server_bound(s, p, smallest)
     share = s.throughput / p.throughput
     # Even by the rounds' overlap rather than by TIE: say so, the gap looks large.
-    noise = (f", within the rounds' spread ({_spread(s)}, {_spread(p)}),"
-             if abs(ratio - 1) > TIE else "")
+    noise = (
+        f", within the rounds' spread ({_spread(s)}, {_spread(p)})," if abs(ratio - 1) > TIE else ""
+    )
     bottleneck = ""
     if server is not None:
         fewer_threads, growth, cores = server
-        bottleneck = (f"; the server is the bottleneck: {growth:.2f}x the throughput of "
-                      f"{fewer_threads} threads with {t / fewer_threads:.3g}x the threads, "
-                      f"while the client used {cores:.2f} CPU")
+        bottleneck = (
+            f"; the server is the bottleneck: {growth:.2f}x the throughput of "
+            f"{fewer_threads} threads with {t / fewer_threads:.3g}x the threads, "
+            f"while the client used {cores:.2f} CPU"
+        )
     if _fewer(sc, pc):
-        return Verdict(t, "shared", f"{at} shared reached {share:.0%} of persistent's "
-                                    f"throughput{noise} with {sc} connections instead of {pc}"
-                                    f"{bottleneck}.", ratio, server is not None)
+        return Verdict(
+            t,
+            "shared",
+            f"{at} shared reached {share:.0%} of persistent's "
+            f"throughput{noise} with {sc} connections instead of {pc}"
+            f"{bottleneck}.",
+            ratio,
+            server is not None,
+        )
     if server is not None:
-        return Verdict(t, "either", f"{at} neither mode matters: both did about "
-                                    f"{_rate(p.throughput)} req/s (shared {share:.0%} of "
-                                    f"persistent{noise.rstrip(',')}){bottleneck}.", ratio, True)
-    return Verdict(t, "either", f"{at} the modes are even: shared reached {share:.0%} of "
-                                f"persistent's throughput {both}{noise} with {_count(sc)} "
-                                f"connections against {_count(pc)}.", ratio)
+        return Verdict(
+            t,
+            "either",
+            f"{at} neither mode matters: both did about "
+            f"{_rate(p.throughput)} req/s (shared {share:.0%} of "
+            f"persistent{noise.rstrip(',')}){bottleneck}.",
+            ratio,
+            True,
+        )
+    return Verdict(
+        t,
+        "either",
+        f"{at} the modes are even: shared reached {share:.0%} of "
+        f"persistent's throughput {both}{noise} with {_count(sc)} "
+        f"connections against {_count(pc)}.",
+        ratio,
+    )
 
 
-def _server_bound(s: Figures, p: Figures,
-                  smallest: tuple[Figures, Figures] | None) -> tuple[int, float, float] | None:
+def _server_bound(
+    s: Figures, p: Figures, smallest: tuple[Figures, Figures] | None
+) -> tuple[int, float, float] | None:
     """(fewer threads, throughput growth, client CPU) if flat while the client was not busy."""
     if smallest is None:
         return None
@@ -242,8 +295,12 @@ def _overlap(a: Figures, b: Figures) -> bool:
     """Whether the throughputs of the two over their rounds overlap: a difference within noise."""
     if a.rounds < 2 or b.rounds < 2:
         return False
-    a_low, a_high, b_low, b_high = (a.throughput_min, a.throughput_max,
-                                    b.throughput_min, b.throughput_max)
+    a_low, a_high, b_low, b_high = (
+        a.throughput_min,
+        a.throughput_max,
+        b.throughput_min,
+        b.throughput_max,
+    )
     if a_low is None or a_high is None or b_low is None or b_high is None:
         return False
     return a_low <= b_high and b_low <= a_high
@@ -265,34 +322,53 @@ def _overall(verdicts: tuple[Verdict, ...]) -> Advice:
     choices = {v.choice for v in verdicts}
     firm = choices & {"shared", "persistent"}
     if choices == {"none"}:
-        return Advice("none", "No answer: both modes failed at every thread count; fix the "
-                              "errors below and run again.", verdicts)
+        return Advice(
+            "none",
+            "No answer: both modes failed at every thread count; fix the "
+            "errors below and run again.",
+            verdicts,
+        )
     if not firm:
         server = any(v.server_bound for v in verdicts)
         why = " because the server is the bottleneck" if server else ""
-        return Advice("either", f"Neither mode matters for this workload{why}: keep shared, "
-                                "the default, whose bound holds however many threads run.",
-                      verdicts)
+        return Advice(
+            "either",
+            f"Neither mode matters for this workload{why}: keep shared, "
+            "the default, whose bound holds however many threads run.",
+            verdicts,
+        )
     if firm == {"shared"}:
         return Advice("shared", "Pick shared.", verdicts)
     if firm == {"persistent"}:
         raise_to = max((v.needs_max_size or 0) for v in verdicts)
         if raise_to:
-            return Advice("persistent", f"Pick persistent, with max_size raised to at least "
-                                        f"{raise_to} (one connection per thread).", verdicts)
+            return Advice(
+                "persistent",
+                f"Pick persistent, with max_size raised to at least "
+                f"{raise_to} (one connection per thread).",
+                verdicts,
+            )
         return Advice("persistent", "Pick persistent.", verdicts)
     persistent = [v.threads for v in verdicts if v.choice == "persistent"]
     shared = [v.threads for v in verdicts if v.choice == "shared"]
     raise_to = max((v.needs_max_size or 0) for v in verdicts)
     raised = f" (with max_size raised to {raise_to})" if raise_to else ""
     if max(persistent) < min(shared):
-        return Advice("depends", f"It depends on your thread count: pick persistent for up to "
-                                 f"{max(persistent)} threads{raised}, shared from "
-                                 f"{min(shared)} on.", verdicts)
-    return Advice("depends", f"It depends on your thread count, irregularly: persistent at "
-                             f"{_listing(persistent)} threads{raised}, shared at "
-                             f"{_listing(shared)}. An irregular pattern often means noise: "
-                             "more --rounds or a longer --duration settle it.", verdicts)
+        return Advice(
+            "depends",
+            f"It depends on your thread count: pick persistent for up to "
+            f"{max(persistent)} threads{raised}, shared from "
+            f"{min(shared)} on.",
+            verdicts,
+        )
+    return Advice(
+        "depends",
+        f"It depends on your thread count, irregularly: persistent at "
+        f"{_listing(persistent)} threads{raised}, shared at "
+        f"{_listing(shared)}. An irregular pattern often means noise: "
+        "more --rounds or a longer --duration settle it.",
+        verdicts,
+    )
 
 
 def _listing(numbers: list[int]) -> str:

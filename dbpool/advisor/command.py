@@ -52,8 +52,13 @@ class BenchError(Exception):
 class _StatementAction(argparse.Action):
     """--sql starts a statement; --param and --params-file attach to the last one."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         statements: list[list[Any]] | None = getattr(namespace, "statements", None)
         if statements is None:
             statements = []
@@ -76,7 +81,8 @@ def _thread_counts(text: str) -> list[int]:
         counts = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected thread counts like 4,16,64 (got {text!r})") from None
+            f"expected thread counts like 4,16,64 (got {text!r})"
+        ) from None
     if not counts or counts[0] < 1 or counts[-1] > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"thread counts must be 1 to {MAX_THREADS} (got {text!r})")
     return counts
@@ -117,46 +123,101 @@ def _names(text: str) -> list[str]:
     unknown = [name for name in names if name not in OTHERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown pool {', '.join(unknown) or repr(text)}; choose from {', '.join(OTHERS)}")
+            f"unknown pool {', '.join(unknown) or repr(text)}; choose from {', '.join(OTHERS)}"
+        )
     return list(dict.fromkeys(names))
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``bench`` to the subcommands of the ``dbpool`` command."""
     p: argparse.ArgumentParser = commands.add_parser(
-        "bench", help="measure your statements in both modes and recommend one",
-        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "bench",
+        help="measure your statements in both modes and recommend one",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # Also accepted after the subcommand; SUPPRESS keeps the main parser's value otherwise.
-    p.add_argument("--config", default=argparse.SUPPRESS,
-                   help="config.yaml path (default: $DBPOOL_CONFIG, then ./config.yaml)")
-    p.add_argument("--config-name", default=argparse.SUPPRESS,
-                   help="entry of the config file (default: primary)")
+    p.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config.yaml path (default: $DBPOOL_CONFIG, then ./config.yaml)",
+    )
+    p.add_argument(
+        "--config-name",
+        default=argparse.SUPPRESS,
+        help="entry of the config file (default: primary)",
+    )
     w = p.add_argument_group("workload")
-    w.add_argument("--sql", action=_StatementAction, metavar="SQL",
-                   help="a statement to run, with %%s for each parameter (repeatable)")
-    w.add_argument("--param", action=_StatementAction, metavar="SPEC",
-                   help="a parameter of the last --sql: int:LO:HI, float:LO:HI, "
-                        "choice:A,B,C or str:LEN[:MAX] (one per %%s)")
-    w.add_argument("--params-file", action=_StatementAction, metavar="FILE",
-                   help="the last --sql's parameters, one row per line (CSV or tabs)")
-    w.add_argument("--workload", metavar="FILE",
-                   help="a YAML workload: statements with weights, parameters, transactions")
-    w.add_argument("--think-ms", type=float, metavar="MS",
-                   help="average time between two requests of a thread, without a connection "
-                        "(default: the workload file's, else 0)")
-    w.add_argument("--allow-writes", action="store_true",
-                   help="also run statements that are not SELECT, SHOW, EXPLAIN, DESCRIBE")
+    w.add_argument(
+        "--sql",
+        action=_StatementAction,
+        metavar="SQL",
+        help="a statement to run, with %%s for each parameter (repeatable)",
+    )
+    w.add_argument(
+        "--param",
+        action=_StatementAction,
+        metavar="SPEC",
+        help="a parameter of the last --sql: int:LO:HI, float:LO:HI, "
+        "choice:A,B,C or str:LEN[:MAX] (one per %%s)",
+    )
+    w.add_argument(
+        "--params-file",
+        action=_StatementAction,
+        metavar="FILE",
+        help="the last --sql's parameters, one row per line (CSV or tabs)",
+    )
+    w.add_argument(
+        "--workload",
+        metavar="FILE",
+        help="a YAML workload: statements with weights, parameters, transactions",
+    )
+    w.add_argument(
+        "--think-ms",
+        type=float,
+        metavar="MS",
+        help="average time between two requests of a thread, without a connection "
+        "(default: the workload file's, else 0)",
+    )
+    w.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="also run statements that are not SELECT, SHOW, EXPLAIN, DESCRIBE",
+    )
     r = p.add_argument_group("run")
-    r.add_argument("--threads", type=_thread_counts, metavar="N,N,...",
-                   help="thread counts (default: around the config's pool size)")
-    r.add_argument("--duration", type=_seconds, default=DEFAULT_DURATION, metavar="SECONDS",
-                   help=f"measured seconds per cell (default {DEFAULT_DURATION:g})")
-    r.add_argument("--warmup", type=_warmup, default=DEFAULT_WARMUP, metavar="SECONDS",
-                   help=f"unmeasured seconds before each cell (default {DEFAULT_WARMUP:g})")
-    r.add_argument("--rounds", type=_rounds, default=DEFAULT_ROUNDS,
-                   help=f"rounds over all cells, interleaved (default {DEFAULT_ROUNDS})")
-    r.add_argument("--compare", type=_names, default=[], metavar="POOL,...",
-                   help=f"also measure other pools: {', '.join(OTHERS)}")
+    r.add_argument(
+        "--threads",
+        type=_thread_counts,
+        metavar="N,N,...",
+        help="thread counts (default: around the config's pool size)",
+    )
+    r.add_argument(
+        "--duration",
+        type=_seconds,
+        default=DEFAULT_DURATION,
+        metavar="SECONDS",
+        help=f"measured seconds per cell (default {DEFAULT_DURATION:g})",
+    )
+    r.add_argument(
+        "--warmup",
+        type=_warmup,
+        default=DEFAULT_WARMUP,
+        metavar="SECONDS",
+        help=f"unmeasured seconds before each cell (default {DEFAULT_WARMUP:g})",
+    )
+    r.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=DEFAULT_ROUNDS,
+        help=f"rounds over all cells, interleaved (default {DEFAULT_ROUNDS})",
+    )
+    r.add_argument(
+        "--compare",
+        type=_names,
+        default=[],
+        metavar="POOL,...",
+        help=f"also measure other pools: {', '.join(OTHERS)}",
+    )
     r.add_argument("--seed", type=int, default=1, help="seed of the parameter generators")
     r.add_argument("-y", "--yes", action="store_true", help="run without asking")
     o = p.add_argument_group("output")
@@ -193,11 +254,13 @@ def _workload(args: argparse.Namespace) -> Workload:
     elif statements:
         workload = from_arguments([tuple(s) for s in statements], 0.0)
     else:
-        raise BenchError("nothing to run: give --sql 'SELECT ...' (with --param for each %s) "
-                         "or --workload FILE")
+        raise BenchError(
+            "nothing to run: give --sql 'SELECT ...' (with --param for each %s) or --workload FILE"
+        )
     if args.think_ms is not None:
-        workload = Workload(workload.requests, think_ms=check_think(args.think_ms),
-                            source=workload.source)
+        workload = Workload(
+            workload.requests, think_ms=check_think(args.think_ms), source=workload.source
+        )
     if not args.allow_writes:
         workload.check_read_only()
     return workload
@@ -220,8 +283,14 @@ def _check_optional(args: argparse.Namespace) -> None:
             raise BenchError(f"{option} needs {package}, which is not installed: {_EXTRA}")
 
 
-def _plan(settings: Settings, workload: Workload, classes: list[type[Contender]],
-          threads: list[int], args: argparse.Namespace, target: Target) -> str:
+def _plan(
+    settings: Settings,
+    workload: Workload,
+    classes: list[type[Contender]],
+    threads: list[int],
+    args: argparse.Namespace,
+    target: Target,
+) -> str:
     cells = len(classes) * len(threads) * args.rounds
     seconds = cells * (args.warmup + args.duration + _CELL_OVERHEAD)
     statements = workload.statements()
@@ -229,19 +298,21 @@ def _plan(settings: Settings, workload: Workload, classes: list[type[Contender]]
     access = "writes allowed" if args.allow_writes else "read-only"
     at_most = plan_bound(classes, target, threads)
     source = f" from {settings.source}" if settings.source else ""
-    return "\n".join([
-        f"dbpool bench will put this load on {settings.describe()} "
-        f"(config {settings.config_name!r}{source}):",
-        f"  {len(statements)} statement{'s' if len(statements) != 1 else ''} "
-        f"({', '.join(kinds)}; {access}), think time {workload.think_ms:g} ms",
-        f"  pools: {', '.join(cls.label for cls in classes)}",
-        f"  threads: {', '.join(map(str, threads))}; {args.rounds} round"
-        f"{'s' if args.rounds != 1 else ''} of {args.duration:g} s per cell "
-        f"(+{args.warmup:g} s warm-up)",
-        f"  {cells} cells, about {_duration(seconds)}; at most {max(threads)} threads querying "
-        f"at once, at most {at_most + 1} connections open (one pool at a time, plus one "
-        "that samples the server's connection count)",
-    ])
+    return "\n".join(
+        [
+            f"dbpool bench will put this load on {settings.describe()} "
+            f"(config {settings.config_name!r}{source}):",
+            f"  {len(statements)} statement{'s' if len(statements) != 1 else ''} "
+            f"({', '.join(kinds)}; {access}), think time {workload.think_ms:g} ms",
+            f"  pools: {', '.join(cls.label for cls in classes)}",
+            f"  threads: {', '.join(map(str, threads))}; {args.rounds} round"
+            f"{'s' if args.rounds != 1 else ''} of {args.duration:g} s per cell "
+            f"(+{args.warmup:g} s warm-up)",
+            f"  {cells} cells, about {_duration(seconds)}; at most {max(threads)} threads querying "
+            f"at once, at most {at_most + 1} connections open (one pool at a time, plus one "
+            "that samples the server's connection count)",
+        ]
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -250,8 +321,9 @@ def _duration(seconds: float) -> str:
 
 def _confirm() -> bool:
     if not sys.stdin.isatty():
-        raise BenchError("refusing to run: no terminal to confirm this load on; "
-                         "add --yes to run it")
+        raise BenchError(
+            "refusing to run: no terminal to confirm this load on; add --yes to run it"
+        )
     print("Run it? [y/N] ", end="", file=sys.stderr, flush=True)
     try:
         answer = input()
@@ -271,15 +343,17 @@ class _Progress:
         if self.terminal and _installed("tqdm"):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="cell", leave=False, dynamic_ncols=True,
-                            file=sys.stderr)
+            self.bar = tqdm(
+                total=total, unit="cell", leave=False, dynamic_ncols=True, file=sys.stderr
+            )
 
     def step(self, label: str) -> None:
         if self.bar is not None:
             self.bar.set_description(label)
         elif self.terminal:
-            print(f"\r  {self.done + 1}/{self.total} {label:<32}", end="", file=sys.stderr,
-                  flush=True)
+            print(
+                f"\r  {self.done + 1}/{self.total} {label:<32}", end="", file=sys.stderr, flush=True
+            )
 
     def advance(self) -> None:
         self.done += 1
@@ -299,8 +373,9 @@ def _check_statements(settings: Settings, workload: Workload, read_only: bool) -
 
     from .. import make_pool
 
-    pool = make_pool("shared", config=settings.source, config_name=settings.config_name,
-                     size=1, max_overflow=0)
+    pool = make_pool(
+        "shared", config=settings.source, config_name=settings.config_name, size=1, max_overflow=0
+    )
     rng = random.Random(0)
     try:
         for number, request in enumerate(workload.requests, 1):
@@ -309,8 +384,9 @@ def _check_statements(settings: Settings, workload: Workload, read_only: bool) -
                 execute(conn, request, rng, read_only)
             except Exception as exc:
                 sql = " ".join(request.statements[0].sql.split())[:80]
-                raise BenchError(f"request {number} ({sql}) failed before the run: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                raise BenchError(
+                    f"request {number} ({sql}) failed before the run: {type(exc).__name__}: {exc}"
+                ) from exc
             finally:
                 pool.release(conn)
     finally:
@@ -321,8 +397,9 @@ def _local(settings: Settings) -> bool:
     """Whether the server runs on this machine, sharing its CPUs with the bench."""
     params = settings.params
     host = str(params.get("host") or "localhost")
-    return bool(params.get("unix_socket")) or host in ("localhost", "::1") or (
-        host.startswith("127."))
+    return (
+        bool(params.get("unix_socket")) or host in ("localhost", "::1") or (host.startswith("127."))
+    )
 
 
 def _load() -> float | None:
@@ -341,8 +418,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(config_name, config=getattr(args, "config", None))
     if settings.driver == "sqlite":
         where = settings.source or "no config file found"
-        raise BenchError(f"config {config_name!r} ({where}) is a SQLite database; dbpool bench "
-                         "measures a MySQL or MariaDB server: give --config or $DBPOOL_CONFIG")
+        raise BenchError(
+            f"config {config_name!r} ({where}) is a SQLite database; dbpool bench "
+            "measures a MySQL or MariaDB server: give --config or $DBPOOL_CONFIG"
+        )
     _check_optional(args)
     threads = args.threads or default_threads(settings)
     classes: list[type[Contender]] = [*MODES, *(OTHERS[name] for name in args.compare)]
@@ -355,8 +434,11 @@ def _run(args: argparse.Namespace) -> int:
     started = time.time()
     machine = {"cores": os.cpu_count(), "load_average_start": _load()}
     _check_statements(settings, workload, target.read_only)
-    server: dict[str, Any] = {"max_connections": None, "connections_before": None,
-                              "local": _local(settings)}
+    server: dict[str, Any] = {
+        "max_connections": None,
+        "connections_before": None,
+        "local": _local(settings),
+    }
     sampler: ServerSampler | None = None
     sampler_error: str | None = None
     try:
@@ -364,8 +446,7 @@ def _run(args: argparse.Namespace) -> int:
     except SamplerError as exc:
         sampler_error = str(exc)
     else:
-        server.update(max_connections=sampler.max_connections,
-                      connections_before=sampler.baseline)
+        server.update(max_connections=sampler.max_connections, connections_before=sampler.baseline)
         _warn_max_connections(sampler, plan_bound(classes, target, threads))
     try:
         cells = _measure(classes, target, workload, sampler, threads, args)
@@ -377,17 +458,23 @@ def _run(args: argparse.Namespace) -> int:
 
     order = [cls.key for cls in classes]
     figures = sorted(aggregate(cells), key=lambda f: (f.threads, order.index(f.contender)))
-    advice = recommend(figures, max_size=settings.pool.max_size,
-                       max_connections=server["max_connections"])
+    advice = recommend(
+        figures, max_size=settings.pool.max_size, max_connections=server["max_connections"]
+    )
     labels = {cls.key: cls.label for cls in classes}
     data: dict[str, Any] = {
         "target": settings.describe(),
         "config_name": settings.config_name,
         "config_file": settings.source,
         "settings": {
-            "threads": threads, "duration_s": args.duration, "warmup_s": args.warmup,
-            "rounds": args.rounds, "seed": args.seed, "allow_writes": args.allow_writes,
-            "contenders": labels, "pool": dict(settings_summary(settings)),
+            "threads": threads,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "allow_writes": args.allow_writes,
+            "contenders": labels,
+            "pool": dict(settings_summary(settings)),
         },
         "server": server,
         "sampler_error": sampler_error,
@@ -399,9 +486,13 @@ def _run(args: argparse.Namespace) -> int:
         "elapsed_s": round(time.time() - started, 3),
     }
     if args.plot:
-        path = report.plot(figures, labels, args.plot,
-                           f"dbpool bench: {settings.describe()}, think "
-                           f"{workload.think_ms:g} ms — {advice.headline}")
+        path = report.plot(
+            figures,
+            labels,
+            args.plot,
+            f"dbpool bench: {settings.describe()}, think "
+            f"{workload.think_ms:g} ms — {advice.headline}",
+        )
         data["plot"] = os.fspath(path)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -415,14 +506,22 @@ def _run(args: argparse.Namespace) -> int:
 def _warn_max_connections(sampler: ServerSampler, needed: int) -> None:
     room = sampler.max_connections - sampler.baseline
     if needed > room:
-        print(f"warning: the server allows {sampler.max_connections} connections and has "
-              f"{sampler.baseline} open: cells that need more than {room} will fail to "
-              "connect", file=sys.stderr)
+        print(
+            f"warning: the server allows {sampler.max_connections} connections and has "
+            f"{sampler.baseline} open: cells that need more than {room} will fail to "
+            "connect",
+            file=sys.stderr,
+        )
 
 
-def _measure(classes: list[type[Contender]], target: Target, workload: Workload,
-             sampler: ServerSampler | None, threads: list[int],
-             args: argparse.Namespace) -> list[dict[str, Any]]:
+def _measure(
+    classes: list[type[Contender]],
+    target: Target,
+    workload: Workload,
+    sampler: ServerSampler | None,
+    threads: list[int],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     """Every cell, round after round; each round runs the pools in a rotated order."""
     cells: list[dict[str, Any]] = []
     progress = _Progress(len(classes) * len(threads) * args.rounds)
@@ -431,9 +530,16 @@ def _measure(classes: list[type[Contender]], target: Target, workload: Workload,
             for count in threads:
                 for cls in _rotate(classes, rnd):
                     progress.step(f"{cls.key}, {count} threads")
-                    cell = run_cell(cls, target, workload, sampler, threads=count,
-                                    warmup=args.warmup, duration=args.duration,
-                                    seed=args.seed * 1_000_003 + rnd * 10_007 + count)
+                    cell = run_cell(
+                        cls,
+                        target,
+                        workload,
+                        sampler,
+                        threads=count,
+                        warmup=args.warmup,
+                        duration=args.duration,
+                        seed=args.seed * 1_000_003 + rnd * 10_007 + count,
+                    )
                     cell["round"] = rnd
                     cells.append(cell)
                     progress.advance()

@@ -105,8 +105,12 @@ class DbpoolMode(Contender):
         options: dict[str, Any] = {}
         if self.bound(target, threads) > target.max_size:
             options["max_overflow"] = threads - target.size
-        self.pool = make_pool(self.mode, config=target.settings.source,
-                              config_name=target.settings.config_name, **options)
+        self.pool = make_pool(
+            self.mode,
+            config=target.settings.source,
+            config_name=target.settings.config_name,
+            **options,
+        )
 
     def checkout(self) -> tuple[Any, Any]:
         conn = self.pool.acquire()
@@ -147,13 +151,20 @@ class SQLAlchemyQueuePool(Contender):
         from sqlalchemy import create_engine
 
         options = target.settings.pool
-        dialect = ("mysql+mysqlconnector://" if target.settings.driver == "mysql-connector"
-                   else "mysql+pymysql://")
+        dialect = (
+            "mysql+mysqlconnector://"
+            if target.settings.driver == "mysql-connector"
+            else "mysql+pymysql://"
+        )
         # The engine's pool at the DB-API level: no SQL layer, the dialect only pings.
         self.engine = create_engine(
-            dialect, creator=target.driver_connect(), pool_size=options.size,
-            max_overflow=options.max_overflow, pool_timeout=options.timeout,
-            pool_recycle=int(options.recycle) or -1, pool_pre_ping=options.pre_ping,
+            dialect,
+            creator=target.driver_connect(),
+            pool_size=options.size,
+            max_overflow=options.max_overflow,
+            pool_timeout=options.timeout,
+            pool_recycle=int(options.recycle) or -1,
+            pool_pre_ping=options.pre_ping,
         )
 
     def checkout(self) -> tuple[Any, Any]:
@@ -177,8 +188,13 @@ class DBUtilsPooledDB(Contender):
 
         connect = target.driver_connect()
         options = target.settings.pool
-        self.db = PooledDB(connect, maxcached=options.size, maxconnections=options.max_size,
-                           blocking=True, ping=1 if options.pre_ping else 0)
+        self.db = PooledDB(
+            connect,
+            maxcached=options.size,
+            maxconnections=options.max_size,
+            blocking=True,
+            ping=1 if options.pre_ping else 0,
+        )
 
     def checkout(self) -> tuple[Any, Any]:
         conn = self.db.connection(shareable=False)
@@ -200,8 +216,9 @@ class DBUtilsPersistentDB(Contender):
         super().__init__(target, threads)
         from dbutils.persistent_db import PersistentDB
 
-        self.db = PersistentDB(target.driver_connect(), closeable=False,
-                               ping=1 if target.settings.pool.pre_ping else 0)
+        self.db = PersistentDB(
+            target.driver_connect(), closeable=False, ping=1 if target.settings.pool.pre_ping else 0
+        )
         self._lock = threading.Lock()
         self._kept: list[Any] = []
 
@@ -278,8 +295,15 @@ class _Worker:
             self.first_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
-def _work(contender: Contender, workload: Workload, read_only: bool, flags: _Flags,
-          worker: _Worker, seed: int, start: threading.Barrier) -> None:
+def _work(
+    contender: Contender,
+    workload: Workload,
+    read_only: bool,
+    flags: _Flags,
+    worker: _Worker,
+    seed: int,
+    start: threading.Barrier,
+) -> None:
     rng = random.Random(seed)
     clock = time.perf_counter
     think = workload.think_ms / 1000.0
@@ -347,21 +371,32 @@ def run_cell(
     seed: int,
 ) -> dict[str, Any]:
     """Run one cell and return its figures (one row of the JSON ``cells`` list)."""
-    result: dict[str, Any] = {"contender": cls.key, "threads": threads,
-                              "bound": cls.bound(target, threads)}
+    result: dict[str, Any] = {
+        "contender": cls.key,
+        "threads": threads,
+        "bound": cls.bound(target, threads),
+    }
     baseline = _sampled(sampler, _settle)
     try:
         contender = cls(target, threads)
     except Exception as exc:
-        result.update(requests=0, errors=1, throughput=0.0,
-                      first_error=f"cannot build the pool: {type(exc).__name__}: {exc}")
+        result.update(
+            requests=0,
+            errors=1,
+            throughput=0.0,
+            first_error=f"cannot build the pool: {type(exc).__name__}: {exc}",
+        )
         return result
     flags = _Flags()
     workers = [_Worker() for _ in range(threads)]
     start = threading.Barrier(threads + 1)
     pool_threads = [
-        threading.Thread(target=_work, name=f"dbpool-bench-{i}", daemon=True,
-                         args=(contender, workload, target.read_only, flags, w, seed + i, start))
+        threading.Thread(
+            target=_work,
+            name=f"dbpool-bench-{i}",
+            daemon=True,
+            args=(contender, workload, target.read_only, flags, w, seed + i, start),
+        )
         for i, w in enumerate(workers)
     ]
     try:
@@ -400,10 +435,13 @@ def run_cell(
     first_error = next((w.first_error for w in workers if w.first_error), None)
     if stuck:
         first_error = f"{stuck} worker threads did not stop in {JOIN_TIMEOUT:.0f}s; " + (
-            first_error or "")
+            first_error or ""
+        )
     elif not requests and not errors:
-        first_error = (f"no request started and finished in the {window:.2f}s window "
-                       "(a statement waiting on a lock, or a window too short?)")
+        first_error = (
+            f"no request started and finished in the {window:.2f}s window "
+            "(a statement waiting on a lock, or a window too short?)"
+        )
     result.update(
         requests=requests,
         errors=errors,
@@ -413,8 +451,7 @@ def run_cell(
         p50_ms=percentile_ms(latencies, 50),
         p99_ms=percentile_ms(latencies, 99),
         wait_p99_ms=percentile_ms(waits, 99),
-        server_connections=(None if peak is None or baseline is None
-                            else max(0, peak - baseline)),
+        server_connections=(None if peak is None or baseline is None else max(0, peak - baseline)),
         opened=opened,
         client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
     )
@@ -452,6 +489,11 @@ def plan_bound(classes: list[type[Contender]], target: Target, threads: list[int
 
 def settings_summary(settings: Settings) -> Mapping[str, Any]:
     options = settings.pool
-    return {"size": options.size, "max_overflow": options.max_overflow,
-            "max_size": options.max_size, "timeout": options.timeout,
-            "pre_ping": options.pre_ping, "reset": options.reset}
+    return {
+        "size": options.size,
+        "max_overflow": options.max_overflow,
+        "max_size": options.max_size,
+        "timeout": options.timeout,
+        "pre_ping": options.pre_ping,
+        "reset": options.reset,
+    }

@@ -36,12 +36,16 @@ class ServerSampler:
         self.failed: str | None = None  # why sampling stopped, once it has
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "dbpool.advisor.sampler"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self._replies: queue.Queue[str | None] = queue.Queue()
         # A blocked read releases the GIL: this thread costs the measured ones nothing.
-        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,),
-                                        name="dbpool-bench-sampler", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, args=(self._proc.stdout,), name="dbpool-bench-sampler", daemon=True
+        )
         self._reader.start()
         self._send(json.dumps({"config": config, "config_name": config_name}))
         ready = self._reply().split()
@@ -72,11 +76,12 @@ class ServerSampler:
             line = self._replies.get(timeout=_REPLY_TIMEOUT)
         except queue.Empty:
             raise SamplerError(
-                f"the sampling process did not answer in {_REPLY_TIMEOUT:.0f}s") from None
+                f"the sampling process did not answer in {_REPLY_TIMEOUT:.0f}s"
+            ) from None
         if line is None:
             raise SamplerError("the sampling process ended")
         if line.startswith("error "):
-            raise SamplerError(line[len("error "):])
+            raise SamplerError(line[len("error ") :])
         return line
 
     def _ask(self, command: str) -> list[int]:
@@ -126,9 +131,13 @@ def _child() -> int:
 
     settings: dict[str, Any] = json.loads(sys.stdin.readline() or "{}")
     try:
-        pool = make_pool("shared", config=settings.get("config"),
-                         config_name=settings.get("config_name", "primary"),
-                         size=1, max_overflow=0)
+        pool = make_pool(
+            "shared",
+            config=settings.get("config"),
+            config_name=settings.get("config_name", "primary"),
+            size=1,
+            max_overflow=0,
+        )
         conn = pool.acquire()
         cur = conn.cursor()
         cur.execute("SELECT @@max_connections")

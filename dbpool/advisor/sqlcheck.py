@@ -57,7 +57,8 @@ def _tokens(sql: str) -> list[_Token]:
             if sql.startswith(("/*!", "/*M!"), i):
                 raise UnsafeStatement(
                     "executable comments (/*! ... */) run as SQL on the server and cannot "
-                    "be checked")
+                    "be checked"
+                )
             end = sql.find("*/", i + 2)
             if end < 0:
                 raise BadStatement("a /* comment is not closed")
@@ -115,7 +116,8 @@ def check_read_only(sql: str) -> None:
         raise BadStatement("the statement is empty")
     if len(statements) > 1:
         raise UnsafeStatement(
-            f"it holds {len(statements)} statements separated by ';'; give one per --sql")
+            f"it holds {len(statements)} statements separated by ';'; give one per --sql"
+        )
     _check_tokens(statements[0])
 
 
@@ -131,11 +133,12 @@ def _check_tokens(tokens: list[_Token]) -> None:
     elif keyword == "WITH":
         _check_tokens(_after_with(tokens, i + 1))
     elif keyword in ("EXPLAIN", "DESCRIBE", "DESC"):
-        _check_explain(tokens[i + 1:])
+        _check_explain(tokens[i + 1 :])
     elif keyword != "SHOW":
         raise UnsafeStatement(
             f"a {keyword} statement may change data or server state; without --allow-writes "
-            f"only {', '.join(READ_ONLY_KEYWORDS[:-1])} and WITH ... SELECT run")
+            f"only {', '.join(READ_ONLY_KEYWORDS[:-1])} and WITH ... SELECT run"
+        )
 
 
 def _check_select(tokens: list[_Token]) -> None:
@@ -143,9 +146,12 @@ def _check_select(tokens: list[_Token]) -> None:
         if here.is_word("INTO") and after.is_word("OUTFILE", "DUMPFILE"):
             raise UnsafeStatement(f"SELECT ... INTO {after.text.upper()} writes a file")
         if (here.is_word("FOR") and after.is_word("UPDATE", "SHARE")) or (
-                here.is_word("LOCK") and after.is_word("IN")):
-            raise UnsafeStatement("it is a locking read (FOR UPDATE, FOR SHARE or "
-                                  "LOCK IN SHARE MODE), which blocks writers")
+            here.is_word("LOCK") and after.is_word("IN")
+        ):
+            raise UnsafeStatement(
+                "it is a locking read (FOR UPDATE, FOR SHARE or "
+                "LOCK IN SHARE MODE), which blocks writers"
+            )
 
 
 def _after_with(tokens: list[_Token], i: int) -> list[_Token]:
@@ -162,7 +168,7 @@ def _after_with(tokens: list[_Token], i: int) -> list[_Token]:
         if not (i < len(tokens) and tokens[i].text == "("):
             raise UnsafeStatement("its WITH clause cannot be read (expected AS (...))")
         end = _after_parentheses(tokens, i)
-        _check_tokens(tokens[i + 1:end - 1])  # a common table expression only reads too
+        _check_tokens(tokens[i + 1 : end - 1])  # a common table expression only reads too
         i = end
         if i < len(tokens) and tokens[i].text == ",":
             i += 1
@@ -189,7 +195,7 @@ def _check_explain(tokens: list[_Token]) -> None:
     # EXPLAIN [options] ANALYZE [options] stmt runs stmt; plain EXPLAIN of a write only plans it.
     i = _after_options(tokens, 0)
     if i < len(tokens) and tokens[i].is_word("ANALYZE"):
-        _check_tokens(tokens[_after_options(tokens, i + 1):])
+        _check_tokens(tokens[_after_options(tokens, i + 1) :])
 
 
 def _after_options(tokens: list[_Token], i: int) -> int:
@@ -212,7 +218,7 @@ def placeholders(sql: str) -> tuple[int, str | None]:
         i = sql.find("%", i)
         if i < 0:
             return count, problem
-        code = sql[i + 1:i + 2]
+        code = sql[i + 1 : i + 2]
         if code == "s":
             count += 1
         elif code != "%" and problem is None:

@@ -55,7 +55,8 @@ def parse_param(spec: str) -> Param:
     except KeyError:
         raise WorkloadError(
             f"parameter {spec!r}: unknown kind {kind!r}; use int:LO:HI, float:LO:HI, "
-            "choice:A,B,C or str:LENGTH[:MAX]") from None
+            "choice:A,B,C or str:LENGTH[:MAX]"
+        ) from None
     except ValueError as exc:
         raise WorkloadError(f"parameter {spec!r}: {exc}") from None
     return Param(str(spec), draw)
@@ -104,7 +105,10 @@ def _str_param(rest: str) -> Generator:
 
 
 _GENERATORS: dict[str, Callable[[str], Generator]] = {
-    "int": _int_param, "float": _float_param, "choice": _choice_param, "str": _str_param,
+    "int": _int_param,
+    "float": _float_param,
+    "choice": _choice_param,
+    "str": _str_param,
 }
 
 
@@ -128,7 +132,8 @@ def read_params_file(path: str | Path) -> list[tuple[Any, ...]]:
         raise WorkloadError(f"cannot read parameters file {path}: {exc}") from exc
     if len(raw) > MAX_PARAMS_FILE_BYTES:
         raise WorkloadError(
-            f"parameters file {path} is larger than {MAX_PARAMS_FILE_BYTES // 2**20} MiB")
+            f"parameters file {path} is larger than {MAX_PARAMS_FILE_BYTES // 2**20} MiB"
+        )
     lines = [line for line in text.splitlines() if line.strip()]
     delimiter = "\t" if any("\t" in line for line in lines) else ","
     rows = [tuple(_value(cell) for cell in row) for row in csv.reader(lines, delimiter=delimiter)]
@@ -138,7 +143,8 @@ def read_params_file(path: str | Path) -> list[tuple[Any, ...]]:
     if len(widths) > 1:
         raise WorkloadError(
             f"parameters file {path}: rows have different numbers of values "
-            f"({', '.join(map(str, sorted(widths)))})")
+            f"({', '.join(map(str, sorted(widths)))})"
+        )
     return rows
 
 
@@ -175,8 +181,9 @@ class Statement:
         return {"sql": self.sql, "params": params}
 
 
-def make_statement(sql: str, params: Sequence[str] = (), params_file: str | Path | None = None,
-                   *, where: str) -> Statement:
+def make_statement(
+    sql: str, params: Sequence[str] = (), params_file: str | Path | None = None, *, where: str
+) -> Statement:
     """Check ``sql`` against its parameters; ``where`` names it in messages."""
     if not isinstance(sql, str) or not sql.strip():
         raise WorkloadError(f"{where}: the statement is empty")
@@ -191,12 +198,17 @@ def make_statement(sql: str, params: Sequence[str] = (), params_file: str | Path
     if given and problem is not None:
         raise WorkloadError(
             f"{where}: {problem!r} is not a placeholder: with parameters, use %s for each "
-            "value and %% for a literal %")
+            "value and %% for a literal %"
+        )
     if count != given:
-        source = (f"{given} values per row in {params_file}" if rows
-                  else f"{given} parameter{'s' if given != 1 else ''}")
-        raise WorkloadError(f"{where}: {count} placeholder{'s' if count != 1 else ''} (%s) "
-                            f"but {source}")
+        source = (
+            f"{given} values per row in {params_file}"
+            if rows
+            else f"{given} parameter{'s' if given != 1 else ''}"
+        )
+        raise WorkloadError(
+            f"{where}: {count} placeholder{'s' if count != 1 else ''} (%s) but {source}"
+        )
     return Statement(sql.strip(), gens, rows, None if params_file is None else str(params_file))
 
 
@@ -248,39 +260,50 @@ class Workload:
             except (UnsafeStatement, BadStatement) as exc:
                 raise WorkloadError(
                     f"refusing statement {number} ({_short(statement.sql)}): {exc}. "
-                    "dbpool bench only reads unless you pass --allow-writes") from None
+                    "dbpool bench only reads unless you pass --allow-writes"
+                ) from None
 
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "think_ms": self.think_ms,
             "requests": [
-                {"weight": r.weight, "transaction": r.transaction,
-                 "statements": [s.describe() for s in r.statements]}
+                {
+                    "weight": r.weight,
+                    "transaction": r.transaction,
+                    "statements": [s.describe() for s in r.statements],
+                }
                 for r in self.requests
             ],
         }
 
 
 def check_think(think_ms: Any) -> float:
-    if isinstance(think_ms, bool) or not isinstance(think_ms, int | float) or not (
-            0 <= think_ms <= MAX_THINK_MS):
+    if (
+        isinstance(think_ms, bool)
+        or not isinstance(think_ms, int | float)
+        or not (0 <= think_ms <= MAX_THINK_MS)
+    ):
         raise WorkloadError(f"think time must be 0 to {MAX_THINK_MS:.0f} ms (got {think_ms!r})")
     return float(think_ms)
 
 
 def _short(sql: str, width: int = 60) -> str:
     flat = " ".join(sql.split())
-    return flat if len(flat) <= width else flat[:width - 3] + "..."
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
-def from_arguments(statements: Sequence[tuple[str, list[str], str | None]],
-                   think_ms: float) -> Workload:
+def from_arguments(
+    statements: Sequence[tuple[str, list[str], str | None]], think_ms: float
+) -> Workload:
     """The workload of ``--sql`` options, each with its ``--param``s or ``--params-file``."""
-    return Workload(tuple(
-        Request((make_statement(sql, params, params_file, where=f"--sql #{number}"),))
-        for number, (sql, params, params_file) in enumerate(statements, 1)
-    ), think_ms=think_ms)
+    return Workload(
+        tuple(
+            Request((make_statement(sql, params, params_file, where=f"--sql #{number}"),))
+            for number, (sql, params, params_file) in enumerate(statements, 1)
+        ),
+        think_ms=think_ms,
+    )
 
 
 def load_workload(path: str | Path) -> Workload:
@@ -303,13 +326,16 @@ def load_workload(path: str | Path) -> Workload:
         raise WorkloadError(f"{where}: expected a mapping with a 'statements:' list")
     unknown = sorted(str(key) for key in data if key not in ("statements", "think_ms"))
     if unknown:
-        raise WorkloadError(f"{where}: unknown key {', '.join(map(repr, unknown))}; "
-                            "valid keys: 'statements', 'think_ms'")
+        raise WorkloadError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))}; "
+            "valid keys: 'statements', 'think_ms'"
+        )
     items = data.get("statements")
     if not isinstance(items, list) or not items:
         raise WorkloadError(f"{where}: 'statements:' must be a non-empty list")
-    requests = tuple(_request(item, path, f"{where}, statements[{i}]")
-                     for i, item in enumerate(items))
+    requests = tuple(
+        _request(item, path, f"{where}, statements[{i}]") for i, item in enumerate(items)
+    )
     think = data.get("think_ms", 0)
     try:
         return Workload(requests, think_ms=check_think(think), source=str(path))
@@ -333,8 +359,9 @@ def _request(item: Any, path: Path, where: str) -> Request:
         body = item["transaction"]
         if not isinstance(body, list) or not body:
             raise WorkloadError(f"{where}: 'transaction:' must be a non-empty list of statements")
-        statements = tuple(_statement(s, path, f"{where}.transaction[{j}]")
-                           for j, s in enumerate(body))
+        statements = tuple(
+            _statement(s, path, f"{where}.transaction[{j}]") for j, s in enumerate(body)
+        )
         return Request(statements, transaction=True, weight=float(weight))
     _no_unknown(item, (*_STATEMENT_KEYS, "weight"), where)
     statement = {key: value for key, value in item.items() if key != "weight"}
@@ -359,5 +386,7 @@ def _statement(item: Any, path: Path, where: str) -> Statement:
 def _no_unknown(item: Mapping[Any, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(str(key) for key in item if key not in allowed)
     if unknown:
-        raise WorkloadError(f"{where}: unknown key {', '.join(map(repr, unknown))}; "
-                            f"valid keys: {', '.join(map(repr, allowed))}")
+        raise WorkloadError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(map(repr, allowed))}"
+        )

@@ -11,8 +11,12 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="Note",
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True,
-                                           serialize=False, verbose_name="ID")),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
                 ("owner", models.IntegerField(db_index=True)),
                 ("text", models.CharField(max_length=200)),
                 ("created", models.DateTimeField(auto_now_add=True)),

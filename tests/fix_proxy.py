@@ -13,6 +13,10 @@ One thread accepts, one thread per connection pumps both directions; every
 blocking call has a short timeout, so ``stop()`` ends them all promptly. The
 number of connections is bounded (``max_connections``); beyond it, new ones are
 reset. Listens on 127.0.0.1 only.
+
+As a plugin: the ``proxy`` fixture is a running TCPProxy in front of the
+session's MariaDB server, stopped after the test; every test that uses it gets
+the ``faults`` marker.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
+
+import pytest
+
+from tests.mariadb import MariaDBServer
 
 PASS = "pass"
 BLACKHOLE = "blackhole"
@@ -48,8 +57,14 @@ def _abort(sock: socket.socket | None) -> None:
 class TCPProxy:
     """Forwards 127.0.0.1:``port`` to ``target_host``:``target_port``, with faults on demand."""
 
-    def __init__(self, target_host: str, target_port: int, *, max_connections: int = 256,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        max_connections: int = 256,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.target = (target_host, target_port)
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
@@ -106,8 +121,9 @@ class TCPProxy:
         listener.settimeout(_TICK)
         self._listener = listener
         self.port = listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name="tcpproxy-accept",
-                                          daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="tcpproxy-accept", daemon=True
+        )
         self._acceptor.start()
         return self
 
@@ -132,8 +148,12 @@ class TCPProxy:
     def __enter__(self) -> TCPProxy:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- the threads ----------------------------------------------------------------
@@ -153,8 +173,9 @@ class TCPProxy:
             if full or self._mode == RESET:
                 _abort(client)
                 continue
-            thread = threading.Thread(target=self._serve, args=(client,),
-                                      name=f"tcpproxy-{self.accepted}", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(client,), name=f"tcpproxy-{self.accepted}", daemon=True
+            )
             with self._lock:
                 self._threads.add(thread)
             thread.start()
@@ -213,3 +234,16 @@ def _close(sock: socket.socket | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "proxy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def proxy(mariadb: MariaDBServer) -> Iterator[TCPProxy]:
+    """A TCPProxy in front of the session's MariaDB server, passing traffic at first."""
+    with TCPProxy(mariadb.host, mariadb.port) as running:
+        yield running
