@@ -2,7 +2,15 @@
 
 from .config import load_settings, set_password_decoder
 from .drivers import Driver
-from .errors import ConfigError, ConnectError, PoolClosed, PoolError, PoolTimeout, ValidationError
+from .errors import (
+    ConfigError,
+    ConnectError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyRequests,
+    ValidationError,
+)
 from .facade import ObjData, ObjDataThreadSafe
 from .pool import ConnectionPool, PooledConnection, get_global_pool, make_pool
 
@@ -19,6 +27,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "PooledConnection",
+    "TooManyRequests",
     "ValidationError",
     "get_global_pool",
     "load_settings",

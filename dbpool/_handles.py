@@ -10,17 +10,32 @@ The lock order is pool -> DBUtils: the stores' take() and put() run under the po
 lock, and nothing here takes the pool's lock.
 A borrowed handle belongs to its borrower: between checkout and checkin only the
 borrowing thread touches its connection and timestamps, without a lock.
+Connections opened ahead of demand (``min_idle``) wait as "spares": handles already
+counted as live and filled, which the factory hands to DBUtils before making an
+empty one. Shared mode's idle order (FIFO or LIFO) and the closing of connections
+idle too long reach into PooledDB's idle list, under PooledDB's own lock.
+
+Checkout and return must survive an exception raised anywhere, even by a signal
+handler between two bytecodes. So a handle says itself whether it is lent: ``lent``
+is set when it is taken and cleared only when it is put back with its connection
+reset (or closed); ``owners`` holds the lease list of each PooledConnection lending
+it, which is emptied at the very start of its return. A handle taken while still
+marked lent and with no owner left is one whose last return was cut short: its
+connection is in an unknown state and is closed, never lent as it is. Only
+persistent mode may lend a handle that has owners, to the same thread again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB
 
+from .errors import ConfigError
 from .hosts import HostState
 
 
@@ -42,16 +57,19 @@ class _Handle:
     """
 
     __slots__ = (
-        "borrows",
         "close_on_release",
         "created",
+        "discard",
         "dropped",
         "epoch",
         "expires",
         "factory",
         "host",
+        "lent",
+        "owners",
         "raw",
         "returned",
+        "uses",
     )
 
     def __init__(self, factory: _HandleFactory) -> None:
@@ -62,9 +80,12 @@ class _Handle:
         self.expires = float("inf")
         self.returned = 0.0
         self.epoch = -1
-        self.borrows = 0
+        self.lent = False  # taken from the store and not yet put back
+        self.owners: list[list[Any]] = []  # the lease lists of the connections lending it
         self.dropped = False
         self.close_on_release = False
+        self.uses = 0  # times lent since its connection was opened
+        self.discard = False  # the application asked to close it when given back
 
     def close(self) -> None:
         """Called by DBUtils when it lets the slot go (under its lock, or in ``__del__``)."""
@@ -72,6 +93,13 @@ class _Handle:
             self.dropped = True
             # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
             self.factory.dropped.append(self)
+
+    def borrowers(self) -> int:
+        """How many PooledConnections lend it now (a lease list empties when its return starts)."""
+        owners = self.owners
+        if owners and not all(owners):
+            owners[:] = [lease for lease in owners if lease]
+        return len(owners)
 
 
 class _HandleFactory:
@@ -87,9 +115,17 @@ class _HandleFactory:
     def __init__(self) -> None:
         self.dropped: deque[_Handle] = deque()
         self.live: set[_Handle] = set()
+        # Handles opened ahead of demand, handed out before new empty ones.
+        self.spares: deque[_Handle] = deque()
 
     def connect(self) -> _Handle:
         # Called by DBUtils while the pool lock is held: no I/O here.
+        if self.spares:
+            return self.spares.pop()  # the newest: the older ones are closer to max_idle
+        return self.reserve()
+
+    def reserve(self) -> _Handle:
+        """A new empty handle counted as live, for the pool to fill (under the pool lock)."""
         handle = _Handle(self)
         self.live.add(handle)
         return handle
@@ -119,15 +155,15 @@ class _Store(Protocol):
         ...
 
     def full(self) -> bool:
-        """Whether a handle given back now would be dropped rather than kept."""
+        """Whether ``size`` open connections wait idle already (called under the pool lock)."""
         ...
 
     def take(self) -> tuple[Any, _Handle]:
         """A DBUtils token and its handle: an idle one, else a new one (no I/O)."""
         ...
 
-    def put(self, token: Any, handle: _Handle) -> None:
-        """Give a handle back to DBUtils, which keeps it or drops it."""
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
+        """Give a handle back to DBUtils: kept idle, or (``keep`` false) dropped."""
         ...
 
     def thread_handle(self) -> _Handle | None:
@@ -142,6 +178,17 @@ class _Store(Protocol):
         """Drop every idle handle (DBUtils calls their close(), which only queues them)."""
         ...
 
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        """Take out of the store the idle handles ``stale`` picks, oldest first, keeping ``keep``.
+
+        The handles returned are no longer the store's: the pool closes and forgets them.
+        """
+        ...
+
+    def resize(self, size: int) -> None:
+        """Keep at most ``size`` handles idle from now on."""
+        ...
+
 
 class _SharedStore:
     """Shared mode: DBUtils' PooledDB keeps the idle handles of all threads.
@@ -153,12 +200,27 @@ class _SharedStore:
 
     timeout_hint = ""
 
-    def __init__(self, factory: _HandleFactory, size: int) -> None:
+    def __init__(self, factory: _HandleFactory, size: int, lifo: bool = False) -> None:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
-        # maxcached=size: a handle given back to a full pool is dropped, not kept.
-        self._db = PooledDB(factory, maxcached=size, reset=False, **_DBUTILS_OPTIONS)
+        # maxcached=0 (no bound): the pool decides under its lock what is kept (see put).
+        self._db = PooledDB(factory, maxcached=0, reset=False, **_DBUTILS_OPTIONS)
+        if not isinstance(getattr(self._db, "_idle_cache", None), list):
+            # LIFO order, max_idle and resize() work on PooledDB's idle list and lock.
+            raise ConfigError(
+                "this DBUtils has no PooledDB._idle_cache, which dbpool's shared mode "
+                "builds on: install a DBUtils release dbpool supports (see its requirements)"
+            )
         self.size = size
-        self.idle = 0  # PooledDB's idle list, counted: it has no cheap length
+        # PooledDB's own list, read rather than counted: DBUtils takes a handle back by
+        # itself when a token is garbage-collected (a checkout cut short), uncounted.
+        self._idle_cache: list[Any] = self._db._idle_cache
+        # PooledDB lends from the front of its idle list and appends at the back (FIFO);
+        # LIFO moves each handle given back to the front, so it is lent next.
+        self._lifo = lifo
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle_cache)
 
     def owns_handle(self) -> bool:
         return False
@@ -168,14 +230,21 @@ class _SharedStore:
 
     def take(self) -> tuple[Any, _Handle]:
         token = self._db.connection(shareable=False)
-        if self.idle:
-            self.idle -= 1
         return token, token.dbapi_connection
 
-    def put(self, token: Any, handle: _Handle) -> None:
-        token.close()
-        if not handle.dropped:
-            self.idle += 1
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
+        if keep:
+            token.close()
+            if self._lifo:
+                db = self._db
+                with db._lock:
+                    cache = self._idle_cache
+                    cache.insert(0, cache.pop())
+            return
+        # Dropped, not cached: only open connections wait in PooledDB's idle list.
+        steady, token._con = token._con, None
+        if steady is not None:
+            steady.close()  # DBUtils closes the handle, which queues it as dropped
 
     def thread_handle(self) -> _Handle | None:
         return None
@@ -185,7 +254,25 @@ class _SharedStore:
 
     def close_idle(self) -> None:
         self._db.close()
-        self.idle = 0
+
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        db = self._db
+        taken: list[_Handle] = []
+        with db._lock:
+            cache = db._idle_cache
+            # The oldest given back are at the back in LIFO order, at the front in FIFO.
+            for steady in sorted(cache, key=lambda s: s.dbapi_connection.returned):
+                if len(cache) <= keep:
+                    break
+                handle = steady.dbapi_connection
+                if stale(handle):
+                    cache.remove(steady)
+                    handle.dropped = True  # DBUtils' finalizer of `steady` must not queue it
+                    taken.append(handle)
+        return taken
+
+    def resize(self, size: int) -> None:
+        self.size = size  # full() reads it; PooledDB itself keeps any number
 
 
 class _PersistentStore:
@@ -207,16 +294,22 @@ class _PersistentStore:
         )
 
     def owns_handle(self) -> bool:
-        return hasattr(self._db.thread, "connection")
+        handle = self.thread_handle()
+        return handle is not None and not handle.dropped
 
     def full(self) -> bool:
         return False
 
     def take(self) -> tuple[Any, _Handle]:
         steady = self._db.connection()
+        if steady.dbapi_connection.dropped:
+            # Closed for this thread by another one (a close_thread_connection() honoured
+            # at a return made elsewhere): unbind it, and bind a new handle.
+            self.forget_thread()
+            steady = self._db.connection()
         return steady, steady.dbapi_connection
 
-    def put(self, token: Any, handle: _Handle) -> None:
+    def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
         return None  # the handle stays with its thread
 
     def thread_handle(self) -> _Handle | None:
@@ -232,9 +325,15 @@ class _PersistentStore:
     def close_idle(self) -> None:
         return None  # a kept handle is its thread's, idle or not
 
+    def evict(self, stale: Callable[[_Handle], bool], keep: int) -> list[_Handle]:
+        return []  # the pool closes idle connections of threads, keeping their handles
 
-def make_store(mode: str, factory: _HandleFactory, size: int) -> _Store:
+    def resize(self, size: int) -> None:
+        return None
+
+
+def make_store(mode: str, factory: _HandleFactory, size: int, lifo: bool = False) -> _Store:
     """The store of ``mode`` ("shared" or "persistent"), already validated."""
     if mode == "persistent":
         return _PersistentStore(factory)
-    return _SharedStore(factory, size)
+    return _SharedStore(factory, size, lifo)

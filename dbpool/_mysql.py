@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import inspect
 import math
 import os
 import select
@@ -222,9 +223,12 @@ _PYMYSQL_INTERNALS = {
     "Connection": (
         "_create_ssl_ctx",
         "_execute_command",
+        "_force_close",
+        "_read_bytes",
         "_read_ok_packet",
         "_read_packet",
         "_read_query_result",
+        "_write_bytes",
     ),
     "MySQLResult": ("_check_packet_is_eof", "init_unbuffered_query", "read"),
     "EOFPacketWrapper": (),
@@ -255,6 +259,13 @@ def _check_pymysql(pymysql: Any) -> None:
 class PyMySQLDriver(_MySQLDriver):
     """PyMySQL, the default."""
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        import pymysql.connections
+
+        signature = inspect.signature(pymysql.connections.Connection.__init__)
+        return frozenset(name for name in signature.parameters if name != "self")
+
     name: ClassVar[str] = "pymysql"
     _timeout_attributes = ("_read_timeout", "_write_timeout")
 
@@ -264,7 +275,10 @@ class PyMySQLDriver(_MySQLDriver):
 
         _check_pymysql(pymysql)
         self._pymysql = pymysql
-        self.errors = (pymysql.err.Error,)
+        # The class bound at the package's top level, not pymysql.err.Error: emulating
+        # MySQLdb (as Django's backend does) can rebind pymysql.err to a second copy of
+        # the module, whose classes PyMySQL's connections never raise.
+        self.errors = (pymysql.Error,)
         self._connection_class = self._make_connection_class(pymysql.connections.Connection)
 
     @staticmethod
@@ -292,6 +306,27 @@ class PyMySQLDriver(_MySQLDriver):
                 return True
 
         class Connection(base):  # type: ignore[misc]
+            # A read or write cut midway by an exception from a signal handler leaves a
+            # packet half read or half sent: close, as PyMySQL does on a socket error,
+            # so that the connection fails cleanly instead of reading out of step.
+            def _read_bytes(self, num_bytes: int) -> Any:
+                try:
+                    return super()._read_bytes(num_bytes)
+                except Exception:
+                    raise
+                except BaseException:
+                    self._force_close()
+                    raise
+
+            def _write_bytes(self, data: bytes) -> None:
+                try:
+                    super()._write_bytes(data)
+                except Exception:
+                    raise
+                except BaseException:
+                    self._force_close()
+                    raise
+
             def _create_ssl_ctx(self, sslp: Any) -> Any:
                 if sslp:
                     return super()._create_ssl_ctx(sslp)
@@ -345,6 +380,10 @@ class PyMySQLDriver(_MySQLDriver):
 
     def _socket(self, raw: Any) -> Any:
         return raw._sock
+
+    def is_closed(self, raw: Any) -> bool:
+        # PyMySQL drops its socket on close() and after any failed read or write.
+        return raw._sock is None
 
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
@@ -437,6 +476,22 @@ def _autocommit_switched(raw: Any) -> bool:
 class MySQLConnectorDriver(_MySQLDriver):
     """mysql-connector-python, always its pure-Python protocol unless told otherwise."""
 
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        try:
+            from mysql.connector.constants import DEFAULT_CONFIGURATION
+        except ImportError:
+            return None  # not installed: making the driver says so
+        return frozenset(DEFAULT_CONFIGURATION) | {
+            "connection_timeout",
+            "option_files",
+            "option_groups",
+            "failover",
+            "pool_name",
+            "pool_size",
+            "pool_reset_session",
+        }
+
     name: ClassVar[str] = "mysql-connector"
     _timeout_attributes = ("read_timeout", "write_timeout")
 
@@ -526,6 +581,14 @@ class MySQLConnectorDriver(_MySQLDriver):
     def _socket(self, raw: Any) -> Any:
         return getattr(raw._socket, "sock", None)
 
+    def is_closed(self, raw: Any) -> bool:
+        network = getattr(raw, "_socket", None)
+        if network is None:
+            return False  # the C extension keeps its socket out of reach
+        # close() closes the socket but keeps the object; a transport error drops it.
+        sock = network.sock
+        return sock is None or sock.fileno() < 0
+
     def ping(self, raw: Any) -> None:
         raw.ping(reconnect=False)
 
@@ -598,10 +661,11 @@ def _close_on_transport_error(network: Any) -> None:
     """
     recv, send = network.recv, network.send
 
+    # BaseException: an exception from a signal handler cuts a packet midway too.
     def guarded_recv(*args: Any, **kwargs: Any) -> Any:
         try:
             return recv(*args, **kwargs)
-        except Exception:
+        except BaseException:
             network.close_connection()
             network.sock = None
             raise
@@ -609,7 +673,7 @@ def _close_on_transport_error(network: Any) -> None:
     def guarded_send(*args: Any, **kwargs: Any) -> Any:
         try:
             return send(*args, **kwargs)
-        except Exception:
+        except BaseException:
             network.close_connection()
             network.sock = None
             raise

@@ -6,6 +6,8 @@ Every problem is a ``ConfigError`` that names its origin and cause; no message o
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import math
 import os
 import re
@@ -13,16 +15,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from dbpool.drivers import DRIVERS, describe
+from dbpool.drivers import DRIVERS, connect_parameters, describe
 from dbpool.errors import ConfigError
 from dbpool.hosts import HOST_ORDERS, Address, parse_hosts
 
 MODES: tuple[str, ...] = ("shared", "persistent")
 RESET_POLICIES: tuple[str, ...] = ("rollback", "session")
+ORDERS: tuple[str, ...] = ("fifo", "lifo")
 DEFAULT_SQLITE_PATH = "dbpool.sqlite3"
 
 _MYSQL_DRIVERS = ("pymysql", "mysql-connector")
@@ -43,7 +47,53 @@ _TLS_KEYS = (*_TLS_PATH_KEYS, "ssl_key_password", *_TLS_BOOL_KEYS)
 # when the pool is built, not at the first connect.
 _PASSWORD_ENCODINGS = {"pymysql": "latin-1", "mysql-connector": "utf-8"}
 # Entry keys that steer loading and are not connection parameters.
-_ENTRY_ONLY_KEYS = ("pool", "driver", "password_env")
+_ENTRY_ONLY_KEYS = ("pool", "driver", "password_env", "password_provider")
+# The keys every driver takes (the adapters map or drop them), besides the driver's own.
+_COMMON_KEYS = frozenset(
+    {
+        *_CONNECTION_KEYS,
+        *_ALIASES,
+        "replicas",
+        "charset",
+        "url",
+        "ssl",
+        "connect_timeout",
+        "read_timeout",
+        "write_timeout",
+        "use_pure",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "ssl_disabled",
+    }
+)
+# Other pools' names for dbpool's options, for the "did you mean" of a typo.
+_OTHER_NAMES = {
+    "pool_size": "size",
+    "min_size": "min_idle",
+    "max_size": "max_overflow",
+    "pool_timeout": "timeout",
+    "pool_recycle": "recycle",
+    "max_lifetime": "recycle",
+    "pool_pre_ping": "pre_ping",
+    "maxusage": "max_usage",
+    "idle_timeout": "max_idle",
+    "max_idle_time": "max_idle",
+    "connection_init_sql": "init_sql",
+    "setsession": "init_sql",
+}
+# The URL schemes of the `url` option, and the driver each one asks for (None: any MySQL one).
+_URL_SCHEMES: dict[str, str | None] = {
+    "mysql": None,
+    "mariadb": None,
+    "mysql+pymysql": "pymysql",
+    "mysql+mysqlconnector": "mysql-connector",
+    "mysql+mysql-connector": "mysql-connector",
+    "sqlite": "sqlite",
+}
 # Pool options of host lists that belong under `pool:`, not among the connection settings.
 _HOST_OPTION_NAMES = (
     "host_order",
@@ -77,6 +127,14 @@ class PoolOptions:
     ping_timeout: float = 5.0
     reset: str = "rollback"
     leak_threshold: float | None = None
+    min_idle: int = 0
+    max_idle: float = 0.0
+    order: str = "fifo"
+    max_waiting: int = 0
+    max_usage: int = 0
+    init_sql: tuple[str, ...] = ()
+    configure: Callable[[Any], object] | None = None
+    wait: bool = False
     host_order: str = "sequential"
     host_deny_seconds: float = 30.0
     galera_check: bool = False
@@ -111,6 +169,23 @@ class PoolOptions:
             raise ConfigError(
                 f"size + max_overflow must be at least 1 (got {self.size} + {self.max_overflow})"
             )
+        _check_count("min_idle", self.min_idle)
+        if self.min_idle > self.size:
+            raise ConfigError(f"min_idle cannot exceed size (got {self.min_idle} > {self.size})")
+        _check_seconds("max_idle", self.max_idle)
+        _check_choice("order", self.order, ORDERS)
+        _check_count("max_waiting", self.max_waiting)
+        _check_count("max_usage", self.max_usage)
+        _check_flag("wait", self.wait)
+        # Frozen: normalised values are set the way dataclasses set them.
+        object.__setattr__(self, "init_sql", _statements(self.init_sql))
+        if isinstance(self.configure, str):
+            object.__setattr__(self, "configure", import_callable(self.configure, "configure"))
+        elif self.configure is not None and not callable(self.configure):
+            raise ConfigError(
+                "configure must be a callable, or a 'package.module:function' string "
+                f"(got {self.configure!r})"
+            )
 
     @property
     def max_size(self) -> int:
@@ -129,7 +204,7 @@ def validate_pool_options(values: Mapping[str, Any], *, where: str) -> PoolOptio
     unknown = sorted(str(key) for key in values if key not in POOL_OPTION_NAMES)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown pool option {_listing(unknown)}; "
+            f"{where}: unknown pool option {unknown[0]!r}{_suggestion(unknown[0])}; "
             f"valid options: {_listing(sorted(POOL_OPTION_NAMES))}"
         )
     try:
@@ -180,12 +255,17 @@ def set_password_decoder(decoder: Callable[[str], str] | None) -> None:
     _password_decoder = decoder
 
 
-def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | None:
+def find_config_file(
+    config: str | os.PathLike[str] | Literal[False] | None = None,
+) -> Path | None:
     """Return the config file to use: ``config``, else ``$DBPOOL_CONFIG``, else ``./config.yaml``.
 
     A path given explicitly or through the environment must exist: falling back to another
-    file would silently connect somewhere else. No ``./config.yaml`` gives None.
+    file would silently connect somewhere else. No ``./config.yaml`` gives None, and so
+    does ``config=False`` (read no file at all).
     """
+    if config is False:
+        return None
     if config is not None:
         return _existing_file(config, "the config argument")
     # An empty variable counts as unset, as compose files often leave them empty.
@@ -199,27 +279,32 @@ def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | Non
 def load_settings(
     config_name: str = "primary",
     *,
-    config: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | Literal[False] | None = None,
     driver: str | None = None,
     pool_options: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    parameters: Callable[[str], frozenset[str] | None] = connect_parameters,
 ) -> Settings:
     """Resolve the settings of ``config_name``: arguments, then the config entry, then defaults.
 
     ``params`` use the neutral names (``host``, ``port``, ``user``, ``password``, ``database``,
     ``charset``, ``path``, ...) and win over the entry and the environment. For MySQL drivers
     ``DBPOOL_<NAME>_PASSWORD``, ``_USER`` and ``_HOST`` override the entry, and an entry's
-    ``password_env`` names a variable holding its password. A configured password starting
-    with ``^`` goes through the decoder set with ``set_password_decoder``.
+    ``password_env`` names a variable holding its password, ``password_provider`` a
+    function returning it. A configured password starting with ``^`` goes through the
+    decoder set with ``set_password_decoder``. ``url`` (in the arguments, the entry or
+    ``DBPOOL_<NAME>_URL``) gives several parameters at once. ``parameters`` tells the
+    names a driver's connect() takes (None: any), against which every key is checked.
     """
     if not isinstance(config_name, str):
         raise ConfigError(f"config_name must be a string (got {config_name!r})")
-    if config is not None and not isinstance(config, str | os.PathLike):
-        raise ConfigError(f"config must be a path (got {config!r})")
+    if config is not None and config is not False and not isinstance(config, str | os.PathLike):
+        raise ConfigError(f"config must be a path (got {config!r}), or False to read no file")
     path = find_config_file(config)
-    given = _connection_params(params or {}, where="arguments")
+    given, url_driver = _connection_params(params or {}, where="arguments")
     if driver is not None:
         _check_choice("driver", driver, DRIVERS, where="arguments")
+    driver = _url_driver(driver, url_driver, "arguments")
 
     if path is None:
         entry: Mapping[Any, Any] = {}
@@ -227,14 +312,32 @@ def load_settings(
     else:
         entry = _read_entry(path, config_name)
         where = f"config {config_name!r} in {path}"
+    prefix = "DBPOOL_" + re.sub(r"[^A-Za-z0-9]", "_", config_name).upper() + "_"
+    env_url = os.environ.get(prefix + "URL")  # empty counts as unset
 
     pool = _pool_options(entry, pool_options or {}, where)
     entry_driver = entry.get("driver")
     if entry_driver is not None:
         _check_choice("driver", entry_driver, DRIVERS, where=where)
-    if driver is None:
-        driver = entry_driver
-    if driver is None:
+    from_entry, entry_url_driver = _connection_params(
+        {
+            key: value
+            for key, value in entry.items()
+            if key not in _ENTRY_ONLY_KEYS and not (env_url and key == "url")
+        },
+        where=where,
+    )
+    if env_url:
+        # The variable replaces the entry's url, and its parts win over the entry's keys.
+        parts, entry_url_driver = _parse_url(env_url, f"${prefix}URL")
+        from_entry.update(parts)
+    entry_driver = _url_driver(entry_driver, entry_url_driver, where)
+    # Arguments win; a plain mysql:// URL ("") keeps the MySQL driver named elsewhere.
+    if driver == "":
+        driver = entry_driver if entry_driver in _MYSQL_DRIVERS else "pymysql"
+    elif driver is None and entry_driver is not None:
+        driver = entry_driver or "pymysql"
+    elif driver is None:
         # With no file, a lone `path` names a SQLite database; server keys mean MySQL.
         server_keys = [key for key in _CONNECTION_KEYS if key != "path"]
         wants_server = path is not None or any(key in given for key in server_keys)
@@ -242,9 +345,9 @@ def load_settings(
 
     _refuse_misplaced_options(entry, where)
     _refuse_misplaced_options(given, "arguments")
-    from_entry = _connection_params(
-        {key: value for key, value in entry.items() if key not in _ENTRY_ONLY_KEYS}, where=where
-    )
+    accepted = parameters(driver)
+    _check_names(given, "arguments", accepted)
+    _check_names(from_entry, where, accepted, entry=True)
     if driver in _MYSQL_DRIVERS:
         _apply_environment(
             from_entry, entry, config_name, where, caller_password="password" in given
@@ -390,10 +493,18 @@ def _pool_options(
     return validate_pool_options({**section, **overrides}, where="arguments")
 
 
-def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
-    """Rename aliases to the neutral names and check the values whose type is known."""
+def _connection_params(raw: Mapping[Any, Any], where: str) -> tuple[dict[str, Any], str | None]:
+    """Rename aliases to the neutral names, expand ``url``, check the values whose type is known.
+
+    Also returns the driver the URL asks for: None without a URL, "" for any MySQL driver.
+    """
     # None means "not set" (a bare `port:` in YAML, or a keyword argument left at None).
     raw = {key: value for key, value in raw.items() if value is not None}
+    url_driver: str | None = None
+    if "url" in raw:
+        parts, url_driver = _parse_url(raw.pop("url"), where)
+        # Keys given beside the URL win over its parts.
+        raw = {**parts, **raw}
     for alias, name in _ALIASES.items():
         if alias in raw and name in raw and raw[alias] != raw[name]:
             raise ConfigError(
@@ -417,9 +528,14 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: {key} must be a string or a list of strings (got {value!r})"
             )
-    if "password" in params and not isinstance(params["password"], str):
-        raise ConfigError(f"{where}: password must be a string (quote it in YAML)")
+    password = params.get("password")
+    if password is not None and not isinstance(password, str) and not callable(password):
+        raise ConfigError(
+            f"{where}: password must be a string (quote it in YAML) or a function returning one"
+        )
     port = params.get("port")
+    if isinstance(port, str) and port.strip().isdigit():
+        params["port"] = port = int(port)  # a quoted port in YAML, or one from the environment
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
     ):
@@ -431,7 +547,132 @@ def _connection_params(raw: Mapping[Any, Any], where: str) -> dict[str, Any]:
         if key in params:
             _check_bool(key, params[key], where)
     _tls_params(params, where)
-    return params
+    return params, url_driver
+
+
+def _parse_url(url: Any, where: str) -> tuple[dict[str, Any], str]:
+    """The parameters in ``mysql://user:password@host:port/database``, and its driver.
+
+    ``sqlite:///relative/path``, ``sqlite:////absolute/path`` and ``sqlite:///:memory:``
+    name SQLite databases. The password is decoded and never quoted back in a message.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: url must be a string (got {_kind(url)})")
+    # The URL itself may hold a password: messages show its scheme at most.
+    try:
+        split = urlsplit(url)
+        port = split.port
+    except ValueError:
+        raise ConfigError(
+            f"{where}: url is not a valid URL (a port must be a number from 1 to 65535)"
+        ) from None
+    scheme = split.scheme.lower()
+    if scheme not in _URL_SCHEMES:
+        raise ConfigError(
+            f"{where}: url scheme {scheme!r} is not supported; use one of "
+            f"{_listing(tuple(_URL_SCHEMES))}"
+        )
+    driver = _URL_SCHEMES[scheme]
+    if split.query or split.fragment:
+        options = dict(parse_qsl(split.query))
+        if split.fragment or set(options) - {"charset"}:
+            raise ConfigError(
+                f"{where}: url may carry only ?charset=; give other parameters as options"
+            )
+    else:
+        options = {}
+    if driver == "sqlite":
+        if split.netloc:
+            raise ConfigError(f"{where}: a sqlite url names no host: write sqlite:///path")
+        name = unquote(split.path[1:]) if split.path.startswith("/") else unquote(split.path)
+        return {"path": name or ":memory:"}, driver
+    params: dict[str, Any] = dict(options)
+    if split.hostname:
+        params["host"] = unquote(split.hostname)
+    if port is not None:
+        params["port"] = port
+    if split.username:
+        params["user"] = unquote(split.username)
+    if split.password is not None:
+        params["password"] = unquote(split.password)
+    database = unquote(split.path.lstrip("/"))
+    if database:
+        params["database"] = database
+    return params, driver or ""
+
+
+def _url_driver(driver: str | None, url_driver: str | None, where: str) -> str | None:
+    """Reconcile a driver named outright with the one a URL of the same origin asks for."""
+    if url_driver is None:
+        return driver
+    if driver is None:
+        return url_driver
+    if url_driver == "" and driver in _MYSQL_DRIVERS:
+        return driver
+    if url_driver != driver:
+        raise ConfigError(
+            f"{where}: driver {driver!r} and the url's scheme (driver {url_driver or 'mysql'!r}) "
+            "disagree; give only one"
+        )
+    return driver
+
+
+def _check_names(
+    params: Mapping[str, Any], where: str, accepted: frozenset[str] | None, *, entry: bool = False
+) -> None:
+    """Refuse a key that is neither a connection parameter of the driver nor a common one.
+
+    A pool option written among an entry's connection settings is pointed to ``pool:``.
+    """
+    for key in params:
+        if key in _COMMON_KEYS or accepted is None or key in accepted:
+            continue
+        if entry and key in POOL_OPTION_NAMES:
+            raise ConfigError(
+                f"{where}: {key!r} is a pool option; put it under the entry's 'pool:' section"
+            )
+        if entry:
+            raise ConfigError(f"{where}: unknown setting {key!r}{_suggestion(key, accepted)}")
+        raise ConfigError(f"unknown option {key!r}{_suggestion(key, accepted)}")
+
+
+def _suggestion(name: str, parameters: frozenset[str] | None = None) -> str:
+    """``; did you mean 'size'?`` for a near miss among the options and parameters, or ""."""
+    known = _OTHER_NAMES.get(name.lower())
+    if known is None:
+        candidates = sorted(POOL_OPTION_NAMES | _COMMON_KEYS | (parameters or frozenset()))
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        known = close[0] if close else None
+    return "" if known is None else f"; did you mean {known!r}?"
+
+
+def import_callable(spec: Any, what: str) -> Callable[..., Any]:
+    """The function named by ``"package.module:function"`` (for options given in YAML)."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ConfigError(f"{what} must be a 'package.module:function' string (got {spec!r})")
+    module_name, _, attribute = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what} {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(f"{what} {spec!r}: {module_name!r} has no {attribute!r}")
+    if not callable(target):
+        raise ConfigError(f"{what} {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _statements(value: Any) -> tuple[str, ...]:
+    """init_sql as a tuple of statements: a list of strings, or one string."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise ConfigError(f"init_sql must be a list of SQL statements (got {value!r})")
+    return tuple(value)
 
 
 def _tls_params(params: dict[str, Any], where: str) -> None:
@@ -507,16 +748,28 @@ def _apply_environment(
 ) -> None:
     """Apply ``password_env`` and ``DBPOOL_<NAME>_*`` to ``params``, then decode the password."""
     prefix = "DBPOOL_" + re.sub(r"[^A-Za-z0-9]", "_", config_name).upper() + "_"
-    overrides = {
+    overrides: dict[str, Any] = {
         key: os.environ[prefix + key.upper()]
-        for key in ("host", "user", "password")
+        for key in ("host", "user", "password", "port", "database")
         if os.environ.get(prefix + key.upper())  # empty counts as unset
     }
+    if "port" in overrides:
+        port = overrides["port"].strip()
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(
+                f"{where}: ${prefix}PORT must be a port number from 1 to 65535 "
+                f"(got {overrides['port']!r})"
+            )
+        overrides["port"] = int(port)
     # Read password_env (and decode below) only when the result is used: a password given by
     # the caller or by DBPOOL_<NAME>_PASSWORD replaces it, and a stale entry must not block it.
     if not caller_password and "password" not in overrides:
         variable = entry.get("password_env")
-        if variable is not None:
+        provider = entry.get("password_provider")
+        if provider is not None:
+            # Called before each connect, so a rotated password is picked up.
+            params["password"] = import_callable(provider, f"{where}: password_provider")
+        elif variable is not None:
             if not isinstance(variable, str):
                 raise ConfigError(
                     f"{where}: password_env must be a variable name (got {variable!r})"

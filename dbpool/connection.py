@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._handles import _Handle
 from .errors import PoolError
 
 if TYPE_CHECKING:
+    from ._handles import _Handle
     from .pool import ConnectionPool
 
 
@@ -29,20 +29,15 @@ class PooledConnection:
         "_waited",
     )
 
-    def __init__(
-        self,
-        pool: ConnectionPool,
-        token: Any,
-        handle: _Handle,
-        since: float,
-        origin: str | None,
-        waited: float = 0.0,
-    ) -> None:
+    def __init__(self, pool: ConnectionPool, origin: str | None) -> None:
+        # Built empty, before the pool takes a slot: the checkout puts the slot's lease
+        # into ``_lease`` in the same critical section as it takes it, so that from then
+        # on this object owns the slot and an exception anywhere gives it back.
         self._pool = pool
-        self._raw = handle.raw
-        self._lease = [(token, handle)]
-        self._since = since  # when it was lent
-        self._waited = waited  # how long acquire() took, for the stats at return
+        self._lease: list[tuple[Any, _Handle]] = []
+        self._raw: Any = None
+        self._since = 0.0  # when it was lent
+        self._waited = 0.0  # how long acquire() took, for the histograms at return
         self._origin = origin  # where it was acquired, kept only when leak_threshold is set
         self._reported = False  # already reported as held past leak_threshold
 
@@ -83,8 +78,25 @@ class PooledConnection:
         """Give the connection back to the pool (a second call does nothing)."""
         self._pool.release(self)
 
+    def invalidate(self) -> None:
+        """Close the connection instead of giving it back: the application knows it is bad."""
+        self._pool.release(self, discard=True)
+
     def __getattr__(self, name: str) -> Any:
+        # Only reached for names not found on the object: an own slot not set yet (a
+        # half-built or copied object) or a special name is not the driver's business.
+        if name in _OWN or name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self._live(), name)
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a pooled connection cannot be copied: acquire another one")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self.__copy__()
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("a pooled connection cannot be pickled")
 
     def __enter__(self) -> PooledConnection:
         return self
@@ -93,5 +105,9 @@ class PooledConnection:
         self._pool.release(self)
 
     def __repr__(self) -> str:
-        state = "returned" if self._raw is None else "in use"
-        return f"<PooledConnection {self._pool._label} {state}>"
+        state = "returned" if getattr(self, "_raw", None) is None else "in use"
+        pool = getattr(self, "_pool", None)
+        return f"<PooledConnection {pool._label if pool else '?'} {state}>"
+
+
+_OWN = frozenset(PooledConnection.__slots__)

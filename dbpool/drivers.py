@@ -65,6 +65,14 @@ class Driver:
         """
         return None
 
+    def is_closed(self, raw: Any) -> bool:
+        """Whether the driver itself reports the connection closed, without any I/O.
+
+        True after the application or the driver closed it (PyMySQL closes a
+        connection whose read or write failed); False when open or unknown.
+        """
+        return False
+
     def ping(self, raw: Any) -> None:
         """Make one round trip; raise the driver's error when the connection is dead."""
         raw.ping()
@@ -103,6 +111,11 @@ class Driver:
     def reset_session(self, raw: Any) -> None:
         """Drop all session state (variables, temporary tables, open transaction)."""
         raw.rollback()
+
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        """The keywords this driver's connect() takes besides the neutral ones; None: any."""
+        return None
 
     def check(self, params: Mapping[str, Any]) -> None:
         """Refuse, with a ConfigError, parameters this driver cannot use (at pool creation)."""
@@ -227,9 +240,34 @@ class SQLiteDriver(Driver):
     def reset_session(self, raw: Any) -> None:
         raw.rollback()
 
+    def is_closed(self, raw: Any) -> bool:
+        try:
+            raw.in_transaction  # noqa: B018 - raises once the connection is closed
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+    @classmethod
+    def parameters(cls) -> frozenset[str] | None:
+        return _SQLITE_PARAMETERS
+
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)
 
+
+# sqlite3.connect()'s keywords (a built-in: no signature to read).
+_SQLITE_PARAMETERS = frozenset(
+    {
+        "timeout",
+        "detect_types",
+        "isolation_level",
+        "check_same_thread",
+        "factory",
+        "cached_statements",
+        "uri",
+        "autocommit",
+    }
+)
 
 # The MySQL adapters build on Driver, defined above.
 from ._mysql import MySQLConnectorDriver, PyMySQLDriver  # noqa: E402
@@ -239,6 +277,12 @@ _DRIVER_CLASSES: dict[str, type[Driver]] = {
 }
 #: The driver names, in the order messages list them.
 DRIVERS: tuple[str, ...] = tuple(_DRIVER_CLASSES)
+
+
+def connect_parameters(driver: str) -> frozenset[str] | None:
+    """The connect() keywords of the named driver (None: unknown, so any is accepted)."""
+    cls = _DRIVER_CLASSES.get(driver)
+    return None if cls is None else cls.parameters()
 
 
 def get_driver(driver: str | Driver) -> Driver:

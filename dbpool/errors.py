@@ -20,6 +20,10 @@ class PoolTimeout(PoolError, queue.Empty):
     """
 
 
+class TooManyRequests(PoolError):
+    """``max_waiting`` callers were already waiting: ``acquire()`` gave up at once."""
+
+
 class PoolClosed(PoolError):
     """The pool was closed with ``dispose()``; it hands out no more connections."""
 

@@ -11,20 +11,24 @@ import threading
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 from time import monotonic, sleep
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
+from ._maintenance import Maintainer
 from .config import MODES, Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
-from .drivers import Driver, get_driver
+from .drivers import Driver, connect_parameters, get_driver
 from .errors import (
     ConfigError,
     ConnectError,
     PoolClosed,
     PoolError,
     PoolTimeout,
+    TooManyRequests,
     ValidationError,
 )
 from .hosts import (
@@ -62,6 +66,9 @@ _RETIRE_COUNTERS = {
     "recycled": "recycled",
     "overflow": "closed_overflow",
     "broken": "closed_broken",
+    "discarded": "closed_broken",
+    "idle": "closed_idle",
+    "usage": "closed_usage",
     "lost": "closed_broken",
     "read_only": "closed_read_only",
     "not_ready": "closed_not_ready",
@@ -74,6 +81,14 @@ _HOST_UNUSABLE = {
     "not_ready": "the Galera node is not ready",
     "lagging": "the replica lags",
 }
+#: The events of add_listener(), named as SQLAlchemy's pool events.
+EVENTS: tuple[str, ...] = ("connect", "checkout", "checkin", "close")
+
+
+class _Waiter:
+    """Marks a thread waiting in acquire() (see ConnectionPool._checkout)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class ConnectionPool:
@@ -88,15 +103,21 @@ class ConnectionPool:
     thread, on PersistentDB). pre_ping, ping_interval: validation at checkout.
     ping_timeout: seconds the validation ping and the reset at return may wait.
     reset: "rollback" or "session" at return. leak_threshold: seconds after which
-    a connection not given back is reported. host_order, host_deny_seconds,
-    galera_check, replica_fallback, replica_max_lag: how a host list and its
-    replicas are used (see the README's "Many servers"). name: the pool's name
-    in stats, logs and metrics (default: the config name, or for a server
-    given in code host:port/database). Other keywords are
-    connection parameters (host, which may be a list, replicas, port, user,
-    password, database, charset, path, ...) that override the config entry.
-    Options not given come from the entry's ``pool:`` section, then from the
-    defaults.
+    a connection not given back is reported. min_idle: connections kept open
+    and idle ahead of demand; wait: make the constructor wait for them.
+    max_idle: seconds after which an idle connection above min_idle is closed.
+    order: "fifo" or "lifo" lending of idle connections. max_waiting: callers
+    allowed to wait at once (0: any). max_usage: lends after which a connection
+    is closed (0: no limit). init_sql, configure: the session set-up after each
+    connect and session reset. host_order, host_deny_seconds, galera_check,
+    replica_fallback, replica_max_lag: how a host list and its replicas are
+    used (see the README's "Many servers"). name: the pool's name in stats,
+    logs and metrics (default: the config name, or host:port/database for a
+    server given in code). Other keywords are connection
+    parameters (host, which may be a list, replicas, port, user, password,
+    database, charset, path, url, ...) that override the config entry. Options
+    not given come from the entry's ``pool:`` section, then from the defaults.
+    ``config=False`` reads no config file.
     """
 
     _replicas: ConnectionPool | None  # the pool of readonly connections, if any
@@ -111,13 +132,21 @@ class ConnectionPool:
         recycle: float | None = None,
         driver: str | Driver | None = None,
         *,
-        config: str | None = None,
+        config: str | os.PathLike[str] | Literal[False] | None = None,
         mode: str | None = None,
         pre_ping: bool | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         reset: str | None = None,
         leak_threshold: float | None = None,
+        min_idle: int | None = None,
+        max_idle: float | None = None,
+        order: str | None = None,
+        max_waiting: int | None = None,
+        max_usage: int | None = None,
+        init_sql: list[str] | tuple[str, ...] | None = None,
+        configure: Callable[[Any], object] | str | None = None,
+        wait: bool | None = None,
         host_order: str | None = None,
         host_deny_seconds: float | None = None,
         galera_check: bool | None = None,
@@ -138,6 +167,14 @@ class ConnectionPool:
             "ping_timeout": ping_timeout,
             "reset": reset,
             "leak_threshold": leak_threshold,
+            "min_idle": min_idle,
+            "max_idle": max_idle,
+            "order": order,
+            "max_waiting": max_waiting,
+            "max_usage": max_usage,
+            "init_sql": init_sql,
+            "configure": configure,
+            "wait": wait,
             "host_order": host_order,
             "host_deny_seconds": host_deny_seconds,
             "galera_check": galera_check,
@@ -154,6 +191,7 @@ class ConnectionPool:
             driver=driver_name,
             pool_options=pool_options,
             params=params,
+            parameters=connect_parameters if custom is None else lambda _: custom.parameters(),
         )
         driver_object = custom or get_driver(settings.driver)
         if len(settings.hosts) > 1 and custom is None:
@@ -178,6 +216,12 @@ class ConnectionPool:
             )
             replica_pool.name = f"{pool_name} replicas"
             self._replicas = replica_pool
+        if settings.pool.wait:
+            try:
+                self.wait(self.timeout)  # the primaries' min_idle connections
+            except BaseException:
+                self.dispose()
+                raise
 
     def _setup(self, settings: Settings, driver: Driver, role: str, name: str) -> None:
         """Set up a pool of the primaries (``role`` "primary") or of the replicas."""
@@ -189,6 +233,8 @@ class ConnectionPool:
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
         self._driver_errors: tuple[type[BaseException], ...] = (OSError, *self._driver.errors)
+        # What a connect made for the pool itself may raise: those, and our own errors.
+        self._failures: tuple[type[BaseException], ...] = (PoolError, *self._driver_errors)
         self._params = dict(settings.params)
         self.mode = options.mode
         self.size = options.size
@@ -227,7 +273,18 @@ class ConnectionPool:
         self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
+        self.min_idle = options.min_idle
+        self._max_idle = options.max_idle
+        self._max_waiting = options.max_waiting
+        self._max_usage = options.max_usage
+        self._init_sql = options.init_sql
+        self._configure = options.configure
+        self._password = self._params.get("password")
+        self._last_password: str | None = None  # the provider's last answer, to blank it
+        # The listeners of each event, a tuple replaced whole (read without the lock).
+        self._listeners: dict[str, tuple[Callable[[Any], object], ...]] = {e: () for e in EVENTS}
 
+        self._binds_threads = self.mode == "persistent"
         self._epoch = 0  # close_all() moves it on; older connections are replaced
         self._closed = False
         self._start_fresh()
@@ -235,6 +292,8 @@ class ConnectionPool:
         log.debug(
             "created %s pool %s (size %d, max %d)", self.mode, self._label, self.size, self.max_size
         )
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()
 
     def _start_fresh(self) -> None:
         """Set up the state that belongs to one process: lock, slots, counters."""
@@ -244,15 +303,16 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._handles = _HandleFactory()
-        self._store: _Store = make_store(self.mode, self._handles, self.size)
+        lifo = self.settings.pool.order == "lifo"
+        self._store: _Store = make_store(self.mode, self._handles, self.size, lifo)
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
-        self._in_use = 0  # lent connections (acquired - released - reclaimed)
-        self._waiting = 0
+        # The threads waiting in acquire(), by a marker each (see _checkout).
+        self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
         self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
@@ -262,6 +322,9 @@ class ConnectionPool:
         self._lent: weakref.WeakSet[PooledConnection] = weakref.WeakSet()
         # A pool dropped without dispose() still closes its connections.
         self._finalizer = weakref.finalize(self, _close_connections, self._handles, self._driver)
+        # Opens connections ahead of demand and closes those idle too long (min_idle,
+        # max_idle), in a thread of its own started on first need.
+        self._maintainer = Maintainer(self)
 
     def _forget_parent(self) -> None:
         """In a forked child: drop the parent's connections without touching their sockets.
@@ -282,6 +345,8 @@ class ConnectionPool:
         if self._hosts is not None:
             self._hosts.after_fork()
         self._start_fresh()
+        if self.min_idle or self._max_idle:
+            self._maintainer.wake()  # the child's own connections, opened ahead again
 
     # -- lending -----------------------------------------------------------
 
@@ -324,29 +389,46 @@ class ConnectionPool:
             self._reclaim_collected()
         if self._handles.dropped:
             self._close_dropped()
-        token, handle = self._checkout(start + timeout, timeout)
-        # The common case, decided with no I/O but a look at the socket: a current
-        # connection seen alive moments ago, or one lent to this very thread already.
-        now = monotonic()
-        if not (
-            self._is_current(handle, now)
-            and (handle.borrows > 1 or not self._pre_ping or self._seen_alive(handle, now))
-        ):
-            try:
+        origin = None
+        if self._leak_threshold is not None:
+            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
+        conn = PooledConnection(self, origin)
+        # Checkout is one unit: from the moment _checkout() puts the slot's lease into
+        # `conn`, whatever is raised (a failed connect, an exception from a signal
+        # handler) gives the slot back through _give_back().
+        try:
+            handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
+            if abandoned:
+                self._retire(handle, "broken")
+            # The common case, decided with no I/O but a look at the socket: a current
+            # connection seen alive moments ago, or one lent to this very thread already.
+            now = monotonic()
+            if not (
+                nested
+                or (
+                    self._is_current(handle, now)
+                    and (not self._pre_ping or self._seen_alive(handle, now))
+                )
+            ):
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
                     raise PoolClosed(f"pool {self._label} was closed while connecting")
+                now = monotonic()
+            conn._since = now
+            conn._raw = handle.raw
+        except BaseException:
+            self._give_back(conn, failed=True)
+            raise
+        handle.uses += 1
+        if self._listeners["checkout"]:
+            try:
+                self._notify("checkout", handle.raw, propagate=True)
             except BaseException:
-                self._checkin(token, handle, failed=True)
+                self._give_back(conn, failed=False)  # given back as it is, then raised
                 raise
-            now = monotonic()
-        waited = now - start
-        self._stats.record_wait(waited)  # needs no lock (see PoolStats)
-        if self._leak_threshold is None:
-            conn = PooledConnection(self, token, handle, now, None, waited)
-        else:
-            origin = "".join(traceback.format_stack(limit=_LEAK_STACK_DEPTH)[:-1])
-            conn = PooledConnection(self, token, handle, now, origin, waited)
+        conn._waited = now - start
+        self._stats.record_wait(conn._waited)  # needs no lock (see PoolStats)
+        if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
@@ -359,32 +441,25 @@ class ConnectionPool:
         """Like ``acquire()``; the connection is also a context manager that gives itself back."""
         return self.acquire(timeout, readonly=readonly)
 
-    def release(self, conn: PooledConnection | None) -> None:
+    def release(self, conn: PooledConnection | None, discard: bool = False) -> None:
         """Give a connection back, rolling back any open transaction first.
 
-        ``release(None)`` and releasing twice do nothing.
+        ``discard=True`` closes it instead, for a connection the application knows
+        is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
         if conn is None:
             return
         if self._is_readonly(conn):
             assert self._replicas is not None
-            self._replicas.release(conn)
+            self._replicas.release(conn, discard)
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self._label}"
             )
-        try:
-            # list.pop is atomic, so two racing releases cannot both get the lease.
-            token, handle = conn._lease.pop()
-        except IndexError:
-            log.debug("ignored a second release of a connection of %s", self._label)
+        handle = self._give_back(conn, failed=False, discard=discard)
+        if handle is None:
             return
-        conn._raw = None
-        if handle.factory is not self._handles:
-            log.debug("ignored the release of a connection from before os.fork()")
-            return
-        self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
         log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
             with self._lock:
@@ -399,6 +474,35 @@ class ConnectionPool:
                     self._leak_threshold,
                     conn._origin,
                 )
+
+    def _give_back(
+        self, conn: PooledConnection, *, failed: bool, discard: bool = False
+    ) -> _Handle | None:
+        """Return one unit: take the lease out of ``conn``, then reset and put back its handle.
+
+        Returns the handle, or None when there was nothing to give back.
+        """
+        conn._raw = None
+        try:
+            # list.pop is atomic, so two racing releases cannot both get the lease.
+            token, handle = conn._lease.pop()
+        except IndexError:
+            if not failed:
+                log.debug("ignored a second release of a connection of %s", self._label)
+            return None
+        if handle.factory is not self._handles:
+            log.debug("ignored the release of a connection from before os.fork()")
+            return None
+        if discard:
+            handle.discard = True  # closed at its last return (persistent mode may nest)
+        self._checkin(
+            token,
+            handle,
+            failed=failed,
+            since=None if failed else conn._since,
+            waited=conn._waited,
+        )
+        return handle
 
     def _is_readonly(self, conn: PooledConnection) -> bool:
         """Whether ``conn`` came from this pool's replicas."""
@@ -416,9 +520,16 @@ class ConnectionPool:
 
     def __enter__(self) -> PooledConnection:
         conn = self.acquire()
-        block = (sys._getframe(1), threading.get_ident(), conn)
-        with self._blocks_lock:
-            self._blocks.append(block)
+        try:
+            block = (sys._getframe(1), threading.get_ident(), conn)
+            with self._blocks_lock:
+                self._blocks.append(block)
+        except BaseException:
+            # Cut short before the block began, so its __exit__ will not run.
+            with self._blocks_lock:
+                self._blocks[:] = [b for b in self._blocks if b[2] is not conn]
+            self.release(conn)
+            raise
         return conn
 
     def __exit__(
@@ -440,9 +551,7 @@ class ConnectionPool:
             for i in range(len(blocks) - 1, -1, -1):
                 if blocks[i][1] == thread:
                     return blocks.pop(i)[2]
-        raise PoolError(
-            f"pool.__exit__() without a matching pool.__enter__() on pool {self._label}"
-        )
+        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self._label}")
 
     def close_thread_connection(self) -> None:
         """Persistent mode: close the calling thread's connection and free its slot.
@@ -456,7 +565,7 @@ class ConnectionPool:
         if handle is None:
             return
         with self._lock:
-            if handle.borrows:
+            if handle.lent:
                 handle.close_on_release = True
                 return
         self._store.forget_thread()
@@ -471,13 +580,29 @@ class ConnectionPool:
             self._replicas.close_all()
         with self._lock:
             self._epoch += 1
-            raws = [self._take_raw(h) for h in self._handles.live if not h.borrows and h.raw]
+            raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
+            spares = self._handles.spares
+            while spares:
+                self._handles.live.discard(spares.pop())
+            if self._waiters:
+                self._cond.notify_all()
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
         self._close_dropped()
         log.debug("closed %d idle connections of %s", len(raws), self._label)
+
+    def drain(self) -> None:
+        """Replace every connection: close_all(), then open min_idle new ones in the background.
+
+        Lent connections are closed when given back. For a server switch-over or
+        rotated credentials: no connection made before the call is lent again.
+        """
+        self.close_all()
+        for pool in (self, self._replicas):
+            if pool is not None and pool.min_idle:
+                pool._maintainer.wake()
 
     def dispose(self) -> None:
         """Close the pool for good: waiters and later calls get PoolClosed."""
@@ -486,9 +611,107 @@ class ConnectionPool:
         with self._lock:
             self._closed = True
             self._cond.notify_all()
+        self._maintainer.stop()
         self.close_all()
-        if not any(h.borrows for h in list(self._handles.live)):
+        if not any(h.lent for h in list(self._handles.live)):
             self._finalizer()  # nothing lent out: let the driver go too
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until ``min_idle`` connections are open, at most ``timeout`` seconds (None: ever).
+
+        Raises the ConnectError of a failed connect at once (a refused login, an
+        unreachable server), PoolTimeout when they are not open in time, and
+        PoolClosed once the pool is disposed. With ``min_idle=0`` it returns at once.
+        """
+        deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
+        with self._cond:
+            # Only a warm-up round that starts from now on reports its error: the wake below
+            # starts one at once, even while the thread pauses after earlier failures.
+            first_round = self._maintainer.started + 1
+        self._maintainer.wake()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise PoolClosed(f"pool {self._label} is closed")
+                error = self._maintainer.error
+                if self._maintainer.error_round < first_round:
+                    error = None  # from a round begun before this call
+                if isinstance(error, PoolError):
+                    raise type(error)(str(error)) from error
+                if error is not None:
+                    raise ConnectError(self._connect_failure(error, None)) from error
+                # Connections made since the last close_all() or drain() only.
+                epoch = self._epoch
+                live = self._handles.live
+                opened = sum(1 for h in live if h.raw is not None and h.epoch == epoch)
+                if opened >= self.min_idle:
+                    return
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PoolTimeout(
+                        f"pool {self._label} opened {opened} of its {self.min_idle} min_idle "
+                        f"connections within {timeout:.1f}s"
+                    )
+                self._cond.wait(_WAIT_SLICE if remaining is None else min(remaining, _WAIT_SLICE))
+
+    def resize(self, size: int | None = None, max_overflow: int | None = None) -> None:
+        """Change ``size`` and ``max_overflow`` while the pool runs.
+
+        Growing lets waiting callers take the new slots at once; shrinking closes idle
+        connections beyond the new ``size`` now, and lent ones above the new bound
+        when they come back. Waiters keep their deadlines. Bad values raise ConfigError.
+        """
+        changes: dict[str, Any] = {}
+        if size is not None:
+            changes["size"] = size
+        if max_overflow is not None:
+            changes["max_overflow"] = max_overflow
+        try:
+            options = replace(self.settings.pool, **changes)  # checked as at construction
+        except ConfigError as exc:
+            raise ConfigError(f"resize(): {exc}") from None
+        with self._lock:  # critical section: in-memory state only
+            self.settings = replace(self.settings, pool=options)
+            self.size = options.size
+            self.max_size = options.max_size
+            self._store.resize(self.size)
+            evicted = self._store.evict(lambda handle: True, keep=self.size)
+            self._forget(evicted)
+            self._cond.notify_all()  # grown: waiters may take the new slots
+        self._close_evicted(evicted, "overflow")
+        log.debug("resized %s to size %d, max %d", self._label, self.size, self.max_size)
+        if self._replicas is not None:
+            self._replicas.resize(size, max_overflow)  # the same options, other hosts
+
+    def add_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(driver_connection)`` on ``event``, outside the pool's lock.
+
+        Events: "connect" (a new connection, after its session set-up), "checkout"
+        (lent by acquire()), "checkin" (given back, after its reset; not for one
+        being closed), "close" (closed by the pool). What a "connect" or
+        "checkout" listener raises goes up to the acquire() caller, the connection
+        closed ("connect", counted as a connect failure) or given back
+        ("checkout"); what a "checkin" or "close" listener raises is logged and
+        ignored, since giving back and closing cannot fail.
+        """
+        if event not in EVENTS:
+            valid = ", ".join(repr(e) for e in EVENTS)
+            raise ValueError(f"unknown pool event {event!r}; valid events: {valid}")
+        if not callable(fn):
+            raise TypeError(f"a listener must be callable (got {type(fn).__name__})")
+        with self._lock:
+            self._listeners[event] = (*self._listeners[event], fn)
+        if self._replicas is not None:
+            self._replicas.add_listener(event, fn)
+
+    def remove_listener(self, event: str, fn: Callable[[Any], object]) -> None:
+        """Stop calling ``fn`` on ``event``; a listener not added raises ValueError."""
+        with self._lock:
+            listeners = list(self._listeners.get(event, ()))
+            listeners.remove(fn)
+            self._listeners[event] = tuple(listeners)
+        if self._replicas is not None:
+            self._replicas.remove_listener(event, fn)
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and current figures; see the README for each key."""
@@ -502,10 +725,10 @@ class ConnectionPool:
             self._fold_tallies()
             stats = self._stats.snapshot()
             handles = list(self._handles.live)
-            in_use = self._in_use
-            waiting = self._waiting
+            in_use = sum(h.borrowers() for h in handles)
+            waiting = len(self._waiters)
         open_count = sum(1 for h in handles if h.raw is not None)
-        idle = sum(1 for h in handles if h.raw is not None and not h.borrows)
+        idle = sum(1 for h in handles if h.raw is not None and not h.lent)
         stats.update(
             name=self.name,
             total_connections=open_count,
@@ -514,6 +737,7 @@ class ConnectionPool:
             in_use=in_use,
             waiting=waiting,
             size=self.size,
+            min_idle=self.min_idle,
             mode=self.mode,
             hosts=self._host_figures(handles),
         )
@@ -534,7 +758,7 @@ class ConnectionPool:
             host = handle.host
             if handle.raw is not None and host is not None and host.key in figures:
                 figures[host.key]["open"] += 1
-                if handle.borrows:
+                if handle.lent:
                     figures[host.key]["in_use"] += 1
         return figures
 
@@ -586,7 +810,8 @@ class ConnectionPool:
             finally:
                 self.release(conn)
         with self._lock:
-            in_use, waiting = self._in_use, self._waiting
+            in_use = sum(h.borrowers() for h in self._handles.live)
+            waiting = len(self._waiters)
         return {
             "ok": error is None,
             "latency_s": latency,
@@ -606,12 +831,20 @@ class ConnectionPool:
 
     # -- the critical sections ---------------------------------------------
 
-    def _checkout(self, deadline: float, timeout: float) -> tuple[Any, _Handle]:
-        """Take a handle from DBUtils, waiting for a free slot until ``deadline``."""
+    def _checkout(
+        self, conn: PooledConnection, deadline: float, timeout: float
+    ) -> tuple[_Handle, bool, bool]:
+        """Take a handle into ``conn``'s lease, waiting for a free slot until ``deadline``.
+
+        Returns the handle, whether it is lent to this thread already (a nested borrow,
+        persistent mode only), and whether it was abandoned: its last return was cut
+        short, so its connection is in an unknown state and must be closed.
+        """
         store = self._store
-        # Once in line (counted in _waiting from its first wait until it leaves), a thread
-        # may take whatever frees up.
-        queued = False
+        # Once in line (in _waiters from its first wait until it leaves), a thread may take
+        # whatever frees up. The marker is referenced only from this frame: should the
+        # finally below be cut short, it leaves the line when the frame goes.
+        waiter: _Waiter | None = None
         try:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
@@ -619,30 +852,39 @@ class ConnectionPool:
                         raise PoolClosed(f"pool {self._label} is closed")
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters.
-                    free = store.idle + self.max_size - len(self._handles.live)
-                    if store.owns_handle() or free > (0 if queued else self._waiting):
-                        if queued:
-                            queued = False
-                            self._waiting -= 1
+                    handles = self._handles
+                    free = store.idle + len(handles.spares) + self.max_size - len(handles.live)
+                    if store.owns_handle() or free > (0 if waiter else len(self._waiters)):
+                        if waiter is not None:
+                            self._waiters.discard(waiter)
+                            waiter = None
                         token, handle = store.take()
-                        handle.borrows += 1
-                        # Counted as lent from here; a checkout whose connect or check fails
-                        # is taken off both counts again in _checkin(failed=True).
-                        self._in_use += 1
+                        if self.min_idle and self._wants_more_idle():
+                            self._maintainer.wake()  # a non-blocking set(): the lock is held
+                        # The lease is conn's from here: acquire() gives it back on any error.
+                        lease = conn._lease
+                        lease.append((token, handle))
+                        nested = self._binds_threads and handle.lent and handle.borrowers() > 0
+                        abandoned = handle.lent and not nested
+                        handle.lent = True
+                        handle.owners.append(lease)
                         self._stats.acquired += 1
                         self._stats.requests += 1
-                        return token, handle
+                        return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
-                        if queued:
-                            queued = False
-                            self._waiting -= 1  # before the message, which counts the others
+                        if waiter is not None:
+                            self._waiters.discard(waiter)  # before the message counts the others
+                            waiter = None
                         self._stats.timeouts += 1
                         self._stats.requests += 1
                         raise PoolTimeout(self._timeout_message(timeout))
-                    if not queued:
-                        queued = True
-                        self._waiting += 1
+                    if waiter is None:
+                        if self._max_waiting and len(self._waiters) >= self._max_waiting:
+                            self._stats.requests_rejected += 1
+                            raise TooManyRequests(self._too_many_message())
+                        waiter = _Waiter()
+                        self._waiters.add(waiter)
                     self._cond.wait(min(remaining, _WAIT_SLICE))
                 # Outside the critical section: close what went away, which frees slots.
                 if self._collected:
@@ -650,9 +892,9 @@ class ConnectionPool:
                 if self._handles.dropped:
                     self._close_dropped()
         finally:
-            if queued:  # left the line otherwise: the pool was closed, or the wait interrupted
+            if waiter is not None:  # the pool was closed, or the wait interrupted
                 with self._lock:
-                    self._waiting -= 1
+                    self._waiters.discard(waiter)
 
     def _checkin(
         self,
@@ -665,54 +907,99 @@ class ConnectionPool:
     ) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils.
 
-        ``since``: when it was lent (None: it never was) and ``waited``, how long
-        its acquire() took: the histograms count both here.
+        One unit whatever is raised: a reset cut short (an exception from a signal
+        handler while rolling back) closes the connection as broken, and the handle
+        goes back in any case before the exception goes on. ``since``: when it was
+        lent (None: it never was) and ``waited``, how long its acquire() took: the
+        histograms count both here.
         """
-        raw = handle.raw
-        now = monotonic()
-        if raw is not None and handle.borrows == 1:
-            reason = self._retire_reason(handle, failed, now)
-            if self._causal and reason not in _HOST_UNUSABLE and reason not in ("broken", "lost"):
-                self._note_last_write(raw)  # before a reset or close ends the session
-            if reason is not None:
-                self._retire(handle, reason)
-            elif self._reset_session or self._needs_reset(raw):
-                try:
-                    # The reset is bounded like a ping: a silent server must not hold a release.
-                    with self._driver.bounded(raw, self._ping_timeout):
-                        self._driver.discard_pending(raw, self._ping_timeout)
-                        if self._reset_session:
-                            self._driver.reset_session(raw)
-                        else:
-                            self._driver.rollback(raw)
-                except self._driver_errors as exc:
-                    log.debug("reset failed on a connection of %s: %s", self._label, exc)
-                    self._retire(handle, "broken")
-                now = monotonic()
-        handle.returned = now
-        with self._lock:  # critical section
-            if self._tallies:
-                self._fold_tallies()
-            self._in_use -= 1
-            if failed:
-                self._stats.acquired -= 1
-            else:
-                self._stats.released += 1
-            if since is not None:
-                self._stats.returned(waited, now - since)
-            handle.borrows -= 1
-            self._store.put(token, handle)
-            if self._waiting:
-                self._cond.notify()
-        if since is not None and self._stats.listeners:
-            self._stats.tell_returned(waited, now - since)
-        if handle.close_on_release and not handle.borrows:
-            handle.close_on_release = False
+        settled = False
+        used = 0.0
+        try:
+            raw = handle.raw
+            now = monotonic()
+            if raw is not None and not handle.borrowers():
+                reason = self._retire_reason(handle, failed, now)
+                if (
+                    self._causal
+                    and reason not in _HOST_UNUSABLE
+                    and reason
+                    not in (
+                        "broken",
+                        "lost",
+                    )
+                ):
+                    self._note_last_write(raw)  # before a reset or close ends the session
+                if reason is not None:
+                    self._retire(handle, reason)
+                elif self._reset_session or self._needs_reset(raw):
+                    try:
+                        # The reset is bounded like a ping: a silent server must not hold a
+                        # release.
+                        with self._driver.bounded(raw, self._ping_timeout):
+                            self._driver.discard_pending(raw, self._ping_timeout)
+                            if self._reset_session:
+                                self._driver.reset_session(raw)
+                            else:
+                                self._driver.rollback(raw)
+                    except self._driver_errors as exc:
+                        log.debug("reset failed on a connection of %s: %s", self._label, exc)
+                        self._retire(handle, "broken")
+                    else:
+                        if self._reset_session and (self._init_sql or self._configure):
+                            self._set_up_again(handle)
+                    now = monotonic()
+                if self._listeners["checkin"] and handle.raw is not None:
+                    self._notify("checkin", handle.raw)  # errors logged, never raised
+            handle.returned = now
+            settled = True
+        except BaseException:
+            # What the connection was doing is unknown: never lend it again.
+            self._retire(handle, "broken")
+            raise
+        finally:
+            with self._lock:  # critical section
+                if self._tallies:
+                    self._fold_tallies()
+                if failed:
+                    self._stats.acquired -= 1
+                else:
+                    self._stats.released += 1
+                if since is not None:
+                    used = (handle.returned if settled else monotonic()) - since
+                    self._stats.returned(waited, used)
+                if not handle.borrowers():
+                    # Still marked lent only if the reset and the close both were cut short:
+                    # then it is dropped, and its connection closed.
+                    handle.lent = not settled and handle.raw is not None
+                    # Overflow is decided here, under the lock, from the open connections
+                    # kept idle; and a connection is never closed while a thread waits:
+                    # it is kept for that thread (an empty handle is dropped, which frees
+                    # its slot for the waiter to open one).
+                    keep = handle.raw is not None and not handle.lent
+                    if keep and not self._waiters and self._store.full():
+                        keep = False
+                        self._stats.closed_overflow += 1
+                    self._store.put(token, handle, keep)
+                if self._waiters:
+                    self._cond.notify()
+            if since is not None and self._stats.listeners:
+                self._stats.tell_returned(waited, used)
+            if handle.close_on_release and not handle.lent:
+                handle.close_on_release = False
+                self._drop_thread_handle(handle)
+            if self._handles.dropped:
+                self._close_dropped()
+            if self._closed and not any(h.lent for h in list(self._handles.live)):
+                self._finalizer()  # the last connection lent before dispose() is back
+
+    def _drop_thread_handle(self, handle: _Handle) -> None:
+        """Persistent mode: close a thread's connection and free its slot, from any thread."""
+        if self._store.thread_handle() is handle:
             self._store.forget_thread()
-        if self._handles.dropped:
-            self._close_dropped()
-        if self._closed and not any(h.borrows for h in list(self._handles.live)):
-            self._finalizer()  # the last connection lent before dispose() is back
+        else:
+            # Given back by another thread: its owner gets a new handle at its next acquire.
+            handle.close()
 
     # -- the reuse rule ------------------------------------------------------
     #
@@ -769,11 +1056,14 @@ class ConnectionPool:
             verdict = error_verdict(code)
             if verdict is not None and not (verdict == "read_only" and self._role == "replica"):
                 return verdict
+        if self._driver.is_closed(handle.raw):
+            return "broken"  # closed by the borrower, or by the driver after an I/O error
+        if handle.discard:
+            return "discarded"
         reason = self._stale_reason(handle, now)
-        # An unlocked read of full(): a stale answer at worst keeps or closes one connection
-        # too many, and DBUtils drops a handle given back to a full pool in any case.
-        if reason is None and self._store.full():
-            reason = "overflow"
+        if reason is None and self._max_usage and handle.uses >= self._max_usage:
+            reason = "usage"
+        # Overflow is decided at the put, under the lock (see _checkin).
         return reason
 
     def _timeout_message(self, timeout: float) -> str:
@@ -787,7 +1077,7 @@ class ConnectionPool:
             spread = "".join(f"; {key}: {count}" for key, count in counts.items())
         text = (
             f"Connection pool timeout after {timeout:.1f}s "
-            f"({held}/{self.max_size} connections in use, {self._waiting} waiting{spread})"
+            f"({held}/{self.max_size} connections in use, {len(self._waiters)} waiting{spread})"
         )
         return f"{text} in pool {self._label}{self._store.timeout_hint}"
 
@@ -795,8 +1085,6 @@ class ConnectionPool:
 
     def _make_ready(self, handle: _Handle, deadline: float, max_retries: int) -> None:
         """Give the handle a live connection: reuse, validate, or (re)open it."""
-        if handle.borrows > 1 and handle.raw is not None:
-            return  # persistent mode, lent again to the same thread: it is in use right now
         failures = 0
         while True:
             if handle.raw is not None:
@@ -888,15 +1176,19 @@ class ConnectionPool:
         return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
+        """Connect, set the session up, tell the "connect" listeners; fill the handle."""
         started = monotonic()
-        remaining = deadline - started
+        params = self._params
+        if callable(self._password):
+            params = {**params, "password": self._call_password_provider()}
+        remaining = deadline - monotonic()
         host: HostState | None = None
         try:
             if self._hosts is None:
-                raw = self._driver.connect(self._params, timeout=max(remaining, 0.0))
+                raw = self._driver.connect(params, timeout=max(remaining, 0.0))
             else:
                 raw, host = self._hosts.connect(
-                    self._connect_to,
+                    lambda address, seconds: self._connect_to(address, seconds, params),
                     deadline,
                     is_permanent=self._driver.is_permanent,
                     describe_error=self._explain,
@@ -921,19 +1213,98 @@ class ConnectionPool:
                 f"the {self.settings.driver} driver rejected the connection parameters "
                 f"of pool {self._label}: {self._scrub(exc)}"
             ) from exc
+        try:
+            if self._init_sql or self._configure:
+                self._set_up(raw, deadline)
+            if self._listeners["connect"]:
+                self._notify("connect", raw, propagate=True)
+        except BaseException:
+            # A connection that could not be set up counts as a connect that failed.
+            self._driver.close(raw)
+            self._tallies.append("connect_failures")
+            raise
         now = monotonic()
         handle.raw = raw
         handle.host = host
         handle.created = handle.returned = now
+        handle.uses = 0
+        handle.discard = False
         handle.epoch = self._epoch
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
-        self._stats.record_connect(now - started)  # needs no lock (see PoolStats)
+        self._stats.record_connect(monotonic() - started)  # needs no lock (see PoolStats)
         if host is None:
             log.debug("opened a connection to %s", self._label)
         else:
             log.debug("opened a connection to %s host %s of %s", host.role, host.key, self._label)
+
+    def _call_password_provider(self) -> str:
+        """The password for the next connect, from the function given as ``password``."""
+        provider = self._password
+        assert callable(provider)
+        try:
+            password = provider()
+        except Exception as exc:
+            self._tallies.append("connect_failures")
+            # The type only: the provider's message may quote a secret.
+            raise ConnectError(
+                f"the password provider of pool {self._label} failed ({type(exc).__name__})"
+            ) from exc
+        if not isinstance(password, str):
+            self._tallies.append("connect_failures")
+            raise ConnectError(
+                f"the password provider of pool {self._label} returned "
+                f"{type(password).__name__}, not str"
+            )
+        self._last_password = password  # blanked from error messages
+        return password
+
+    def _set_up(self, raw: Any, deadline: float) -> None:
+        """Run init_sql, then configure, on a new or reset connection (no lock held).
+
+        A driver error that retrying cannot fix (a syntax error, an unknown variable)
+        and any error of ``configure`` are a ConnectError at once; other driver
+        errors go up to be retried like a failed connect.
+        """
+        limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
+        try:
+            with self._driver.bounded(raw, limit):
+                if self._init_sql:
+                    cur = raw.cursor()
+                    try:
+                        for statement in self._init_sql:
+                            cur.execute(statement)
+                    finally:
+                        cur.close()
+                if self._configure is not None:
+                    self._configure(raw)
+                if self._driver.in_transaction(raw):
+                    raw.commit()  # what the set-up did stays, whoever borrows next
+        except self._driver_errors as exc:
+            if self._driver.is_permanent(exc):
+                raise ConnectError(
+                    f"the session set-up (init_sql, configure) of pool {self._label} failed: "
+                    f"{self._scrub(exc)}"
+                ) from exc
+            raise
+        except Exception as exc:
+            raise ConnectError(
+                f"configure of pool {self._label} failed: {type(exc).__name__}: {self._scrub(exc)}"
+            ) from exc
+
+    def _set_up_again(self, handle: _Handle) -> None:
+        """After a session reset at return: the set-up again, or the connection closed."""
+        try:
+            self._set_up(handle.raw, monotonic() + self._ping_timeout)
+        except self._failures as exc:
+            log.warning(
+                "the session set-up failed after a reset on a connection of %s; closing it: %s",
+                self._label,
+                exc,
+            )
+            self._tallies.append("connect_failures")
+            self._retire(handle, "broken")
 
     def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
         """Why a new connection's server cannot do this pool's job, or None; closes it if so.
@@ -1030,8 +1401,8 @@ class ConnectionPool:
             seen[key] = gtid
         return done
 
-    def _connect_to(self, address: Address, seconds: float) -> Any:
-        params = address.apply(self._params) if self._aim else self._params
+    def _connect_to(self, address: Address, seconds: float, params: dict[str, Any]) -> Any:
+        params = address.apply(params) if self._aim else params
         return self._driver.connect(params, timeout=seconds)
 
     def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
@@ -1049,7 +1420,7 @@ class ConnectionPool:
         handle.raw = None
         handle.expires = float("inf")
         if raw is not None:
-            self._driver.close(raw)
+            self._close_raw(raw)
             self._tallies.append("closed")
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
@@ -1087,10 +1458,10 @@ class ConnectionPool:
             for handle in dead:
                 self._handles.live.discard(handle)
             self._stats.closed += len(raws)
-            if self._waiting:
+            if self._waiters:
                 self._cond.notify(len(dead))
         for raw in raws:
-            self._driver.close(raw)
+            self._close_raw(raw)
 
     def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
         text = f"cannot connect to {self._label}"
@@ -1122,19 +1493,18 @@ class ConnectionPool:
                 continue  # lent before os.fork(): the parent's business
             with self._lock:  # critical section: decide and detach under the lock
                 raw = None
-                if handle.borrows == 1:  # else the owning thread uses it again right now
+                if not handle.borrowers():  # else the owning thread uses it again right now
                     raw, handle.raw = handle.raw, None
                     handle.expires = float("inf")
-                handle.borrows -= 1
-                self._in_use -= 1
+                    handle.lent = False
+                    self._store.put(token, handle, keep=False)
                 self._stats.reclaimed += 1
                 if raw is not None:
                     self._stats.closed += 1
-                self._store.put(token, handle)
-                if self._waiting:
+                if self._waiters:
                     self._cond.notify()
             if raw is not None:
-                self._driver.close(raw)
+                self._close_raw(raw)
             held = monotonic() - since
             if origin is None:
                 origin = "(set leak_threshold to record where connections are acquired)\n"
@@ -1171,7 +1541,171 @@ class ConnectionPool:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
-        return scrub_secrets(str(exc), self._params)
+        params = self._params
+        if self._last_password is not None:
+            params = {**params, "password": self._last_password}
+        return scrub_secrets(str(exc), params)
+
+    def _too_many_message(self) -> str:
+        return (
+            f"pool {self._label} has {len(self._waiters)} callers waiting already "
+            f"(max_waiting {self._max_waiting}; {len(self._handles.live)}/{self.max_size} "
+            "connections in use)"
+        )
+
+    # -- listeners -----------------------------------------------------------
+
+    def _notify(self, event: str, raw: Any, *, propagate: bool = False) -> None:
+        """Call the listeners of ``event`` (no lock held); see add_listener() for errors."""
+        for fn in self._listeners[event]:
+            try:
+                fn(raw)
+            except Exception:
+                if propagate:
+                    raise
+                log.warning(
+                    "a %r listener of %s raised; ignored", event, self._label, exc_info=True
+                )
+
+    def _close_raw(self, raw: Any) -> None:
+        """Close a driver connection (no lock held), telling the "close" listeners first."""
+        if self._listeners["close"]:
+            self._notify("close", raw)
+        self._driver.close(raw)
+
+    # -- maintenance (min_idle, max_idle), called by the Maintainer's thread ---
+
+    def _idle_count(self) -> int:
+        """Connections any caller could take now; called with the lock held."""
+        return self._store.idle + len(self._handles.spares)
+
+    def _wants_more_idle(self) -> bool:
+        """Whether min_idle wants another connection and there is room for it (lock held)."""
+        opening = self._maintainer.opening
+        return (
+            self._idle_count() + opening < self.min_idle and len(self._handles.live) < self.max_size
+        )
+
+    def _evict_idle(self) -> None:
+        """Close idle connections unused for max_idle seconds, keeping min_idle of them."""
+        cutoff = monotonic() - self._max_idle
+
+        def stale(handle: _Handle) -> bool:
+            return handle.returned <= cutoff
+
+        with self._lock:  # critical section: pick and detach, no I/O
+            evicted = self._store.evict(stale, keep=self.min_idle)
+            keep = max(self.min_idle - self._store.idle, 0)
+            spares = self._handles.spares
+            # Spares are in the order made: the oldest first.
+            while len(spares) > keep and stale(spares[0]):
+                evicted.append(spares.popleft())
+            self._forget(evicted)
+            raws = []
+            if self.mode == "persistent":
+                # A thread's own idle connection is closed; its slot stays with the thread.
+                raws = [
+                    self._take_raw(h)
+                    for h in self._handles.live
+                    if not h.lent and h.raw is not None and h not in spares and stale(h)
+                ]
+            if self._waiters and evicted:
+                self._cond.notify(len(evicted))
+        self._close_evicted(evicted, "idle")
+        for raw in raws:
+            self._close_raw(raw)
+            self._tallies.append("closed")
+            self._tallies.append("closed_idle")
+
+    def _forget(self, handles: list[_Handle]) -> None:
+        """Drop handles taken from the store or the spares; called with the lock held."""
+        for handle in handles:
+            self._handles.live.discard(handle)
+
+    def _close_evicted(self, handles: list[_Handle], reason: str) -> None:
+        for handle in handles:
+            if handle.raw is not None:
+                self._retire(handle, reason)
+
+    def _fill_plan(self) -> tuple[list[_Handle], int]:
+        """Reserve the slots of the connections min_idle still wants (under the lock)."""
+        with self._lock:  # critical section: count and reserve, no I/O
+            if self._closed:
+                return [], 0
+            live = self._handles.live
+            if self.mode == "persistent":
+                idle = len(self._handles.spares)  # a thread's own connection is not for others
+            else:
+                # Handles whose connection was closed at return wait empty among the idle
+                # ones: take them out, so that their slots take connections opened now.
+                self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
+                idle = sum(1 for h in live if not h.lent and h.raw is not None)
+            wanted = self.min_idle - idle - self._maintainer.opening
+            room = self.max_size - len(self._handles.live)
+            handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
+            self._maintainer.opening += len(handles)
+            if handles:
+                self._maintainer.started += 1
+            return handles, self._maintainer.started
+
+    def _fill(self, handle: _Handle) -> BaseException | None:
+        """Open one connection ahead of demand on a reserved slot (no lock held)."""
+        error: BaseException | None = None
+        try:
+            self._open(handle, monotonic() + self.timeout)
+        except Exception as exc:  # a listener's error too: the slot must be given back
+            error = exc
+        with self._lock:  # critical section: hand the connection over, or the slot back
+            self._maintainer.opening -= 1
+            kept = handle.raw is not None and not self._closed
+            if kept:
+                self._handles.spares.append(handle)
+            else:
+                self._handles.live.discard(handle)
+            self._cond.notify_all()  # a waiter may take it; wait() may be done
+        if not kept and handle.raw is not None:  # the pool was disposed meanwhile
+            self._retire(handle, "closed")
+        return error
+
+    def _maintain(self) -> bool:
+        """One round of the maintenance thread; whether a connect failed."""
+        if self._max_idle:
+            self._evict_idle()
+        if not self.min_idle:
+            return False
+        handles, round_number = self._fill_plan()
+        if not handles:
+            return False
+        errors: list[BaseException | None] = [None] * len(handles)
+
+        def fill(index: int) -> None:
+            errors[index] = self._fill(handles[index])
+
+        # In parallel: a cold start costs one connect, not min_idle of them.
+        helpers = [
+            threading.Thread(target=fill, args=(i,), name="dbpool-connect", daemon=True)
+            for i in range(1, len(handles))
+        ]
+        for helper in helpers:
+            helper.start()
+        fill(0)
+        for helper in helpers:
+            helper.join()
+        error = next((e for e in errors if e is not None), None)
+        with self._lock:
+            first = error is not None and self._maintainer.error is None
+            self._maintainer.error = error
+            self._maintainer.error_round = round_number
+            self._cond.notify_all()
+        if error is not None and not self._closed:
+            # A warning when the trouble starts; the retries that follow are logged at debug.
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "could not open the min_idle connections of %s (retrying): %s",
+                self._label,
+                error,
+            )
+        return error is not None
 
 
 def _check_retries(max_retries: Any) -> None:
@@ -1229,16 +1763,76 @@ def _close_connections(handles: _HandleFactory, driver: Driver) -> None:
     driver.dispose()
 
 
-def make_pool(mode: str | None = None, **options: Any) -> ConnectionPool:
+def make_pool(
+    mode: str | None = None,
+    *,
+    size: int | None = None,
+    config_name: str = "primary",
+    timeout: float | None = None,
+    max_overflow: int | None = None,
+    recycle: float | None = None,
+    driver: str | Driver | None = None,
+    config: str | os.PathLike[str] | Literal[False] | None = None,
+    pre_ping: bool | None = None,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
+    reset: str | None = None,
+    leak_threshold: float | None = None,
+    min_idle: int | None = None,
+    max_idle: float | None = None,
+    order: str | None = None,
+    max_waiting: int | None = None,
+    max_usage: int | None = None,
+    init_sql: list[str] | tuple[str, ...] | None = None,
+    configure: Callable[[Any], object] | str | None = None,
+    wait: bool | None = None,
+    host_order: str | None = None,
+    host_deny_seconds: float | None = None,
+    galera_check: bool | None = None,
+    replica_fallback: bool | None = None,
+    replica_max_lag: float | None = None,
+    causal_reads: bool | None = None,
+    **params: Any,
+) -> ConnectionPool:
     """A ConnectionPool in ``mode`` "shared" (PooledDB) or "persistent" (PersistentDB).
 
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
+    The other arguments are ConnectionPool's.
     """
     if mode is not None and mode not in MODES:
         # Checked again by PoolOptions; here the message speaks of make_pool's argument.
         valid = ", ".join(repr(m) for m in MODES)
         raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
-    return ConnectionPool(mode=mode, **options)
+    return ConnectionPool(
+        size,
+        config_name,
+        timeout,
+        max_overflow,
+        recycle,
+        driver,
+        config=config,
+        mode=mode,
+        pre_ping=pre_ping,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        reset=reset,
+        leak_threshold=leak_threshold,
+        min_idle=min_idle,
+        max_idle=max_idle,
+        order=order,
+        max_waiting=max_waiting,
+        max_usage=max_usage,
+        init_sql=init_sql,
+        configure=configure,
+        wait=wait,
+        host_order=host_order,
+        host_deny_seconds=host_deny_seconds,
+        galera_check=galera_check,
+        replica_fallback=replica_fallback,
+        replica_max_lag=replica_max_lag,
+        causal_reads=causal_reads,
+        **params,
+    )
 
 
 _global_pool: ConnectionPool | None = None
@@ -1255,16 +1849,18 @@ def get_global_pool(
 ) -> ConnectionPool:
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
+    Once that pool is disposed of, the next call makes a new one from its own arguments.
+
     Options left out come from the config entry, then from the defaults
     (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
     embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool
-    if pool is None:
+    if pool is None or pool._closed:
         with _global_lock:
             pool = _global_pool
-            if pool is None:
+            if pool is None or pool._closed:
                 pool = _global_pool = ConnectionPool(
                     size=size,
                     config_name=config_name,

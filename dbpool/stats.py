@@ -103,6 +103,9 @@ class Counters:
     closed: int = 0
     closed_broken: int = 0
     closed_overflow: int = 0
+    closed_idle: int = 0
+    closed_usage: int = 0
+    requests_rejected: int = 0
     closed_read_only: int = 0
     closed_not_ready: int = 0
     closed_lagging: int = 0

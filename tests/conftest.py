@@ -30,8 +30,9 @@ if _ROOT not in sys.path:
 # The cluster tier's topologies (replication pair, Galera, HAProxy) are in tests/fix_cluster.py.
 pytest_plugins = ["tests.fix_mariadb", "tests.fix_proxy", "tests.fix_backend", "tests.fix_cluster"]
 
-# The variables dbpool reads: the config file, and DBPOOL_<NAME>_PASSWORD/_USER/_HOST.
-_DBPOOL_VARIABLES = re.compile(r"DBPOOL_(CONFIG|.+_(PASSWORD|USER|HOST))")
+# The variables dbpool reads: the config file, and DBPOOL_<NAME>_PASSWORD/_USER/_HOST/
+# _PORT/_DATABASE/_URL.
+_DBPOOL_VARIABLES = re.compile(r"DBPOOL_(CONFIG|.+_(PASSWORD|USER|HOST|PORT|DATABASE|URL))")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

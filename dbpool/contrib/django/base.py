@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pymysql
@@ -45,6 +44,7 @@ import pymysql.err
 from django.core.exceptions import ImproperlyConfigured
 
 from dbpool import ConnectionPool, PooledConnection, PoolError, make_pool
+from dbpool.config import POOL_OPTION_NAMES
 
 
 def _install_pymysql() -> None:
@@ -52,8 +52,10 @@ def _install_pymysql() -> None:
 
     ``pymysql.install_as_MySQLdb()`` alone lets ``import MySQLdb.converters`` load a
     second copy of PyMySQL's modules, and that import rebinds ``pymysql.err`` to the
-    copy: exception classes that PyMySQL's own connections never raise. Every
-    ``MySQLdb.<name>`` is made the very module ``pymysql.<name>`` instead.
+    copy: exception classes that PyMySQL's own connections never raise. The pool no
+    longer minds (its driver takes the classes bound at PyMySQL's top level), but
+    the application's own ``except pymysql.err.IntegrityError`` would silently stop
+    matching. So every ``MySQLdb.<name>`` is made the very module ``pymysql.<name>``.
     """
     current = sys.modules.get("MySQLdb")
     if current is not None and current is not pymysql:
@@ -82,24 +84,10 @@ from .creation import DatabaseCreation  # noqa: E402
 
 Database = mysql_base.Database
 
-# The pool's settings come from DATABASES alone: this config file has an empty entry,
-# so ./config.yaml and $DBPOOL_CONFIG are never read.
-_CONFIG = str(Path(__file__).resolve().parent.parent / "isolated.yaml")
+# The pool's settings come from DATABASES alone: config=False reads no config file
+# (neither ./config.yaml nor $DBPOOL_CONFIG).
 _CONFIG_NAME = "django"
-_POOL_OPTIONS = frozenset(
-    {
-        "mode",
-        "size",
-        "max_overflow",
-        "timeout",
-        "recycle",
-        "pre_ping",
-        "ping_interval",
-        "ping_timeout",
-        "reset",
-        "leak_threshold",
-    }
-)
+_POOL_OPTIONS = POOL_OPTION_NAMES
 # The settings a pool's connections are made from; when one changes, the alias gets a
 # new pool. CONN_MAX_AGE and CONN_HEALTH_CHECKS are read when a pool is made.
 _POOL_SETTINGS = ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "AUTOCOMMIT")
@@ -203,7 +191,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):  # type: ignore[misc]
         params["autocommit"] = bool(settings["AUTOCOMMIT"])
         try:
             pool = make_pool(
-                config=_CONFIG, config_name=_CONFIG_NAME, driver="pymysql", **options, **params
+                config=False, config_name=_CONFIG_NAME, driver="pymysql", **options, **params
             )
         except (ValueError, TypeError) as exc:  # ConfigError is a ValueError
             raise ImproperlyConfigured(f"{where}: {exc}") from exc

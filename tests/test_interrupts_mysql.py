@@ -1,0 +1,128 @@
+"""Real signals whose handler raises, delivered at random during a ``with pool`` loop on MariaDB.
+
+The pool must stay usable in both modes: nothing left counted as in use, every
+slot can be had, no borrower inherits (and commits) another's abandoned rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+class Interrupted(BaseException):
+    """What the test's SIGALRM handler raises, like a KeyboardInterrupt."""
+
+
+ROUNDS = 600
+
+
+@contextlib.contextmanager
+def _borrow(pool: Any, style: str) -> Iterator[Any]:
+    """``with pool``, or acquire() and release() in a try/finally."""
+    if style == "with":
+        with pool as conn:
+            yield conn
+        return
+    conn = pool.acquire()
+    try:
+        yield conn
+    finally:
+        pool.release(conn)
+
+
+@pytest.mark.faults
+# A connect cut by the signal inside the driver leaves its half-open socket to the
+# garbage collector, which warns; that socket was never the pool's.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("style", ["acquire", "with"])
+def test_random_signals_leave_the_pool_usable(
+    mysql_pool: Any,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    style: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    if mysql_driver == "mysql-connector":
+        # Known gap: after a few hundred interrupts a mysql-connector connection closed
+        # by an interrupted read can still be lent once.
+        pytest.xfail("mysql-connector: a connection closed by an interrupted read may be lent")
+    # Known gap: a signal between sending a statement and reading its reply leaves the
+    # reply unread on a connection that reports no transaction; the return does not see
+    # it, and the next borrower reads out of step (seen once in several thousand rounds).
+    request.applymarker(pytest.mark.xfail(reason="a reply left unread by a signal"))
+    if style == "with":
+        # Known gap: a signal at the very start of pool.__exit__ (before it has found its
+        # block) leaves the block registered, and its connection lent.
+        request.applymarker(pytest.mark.xfail(reason="a signal at the start of __exit__"))
+    mode = pool_mode
+    assert threading.current_thread() is threading.main_thread()
+    table = f"`{mysql_params['database']}`.`signals_{mysql_driver.replace('-', '_')}_{mode}`"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, kind CHAR(1))")
+    pool = mysql_pool(size=2, max_overflow=1, timeout=5, autocommit=False)
+    rng = random.Random(10)
+    interrupted = 0
+    committed = 0
+    errors: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        for round_ in range(ROUNDS):
+            try:
+                try:
+                    # Rounds that commit get longer, so that some of them get that far.
+                    longest = 0.2 if round_ % 5 == 0 else 0.0015
+                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.00002, longest))
+                    with _borrow(pool, style) as conn:
+                        cur = conn.cursor()
+                        cur.execute(f"SELECT COUNT(*) FROM {table}")
+                        cur.fetchall()
+                        if round_ % 5 == 0:
+                            # A borrower that commits: were it to inherit an abandoned
+                            # transaction, its commit would make the 'a' rows permanent.
+                            cur.execute(f"INSERT INTO {table} (kind) VALUES ('c')")
+                            conn.commit()
+                            committed += 1
+                        cur.execute(f"INSERT INTO {table} (kind) VALUES ('a')")  # not committed
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            except Interrupted:
+                interrupted += 1
+            except pool._driver_errors as exc:
+                errors.append(repr(exc))  # a statement cut midway: the driver's own error
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert interrupted >= 5, "too few signals landed to prove anything"
+    assert committed, errors[:5]
+    stats = pool.get_stats()
+    assert stats["in_use"] == 0, stats
+    n = pool.max_size if mode == "shared" else 1
+    conns = [pool.acquire(timeout=5) for _ in range(n)]
+    try:
+        for conn in conns:
+            cur = conn.cursor()
+            cur.execute("SELECT @@in_transaction")
+            assert cur.fetchall()[0][0] == 0, "a borrower inherited an open transaction"
+            cur.execute("SELECT 1")
+    finally:
+        for conn in conns:
+            pool.release(conn)
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {table} WHERE kind = 'a'")
+        assert cur.fetchall()[0][0] == 0, "abandoned rows were committed by a later borrower"
+        cur.execute(f"DROP TABLE {table}")
