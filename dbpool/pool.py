@@ -1733,12 +1733,10 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _default_name(settings: Settings, from_arguments: bool) -> str:
-    """The config name, or for a pool given its server in code, host:port/database (or the file)."""
-    if settings.source is not None or not from_arguments:
+    """The config name, or host:port/database for a MySQL server given in code alone."""
+    if settings.source is not None or not from_arguments or settings.driver == "sqlite":
         return settings.config_name
     params = settings.params
-    if settings.driver == "sqlite":
-        return str(params.get("path") or settings.config_name)
     host = params.get("host") or "localhost"
     return f"{host}:{params.get('port') or 3306}/{params.get('database') or ''}"
 
