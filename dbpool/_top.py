@@ -66,9 +66,10 @@ def parse(text: str) -> dict[str, PoolFigures]:
                 continue
             figures = pools.setdefault(name, PoolFigures())
             if sample.name == "db_client_connection_count":
+                # One series per server over a host list or with replicas: add them up.
                 state = sample.labels.get("db_client_connection_state")
                 if state in ("used", "idle"):
-                    setattr(figures, state, sample.value)
+                    setattr(figures, state, getattr(figures, state) + sample.value)
             elif sample.name in _GAUGES:
                 setattr(figures, _GAUGES[sample.name], sample.value)
             elif sample.name == WAIT + "_bucket":

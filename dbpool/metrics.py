@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .stats import BUCKETS
@@ -30,52 +30,36 @@ __all__ = ["PoolCollector", "instrument"]
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
 
 _COUNT_HELP = (
     "The number of connections that are currently in the state described by the state attribute"
 )
-# Gauge-like figures: (instrument name, unit, description, state or None, value from the stats).
-_CURRENT: tuple[tuple[str, str, str, str | None, Callable[[dict[str, Any]], int]], ...] = (
-    (
-        "db.client.connection.count",
-        "{connection}",
-        _COUNT_HELP,
-        "idle",
-        lambda s: s["pool_size"],  # open and not lent (in_use counts a connect under way)
-    ),
-    (
-        "db.client.connection.count",
-        "{connection}",
-        _COUNT_HELP,
-        "used",
-        lambda s: s["in_use"],
-    ),
+# Pool-level gauge-like figures: (instrument name, unit, description, value from the stats).
+_CURRENT: tuple[tuple[str, str, str, Callable[[dict[str, Any]], int]], ...] = (
     (
         "db.client.connection.max",
         "{connection}",
         "The maximum number of open connections allowed",
-        None,
         lambda s: s["max_size"],
     ),
     (
         "db.client.connection.idle.max",
         "{connection}",
         "The maximum number of idle open connections allowed",
-        None,
         lambda s: s["size"],
     ),
     (
         "db.client.connection.idle.min",
         "{connection}",
         "The minimum number of idle open connections allowed",
-        None,
         lambda s: 0,
     ),
     (
         "db.client.connection.pending_requests",
         "{request}",
         "The number of current pending requests for an open connection",
-        None,
         lambda s: s["waiting"],
     ),
 )
@@ -96,6 +80,35 @@ _HISTOGRAMS = (
 )
 _STATS_KEY = {"connect": "connect_time", "wait": "wait_time", "use": "use_time"}
 
+Server = tuple[str, int]
+
+
+def _server(key: str) -> Server:
+    """A ``host:port`` (``[v6]:port``) key of ``get_stats()["hosts"]`` as address and port."""
+    host, _, port = key.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _connection_counts(stats: dict[str, Any]) -> list[tuple[str, Server | None, int]]:
+    """The points of ``db.client.connection.count``: (state, server or None, connections).
+
+    A pool over one server reports its own figures with that server (``used``
+    counts a connect under way too). With several servers, or replicas, each
+    server reports the open connections it holds, lent (``used``) or not
+    (``idle``), the replicas' included: the points add up to every open
+    connection, and no point without a server counts them twice.
+    """
+    hosts = stats["hosts"]
+    if len(hosts) <= 1:
+        server = _server(next(iter(hosts))) if hosts else None
+        return [("idle", server, stats["pool_size"]), ("used", server, stats["in_use"])]
+    points: list[tuple[str, Server | None, int]] = []
+    for key, figures in hosts.items():
+        server = _server(key)
+        points.append(("idle", server, figures["open"] - figures["in_use"]))
+        points.append(("used", server, figures["in_use"]))
+    return points
+
 
 # -- OpenTelemetry -------------------------------------------------------------
 
@@ -112,19 +125,19 @@ class _Instruments:
 
         self.pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
         meter = meter_provider.get_meter("dbpool", __version__)
-        names: dict[str, list[tuple[str | None, Callable[[dict[str, Any]], int]]]] = {}
-        meta: dict[str, tuple[str, str]] = {}
-        for name, unit, description, state, value in _CURRENT:
-            names.setdefault(name, []).append((state, value))
-            meta[name] = (unit, description)
-        for name, figures in names.items():
-            unit, description = meta[name]
+        meter.create_observable_up_down_counter(
+            "db.client.connection.count",
+            callbacks=[self._observe_counts],
+            unit="{connection}",
+            description=_COUNT_HELP,
+        )
+        for name, unit, description, value in _CURRENT:
             meter.create_observable_up_down_counter(
-                name, callbacks=[self._observer(figures)], unit=unit, description=description
+                name, callbacks=[self._observer(value)], unit=unit, description=description
             )
         meter.create_observable_counter(
             "db.client.connection.timeouts",
-            callbacks=[self._observer([(None, _timeouts)])],
+            callbacks=[self._observer(_timeouts)],
             unit="{timeout}",
             description="The number of connection timeouts that have occurred trying to obtain "
             "a connection from the pool",
@@ -139,21 +152,24 @@ class _Instruments:
             for kind, name, description in _HISTOGRAMS
         }
 
-    def _observer(
-        self, figures: Sequence[tuple[str | None, Callable[[dict[str, Any]], int]]]
-    ) -> Callable[[Any], Iterable[Any]]:
+    def _observer(self, value: Callable[[dict[str, Any]], int]) -> Callable[[Any], Iterable[Any]]:
         from opentelemetry.metrics import Observation
 
         def observe(options: Any) -> Iterable[Any]:
             for pool in list(self.pools):
-                stats = pool.get_stats()
-                for state, value in figures:
-                    attributes = {POOL_NAME: pool.name}
-                    if state is not None:
-                        attributes[STATE] = state
-                    yield Observation(value(stats), attributes)
+                yield Observation(value(pool.get_stats()), {POOL_NAME: pool.name})
 
         return observe
+
+    def _observe_counts(self, options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        for pool in list(self.pools):
+            for state, server, value in _connection_counts(pool.get_stats()):
+                attributes: dict[str, str | int] = {POOL_NAME: pool.name, STATE: state}
+                if server is not None:
+                    attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
+                yield Observation(value, attributes)
 
     def add(self, pool: ConnectionPool) -> None:
         if pool in self.pools:
@@ -220,8 +236,37 @@ _CLOSE_REASONS = (
     ("overflow", "closed_overflow"),
     ("broken", "closed_broken"),
 )
+# Each server's own figures, from get_stats()["hosts"]: (metric, kind, help, value).
+_HOST_FIGURES: tuple[tuple[str, str, str, Callable[[dict[str, Any]], float]], ...] = (
+    (
+        "dbpool_host_connects",
+        "counter",
+        "Connections opened to the server",
+        lambda h: h["connects"],
+    ),
+    (
+        "dbpool_host_connect_failures",
+        "counter",
+        "Connect attempts to the server that failed",
+        lambda h: h["connect_failures"],
+    ),
+    (
+        "dbpool_host_denied",
+        "gauge",
+        "1 while the server is on the deny list (not tried after a failure), else 0",
+        lambda h: int(h["denied"]),
+    ),
+    (
+        "dbpool_host_denied_seconds",
+        "gauge",
+        "Seconds left before a denied server is tried again",
+        lambda h: h["denied_for"],
+    ),
+)
 _POOL_LABEL = "db_client_connection_pool_name"
 _STATE_LABEL = "db_client_connection_state"
+_ADDRESS_LABEL = "server_address"
+_PORT_LABEL = "server_port"
 
 
 class PoolCollector:
@@ -269,21 +314,22 @@ class PoolCollector:
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
+            Metric,
         )
 
         snapshots = [(pool.name, pool.get_stats()) for pool in self._targets()]
         pool_label = [_POOL_LABEL]
 
-        count = GaugeMetricFamily(
-            "db_client_connection_count", _COUNT_HELP, labels=[_POOL_LABEL, _STATE_LABEL]
-        )
+        # Label sets differ between pools (a SQLite pool has no server): samples by hand.
+        count = Metric("db_client_connection_count", _COUNT_HELP, "gauge")
         for name, stats in snapshots:
-            count.add_metric([name, "idle"], stats["pool_size"])
-            count.add_metric([name, "used"], stats["in_use"])
+            for state, server, connections in _connection_counts(stats):
+                labels = {_POOL_LABEL: name, _STATE_LABEL: state}
+                if server is not None:
+                    labels[_ADDRESS_LABEL], labels[_PORT_LABEL] = server[0], str(server[1])
+                count.add_sample(count.name, labels, connections)
         yield count
-        for metric, _, description, state, value in _CURRENT:
-            if state is not None:
-                continue
+        for metric, _, description, value in _CURRENT:
             gauge = GaugeMetricFamily(metric.replace(".", "_"), description, labels=pool_label)
             for name, stats in snapshots:
                 gauge.add_metric([name], value(stats))
@@ -331,6 +377,19 @@ class PoolCollector:
                 rest -= stats[key]
             closed.add_metric([name, "closed"], rest)
         yield closed
+
+        host_labels = [_POOL_LABEL, _ADDRESS_LABEL, _PORT_LABEL, "role"]
+        for metric, kind, description, figure in _HOST_FIGURES:
+            family: CounterMetricFamily | GaugeMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(metric, description, labels=host_labels)
+            else:
+                family = GaugeMetricFamily(metric, description, labels=host_labels)
+            for name, stats in snapshots:
+                for key, figures in stats["hosts"].items():
+                    address, port = _server(key)
+                    family.add_metric([name, address, str(port), figures["role"]], figure(figures))
+            yield family
 
 
 def _le(bound: float) -> str:

@@ -209,6 +209,26 @@ def test_parse_reads_what_the_collector_writes(pools: list[Any]) -> None:
     pool.release(held)
 
 
+def test_parse_adds_up_the_servers_of_a_pool(pools: list[Any]) -> None:
+    driver = FakeDriver()
+    pool = make_pool(
+        driver=driver, user="app", name="spread", host=["a", "b"], replicas=["r1"], size=2
+    )
+    pools.append(pool)
+    driver.server("a:3306").down = True
+    held = [pool.acquire(), pool.acquire(readonly=True)]
+    spare = pool.acquire()
+    pool.release(spare)
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(pool))
+    figures = parse(generate_latest(registry).decode())["spread"]
+    stats = pool.get_stats()
+    assert figures.used == stats["in_use"] + stats["replicas"]["in_use"] == 2
+    assert figures.idle == stats["pool_size"] + stats["replicas"]["pool_size"] == 1
+    for conn in held:
+        pool.release(conn)
+
+
 @pytest.fixture
 def endpoint(pools: list[Any]) -> Iterator[tuple[str, Any]]:
     pool = make_pool(driver=FakeDriver(), name="served", size=2, max_overflow=0)

@@ -20,6 +20,7 @@ from dbpool.stats import BUCKETS
 from tests.fakedb import FakeDriver
 
 POOL = "db.client.connection.pool.name"
+SERVER = {"server.address": "127.0.0.1", "server.port": 3306}  # the default server
 
 # name -> (unit, kind, monotonic for sums)
 EXPECTED = {
@@ -101,7 +102,9 @@ def test_every_instrument_with_its_unit_and_attributes(pools: list[Any], mode: s
                 for point in metric.data.data_points:
                     expected_keys = {POOL}
                     if name == "db.client.connection.count":
-                        expected_keys.add("db.client.connection.state")
+                        # One server: the pool's own figures, naming the server.
+                        expected_keys |= {"db.client.connection.state", *SERVER}
+                        assert {k: point.attributes[k] for k in SERVER} == SERVER, name
                     assert set(point.attributes) == expected_keys, name
                 assert {p.attributes[POOL] for p in metric.data.data_points} == {
                     "orders",

@@ -71,16 +71,28 @@ def sample(samples: dict[Any, float], name: str, pool: str, **labels: str) -> fl
     return samples[(name, tuple(sorted({POOL: pool, **labels}.items())))]
 
 
+def server(stats: dict[str, Any]) -> dict[str, str]:
+    """The server labels of a pool over one server, which its connection counts carry."""
+    (key,) = stats["hosts"]
+    address, port = key.split(":")
+    return {"server_address": address, "server_port": port}
+
+
+def connections(samples: dict[Any, float], name: str, state: str, stats: dict[str, Any]) -> float:
+    return sample(
+        samples,
+        "db_client_connection_count",
+        name,
+        db_client_connection_state=state,
+        **server(stats),
+    )
+
+
 def check_against_stats(samples: dict[Any, float], name: str, stats: dict[str, Any]) -> None:
     """Every exported figure of pool ``name`` equals its get_stats() counterpart."""
-    assert (
-        sample(samples, "db_client_connection_count", name, db_client_connection_state="used")
-        == stats["in_use"]
-    )
-    assert (
-        sample(samples, "db_client_connection_count", name, db_client_connection_state="idle")
-        == stats["pool_size"]
-    )
+    assert connections(samples, name, "used", stats) == stats["in_use"]
+    assert connections(samples, name, "idle", stats) == stats["pool_size"]
+    assert not [k for k in samples if k[0] == "db_client_connection_count" and len(k[1]) < 4]
     assert sample(samples, "db_client_connection_max", name) == stats["max_size"]
     assert sample(samples, "db_client_connection_idle_max", name) == stats["size"]
     assert sample(samples, "db_client_connection_idle_min", name) == 0
@@ -117,10 +129,8 @@ def test_collector_over_http_unit(served: Any, pools: list[Any]) -> None:
     samples = scrape()
     check_against_stats(samples, "unit", stats)
     assert sample(samples, "dbpool_connections_closed_total", "unit", reason="overflow") == 1
-    assert (
-        sample(samples, "db_client_connection_count", "unit", db_client_connection_state="used")
-        == 1
-    )
+    assert server(stats) == {"server_address": "127.0.0.1", "server_port": "3306"}
+    assert connections(samples, "unit", "used", stats) == 1
     assert (
         len([k for k in samples if k[0] == "db_client_connection_wait_time_seconds_bucket"])
         == len(BUCKETS) + 1
@@ -178,9 +188,16 @@ def test_collector_while_a_workload_runs_on_mariadb(served: Any, mysql_pool: Any
         worker.join(60)
     assert not errors
     assert during, "no scrape happened during the workload"
+    labels = server(pool.get_stats())
     for samples in during:
         assert (
-            sample(samples, "db_client_connection_count", "shop", db_client_connection_state="used")
+            sample(
+                samples,
+                "db_client_connection_count",
+                "shop",
+                db_client_connection_state="used",
+                **labels,
+            )
             <= 5
         )
         assert sample(samples, "db_client_connection_wait_time_seconds_count", "shop") <= (
