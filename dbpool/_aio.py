@@ -47,7 +47,7 @@ async def run(entry: _PoolEntry, call: Callable[[], _T]) -> _T:
         task = asyncio.current_task()
         if entry.closed and task is not None and not task.cancelling():
             # Not this task's cancellation: close_pool() dropped the queued call.
-            raise PoolClosed(f"pool {entry.pool.name} was closed before the call ran") from None
+            raise PoolClosed(f"pool {entry.pool._label} was closed before the call ran") from None
         raise
 
 
@@ -169,7 +169,7 @@ class _TxThread:
     def _error(self) -> PoolError:
         if self._closed_pool:
             return PoolClosed(
-                f"pool {self._entry.pool.name} was closed during an async transaction, "
+                f"pool {self._entry.pool._label} was closed during an async transaction, "
                 "which was rolled back"
             )
         return PoolError(self._why_ended or _BLOCK_ENDED)

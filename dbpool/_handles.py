@@ -28,6 +28,7 @@ persistent mode may lend a handle that has owners, to the same thread again.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class _Handle:
     """
 
     __slots__ = (
+        "__weakref__",
         "close_on_release",
         "created",
         "discard",
@@ -94,6 +96,11 @@ class _Handle:
             # deque.append is atomic: no lock, so this is safe wherever DBUtils calls it.
             self.factory.dropped.append(self)
 
+    # A handle nothing holds any more was let go without its close() having run (an
+    # exception from a signal handler in a DBUtils finalizer): it is dropped all the
+    # same, so its slot is freed (``live`` holds handles weakly) and its connection closed.
+    __del__ = close
+
     def borrowers(self) -> int:
         """How many PooledConnections lend it now (a lease list empties when its return starts)."""
         owners = self.owners
@@ -106,7 +113,9 @@ class _HandleFactory:
     """A DB-API-shaped module that makes empty handles, given to DBUtils as its creator.
 
     ``live`` holds every handle not yet dropped, which bounds the pool; ``dropped``
-    queues the handles DBUtils let go, for the pool to close and forget.
+    queues the handles DBUtils let go, for the pool to close and forget. ``live`` holds
+    them weakly: a handle is kept by DBUtils, a lease, or these queues, and one that
+    none of them holds is lost to the pool (see ``_Handle.__del__``).
     """
 
     threadsafety = 1
@@ -114,7 +123,7 @@ class _HandleFactory:
 
     def __init__(self) -> None:
         self.dropped: deque[_Handle] = deque()
-        self.live: set[_Handle] = set()
+        self.live: weakref.WeakSet[_Handle] = weakref.WeakSet()
         # Handles opened ahead of demand, handed out before new empty ones.
         self.spares: deque[_Handle] = deque()
 

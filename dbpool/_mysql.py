@@ -36,6 +36,9 @@ _LOST_CONNECTION = 2013
 _CANNOT_CONNECT = 2003
 
 _COM_RESET_CONNECTION = 0x1F
+# Client-side error codes (CR_*): a reply that was not read to its end, or none at all.
+# Any other code came in an error reply from the server, which ends its command.
+_CLIENT_ERRORS = range(2000, 3000)
 # The server-status bits of an open transaction and of autocommit, the same in every
 # MySQL protocol; every OK and EOF packet carries them.
 _SERVER_STATUS_IN_TRANS = 0x0001
@@ -163,6 +166,16 @@ class _TimeoutBound:
             setattr(self._raw, name, value)
 
 
+# The least a read or write of a connect past its deadline waits: the driver's own
+# timeout then ends the connect, with the driver's own error.
+_EXPIRED = 0.001
+
+
+def _time_left(deadline: float) -> float:
+    """Seconds left until ``deadline`` (monotonic), at least ``_EXPIRED``."""
+    return max(deadline - time.monotonic(), _EXPIRED)
+
+
 def _whole_seconds(value: float | None) -> int | None:
     return None if value is None else max(1, math.ceil(value))
 
@@ -186,6 +199,8 @@ class _MySQLDriver(Driver):
         kwargs.setdefault("charset", "utf8mb4")
         kwargs.pop("path", None)
         connect_timeout = kwargs.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT) or None
+        # connect_timeout bounds the whole connect: the TCP connect, the greeting, the
+        # login and the statements run at connect (see the drivers' connect()).
         if timeout is not None:
             # A connect never outlives the caller's deadline.
             limit = max(timeout, 0.001)
@@ -315,10 +330,37 @@ class PyMySQLDriver(_MySQLDriver):
                 return True
 
         class Connection(base):  # type: ignore[misc]
+            # While it connects, the time left until this deadline (monotonic) bounds
+            # each read and write, so the whole connect ends by it; None afterwards.
+            dbpool_deadline: float | None = None
+
+            # Set before a command is sent, cleared once its reply is read to the end
+            # (see Driver.command_in_flight). Replies read by other calls (a
+            # set_character_set() or show_warnings() of the borrower) leave it set: the
+            # connection is then closed at return, never lent out of step.
+            dbpool_in_flight = False
+
+            def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
+                self.dbpool_deadline = dbpool_deadline
+                try:
+                    super().__init__(**kwargs)  # connects
+                finally:
+                    self.dbpool_deadline = None
+                self.dbpool_in_flight = False  # the connect read every reply it asked for
+
+            def _arm(self, deadline: float) -> None:
+                # PyMySQL sets the socket's timeout from these when they change.
+                left = _time_left(deadline)
+                self._read_timeout = self._write_timeout = left
+                self._sock.settimeout(left)
+                self._current_timeout = left
+
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
             # so that the connection fails cleanly instead of reading out of step.
             def _read_bytes(self, num_bytes: int) -> Any:
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
                 try:
                     return super()._read_bytes(num_bytes)
                 except Exception:
@@ -328,6 +370,8 @@ class PyMySQLDriver(_MySQLDriver):
                     raise
 
             def _write_bytes(self, data: bytes) -> None:
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
                 try:
                     super()._write_bytes(data)
                 except Exception:
@@ -347,11 +391,22 @@ class PyMySQLDriver(_MySQLDriver):
             # The error code of a failed command is noted for the pool
             # (see Driver.statement_error), whether it failed sending or reading.
             def _execute_command(self, command: int, sql: Any) -> Any:
+                self.dbpool_in_flight = True
                 try:
                     return super()._execute_command(command, sql)
                 except pymysql.MySQLError as exc:
                     self.dbpool_error = exc.args[0] if exc.args else None
                     raise
+
+            def _read_ok_packet(self) -> Any:
+                try:
+                    ok = super()._read_ok_packet()
+                except pymysql.MySQLError as exc:
+                    if _server_error(exc):
+                        self.dbpool_in_flight = False
+                    raise
+                self.dbpool_in_flight = False
+                return ok
 
             def _read_query_result(self, unbuffered: bool = False) -> int:
                 self._result = None
@@ -367,7 +422,11 @@ class PyMySQLDriver(_MySQLDriver):
                     status: int = getattr(self, "server_status", 0) or 0
                     self.server_status = status | _SERVER_STATUS_IN_TRANS
                     self.dbpool_error = exc.args[0] if exc.args else None
+                    if _server_error(exc):
+                        self.dbpool_in_flight = False
                     raise
+                # Read to the end, or (unbuffered) up to the rows, which _pending() tracks.
+                self.dbpool_in_flight = False
                 self._result = result
                 if result.server_status is not None:
                     self.server_status = result.server_status
@@ -380,9 +439,11 @@ class PyMySQLDriver(_MySQLDriver):
         read_timeout, write_timeout = kwargs["read_timeout"], kwargs["write_timeout"]
         # PyMySQL reads the login handshake with the read timeout: bound it by the
         # connect timeout, so a server that accepts but never answers cannot hold us.
-        kwargs["read_timeout"] = _min(read_timeout, kwargs["connect_timeout"])
-        kwargs["write_timeout"] = _min(write_timeout, kwargs["connect_timeout"])
-        raw = self._connection_class(**kwargs)
+        connect_timeout = kwargs["connect_timeout"]
+        kwargs["read_timeout"] = _min(read_timeout, connect_timeout)
+        kwargs["write_timeout"] = _min(write_timeout, connect_timeout)
+        deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+        raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
         raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
         raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
         return raw
@@ -410,6 +471,9 @@ class PyMySQLDriver(_MySQLDriver):
 
         # The TLS context cache has a lock, which another thread may have held at the fork.
         self._connection_class = self._make_connection_class(pymysql.connections.Connection)
+
+    def command_in_flight(self, raw: Any) -> bool:
+        return bool(raw.dbpool_in_flight)
 
     def in_transaction(self, raw: Any) -> bool:
         # Exact for connections of this driver, which read the status of every reply.
@@ -473,6 +537,12 @@ class PyMySQLDriver(_MySQLDriver):
             raw.autocommit(raw.dbpool_autocommit)
 
 
+def _server_error(exc: BaseException) -> bool:
+    """Whether a driver error came in the server's error reply (which ends its command)."""
+    code = _error_code(exc)
+    return isinstance(code, int) and code not in _CLIENT_ERRORS
+
+
 def _pending(result: Any) -> bool:
     """Whether a PyMySQL result still has rows, or result sets after it, on the wire."""
     return result is not None and bool(result.unbuffered_active or result.has_next)
@@ -517,6 +587,12 @@ class MySQLConnectorDriver(_MySQLDriver):
             ) from exc
         self._module = mysql.connector
         self.errors = (mysql.connector.Error,)
+        # The errors of a read or write that timed out (not in every release).
+        self._timeouts: tuple[type[BaseException], ...] = tuple(
+            getattr(mysql.connector.errors, name)
+            for name in ("ConnectionTimeoutError", "ReadTimeoutError", "WriteTimeoutError")
+            if hasattr(mysql.connector.errors, name)
+        )
         self._connection_class = self._make_connection_class()
 
     def _make_connection_class(self) -> type[Any]:
@@ -526,6 +602,77 @@ class MySQLConnectorDriver(_MySQLDriver):
 
         class Connection(MySQLConnection):
             dbpool_status: int | None = None  # the server status of the last reply
+            # While it connects, the time left until this deadline (monotonic) bounds
+            # each read and write, so the whole connect ends by it; None afterwards.
+            dbpool_deadline: float | None = None
+
+            # Set before a command is sent, cleared once its reply is read to the end,
+            # or up to the rows, which unread_result tracks (see
+            # Driver.command_in_flight). Replies read by other calls leave it set: the
+            # connection is then closed at return, never lent out of step.
+            dbpool_in_flight = False
+
+            def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
+                self.dbpool_deadline = dbpool_deadline
+                try:
+                    super().__init__(**kwargs)  # connects
+                finally:
+                    self.dbpool_deadline = None
+                self.dbpool_in_flight = False  # the connect read every reply it asked for
+
+            def _get_connection(self) -> Any:
+                network = super()._get_connection()
+                if self.dbpool_deadline is not None:
+                    _bound_by_deadline(network, self.dbpool_deadline)
+                return network
+
+            def _send_cmd(self, *args: Any, **kwargs: Any) -> Any:
+                self.dbpool_in_flight = True
+                packet = super()._send_cmd(*args, **kwargs)
+                if packet is None:  # a command the server does not answer
+                    self.dbpool_in_flight = False
+                return packet
+
+            def _handle_ok(self, *args: Any, **kwargs: Any) -> Any:
+                return self._read_reply(super()._handle_ok, args, kwargs)
+
+            def _handle_result(self, *args: Any, **kwargs: Any) -> Any:
+                return self._read_reply(super()._handle_result, args, kwargs)
+
+            def _handle_binary_result(self, *args: Any, **kwargs: Any) -> Any:
+                result = self._read_reply(super()._handle_binary_result, args, kwargs)
+                if isinstance(result, tuple):  # rows follow, read by get_rows()
+                    self.dbpool_in_flight = True
+                return result
+
+            def cmd_stmt_prepare(self, *args: Any, **kwargs: Any) -> Any:
+                result = super().cmd_stmt_prepare(*args, **kwargs)
+                self.dbpool_in_flight = False
+                return result
+
+            def get_rows(self, *args: Any, **kwargs: Any) -> Any:
+                rows = super().get_rows(*args, **kwargs)
+                if not self.unread_result:
+                    self.dbpool_in_flight = False
+                return rows
+
+            def get_row(self, *args: Any, **kwargs: Any) -> Any:
+                row = super().get_row(*args, **kwargs)
+                if not self.unread_result:
+                    self.dbpool_in_flight = False
+                return row
+
+            def _read_reply(self, method: Any, args: Any, kwargs: Any) -> Any:
+                try:
+                    result = method(*args, **kwargs)
+                except error as exc:
+                    # The server's error reply ends its command; a client-side error
+                    # (no SQLSTATE) may come from a reply read partly.
+                    if exc.sqlstate is not None:
+                        self.dbpool_in_flight = False
+                    raise
+                self.dbpool_in_flight = False
+                return result
 
             def _handle_server_status(self, flags: int) -> None:
                 super()._handle_server_status(flags)
@@ -559,16 +706,25 @@ class MySQLConnectorDriver(_MySQLDriver):
         kwargs["connection_timeout"] = kwargs.pop("connect_timeout")
         kwargs["read_timeout"] = _whole_seconds(kwargs["read_timeout"])
         kwargs["write_timeout"] = _whole_seconds(kwargs["write_timeout"])
+        connect_timeout = kwargs["connection_timeout"]
         raw: Any
         if kwargs.setdefault("use_pure", True):
             kwargs.pop("use_pure")
-            raw = self._connection_class(**kwargs)
+            deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+            raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
+            _unbind_deadline(raw._socket)
         else:
+            # The C extension bounds each read of the connect by connection_timeout.
             raw = self._module.connect(**kwargs)
         raw.dbpool_autocommit = getattr(raw, "_autocommit", None)
         if hasattr(raw, "_socket"):
             _close_on_transport_error(raw._socket)
         return raw
+
+    def explain(self, exc: BaseException) -> str | None:
+        if isinstance(exc, self._timeouts):
+            return "the server did not answer in time"
+        return super().explain(exc)
 
     def bounded(self, raw: Any, seconds: float) -> _Bound:
         if not hasattr(raw, "_socket"):
@@ -611,6 +767,10 @@ class MySQLConnectorDriver(_MySQLDriver):
                 "available here (not installed, or it cannot load); leave use_pure out "
                 "to use the pure-Python protocol"
             )
+
+    def command_in_flight(self, raw: Any) -> bool:
+        # The C extension's connections keep no mark.
+        return bool(getattr(raw, "dbpool_in_flight", False))
 
     def needs_reset(self, raw: Any) -> bool:
         return bool(
@@ -661,6 +821,38 @@ def _connector_autocommit_switched(raw: Any) -> bool:
     if wanted is None or status is None:
         return False
     return bool(status & _SERVER_STATUS_AUTOCOMMIT) != bool(wanted)
+
+
+def _bound_by_deadline(network: Any, deadline: float) -> None:
+    """Make each read and write of a connecting mysql-connector socket wait only the time left.
+
+    mysql-connector leaves the socket's timeout alone while ``_connection_timeout`` is
+    set; the statements it runs after the login are bounded the same way.
+    """
+
+    def arm() -> None:
+        left = _time_left(deadline)
+        network._connection_timeout = left
+        if network.sock is not None:
+            # A socket closed by a failed connect: the driver's call says so itself.
+            with contextlib.suppress(OSError):
+                network.sock.settimeout(left)
+
+    def recv(*args: Any, **kwargs: Any) -> Any:
+        arm()
+        return type(network).recv(network, *args, **kwargs)
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        arm()
+        return type(network).send(network, *args, **kwargs)
+
+    network.recv, network.send = recv, send
+
+
+def _unbind_deadline(network: Any) -> None:
+    """Undo ``_bound_by_deadline`` once connected: statements get their own timeouts."""
+    del network.recv, network.send
+    network.set_connection_timeout(None)
 
 
 def _close_on_transport_error(network: Any) -> None:

@@ -166,7 +166,7 @@ class _PoolEntry:
         """The worker threads of the async methods: no more than the pool's max_size."""
         with self._lock:
             if self.closed:
-                raise PoolClosed(f"pool {self.pool.name} is closed")
+                raise PoolClosed(f"pool {self.pool._label} is closed")
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.pool.max_size, thread_name_prefix=f"dbpool-{self.config_name}"

@@ -18,7 +18,16 @@ class PooledConnection:
     driver's connection, which ``dbapi_connection`` returns outright.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_origin", "_pool", "_raw", "_reported", "_since")
+    __slots__ = (
+        "__weakref__",
+        "_lease",
+        "_origin",
+        "_pool",
+        "_raw",
+        "_reported",
+        "_since",
+        "_waited",
+    )
 
     def __init__(self, pool: ConnectionPool, origin: str | None) -> None:
         # Built empty, before the pool takes a slot: the checkout puts the slot's lease
@@ -27,7 +36,8 @@ class PooledConnection:
         self._pool = pool
         self._lease: list[tuple[Any, _Handle]] = []
         self._raw: Any = None
-        self._since = 0.0
+        self._since = 0.0  # when it was lent
+        self._waited = 0.0  # how long acquire() took, for the histograms at return
         self._origin = origin  # where it was acquired, kept only when leak_threshold is set
         self._reported = False  # already reported as held past leak_threshold
 
@@ -35,6 +45,10 @@ class PooledConnection:
         # Dropped without close(): hand the slot to the pool, which closes the driver
         # connection on its next call. A finalizer may run in any thread, even one
         # holding the pool's lock, so it only appends to a deque (atomic, no lock).
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Hand the slot to the pool to be closed and freed, without a lock or any I/O."""
         lease = getattr(self, "_lease", None)
         if lease:
             try:
@@ -97,7 +111,7 @@ class PooledConnection:
     def __repr__(self) -> str:
         state = "returned" if getattr(self, "_raw", None) is None else "in use"
         pool = getattr(self, "_pool", None)
-        return f"<PooledConnection {pool.name if pool else '?'} {state}>"
+        return f"<PooledConnection {pool._label if pool else '?'} {state}>"
 
 
 _OWN = frozenset(PooledConnection.__slots__)

@@ -100,6 +100,15 @@ class Driver:
         """End what a borrower left: its open transaction, and autocommit if switched."""
         raw.rollback()
 
+    def command_in_flight(self, raw: Any) -> bool:
+        """Whether a command was sent on ``raw`` and its reply not read to the end.
+
+        So it is after an exception (a signal handler's) cut a statement between its
+        send and its last read: the connection is out of step with its server, and
+        only closing it is safe. The MySQL adapters' connection classes keep this mark.
+        """
+        return False
+
     def statement_error(self, raw: Any) -> Any:
         """The error code of the last statement that failed on ``raw``, or None.
 

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from time import monotonic, sleep
-from types import FrameType, TracebackType
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, overload
 
 from ._handles import _Handle, _HandleFactory, _Store, make_store
 from ._maintenance import Maintainer
@@ -101,6 +101,71 @@ class _Waiter:
     __slots__ = ("__weakref__",)
 
 
+class _BlockExit:
+    """The exit of one `with pool` statement: it gives back that block's connection."""
+
+    __slots__ = ("conn", "opener", "pool")
+
+    def __init__(self, pool: ConnectionPool, opener: tuple[int, int]) -> None:
+        self.pool = pool
+        self.opener = opener  # (id, instruction) of the frame of the `with` statement
+        self.conn: PooledConnection | None = None
+
+    def __call__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self.conn = self.conn, None
+        self.pool.release(conn if conn is not None else self.pool._end_block())
+
+    def __del__(self) -> None:
+        # Dropped by its `with` statement with the connection still in it: the exit was
+        # cut at its start. The connection is closed and its slot freed at the pool's
+        # next call, even while the borrower still holds it (in persistent mode its
+        # thread's next acquire would otherwise take it as a nested borrow).
+        conn = self.conn
+        if conn is not None:
+            conn._raw = None
+            conn._abandon()
+
+
+def _exit_block(
+    pool: ConnectionPool,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """``ConnectionPool.__exit__`` called on the class (contextlib.ExitStack does)."""
+    pool.release(pool._end_block())
+
+
+class _WithExit:
+    """``ConnectionPool.__exit__``: a new _BlockExit each time a `with` statement looks it up.
+
+    A `with` statement looks up ``__exit__`` and then calls ``__enter__``, in the same
+    instruction of its frame and with nothing run between: ``__enter__`` recognizes the
+    exit looked up for it by that frame and instruction, and puts the connection in it.
+    """
+
+    @overload
+    def __get__(self, pool: None, owner: type[Any]) -> Callable[..., None]: ...
+
+    @overload
+    def __get__(self, pool: ConnectionPool, owner: type[Any]) -> _BlockExit: ...
+
+    def __get__(
+        self, pool: ConnectionPool | None, owner: type[Any]
+    ) -> _BlockExit | Callable[..., None]:
+        if pool is None:
+            return _exit_block
+        caller = sys._getframe(1)
+        exit = _BlockExit(pool, (id(caller), caller.f_lasti))
+        pool._with_exit.pending = exit
+        return exit
+
+
 class ConnectionPool:
     """A bounded pool of validated connections, shared by threads or bound to them.
 
@@ -121,7 +186,9 @@ class ConnectionPool:
     is closed (0: no limit). init_sql, configure: the session set-up after each
     connect and session reset. host_order, host_deny_seconds, galera_check,
     replica_fallback, replica_max_lag: how a host list and its replicas are
-    used (see the README's "Many servers"). Other keywords are connection
+    used (see the README's "Many servers"). name: the pool's name in stats,
+    logs and metrics (default: the config name, or host:port/database for a
+    server given in code). Other keywords are connection
     parameters (host, which may be a list, replicas, port, user, password,
     database, charset, path, url, ...) that override the config entry. Options
     not given come from the entry's ``pool:`` section, then from the defaults.
@@ -129,6 +196,7 @@ class ConnectionPool:
     """
 
     _replicas: ConnectionPool | None  # the pool of readonly connections, if any
+    name: str  # in stats, logs and metrics; see _default_name
 
     def __init__(
         self,
@@ -160,6 +228,7 @@ class ConnectionPool:
         replica_fallback: bool | None = None,
         replica_max_lag: float | None = None,
         causal_reads: bool | None = None,
+        name: str | None = None,
         **params: Any,
     ) -> None:
         given = {
@@ -204,7 +273,12 @@ class ConnectionPool:
             target = settings.describe()
         else:
             target = driver_object.describe(settings.params)
-        self._setup(settings, driver_object, "primary", f"{config_name!r} ({target})")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string (got {name!r})")
+        # The name in stats, logs and metrics; messages show the target as well.
+        pool_name = name or _default_name(settings, bool(params) and not custom)
+        self._setup(settings, driver_object, "primary", f"{pool_name!r} ({target})")
+        self.name = pool_name
         if settings.replicas:
             # Replica connections are a pool of their own: the same options, other hosts.
             replicas = ",".join(address.key for address in settings.replicas)
@@ -213,8 +287,9 @@ class ConnectionPool:
                 settings,
                 custom or get_driver(settings.driver),
                 "replica",
-                f"replicas of {config_name!r} ({replicas})",
+                f"replicas of {pool_name!r} ({replicas})",
             )
+            replica_pool.name = f"{pool_name} replicas"
             self._replicas = replica_pool
         if settings.pool.wait:
             try:
@@ -241,7 +316,7 @@ class ConnectionPool:
         self.max_size = options.max_size
         self.timeout = options.timeout
         self.recycle = options.recycle
-        self.name = name
+        self._label = name  # the pool's name and target, for messages
         self._role = role
         addresses = settings.hosts if role == "primary" else settings.replicas
         self._hosts: HostList | None = None
@@ -290,7 +365,7 @@ class ConnectionPool:
         self._start_fresh()
         _live_pools.add(self)
         log.debug(
-            "created %s pool %s (size %d, max %d)", self.mode, self.name, self.size, self.max_size
+            "created %s pool %s (size %d, max %d)", self.mode, self._label, self.size, self.max_size
         )
         if self.min_idle or self._max_idle:
             self._maintainer.wake()
@@ -307,7 +382,7 @@ class ConnectionPool:
         self._store: _Store = make_store(self.mode, self._handles, self.size, lifo)
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
-        self._stats = PoolStats()
+        self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
@@ -324,7 +399,10 @@ class ConnectionPool:
         self._grow_failed = False  # a background connect failed: waiters connect themselves
         self._last_return = 0.0  # when a connection last came back
         # The open `with pool as conn` blocks: (frame of the with, thread, connection).
-        self._blocks: list[tuple[FrameType, int, PooledConnection]] = []
+        # The `with pool` exit looked up for the block being entered (see __enter__).
+        self._with_exit = threading.local()
+        # The blocks entered by a direct call of __enter__: (thread, connection).
+        self._blocks: list[tuple[int, PooledConnection]] = []
         self._blocks_lock = threading.Lock()
         # Leases of connections garbage-collected without release, for _reclaim_collected().
         self._collected: deque[tuple[Any, _Handle, float, str | None]] = deque()
@@ -382,14 +460,16 @@ class ConnectionPool:
             except (ConnectError, ValidationError) as exc:
                 if not self._replica_fallback:
                     raise
-                log.debug("no replica of %s is usable; reading from a primary: %s", self.name, exc)
+                log.debug(
+                    "no replica of %s is usable; reading from a primary: %s", self._label, exc
+                )
             else:
                 if not self._causal or self._caught_up(reader, start + timeout):
                     return reader
                 self._replicas.release(reader)
                 if not self._replica_fallback:
                     raise PoolTimeout(
-                        f"no replica of pool {self.name} applied this thread's last write "
+                        f"no replica of pool {self._label} applied this thread's last write "
                         f"({self._last_write.gtid}) within {timeout:.1f}s"
                     )
             timeout = max(0.0, start + timeout - monotonic())
@@ -420,7 +500,7 @@ class ConnectionPool:
             ):
                 self._make_ready(handle, start + timeout, max_retries)
                 if self._closed:
-                    raise PoolClosed(f"pool {self.name} was closed while connecting")
+                    raise PoolClosed(f"pool {self._label} was closed while connecting")
                 now = monotonic()
             conn._since = now
             conn._raw = handle.raw
@@ -434,13 +514,14 @@ class ConnectionPool:
             except BaseException:
                 self._give_back(conn, failed=False)  # given back as it is, then raised
                 raise
-        self._stats.record_wait(now - start)  # needs no lock (see PoolStats)
+        conn._waited = now - start
+        self._stats.record_wait(conn._waited)  # needs no lock (see PoolStats)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
             self._report_leaks()
         if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
-            log.debug("acquired a connection from %s", self.name)
+            log.debug("acquired a connection from %s", self._label)
         return conn
 
     def connection(
@@ -463,13 +544,13 @@ class ConnectionPool:
             return
         if conn.__class__ is not PooledConnection or conn._pool is not self:
             raise PoolError(
-                f"release() got {conn!r}, which is not a connection of pool {self.name}"
+                f"release() got {conn!r}, which is not a connection of pool {self._label}"
             )
         handle = self._give_back(conn, failed=False, discard=discard)
         if handle is None:
             return
         if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
-            log.debug("released a connection to %s", self.name)
+            log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.discard(conn)
@@ -478,7 +559,7 @@ class ConnectionPool:
                 log.warning(
                     "a connection of %s was held for %.1fs (leak_threshold %.1fs); "
                     "it was acquired at:\n%s",
-                    self.name,
+                    self._label,
                     held,
                     self._leak_threshold,
                     conn._origin,
@@ -497,14 +578,20 @@ class ConnectionPool:
             token, handle = conn._lease.pop()
         except IndexError:
             if not failed:
-                log.debug("ignored a second release of a connection of %s", self.name)
+                log.debug("ignored a second release of a connection of %s", self._label)
             return None
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return None
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
-        self._checkin(token, handle, failed=failed)
+        self._checkin(
+            token,
+            handle,
+            failed=failed,
+            since=None if failed else conn._since,
+            waited=conn._waited,
+        )
         return handle
 
     def _is_readonly(self, conn: PooledConnection) -> bool:
@@ -513,48 +600,47 @@ class ConnectionPool:
 
     # `with pool as conn` calls __enter__ and __exit__ on the pool itself, so the pool must
     # tell which block an exit ends. The thread cannot: FastAPI runs a sync generator
-    # dependency's entry and exit as two thread-pool calls, on any two threads, and a
-    # thread may meanwhile enter another request's block. The frame can: a `with`
-    # statement calls both from the frame it is written in (a generator's frame stays the
-    # same object whichever thread resumes it), and blocks in one frame nest. So an exit
-    # ends the innermost block entered from its own frame; only an exit called from
-    # another frame (contextlib.ExitStack and other helpers) ends the innermost block
-    # entered on its thread.
+    # dependency's entry and exit as two thread-pool calls, on any two threads. So each
+    # `with` statement gets an exit of its own (see _WithExit), which the statement keeps
+    # until its block ends and which holds the block's connection. Whatever thread runs
+    # it, it gives back its own block's connection; and an exit cut short before it has
+    # (an exception from a signal handler at its start) is dropped with the statement,
+    # so the connection, once nothing else holds it, is reclaimed by the pool (see
+    # PooledConnection.__del__). Only a direct call of __enter__ (contextlib.ExitStack
+    # and other helpers) registers its block by thread, for a direct call of __exit__.
+
+    __exit__ = _WithExit()
 
     def __enter__(self) -> PooledConnection:
+        caller = sys._getframe(1)
+        exit = self._with_exit.__dict__.pop("pending", None)
+        if exit is not None and exit.opener != (id(caller), caller.f_lasti):
+            exit = None  # looked up elsewhere, not by this `with` statement
         conn = self.acquire()
+        if exit is not None:
+            exit.conn = conn
+            return conn
         try:
-            block = (sys._getframe(1), threading.get_ident(), conn)
+            block = (threading.get_ident(), conn)
             with self._blocks_lock:
                 self._blocks.append(block)
         except BaseException:
             # Cut short before the block began, so its __exit__ will not run.
             with self._blocks_lock:
-                self._blocks[:] = [b for b in self._blocks if b[2] is not conn]
+                self._blocks[:] = [b for b in self._blocks if b[1] is not conn]
             self.release(conn)
             raise
         return conn
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release(self._end_block(sys._getframe(1)))
-
-    def _end_block(self, frame: FrameType) -> PooledConnection:
-        """The connection of the `with pool` block that an exit called from ``frame`` ends."""
+    def _end_block(self) -> PooledConnection:
+        """The connection of the innermost block entered by a direct call on this thread."""
         thread = threading.get_ident()
         with self._blocks_lock:
             blocks = self._blocks
             for i in range(len(blocks) - 1, -1, -1):
-                if blocks[i][0] is frame:
-                    return blocks.pop(i)[2]
-            for i in range(len(blocks) - 1, -1, -1):
-                if blocks[i][1] == thread:
-                    return blocks.pop(i)[2]
-        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self.name}")
+                if blocks[i][0] == thread:
+                    return blocks.pop(i)[1]
+        raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self._label}")
 
     def close_thread_connection(self) -> None:
         """Persistent mode: close the calling thread's connection and free its slot.
@@ -594,7 +680,7 @@ class ConnectionPool:
         for raw in raws:
             self._close_raw(raw)
         self._close_dropped()
-        log.debug("closed %d idle connections of %s", len(raws), self.name)
+        log.debug("closed %d idle connections of %s", len(raws), self._label)
 
     def drain(self) -> None:
         """Replace every connection: close_all(), then open min_idle new ones in the background.
@@ -635,7 +721,7 @@ class ConnectionPool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise PoolClosed(f"pool {self.name} is closed")
+                    raise PoolClosed(f"pool {self._label} is closed")
                 error = self._maintainer.error
                 if self._maintainer.error_round < first_round:
                     error = None  # from a round begun before this call
@@ -652,7 +738,7 @@ class ConnectionPool:
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     raise PoolTimeout(
-                        f"pool {self.name} opened {opened} of its {self.min_idle} min_idle "
+                        f"pool {self._label} opened {opened} of its {self.min_idle} min_idle "
                         f"connections within {timeout:.1f}s"
                     )
                 self._cond.wait(_WAIT_SLICE if remaining is None else min(remaining, _WAIT_SLICE))
@@ -682,7 +768,7 @@ class ConnectionPool:
             self._forget(evicted)
             self._cond.notify_all()  # grown: waiters may take the new slots
         self._close_evicted(evicted, "overflow")
-        log.debug("resized %s to size %d, max %d", self.name, self.size, self.max_size)
+        log.debug("resized %s to size %d, max %d", self._label, self.size, self.max_size)
         if self._replicas is not None:
             self._replicas.resize(size, max_overflow)  # the same options, other hosts
 
@@ -733,6 +819,7 @@ class ConnectionPool:
         open_count = sum(1 for h in handles if h.raw is not None)
         idle = sum(1 for h in handles if h.raw is not None and not h.lent)
         stats.update(
+            name=self.name,
             total_connections=open_count,
             pool_size=idle,
             max_size=self.max_size,
@@ -764,8 +851,72 @@ class ConnectionPool:
                     figures[host.key]["in_use"] += 1
         return figures
 
+    def check(self, timeout: float = 5.0) -> dict[str, Any]:
+        """One round trip to the server on an idle (or new) connection; never raises for it.
+
+        Returns ``ok``, ``latency_s`` (the round trip, None when it failed),
+        ``error`` (None, or what went wrong), ``in_use`` and ``waiting`` (after
+        the check), and the ``name``, ``host``, ``port`` and ``database`` checked
+        (with a host list, the host of the connection used, or the first one).
+        Takes at most about ``timeout`` seconds, connecting included.
+        """
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout < _INF)
+        ):
+            raise ValueError(
+                f"check(): timeout must be a positive number of seconds (got {timeout!r})"
+            )
+        deadline = monotonic() + timeout
+        latency: float | None = None
+        error: str | None = None
+        params = self._params
+        host, port = params.get("host"), params.get("port")
+        if self.settings.driver == "sqlite":
+            host = params.get("path")
+        elif self._hosts is not None and self.settings.hosts:
+            first = self.settings.hosts[0]
+            host, port = first.host, first.port
+        try:
+            # One retry: a connection the server dropped is replaced rather than reported.
+            conn = self.acquire(timeout=timeout, max_retries=1)
+        except Exception as exc:  # a down server, a full pool, a closed pool: all are answers
+            error = self._scrub(exc) or type(exc).__name__
+        else:
+            handle = conn._lease[0][1]
+            if handle.host is not None:
+                host, port = handle.host.address.host, handle.host.address.port
+            try:
+                limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
+                started = monotonic()
+                with self._driver.bounded(conn._raw, limit):
+                    self._driver.ping(conn._raw)
+                latency = monotonic() - started
+            except Exception as exc:
+                error = f"the server did not answer: {self._scrub(exc) or type(exc).__name__}"
+                self._retire(handle, "broken")
+            finally:
+                self.release(conn)
+        with self._lock:
+            in_use = sum(h.borrowers() for h in self._handles.live)
+            waiting = len(self._waiters)
+        return {
+            "ok": error is None,
+            "latency_s": latency,
+            "error": error,
+            "in_use": in_use,
+            "waiting": waiting,
+            "name": self.name,
+            "host": host,
+            "port": port,
+            "database": params.get("database"),
+        }
+
     def __repr__(self) -> str:
-        return f"<ConnectionPool {self.mode} {self.name} size={self.size} max_size={self.max_size}>"
+        return (
+            f"<ConnectionPool {self.mode} {self._label} size={self.size} max_size={self.max_size}>"
+        )
 
     # -- the critical sections ---------------------------------------------
 
@@ -788,7 +939,7 @@ class ConnectionPool:
             while True:
                 with self._lock:  # critical section: decide only (take, wait or give up)
                     if self._closed:
-                        raise PoolClosed(f"pool {self.name} is closed")
+                        raise PoolClosed(f"pool {self._label} is closed")
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters. With
                     # no idle one, a new one only when it need not wait for one to come back.
@@ -815,6 +966,7 @@ class ConnectionPool:
                         handle.lent = True
                         handle.owners.append(lease)
                         self._stats.acquired += 1
+                        self._stats.requests += 1
                         return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
@@ -822,6 +974,7 @@ class ConnectionPool:
                             self._waiters.discard(waiter)  # before the message counts the others
                             waiter = None
                         self._stats.timeouts += 1
+                        self._stats.requests += 1
                         raise PoolTimeout(self._timeout_message(timeout))
                     if waiter is None:
                         if self._max_waiting and len(self._waiters) >= self._max_waiting:
@@ -843,14 +996,25 @@ class ConnectionPool:
                 with self._lock:
                     self._waiters.discard(waiter)
 
-    def _checkin(self, token: Any, handle: _Handle, *, failed: bool) -> None:
+    def _checkin(
+        self,
+        token: Any,
+        handle: _Handle,
+        *,
+        failed: bool,
+        since: float | None = None,
+        waited: float = 0.0,
+    ) -> None:
         """Reset a handle's connection outside the lock, then hand it back to DBUtils.
 
         One unit whatever is raised: a reset cut short (an exception from a signal
         handler while rolling back) closes the connection as broken, and the handle
-        goes back in any case before the exception goes on.
+        goes back in any case before the exception goes on. ``since``: when it was
+        lent (None: it never was) and ``waited``, how long its acquire() took: the
+        histograms count both here.
         """
         settled = False
+        used = 0.0
         try:
             raw = handle.raw
             now = monotonic()
@@ -879,7 +1043,7 @@ class ConnectionPool:
                             else:
                                 self._driver.rollback(raw)
                     except self._driver_errors as exc:
-                        log.debug("reset failed on a connection of %s: %s", self.name, exc)
+                        log.debug("reset failed on a connection of %s: %s", self._label, exc)
                         self._retire(handle, "broken")
                     else:
                         if self._reset_session and (self._init_sql or self._configure):
@@ -901,6 +1065,9 @@ class ConnectionPool:
                     self._stats.acquired -= 1
                 else:
                     self._stats.released += 1
+                if since is not None:
+                    used = (handle.returned if settled else monotonic()) - since
+                    self._stats.returned(waited, used)
                 if not handle.borrowers():
                     # Still marked lent only if the reset and the close both were cut short:
                     # then it is dropped, and its connection closed.
@@ -916,6 +1083,8 @@ class ConnectionPool:
                     self._store.put(token, handle, keep)
                 if self._waiting:
                     self._cond.notify()
+            if since is not None and self._stats.listeners:
+                self._stats.tell_returned(waited, used)
             if handle.close_on_release and not handle.lent:
                 handle.close_on_release = False
                 self._drop_thread_handle(handle)
@@ -986,7 +1155,7 @@ class ConnectionPool:
                         self._open(handle, monotonic() + self.timeout)
                 except BaseException as exc:
                     failed = True
-                    log.debug("opening a connection to %s failed: %s", self.name, exc)
+                    log.debug("opening a connection to %s failed: %s", self._label, exc)
                 handle.returned = monotonic()
                 with self._lock:  # critical section: the new connection goes to the line
                     self._filling -= 1
@@ -1067,7 +1236,9 @@ class ConnectionPool:
 
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
-        if failed:
+        if failed or self._driver.command_in_flight(handle.raw):
+            # A reply not read to its end (a statement cut by an exception between its
+            # send and its last read): the connection is out of step with its server.
             return "broken"
         # The last statement's error: the server is read-only, not ready, or gone. A
         # replica is read-only by design: a write there is the caller's mistake.
@@ -1099,7 +1270,7 @@ class ConnectionPool:
             f"Connection pool timeout after {timeout:.1f}s "
             f"({held}/{self.max_size} connections in use, {len(self._waiters)} waiting{spread})"
         )
-        return f"{text} in pool {self.name}{self._store.timeout_hint}"
+        return f"{text} in pool {self._label}{self._store.timeout_hint}"
 
     # -- I/O outside the lock ------------------------------------------------
 
@@ -1144,12 +1315,14 @@ class ConnectionPool:
             failures += 1
             self._tallies.append("validation_failures")
             log.debug(
-                "a connection of %s failed validation (%s); replacing it", self.name, why or reason
+                "a connection of %s failed validation (%s); replacing it",
+                self._label,
+                why or reason,
             )
             self._retire(handle, reason, why)
             if failures > max_retries:
                 raise ValidationError(
-                    f"no valid connection from {self.name} after {failures} attempts"
+                    f"no valid connection from {self._label} after {failures} attempts"
                 )
 
     def _check(self, handle: _Handle, deadline: float) -> tuple[str, str | None] | None:
@@ -1195,6 +1368,7 @@ class ConnectionPool:
 
     def _open(self, handle: _Handle, deadline: float) -> None:
         """Connect, set the session up, tell the "connect" listeners; fill the handle."""
+        started = monotonic()
         params = self._params
         if callable(self._password):
             params = {**params, "password": self._call_password_provider()}
@@ -1228,7 +1402,7 @@ class ConnectionPool:
             # How the drivers reject an unknown or ill-typed connection parameter.
             raise ConfigError(
                 f"the {self.settings.driver} driver rejected the connection parameters "
-                f"of pool {self.name}: {self._scrub(exc)}"
+                f"of pool {self._label}: {self._scrub(exc)}"
             ) from exc
         try:
             if self._init_sql or self._configure:
@@ -1250,11 +1424,12 @@ class ConnectionPool:
         if self.recycle:
             handle.expires = now + self.recycle * (1.0 - random.uniform(0.0, _RECYCLE_JITTER))
         self._tallies.append("created")
+        self._stats.record_connect(monotonic() - started)  # needs no lock (see PoolStats)
         self._grow_failed = False  # the server answers again: waiters may wait for growth
         if host is None:
-            log.debug("opened a connection to %s", self.name)
+            log.debug("opened a connection to %s", self._label)
         else:
-            log.debug("opened a connection to %s host %s of %s", host.role, host.key, self.name)
+            log.debug("opened a connection to %s host %s of %s", host.role, host.key, self._label)
 
     def _call_password_provider(self) -> str:
         """The password for the next connect, from the function given as ``password``."""
@@ -1266,12 +1441,12 @@ class ConnectionPool:
             self._tallies.append("connect_failures")
             # The type only: the provider's message may quote a secret.
             raise ConnectError(
-                f"the password provider of pool {self.name} failed ({type(exc).__name__})"
+                f"the password provider of pool {self._label} failed ({type(exc).__name__})"
             ) from exc
         if not isinstance(password, str):
             self._tallies.append("connect_failures")
             raise ConnectError(
-                f"the password provider of pool {self.name} returned "
+                f"the password provider of pool {self._label} returned "
                 f"{type(password).__name__}, not str"
             )
         self._last_password = password  # blanked from error messages
@@ -1301,13 +1476,13 @@ class ConnectionPool:
         except self._driver_errors as exc:
             if self._driver.is_permanent(exc):
                 raise ConnectError(
-                    f"the session set-up (init_sql, configure) of pool {self.name} failed: "
+                    f"the session set-up (init_sql, configure) of pool {self._label} failed: "
                     f"{self._scrub(exc)}"
                 ) from exc
             raise
         except Exception as exc:
             raise ConnectError(
-                f"configure of pool {self.name} failed: {type(exc).__name__}: {self._scrub(exc)}"
+                f"configure of pool {self._label} failed: {type(exc).__name__}: {self._scrub(exc)}"
             ) from exc
 
     def _set_up_again(self, handle: _Handle) -> None:
@@ -1317,7 +1492,7 @@ class ConnectionPool:
         except self._failures as exc:
             log.warning(
                 "the session set-up failed after a reset on a connection of %s; closing it: %s",
-                self.name,
+                self._label,
                 exc,
             )
             self._tallies.append("connect_failures")
@@ -1354,7 +1529,9 @@ class ConnectionPool:
             return None
         self._driver.close(raw)
         self._tallies.extend(("created", "closed", _RETIRE_COUNTERS[reason]))
-        log.debug("closed a new connection of %s to %s (%s): %s", self.name, host.key, reason, why)
+        log.debug(
+            "closed a new connection of %s to %s (%s): %s", self._label, host.key, reason, why
+        )
         return why
 
     # -- causal reads ---------------------------------------------------------
@@ -1377,7 +1554,7 @@ class ConnectionPool:
                     cur.close()
         except self._driver_errors as exc:
             log.debug(
-                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self.name, exc
+                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self._label, exc
             )
             return
         gtid = str(rows[0][0] or "") if rows else ""
@@ -1405,7 +1582,7 @@ class ConnectionPool:
                 finally:
                     cur.close()
         except self._driver_errors as exc:
-            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self.name, exc)
+            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self._label, exc)
             rows = []
         done = bool(rows) and rows[0][0] == 0
         with self._lock:
@@ -1441,9 +1618,9 @@ class ConnectionPool:
         if counter is not None:
             self._tallies.append(counter)
         if host is None:
-            log.debug("closed a connection of %s (%s)", self.name, reason)
+            log.debug("closed a connection of %s (%s)", self._label, reason)
         else:
-            log.debug("closed a connection of %s to %s (%s)", self.name, host.key, reason)
+            log.debug("closed a connection of %s to %s (%s)", self._label, host.key, reason)
 
     def _fold_tallies(self) -> None:
         """Add the queued counter bumps to the stats; called with the lock held."""
@@ -1479,7 +1656,7 @@ class ConnectionPool:
             self._close_raw(raw)
 
     def _connect_failure(self, exc: BaseException, attempts: int | None) -> str:
-        text = f"cannot connect to {self.name}"
+        text = f"cannot connect to {self._label}"
         if attempts is not None:
             text += f" after {attempts} attempts"
         if isinstance(exc, HostsFailed):
@@ -1527,7 +1704,7 @@ class ConnectionPool:
                 "a connection of %s was garbage-collected after %.1fs without being "
                 "given back; its slot is reclaimed and it is closed; it was acquired "
                 "at:\n%s",
-                self.name,
+                self._label,
                 held,
                 origin,
             )
@@ -1548,7 +1725,7 @@ class ConnectionPool:
             log.warning(
                 "a connection of %s has been held for %.1fs and is not back yet "
                 "(leak_threshold %.1fs); it was acquired at:\n%s",
-                self.name,
+                self._label,
                 now - conn._since,
                 threshold,
                 conn._origin,
@@ -1563,7 +1740,7 @@ class ConnectionPool:
 
     def _too_many_message(self) -> str:
         return (
-            f"pool {self.name} has {len(self._waiters)} callers waiting already "
+            f"pool {self._label} has {len(self._waiters)} callers waiting already "
             f"(max_waiting {self._max_waiting}; {len(self._handles.live)}/{self.max_size} "
             "connections in use)"
         )
@@ -1578,7 +1755,9 @@ class ConnectionPool:
             except Exception:
                 if propagate:
                     raise
-                log.warning("a %r listener of %s raised; ignored", event, self.name, exc_info=True)
+                log.warning(
+                    "a %r listener of %s raised; ignored", event, self._label, exc_info=True
+                )
 
     def _close_raw(self, raw: Any) -> None:
         """Close a driver connection (no lock held), telling the "close" listeners first."""
@@ -1715,7 +1894,7 @@ class ConnectionPool:
             log.log(
                 logging.WARNING if first else logging.DEBUG,
                 "could not open the min_idle connections of %s (retrying): %s",
-                self.name,
+                self._label,
                 error,
             )
         return error is not None
@@ -1743,6 +1922,15 @@ def _cause(exc: BaseException) -> BaseException:
     if isinstance(exc, HostsFailed) and exc.last is not None:
         return exc.last
     return exc
+
+
+def _default_name(settings: Settings, from_arguments: bool) -> str:
+    """The config name, or host:port/database for a MySQL server given in code alone."""
+    if settings.source is not None or not from_arguments or settings.driver == "sqlite":
+        return settings.config_name
+    params = settings.params
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 3306}/{params.get('database') or ''}"
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

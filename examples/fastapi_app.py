@@ -1,6 +1,6 @@
 """A small FastAPI service on dbpool's async methods, with one sync endpoint for comparison.
 
-Run it (needs the ``examples`` extra: fastapi, uvicorn)::
+Run it (needs the ``examples`` extra: fastapi, uvicorn, prometheus_client)::
 
     uvicorn --app-dir examples fastapi_app:app --port 8000
 
@@ -9,6 +9,10 @@ The database comes from dbpool's usual config lookup: ``$DBPOOL_CONFIG``, else
 password may come from ``$DBPOOL_PRIMARY_PASSWORD``. Pool size and mode are set
 in the config entry's ``pool:`` section. ``APP_DB_CONFIG_NAME`` picks another
 entry than ``primary`` and ``APP_USERS_TABLE`` another table than ``users``.
+
+``/healthz`` answers 200 when the database makes a round trip within two
+seconds, else 503; ``/metrics`` serves the pool's metrics (and the process's)
+to Prometheus, and to ``dbpool top http://127.0.0.1:8000/metrics``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import prometheus_client
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from dbpool import ObjDataThreadSafe
+from dbpool.metrics import PoolCollector
 
 CONFIG_NAME = os.environ.get("APP_DB_CONFIG_NAME", "primary")
 TABLE = os.environ.get("APP_USERS_TABLE", "users")
@@ -33,6 +41,10 @@ if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", TABLE):
 db = ObjDataThreadSafe(config_name=CONFIG_NAME)
 
 _DUPLICATE_KEY = 1062  # MySQL's ER_DUP_ENTRY
+HEALTH_TIMEOUT = 2.0
+
+# Read from the pool's get_stats() at each scrape: nothing is counted per request.
+prometheus_client.REGISTRY.register(PoolCollector(db.pool))
 
 
 def _create_table_sql() -> str:
@@ -128,3 +140,18 @@ def count_users() -> dict[str, int]:
 @app.get("/stats")
 async def pool_stats() -> dict[str, Any]:
     return ObjDataThreadSafe.get_pool_stats(CONFIG_NAME)
+
+
+@app.get("/healthz")
+async def healthz() -> JSONResponse:
+    """200 when the database answers a round trip in time, 503 (with the reason) when not."""
+    result = await run_in_threadpool(db.pool.check, timeout=HEALTH_TIMEOUT)
+    return JSONResponse(result, status_code=200 if result["ok"] else 503)
+
+
+@app.get("/metrics")
+def metrics() -> Response:
+    """The Prometheus exposition: the pool's metrics and the process's own."""
+    return Response(
+        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+    )

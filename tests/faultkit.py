@@ -50,6 +50,33 @@ def session_count(admin: Any, user: str, expect: int | None = None, timeout: flo
         time.sleep(0.02)
 
 
+def session_id(conn: Any) -> int:
+    """The server's id of the session behind ``conn`` (a pooled or driver connection)."""
+    cur = conn.cursor()
+    try:
+        cur.execute("SELECT CONNECTION_ID()")
+        return int(cur.fetchall()[0][0])
+    finally:
+        cur.close()
+
+
+def session_open(admin: Any, conn_id: int, expect: bool, timeout: float = 5.0) -> bool:
+    """Whether session ``conn_id`` is on the server, polled up to ``timeout`` until ``expect``.
+
+    Looks at one session only, so sessions other tests left behind do not count.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (conn_id,)
+            )
+            found = cur.fetchone()[0] == 1
+        if found == expect or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
 def kill(admin: Any, conn_id: int, timeout: float = 5.0) -> None:
     """KILL CONNECTION one session; wait (bounded) until the server has dropped it."""
     with admin.cursor() as cur:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from dbpool import ConnectError
+from dbpool.drivers import get_driver
 from tests.faultkit import CLEAR_ERRORS, Ledger, wait_until
 from tests.fix_proxy import TCPProxy
 from tests.loadgen import Load, error_kinds, select_one
@@ -169,3 +171,66 @@ def test_reset(
     finally:
         ledger.drop()
     assert figures["errors_during"] > 0
+
+
+# -- the deadline of a connect ---------------------------------------------------------
+#
+# The proxy holds every chunk 0.4 s each way, so every reply of the server comes 0.8 s
+# after its request: a connect (greeting, login, the statements run at connect) waits
+# for four of them. Each read alone is within a 1 s bound; the whole connect is not.
+SLOW_HOP = 0.4
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("pool_mode", ["shared"])
+def test_acquire_deadline_bounds_the_whole_connect(
+    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
+) -> None:
+    pool = proxied_pool(connect_timeout=10.0)
+    proxy.delay(SLOW_HOP)
+    start = time.monotonic()
+    with pytest.raises(ConnectError, match="did not answer in time"):
+        pool.acquire(timeout=1.0)
+    elapsed = time.monotonic() - start
+    # About 1.0 s; the bound is far above it, and far below the 3.2 s of a per-read bound.
+    assert elapsed < 2.0, f"acquire(timeout=1.0) took {elapsed:.2f}s"
+    assert pool.get_stats()["in_use"] == 0
+    proxy.heal()
+    with pool.acquire(timeout=10.0) as conn:
+        conn.cursor().execute("SELECT 1")
+
+
+@pytest.mark.timing
+def test_connect_timeout_bounds_the_whole_connect(
+    mysql_params: dict[str, Any], proxy: TCPProxy, mysql_driver: str
+) -> None:
+    driver = get_driver(mysql_driver)
+    params = {**mysql_params, "port": proxy.port, "connect_timeout": 1.0}
+    proxy.delay(SLOW_HOP)
+    start = time.monotonic()
+    with pytest.raises(driver.errors):
+        driver.connect(params, timeout=None)
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.0, f"a connect with connect_timeout=1.0 took {elapsed:.2f}s"
+
+
+def test_slow_connect_within_the_deadline_keeps_the_statement_timeouts(
+    mysql_params: dict[str, Any], proxy: TCPProxy, mysql_driver: str
+) -> None:
+    driver = get_driver(mysql_driver)
+    params = {**mysql_params, "port": proxy.port, "connect_timeout": 10.0, "read_timeout": 1}
+    proxy.delay(0.05)
+    raw = driver.connect(params, timeout=10.0)
+    try:
+        proxy.heal()
+        # The connect's own bound is gone: a statement waits up to the read timeout.
+        cur = raw.cursor()
+        cur.execute("SELECT SLEEP(0.3)")
+        assert cur.fetchall()[0][0] == 0
+        cur.close()
+        with pytest.raises(driver.errors):
+            cur = raw.cursor()
+            cur.execute("SELECT SLEEP(3)")
+            cur.fetchall()
+    finally:
+        driver.close(raw)

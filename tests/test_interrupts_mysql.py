@@ -7,6 +7,7 @@ slot can be had, no borrower inherits (and commits) another's abandoned rows.
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import signal
 import threading
@@ -23,6 +24,70 @@ class Interrupted(BaseException):
 ROUNDS = 600
 
 
+def _interrupt_next_read(raw: Any, driver: str) -> None:
+    """Raise ``Interrupted`` at the driver's next read of a reply, before it reads a byte.
+
+    As a signal that lands after a statement was sent and before its reply is read:
+    the reply stays on the wire and the socket stays open.
+    """
+    target, name = (raw, "_read_bytes") if driver == "pymysql" else (raw._socket, "recv")
+    own = name in vars(target)
+    real = getattr(target, name)
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        if own:
+            setattr(target, name, real)
+        else:
+            delattr(target, name)
+        raise Interrupted("a signal between the send and the read")
+
+    setattr(target, name, read)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_reply_left_unread_by_an_interrupt_is_never_read_by_the_next_borrower(
+    mysql_pool: Any,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    mysql_driver: str,
+    pool_mode: str,
+    autocommit: bool,
+) -> None:
+    table = f"`{mysql_params['database']}`.`unread_{mysql_driver.replace('-', '_')}_{pool_mode}`"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, kind CHAR(1))")
+    pool = mysql_pool(size=1, max_overflow=0, timeout=5, autocommit=autocommit)
+    for statement in ("SELECT 'first'", f"INSERT INTO {table} (kind) VALUES ('a')"):
+        with pytest.raises(Interrupted), pool as conn:
+            raw = conn.dbapi_connection
+            cur = conn.cursor()
+            if not autocommit:
+                cur.execute(f"INSERT INTO {table} (kind) VALUES ('a')")  # abandoned
+            _interrupt_next_read(raw, mysql_driver)
+            cur.execute(statement)
+        assert pool.get_stats()["in_use"] == 0
+        with pool as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT 'second'")
+            assert [tuple(row) for row in cur.fetchall()] == [("second",)], "read another's reply"
+            cur.execute("SELECT @@in_transaction")
+            assert cur.fetchall()[0][0] == 0, "the next borrower inherited a transaction"
+            cur.execute(f"INSERT INTO {table} (kind) VALUES ('c')")
+            conn.commit()
+            cur.close()
+        assert pool.get_stats()["closed_broken"] >= 1
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT kind, COUNT(*) FROM {table} GROUP BY kind ORDER BY kind")
+        kinds = dict(cur.fetchall())
+        cur.execute(f"DROP TABLE {table}")
+    # Under autocommit the interrupted INSERT ran and committed on the server; otherwise
+    # every 'a' row belongs to an abandoned transaction.
+    assert kinds.get("a", 0) == (1 if autocommit else 0), kinds
+    assert kinds["c"] == 2
+
+
 @contextlib.contextmanager
 def _borrow(pool: Any, style: str) -> Iterator[Any]:
     """``with pool``, or acquire() and release() in a try/finally."""
@@ -35,6 +100,22 @@ def _borrow(pool: Any, style: str) -> Iterator[Any]:
         yield conn
     finally:
         pool.release(conn)
+
+
+def _close_what_signals_left_open(pool: Any) -> None:
+    """Close the server sessions the known gaps leave behind, so they do not outlive the test.
+
+    A signal at the start of __exit__ leaves its `with pool` block registered and its
+    connection lent, which disposing of the pool does not close: give it back. A connect
+    cut by a signal leaves a driver connection in a reference cycle, whose socket only
+    the cycle collector closes.
+    """
+    with pool._blocks_lock:
+        left = [block[2] for block in pool._blocks]
+        pool._blocks.clear()
+    for conn in left:
+        pool.release(conn)
+    gc.collect()
 
 
 @pytest.mark.faults
@@ -52,18 +133,13 @@ def test_random_signals_leave_the_pool_usable(
     style: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if mysql_driver == "mysql-connector":
-        # Known gap: after a few hundred interrupts a mysql-connector connection closed
-        # by an interrupted read can still be lent once.
-        pytest.xfail("mysql-connector: a connection closed by an interrupted read may be lent")
-    # Known gap: a signal between sending a statement and reading its reply leaves the
-    # reply unread on a connection that reports no transaction; the return does not see
-    # it, and the next borrower reads out of step (seen once in several thousand rounds).
-    request.applymarker(pytest.mark.xfail(reason="a reply left unread by a signal"))
-    if style == "with":
-        # Known gap: a signal at the very start of pool.__exit__ (before it has found its
-        # block) leaves the block registered, and its connection lent.
-        request.applymarker(pytest.mark.xfail(reason="a signal at the start of __exit__"))
+    if mysql_driver == "mysql-connector" and pool_mode == "shared":
+        # Known gap, seen once in eleven runs of the acquire style: at the end, one lent
+        # connection failed the ping that mysql-connector's cursor() makes ("MySQL
+        # Connection not available"); its cause is not found yet.
+        request.applymarker(
+            pytest.mark.xfail(reason="mysql-connector: rarely a dead connection lent at the end")
+        )
     mode = pool_mode
     assert threading.current_thread() is threading.main_thread()
     table = f"`{mysql_params['database']}`.`signals_{mysql_driver.replace('-', '_')}_{mode}`"
@@ -71,6 +147,7 @@ def test_random_signals_leave_the_pool_usable(
         cur.execute(f"DROP TABLE IF EXISTS {table}")
         cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, kind CHAR(1))")
     pool = mysql_pool(size=2, max_overflow=1, timeout=5, autocommit=False)
+    request.addfinalizer(lambda: _close_what_signals_left_open(pool))
     rng = random.Random(10)
     interrupted = 0
     committed = 0
@@ -126,3 +203,7 @@ def test_random_signals_leave_the_pool_usable(
         cur.execute(f"SELECT COUNT(*) FROM {table} WHERE kind = 'a'")
         assert cur.fetchall()[0][0] == 0, "abandoned rows were committed by a later borrower"
         cur.execute(f"DROP TABLE {table}")
+    pool.dispose()
+    # Collect here, under this test's warning filters, the half-open sockets of connects
+    # cut by the signal: collected later, they would warn inside another test.
+    gc.collect()

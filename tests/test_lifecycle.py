@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dbpool import PoolClosed, PoolError
-from tests.faultkit import session_count, wait_until
+from tests.faultkit import session_id, session_open, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -65,16 +65,18 @@ def test_dropped_connection_is_reclaimed(
     mysql_driver: str,
     mysql_params: dict[str, Any],
 ) -> None:
+    gc.collect()  # what earlier tests left to the collector must not be reclaimed below
     pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
     caplog.set_level(logging.WARNING, logger="dbpool")
-    user = mysql_params["user"]
+    caplog.clear()
     conn = acquire_somewhere_recognisable(pool)
     select_one(conn)
-    assert session_count(admin, user, expect=1) == 1
+    conn_id = session_id(conn)
+    assert session_open(admin, conn_id, expect=True)
     del conn  # never given back
     gc.collect()
     stats = pool.get_stats()
-    server = session_count(admin, user, expect=0)
+    still_open = session_open(admin, conn_id, expect=False)
     # The slot is free again: both connections can be had at once.
     first, second = pool.acquire(timeout=2.0), pool.acquire(timeout=2.0)
     pool.release(first)
@@ -83,12 +85,12 @@ def test_dropped_connection_is_reclaimed(
     print(
         f"\nreclaim/{pool_mode}/{mysql_driver}: reclaimed={stats['reclaimed']} "
         f"in_use={stats['in_use']} conns={stats['total_connections']} "
-        f"server_sessions={server} warnings={len(warned)}"
+        f"session_still_open={still_open} warnings={len(warned)}"
     )
     assert stats["reclaimed"] == 1
     assert stats["in_use"] == 0
     assert stats["total_connections"] == 0
-    assert server == 0  # its driver connection was closed
+    assert not still_open  # its driver connection was closed
     assert len(warned) == 1
     assert mysql_params["password"] not in caplog.text
 
@@ -147,30 +149,33 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
 
 
 def test_connection_returned_after_close_is_closed(
-    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str
 ) -> None:
     pool = mysql_pool(size=2)
-    user = mysql_params["user"]
     lent = pool.acquire()
-    select_one(lent)
+    lent_id = session_id(lent)
     with pool as idle:
-        select_one(idle)
+        idle_id = session_id(idle)
     pool.dispose()
-    lent_open = session_count(admin, user, expect=1)  # the idle one is closed at once
+    # The idle one is closed at once (in persistent mode the thread's one connection is both).
+    idle_open = idle_id != lent_id and session_open(admin, idle_id, expect=False)
+    lent_open = session_open(admin, lent_id, expect=True)
     select_one(lent)  # a connection lent before the close still works until returned
     pool.release(lent)
-    left = session_count(admin, user, expect=0)
+    lent_left_open = session_open(admin, lent_id, expect=False)
     pool.dispose()  # twice is fine
     with pytest.raises(PoolClosed):
         pool.acquire()
     stats = pool.get_stats()
     print(
-        f"\nclose/{pool_mode}/{mysql_driver}: sessions_after_dispose={lent_open} "
-        f"sessions_after_return={left} conns={stats['total_connections']} "
+        f"\nclose/{pool_mode}/{mysql_driver}: idle_open_after_dispose={idle_open} "
+        f"lent_open_after_dispose={lent_open} lent_open_after_return={lent_left_open} "
+        f"conns={stats['total_connections']} "
         f"in_use={stats['in_use']}"
     )
-    assert lent_open == 1
-    assert left == 0
+    assert not idle_open
+    assert lent_open
+    assert not lent_left_open
     assert stats["total_connections"] == 0 and stats["in_use"] == 0
     pool.release(None)
     pool.release(lent)  # a second release after the close: still nothing

@@ -359,7 +359,11 @@ def test_rapid_acquire_release(backend: Backend) -> None:
         thread.join(60)
     stats = pool.get_stats()
     assert stats["acquired"] == stats["released"] == 600
-    assert stats["created"] <= 4
+    # An overflow connection given back while `size` are idle and nobody waits is closed,
+    # and a thread may need a new one a moment later: that is the only reason to connect
+    # again, and nothing is ever closed as broken.
+    assert stats["closed_broken"] == 0
+    assert stats["created"] <= 4 + stats["closed_overflow"]
     assert stats["total_connections"] <= 4
     # Every connection opened is either still open or counted as closed.
     assert stats["created"] == stats["total_connections"] + stats["closed"]
