@@ -32,6 +32,7 @@ class Backend:
         self.fake: FakeDriver | None = None
         self._admin: Any = None
         self._user = ""
+        self._before: set[int] = set()  # sessions of the test user older than this backend
         if kind == "fake":
             self.fake = FakeDriver()
             self.options: dict[str, Any] = {"driver": self.fake}
@@ -42,6 +43,7 @@ class Backend:
             self._admin = request.getfixturevalue("admin")
             self._user = params["user"]
             self.options = {**params, "driver": kind}
+            self._before = self._session_ids()
 
     def __repr__(self) -> str:
         return f"<Backend {self.kind}-{self.mode}>"
@@ -72,35 +74,46 @@ class Backend:
             cur.close()
         return int(result)
 
-    def assert_open(self, count: int) -> None:
+    def assert_open(self, count: int | ConnectionPool) -> None:
         """Assert that the database side has ``count`` of the pool's connections open.
 
-        SQLite has no server to ask: there, nothing is checked.
+        ``count`` may be a pool: then its ``total_connections``, read again at each
+        look, since a background connect may still be adding one. SQLite has no
+        server to ask: there, nothing is checked.
         """
         if self.fake is not None:
             with self.fake.lock:
-                assert len(self.fake.open) == count
+                assert len(self.fake.open) == self._expected(count)
         elif self._admin is not None:
-            assert self.server_sessions(expect=count) == count
+            assert self.server_sessions(expect=count) == self._expected(count)
 
-    def server_sessions(self, expect: int | None = None) -> int:
-        """The MariaDB server's count of the test user's sessions.
+    @staticmethod
+    def _expected(count: int | ConnectionPool) -> int:
+        if isinstance(count, int):
+            return count
+        return int(count.get_stats()["total_connections"])
 
-        The server notices closed connections asynchronously: with ``expect``, it is
-        asked again for a while until it agrees.
+    def server_sessions(self, expect: int | ConnectionPool | None = None) -> int:
+        """The MariaDB server's count of the test user's sessions opened since this backend.
+
+        Sessions left by earlier tests are not counted. The server notices closed
+        connections asynchronously: with ``expect``, it is asked again for a while
+        until it agrees.
         """
         count = -1
         for _ in range(250):
-            with self._admin.cursor() as cur:
-                cur.execute(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s",
-                    (self._user,),
-                )
-                count = int(cur.fetchone()[0])
-            if expect is None or count == expect:
+            count = len(self._session_ids() - self._before)
+            if expect is None or count == self._expected(expect):
                 break
             time.sleep(0.02)
         return count
+
+    def _session_ids(self) -> set[int]:
+        with self._admin.cursor() as cur:
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (self._user,)
+            )
+            return {int(row[0]) for row in cur.fetchall()}
 
     def close(self) -> None:
         for pool in self.pools:

@@ -119,7 +119,7 @@ def test_pool_size_limit_keeps_only_size_idle(backend: Backend) -> None:
         assert stats["closed_overflow"] == 3
     # Persistent mode: the threads ended, and their connections went with them.
     assert stats["total_connections"] <= 2
-    backend.assert_open(stats["total_connections"])
+    backend.assert_open(pool)
 
 
 def test_overflow_connections(backend: Backend) -> None:
@@ -257,7 +257,7 @@ def test_no_connection_leaks(backend: Backend) -> None:
     assert stats["in_use"] == 0
     assert stats["acquired"] - stats["released"] == stats["in_use"]
     assert stats["total_connections"] <= stats["max_size"]
-    backend.assert_open(stats["total_connections"])
+    backend.assert_open(pool)  # a background connect for a waiter may still be finishing
     pool.close_all()
     backend.assert_open(0)
 
