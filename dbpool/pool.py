@@ -573,16 +573,23 @@ class ConnectionPool:
         Returns the handle, or None when there was nothing to give back.
         """
         conn._raw = None
-        try:
-            # list.pop is atomic, so two racing releases cannot both get the lease.
-            token, handle = conn._lease.pop()
-        except IndexError:
+        lease = conn._lease
+        if not lease:
             if not failed:
                 log.debug("ignored a second release of a connection of %s", self._label)
             return None
+        # The lease leaves `conn` and is counted in one step: from the test above to the
+        # counts there is no call, so neither a signal handler nor another thread runs in
+        # between (two racing releases cannot both get it, nor the lease go uncounted).
+        token, handle = lease[-1]
+        del lease[-1]
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return None
+        if failed:
+            self._stats.acquired -= 1
+        else:
+            self._stats.released += 1
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
         self._checkin(
@@ -958,15 +965,17 @@ class ConnectionPool:
                         token, handle = store.take()
                         if self.min_idle and self._wants_more_idle():
                             self._maintainer.wake()  # a non-blocking set(): the lock is held
-                        # The lease is conn's from here: acquire() gives it back on any error.
-                        lease = conn._lease
-                        lease.append((token, handle))
                         nested = self._binds_threads and handle.lent and handle.borrowers() > 0
                         abandoned = handle.lent and not nested
+                        lease = conn._lease
                         handle.lent = True
-                        handle.owners.append(lease)
-                        self._stats.acquired += 1
+                        handle.owners.append(lease)  # empty until the append below
+                        # The lease is conn's from here, counted in the same step (no call
+                        # between the counts and the append, so no signal handler runs
+                        # there): acquire() gives it back, and uncounts it, on any error.
                         self._stats.requests += 1
+                        self._stats.acquired += 1
+                        lease.append((token, handle))
                         return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
@@ -1061,10 +1070,6 @@ class ConnectionPool:
             with self._lock:  # critical section
                 if self._tallies:
                     self._fold_tallies()
-                if failed:
-                    self._stats.acquired -= 1
-                else:
-                    self._stats.released += 1
                 if since is not None:
                     used = (handle.returned if settled else monotonic()) - since
                     self._stats.returned(waited, used)
@@ -1690,7 +1695,6 @@ class ConnectionPool:
                     handle.expires = float("inf")
                     handle.lent = False
                     self._store.put(token, handle, keep=False)
-                self._stats.reclaimed += 1
                 if raw is not None:
                     self._stats.closed += 1
                 if self._waiters:

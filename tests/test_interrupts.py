@@ -26,7 +26,7 @@ from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
 
 from dbpool import ConnectionPool, PoolClosed, PooledConnection, PoolError, make_pool
-from dbpool._handles import _HandleFactory, _PersistentStore, _SharedStore
+from dbpool._handles import _Handle, _HandleFactory, _PersistentStore, _SharedStore
 from dbpool.pool import _BlockExit, _WithExit
 from tests.fakedb import FakeConnection, FakeDriver, FakeOperationalError
 
@@ -468,6 +468,123 @@ def test_fault_inside_dbutils_leaves_the_pool_usable(
             problem = _borrow_elsewhere(pool)
             assert problem is None, problem
     check_invariants(pool, driver)
+
+
+# -- a second fault while the first one's clean-up runs ------------------------------
+
+
+def _cleanup_functions() -> list[Callable[..., Any]]:
+    return [
+        ConnectionPool._give_back,
+        ConnectionPool._checkin,
+        ConnectionPool._retire,
+        ConnectionPool._fold_tallies,
+        _Handle.borrowers,
+        _SharedStore.put,
+        _SharedStore.full,
+        _PersistentStore.put,
+        PooledConnection.__del__,
+        PooledConnection._abandon,
+        ConnectionPool._reclaim_collected,
+    ]
+
+
+# The lines between taking a lease out of its connection and counting it: they follow
+# neither a call nor a backward jump, so no signal handler runs there (that is the point).
+_TRACE_ONLY_CLEANUP = {
+    ("_give_back", "del lease[-1]"),
+    ("_give_back", "if handle.factory is not self._handles:"),
+    ("_give_back", "if failed:"),
+    ("_give_back", "self._stats.acquired -= 1"),
+    ("_give_back", "self._stats.released += 1"),
+    ("_abandon", "del lease[-1]"),
+    ("_abandon", "pool = self._pool"),
+    ("_abandon", "if item[1].factory is pool._handles:  # else lent before os.fork()"),
+    ("_abandon", "pool._stats.reclaimed += 1"),
+}
+
+
+def _cleanup_points() -> Iterator[Any]:
+    for fn in _cleanup_functions():
+        for line in [*_lines(fn), None]:
+            where = "return" if line is None else str(line - fn.__code__.co_firstlineno)
+            marks: list[Any] = []
+            if line is not None:
+                source = linecache.getline(fn.__code__.co_filename, line).strip()
+                if (fn.__name__, source) in _TRACE_ONLY_CLEANUP:
+                    marks.append(pytest.mark.skip(reason="no signal handler runs at this line"))
+            yield pytest.param(fn, line, id=f"{fn.__qualname__}:{where}", marks=marks)
+
+
+def _counted_in_use(pool: ConnectionPool) -> None:
+    stats = pool.get_stats()
+    counted = stats["acquired"] - stats["released"] - stats["reclaimed"]
+    assert counted == stats["in_use"], stats
+
+
+class FirstFaultDriver(FakeDriver):
+    """Its socket check raises ``Injected`` while ``armed``: a checkout cut before lending."""
+
+    armed = False
+
+    def probe(self, raw: Any) -> bool | None:
+        if self.armed:
+            raise Injected("injected in the check before lending")
+        return super().probe(raw)
+
+
+# A signal handler's exception inside a finalizer is printed and dropped by Python.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("first", ["check", "listener"])
+@pytest.mark.parametrize(("fn", "line"), list(_cleanup_points()))
+def test_second_fault_during_the_clean_up_keeps_the_counts(
+    pools: list[ConnectionPool], mode: str, first: str, fn: Any, line: int | None
+) -> None:
+    # The first fault: in the check before lending (the checkout fails and gives its slot
+    # back), or in a checkout listener (the connection is given back as it is). The
+    # second lands in that clean-up. A trace function that raises is removed, so the
+    # first comes from the driver or the listener, the second from the trace function.
+    driver = FirstFaultDriver()
+    pool = new_pool(pools, driver, mode, ping_interval=0)
+
+    def listener(raw: Any) -> None:
+        if driver.armed:
+            raise Injected("injected in a checkout listener")
+
+    if first == "listener":
+        pool.add_listener("checkout", listener)
+
+    def faulty_checkout() -> None:
+        driver.armed = True
+        try:
+            pool.release(pool.acquire())
+        except Injected:
+            pass
+        finally:
+            driver.armed = False
+        gc.collect()
+        pool.get_stats()
+
+    _borrow_cycle(pool, 0)
+    if not _reaches(fn.__code__, line, faulty_checkout):
+        pytest.skip("a point this clean-up does not reach")
+    fired = 0
+    for round_ in range(2):
+        for nth in (1, 2):
+            _borrow_cycle(pool, round_)  # leaves a connection to check at the next acquire
+            injector = LineInjector(fn.__code__, line, Injected, nth)
+            try:
+                with injector:
+                    faulty_checkout()
+            except Injected:
+                pass
+            fired += injector.fired
+            gc.collect()
+            _counted_in_use(pool)
+    assert fired
+    check_invariants(pool, driver)
+    _counted_in_use(pool)
 
 
 # -- item 15: __getattr__ and half-built connections --------------------------------
