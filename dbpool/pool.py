@@ -536,19 +536,34 @@ class ConnectionPool:
         ``discard=True`` closes it instead, for a connection the application knows
         is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
-        if conn is None:
+        if conn.__class__ is PooledConnection and conn._pool is self:
+            # The lease leaves `conn` and is counted before any call (see _give_back), so
+            # an exception from a signal handler can cut a release short only at its very
+            # first instruction, before the test above.
+            conn._raw = None
+            lease = conn._lease
+            if not lease:
+                log.debug("ignored a second release of a connection of %s", self._label)
+                return
+            token, handle = lease[-1]
+            del lease[-1]
+            if handle.factory is not self._handles:
+                log.debug("ignored the release of a connection from before os.fork()")
+                return
+            self._stats.released += 1
+            if discard:
+                handle.discard = True  # closed at its last return (persistent mode may nest)
+            self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
+        elif conn is None:
             return
-        if self._is_readonly(conn):
+        elif self._is_readonly(conn):
             assert self._replicas is not None
             self._replicas.release(conn, discard)
             return
-        if conn.__class__ is not PooledConnection or conn._pool is not self:
+        else:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self._label}"
             )
-        handle = self._give_back(conn, failed=False, discard=discard)
-        if handle is None:
-            return
         if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
             log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:

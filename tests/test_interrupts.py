@@ -587,6 +587,67 @@ def test_second_fault_during_the_clean_up_keeps_the_counts(
     _counted_in_use(pool)
 
 
+# -- a release cut short while the borrower still holds the connection ----------------
+
+
+def _release_points() -> Iterator[Any]:
+    fn = ConnectionPool.release
+    lines = _lines(fn)
+    first = lines[0]
+    sources = {line: linecache.getline(fn.__code__.co_filename, line).strip() for line in lines}
+    # From the first test to the call of _checkin, release() makes no call of its own (only
+    # a log call, followed by a return): no signal handler runs on those lines.
+    checkin = [line for line in lines if sources[line].startswith("self._checkin(")]
+    for line in lines:
+        source = sources[line]
+        for mode in MODES:
+            marks: list[Any] = []
+            if checkin and first < line < checkin[0]:
+                marks.append(pytest.mark.skip(reason="no signal handler runs at this line"))
+            if line == first and mode == "persistent":
+                # Nothing of release() has run, and in persistent mode the thread's next
+                # acquire is a nested borrow of the same connection for as long as the
+                # borrower holds it: that is all the pool can see.
+                marks.append(
+                    pytest.mark.xfail(
+                        strict=True, reason="an exception at release()'s first instruction"
+                    )
+                )
+            if source.startswith(("log.", "return")):
+                marks.append(pytest.mark.skip(reason="after the lease left the connection"))
+            offset = line - fn.__code__.co_firstlineno
+            yield pytest.param(line, mode, id=f"release:{offset}-{mode}", marks=marks)
+
+
+@pytest.mark.parametrize(("line", "mode"), list(_release_points()))
+def test_release_cut_short_while_the_connection_is_still_held(
+    pools: list[ConnectionPool], line: int, mode: str
+) -> None:
+    # As `conn = pool.acquire()` in a loop whose previous round's release was cut: the
+    # variable still holds the last connection when the next acquire runs.
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, mode, ping_interval=0)
+    conn = pool.acquire()
+    conn.cursor().execute("INSERT INTO t VALUES (1)")  # an open transaction
+    if not _reaches(ConnectionPool.release.__code__, line, lambda: pool.release(pool.acquire())):
+        pytest.skip("a line this release does not run")
+    injector = LineInjector(ConnectionPool.release.__code__, line, Injected)
+    try:
+        with injector:
+            pool.release(conn)
+    except Injected:
+        pass
+    assert injector.fired
+    again = pool.acquire()
+    try:
+        assert not again.dbapi_connection.in_transaction, "inherited an abandoned transaction"
+        again.cursor().execute("SELECT 1")
+    finally:
+        pool.release(again)
+    del conn
+    check_invariants(pool, driver)
+
+
 # -- item 15: __getattr__ and half-built connections --------------------------------
 
 
