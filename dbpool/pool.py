@@ -117,8 +117,14 @@ class _BlockExit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self.conn = self.conn, None
-        self.pool.release(conn if conn is not None else self.pool._end_block())
+        conn = self.conn
+        if conn is None:
+            self.pool.release(self.pool._end_block())
+            return
+        # Kept until release() took it: a release cut at its first instruction leaves it
+        # here, for __del__ to hand to the pool once the statement drops this exit.
+        self.pool.release(conn)
+        self.conn = None
 
     def __del__(self) -> None:
         # Dropped by its `with` statement with the connection still in it: the exit was

@@ -648,6 +648,29 @@ def test_release_cut_short_while_the_connection_is_still_held(
     check_invariants(pool, driver)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_with_block_whose_release_is_cut_at_its_start(
+    pools: list[ConnectionPool], mode: str
+) -> None:
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, mode)
+    first = _lines(ConnectionPool.release)[0]
+    try:
+        with LineInjector(ConnectionPool.release.__code__, first, Injected):  # noqa: SIM117
+            with pool as held:
+                held.cursor().execute("INSERT INTO t VALUES (1)")  # an open transaction
+    except Injected:
+        pass
+    # `held` still refers to the connection, and in persistent mode the same thread's
+    # next borrow would be a nested one: the exit hands it to the pool all the same.
+    with pool as again:
+        assert not again.dbapi_connection.in_transaction, "inherited an abandoned transaction"
+        again.cursor().execute("SELECT 1")
+    with pytest.raises(PoolError):
+        held.cursor()
+    check_invariants(pool, driver)
+
+
 # -- item 15: __getattr__ and half-built connections --------------------------------
 
 
