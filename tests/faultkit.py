@@ -28,6 +28,7 @@ import pytest
 
 from dbpool import PoolError
 from tests.mariadb import MariaDBServer
+from tests.queries import value
 
 # The errors a caller may legitimately see when the server or the network fails.
 
@@ -60,12 +61,7 @@ def session_count(admin: Any, user: str, expect: int | None = None, timeout: flo
 
 def session_id(conn: Any) -> int:
     """The server's id of the session behind ``conn`` (a pooled or driver connection)."""
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT CONNECTION_ID()")
-        return int(cur.fetchall()[0][0])
-    finally:
-        cur.close()
+    return int(value(conn, "SELECT CONNECTION_ID()"))
 
 
 def session_open(admin: Any, conn_id: int, expect: bool, timeout: float = 5.0) -> bool:
