@@ -16,6 +16,8 @@ processes started here are ever signalled.
 ``app_env(variables, path)`` is the environment such a process (or another
 subprocess of the same app, such as ``manage.py migrate``) runs with: this
 one's, the given variables, and the repository root with ``path`` on PYTHONPATH.
+The ``dbpool_app_env`` fixture adds what an app that reads its pool from
+``DBPOOL_CONFIG`` needs to reach the test server.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import pytest
@@ -243,3 +246,24 @@ def app_servers(tmp_path: Path) -> Iterator[AppServers]:
         yield servers
     finally:
         servers.stop_all()
+
+
+@pytest.fixture
+def dbpool_app_env(
+    mysql_config: Callable[..., Path], mysql_params: dict[str, Any]
+) -> Callable[..., dict[str, str]]:
+    """``env(variables, **options)``: app_env(variables) with DBPOOL_CONFIG, a config file
+    whose ``primary`` entry is the test server (with ``options``), and the password in
+    DBPOOL_PRIMARY_PASSWORD rather than in the file."""
+
+    def env(variables: Mapping[str, str], **options: Any) -> dict[str, str]:
+        config = mysql_config(password=False, **options)
+        return app_env(
+            {
+                "DBPOOL_CONFIG": str(config),
+                "DBPOOL_PRIMARY_PASSWORD": mysql_params["password"],
+                **variables,
+            }
+        )
+
+    return env

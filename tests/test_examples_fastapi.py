@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pymysql
 import pytest
 
-from tests.fix_appserver import EXAMPLES, AppServers, app_env
+from tests.fix_appserver import EXAMPLES, AppServers
 
 MAX_SIZE = 6  # the app's pool: size 4 + max_overflow 2
 CONCURRENCY = 40
@@ -95,28 +95,15 @@ def test_fastapi_example_over_http(
     mode: str,
     mysql_params: dict[str, Any],
     admin: pymysql.connections.Connection,
-    tmp_path: Path,
     app_servers: AppServers,
+    dbpool_app_env: Callable[..., dict[str, str]],
 ) -> None:
     table = f"users_{uuid.uuid4().hex[:8]}"
     p = mysql_params
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    ip: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    db: {p['database']}\n"
-        f"    driver: {driver}\n"
-        f"    pool: {{mode: {mode}, size: 4, max_overflow: 2, timeout: 20}}\n"
-    )
-    env = app_env(
-        {
-            "DBPOOL_CONFIG": str(config),
-            "DBPOOL_PRIMARY_PASSWORD": p["password"],
-            "APP_USERS_TABLE": table,
-        }
+    env = dbpool_app_env(
+        {"APP_USERS_TABLE": table},
+        driver=driver,
+        pool={"mode": mode, "size": 4, "max_overflow": 2, "timeout": 20},
     )
     try:
         with app_servers.uvicorn("fastapi_app:app", app_dir=EXAMPLES, env=env) as app:

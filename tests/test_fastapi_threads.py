@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pymysql
 import pytest
 
-from tests.fix_appserver import ROOT, AppServers, app_env
+from tests.fix_appserver import ROOT, AppServers
 
 CONCURRENCY = 40  # anyio's thread pool: 40 threads, against pools of 3 connections
 REQUESTS = 240
@@ -60,8 +60,8 @@ def test_sync_generator_dependencies_under_uvicorn(
     driver: str,
     mysql_params: dict[str, Any],
     admin: pymysql.connections.Connection,
-    tmp_path: Path,
     app_servers: AppServers,
+    dbpool_app_env: Callable[..., dict[str, str]],
 ) -> None:
     table = f"{mysql_params['database']}.deps_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
@@ -69,25 +69,11 @@ def test_sync_generator_dependencies_under_uvicorn(
             f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, "
             "name VARCHAR(50) NOT NULL) ENGINE=InnoDB"
         )
-    p = mysql_params
-    config = tmp_path / "config.yaml"
     # Shared mode: persistent mode binds a connection to each of anyio's 40 threads.
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    ip: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    db: {p['database']}\n"
-        f"    driver: {driver}\n"
-        "    pool: {mode: shared, size: 2, max_overflow: 1, timeout: 10}\n"
-    )
-    env = app_env(
-        {
-            "DBPOOL_CONFIG": str(config),
-            "DBPOOL_PRIMARY_PASSWORD": p["password"],
-            "APP_TABLE": table,
-        }
+    env = dbpool_app_env(
+        {"APP_TABLE": table},
+        driver=driver,
+        pool={"mode": "shared", "size": 2, "max_overflow": 1, "timeout": 10},
     )
     try:
         with app_servers.uvicorn("fastapi_threads_app:app", app_dir=ROOT / "tests", env=env) as app:
