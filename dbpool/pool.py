@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from time import monotonic, sleep
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, ParamSpec, overload
 
 from . import _controls, _leaks, _maintenance, _routing
 from ._controls import EVENTS
@@ -23,7 +24,7 @@ from ._leaks import STACK_DEPTH as _LEAK_STACK_DEPTH
 from ._maintenance import Maintainer
 from ._routing import HOST_UNUSABLE as _HOST_UNUSABLE
 from ._routing import MIN_PING_TIMEOUT as _MIN_PING_TIMEOUT
-from .config import MODES, Settings, load_settings, scrub_secrets
+from .config import Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
 from .drivers import Driver, connect_parameters, get_driver
 from .errors import (
@@ -1372,10 +1373,6 @@ def make_pool(
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
     The other arguments are ConnectionPool's.
     """
-    if mode is not None and mode not in MODES:
-        # Checked again by PoolOptions; here the message speaks of make_pool's argument.
-        valid = ", ".join(repr(m) for m in MODES)
-        raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(
         size,
         config_name,
@@ -1408,25 +1405,39 @@ def make_pool(
     )
 
 
+_P = ParamSpec("_P")
+
+
+def _same_parameters(
+    model: Callable[_P, ConnectionPool],
+) -> Callable[[Callable[..., ConnectionPool]], Callable[_P, ConnectionPool]]:
+    """Give the decorated function the parameters of ``model``, for help() and type checkers.
+
+    For a function that passes its arguments on to ``model``, unchanged: the parameters
+    are then written once, where they take effect.
+    """
+
+    def derive(fn: Callable[..., ConnectionPool]) -> Callable[_P, ConnectionPool]:
+        signature = inspect.signature(model).replace(return_annotation=ConnectionPool.__name__)
+        fn.__signature__ = signature  # type: ignore[attr-defined]
+        return fn
+
+    return derive
+
+
 _global_pool: ConnectionPool | None = None
 _global_lock = threading.Lock()
 
 
-def get_global_pool(
-    size: int | None = None,
-    config_name: str = "primary",
-    timeout: float | None = None,
-    max_overflow: int | None = None,
-    recycle: float | None = None,
-    driver: str | None = None,
-) -> ConnectionPool:
+@_same_parameters(ConnectionPool)
+def get_global_pool(*args: Any, **options: Any) -> ConnectionPool:
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
     Once that pool is disposed of, the next call makes a new one from its own arguments.
 
-    Options left out come from the config entry, then from the defaults
-    (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
-    embedded SQLite database when there is no config file at all).
+    It takes ConnectionPool's arguments. Options left out come from the config entry,
+    then from the defaults (size 10, timeout 30, max_overflow 5, recycle 3600; driver
+    pymysql, or the embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool
@@ -1434,12 +1445,5 @@ def get_global_pool(
         with _global_lock:
             pool = _global_pool
             if pool is None or pool._closed:
-                pool = _global_pool = ConnectionPool(
-                    size=size,
-                    config_name=config_name,
-                    timeout=timeout,
-                    max_overflow=max_overflow,
-                    recycle=recycle,
-                    driver=driver,
-                )
+                pool = _global_pool = ConnectionPool(*args, **options)
     return pool
