@@ -1,4 +1,12 @@
-"""The connection pool: one interface, two DBUtils strategies (shared and persistent)."""
+"""The connection pool: its state, checkout and return, over two DBUtils strategies.
+
+One interface for both modes (shared, on PooledDB; persistent, on PersistentDB), whose
+handles and stores are in _handles.py. The rest of the pool lives beside this module:
+what an application asks of a running pool besides borrowing (close, drain, dispose,
+wait, resize, listeners, figures, check) in _controls.py; which servers connections
+may use (host checks, replica and causal reads) in _routing.py; leak watching in
+_leaks.py; the min_idle and max_idle upkeep in _maintenance.py.
+"""
 
 from __future__ import annotations
 
