@@ -106,7 +106,7 @@ def wait(pool: ConnectionPool, timeout: float | None = None) -> None:
     unreachable server), PoolTimeout when they are not open in time, and
     PoolClosed once the pool is disposed. With ``min_idle=0`` it returns at once.
     """
-    from .pool import _WAIT_SLICE, _checked_timeout  # the same as acquire()'s, read now
+    from .pool import _WAIT_SLICE, _checked_timeout  # acquire()'s; pool.py imports this module
 
     deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
     with pool._cond:

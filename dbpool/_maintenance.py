@@ -97,6 +97,8 @@ class Maintainer:
 
 
 # -- the rounds, run on the Maintainer's thread (and the checkout's look at min_idle) --
+
+
 def idle_count(pool: ConnectionPool) -> int:
     """Connections any caller could take now; called with the lock held."""
     return pool._store.idle + len(pool._handles.spares)
@@ -147,6 +149,7 @@ def forget(pool: ConnectionPool, handles: list[_Handle]) -> None:
 
 
 def close_evicted(pool: ConnectionPool, handles: list[_Handle], reason: str) -> None:
+    """Close the connections of handles taken out of the pool (no lock held)."""
     for handle in handles:
         if handle.raw is not None:
             pool._retire(handle, reason)

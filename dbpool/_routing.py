@@ -138,6 +138,7 @@ def vet(pool: ConnectionPool, raw: Any, host: HostState, deadline: float) -> str
 def connect_to(
     pool: ConnectionPool, address: Address, seconds: float, params: dict[str, Any]
 ) -> Any:
+    """Connect to one server of the list, the parameters aimed at it when there are several."""
     params = address.apply(params) if pool._aim else params
     return pool._driver.connect(params, timeout=seconds)
 
