@@ -137,9 +137,9 @@ def evict_idle(pool: ConnectionPool) -> None:
             pool._cond.notify(len(evicted))
     close_evicted(pool, evicted, "idle")
     for raw in raws:
-        pool._close_raw(raw)
-        pool._tallies.append("closed")
+        pool._tallies.append("closed")  # before the close's I/O, as _retire counts
         pool._tallies.append("closed_idle")
+        pool._close_raw(raw)
 
 
 def forget(pool: ConnectionPool, handles: list[_Handle]) -> None:

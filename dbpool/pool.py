@@ -1199,12 +1199,14 @@ class ConnectionPool:
             self._hosts.unusable(host, why)
         handle.raw = None
         handle.expires = float("inf")
+        # Counted before the close's I/O: from here on the connection is not open.
         if raw is not None:
-            self._close_raw(raw)
             self._tallies.append("closed")
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
             self._tallies.append(counter)
+        if raw is not None:
+            self._close_raw(raw)
         if host is None:
             log.debug("closed a connection of %s (%s)", self._label, reason)
         else:
