@@ -129,9 +129,10 @@ def test_overflow_connections(backend: Backend) -> None:
 
 
 def test_overflow_limit_reached_times_out(backend: Backend) -> None:
-    pool = backend.pool(size=1, max_overflow=1, timeout=0.2)
+    # The holders connect with the pool's timeout; only the third acquire has 0.2 s.
+    pool = backend.pool(size=1, max_overflow=1, timeout=10)
     with holding(pool, 2), pytest.raises(PoolTimeout) as info:
-        pool.acquire()
+        pool.acquire(timeout=0.2)
     assert isinstance(info.value, queue.Empty)
     assert isinstance(info.value, PoolError)
     assert "Connection pool timeout after 0.2s (2/2 connections in use" in str(info.value)
@@ -292,11 +293,11 @@ def test_stats_acquire_release_tracking(backend: Backend) -> None:
 
 
 def test_stats_timeout_tracking(backend: Backend) -> None:
-    pool = backend.pool(size=1, max_overflow=0, timeout=0.1)
+    pool = backend.pool(size=1, max_overflow=0, timeout=10)
     with holding(pool, 1):
         for _ in range(2):
             with pytest.raises(PoolTimeout):
-                pool.acquire()
+                pool.acquire(timeout=0.1)
     assert pool.get_stats()["timeouts"] == 2
 
 
