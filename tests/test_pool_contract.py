@@ -180,12 +180,15 @@ def test_young_connection_not_recycled(backend: Backend) -> None:
 
 
 def test_old_connection_recycled(backend: Backend) -> None:
-    pool = backend.pool(recycle=0.2)
+    # Long enough that a busy machine gets the connection back before it is due
+    # (the release and the next acquire each wait on the server).
+    recycle = 2.0
+    pool = backend.pool(recycle=recycle)
     with pool as conn:
         first = conn.dbapi_connection
     with pool as conn:
         assert conn.dbapi_connection is first  # young: reused
-    time.sleep(0.25)  # the connection's age is the state waited for
+    time.sleep(recycle + 0.05)  # the connection's age is the state waited for
     with pool as conn:
         assert conn.dbapi_connection is not first
         backend.select(conn)
