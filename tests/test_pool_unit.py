@@ -286,7 +286,7 @@ def test_dispose_rejects_waiters_and_later_calls(new_pool: Any) -> None:
     waiter.start()
     assert wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
     pool.dispose()
-    waiter.join(2)
+    waiter.join(10)
     assert not waiter.is_alive()
     assert isinstance(errors[0], PoolClosed)
     raw = held.dbapi_connection
