@@ -97,11 +97,11 @@ def test_idle_connection_pinged(new_pool: Any) -> None:
 @pytest.mark.timing
 def test_permanent_connect_error_fails_at_once(new_pool: Any) -> None:
     bad = FakeDriver(fail_connects=10, permanent=True)
-    pool = new_pool(driver=bad, timeout=5)
+    pool = new_pool(driver=bad, timeout=30)
     start = time.monotonic()
     with pytest.raises(ConnectError, match="Access denied") as info:
         pool.acquire()
-    assert time.monotonic() - start < 2.5  # not retried until the timeout
+    assert time.monotonic() - start < 15  # not retried until the timeout
     assert bad.connects == 1
     assert info.value.__cause__ is not None
     assert pool.get_stats()["total_connections"] == 0
