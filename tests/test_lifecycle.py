@@ -121,7 +121,6 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     pool = mysql_pool(size=1, max_overflow=0, timeout=10.0)
     held = pool.acquire()
     outcome: list[BaseException | None] = []
-    started = time.monotonic()
 
     def wait() -> None:
         try:
@@ -134,6 +133,7 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     for thread in waiters:
         thread.start()
     assert wait_until(lambda: pool.get_stats()["waiting"] == 4, timeout=5.0)
+    started = time.monotonic()  # the time taken to wake them, not to start them
     pool.dispose()
     for thread in waiters:
         thread.join(5.0)
