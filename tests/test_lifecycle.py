@@ -189,7 +189,9 @@ def test_connection_returned_after_close_is_closed(
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str) -> None:
     """Eight busy threads on two connections must not keep a ninth waiting forever."""
-    pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
+    # A starved thread waits until the timeout; a served one far less. The bound between
+    # the two leaves a busy machine seconds of slack.
+    pool = mysql_pool(size=2, max_overflow=0, timeout=10.0)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -220,4 +222,4 @@ def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str
         f"longest_wait={max(waits) * 1000:.0f}ms errors={len(errors)}"
     )
     assert errors == []
-    assert max(waits) < 2.0
+    assert max(waits) < 5.0
