@@ -138,14 +138,21 @@ def test_every_pooled_connection_killed_mid_load(
     user = mysql_params["user"]
     load = start_load(pool, threads, select_one)
     killed = 0
+
+    def run_for(seconds: float, calls: int) -> None:
+        """Let the load run ``seconds``, and at least ``calls`` more calls (bounded)."""
+        until = load.requests + calls
+        time.sleep(seconds)
+        assert wait_until(lambda: load.requests >= until, timeout=30), "the load made no progress"
+
     try:
         for _ in range(5):
-            time.sleep(0.3)
+            run_for(0.3, 2 * threads)  # connections open (again) to be killed
             assert load.pause(), "workers did not pause"
             assert pool.get_stats()["in_use"] == 0
             killed += kill_all(admin, user)
             load.resume()
-        time.sleep(0.5)  # every connection is used (and checked) again
+        run_for(0.5, 4 * threads)  # every connection is used (and checked) again
         assert load.pause()
         stats = pool.get_stats()
         server = session_count(admin, user, expect=stats["total_connections"])
