@@ -133,7 +133,11 @@ def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_dri
 def test_delay_within_the_timeouts_is_only_slower(
     proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
 ) -> None:
-    pool = proxied_pool()
+    # Timeouts far above the delay (a reply 0.2 s after its request; a connect 0.8 s),
+    # so that a busy machine's pause on top of it is still within them.
+    pool = proxied_pool(
+        timeout=10.0, connect_timeout=5.0, read_timeout=5, write_timeout=5, ping_timeout=2.0
+    )
     result = run_fault(pool, lambda: proxy.delay(0.1), heal=proxy.heal, threads=4, fault=0.8)
     slow = [c for c in result["during"] if c.seconds >= 0.1]
     figures = report(f"delay-0.1s/{pool_mode}/{mysql_driver}", result, pool, slowed=len(slow))
