@@ -220,7 +220,7 @@ def test_slow_connect_within_the_deadline_keeps_the_statement_timeouts(
     mysql_params: dict[str, Any], proxy: TCPProxy, mysql_driver: str
 ) -> None:
     driver = get_driver(mysql_driver)
-    params = {**mysql_params, "port": proxy.port, "connect_timeout": 10.0, "read_timeout": 1}
+    params = {**mysql_params, "port": proxy.port, "connect_timeout": 10.0, "read_timeout": 2}
     proxy.delay(0.05)
     raw = driver.connect(params, timeout=10.0)
     try:
