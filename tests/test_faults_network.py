@@ -121,6 +121,7 @@ def report(name: str, result: dict[str, Any], pool: Any, **more: Any) -> dict[st
     return figures
 
 
+@pytest.mark.timing
 def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str) -> None:
     pool = proxied_pool()
     result = run_fault(pool, proxy.blackhole, heal=proxy.heal)
@@ -129,6 +130,7 @@ def test_blackhole(proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_dri
 
 
 # How a delay is felt depends on the driver, not on the mode.
+@pytest.mark.timing
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_delay_within_the_timeouts_is_only_slower(
     proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
@@ -145,6 +147,7 @@ def test_delay_within_the_timeouts_is_only_slower(
     assert slow
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_delay_beyond_the_read_timeout_fails_in_bounded_time(
     proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str
@@ -157,6 +160,7 @@ def test_delay_beyond_the_read_timeout_fails_in_bounded_time(
     assert figures["errors_during"] > 0
 
 
+@pytest.mark.timing
 def test_reset(
     proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str, ledger: Ledger
 ) -> None:
