@@ -43,6 +43,7 @@ def pool_for_threads(mysql_pool: Any, pool_mode: str, threads: int, **options: A
     return mysql_pool(size=8, max_overflow=8, timeout=POOL_TIMEOUT, **options)
 
 
+@pytest.mark.timing
 def test_server_restart_under_load(
     mysql_pool: Any,
     pool_mode: str,
@@ -101,6 +102,7 @@ def test_server_restart_under_load(
     assert left == 0
 
 
+@pytest.mark.timing
 def test_server_down_fails_fast_with_a_clear_error(
     mysql_pool: Any, pool_mode: str, restartable_mariadb: MariaDBServer
 ) -> None:
@@ -212,6 +214,7 @@ def test_kills_inside_transactions_surface_and_nothing_runs_twice(
     assert calm_errors == []
 
 
+@pytest.mark.timing
 def test_server_out_of_connections(
     mysql_pool: Any, pool_mode: str, mysql_driver: str, admin: Any, mysql_params: dict[str, Any]
 ) -> None:
