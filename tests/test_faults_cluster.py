@@ -184,6 +184,7 @@ def primary_with_replica(pair: ReplicationPair) -> dict[str, Any]:
 # -- Galera -----------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_galera_node_killed_under_writers(
     galera: GaleraCluster, galera_ledger: Ledger, cluster_pool: Factory, flavour: tuple[str, str]
 ) -> None:
@@ -411,6 +412,7 @@ def test_switchover_moves_writes_to_the_new_primary(
     assert servers[new.address] == stats["total_connections"]
 
 
+@pytest.mark.timing
 @every_flavour
 def test_every_host_down_then_one_back(
     replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str]
@@ -515,6 +517,7 @@ def test_readonly_connections_go_to_the_replica(
     }
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
 def test_replica_down(
     replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str], fallback: bool
@@ -640,6 +643,7 @@ def test_facade_reads_from_replicas(
 # -- HAProxy ------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_galera_node_killed_behind_haproxy(
     galera_proxy: HAProxy,
     galera: GaleraCluster,
