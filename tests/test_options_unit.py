@@ -346,7 +346,7 @@ def test_sqlite_max_idle_lifo_and_resize(sqlite_pool: Any) -> None:
     with pytest.raises(PoolTimeout):
         pool.acquire(timeout=0.05)
     pool.resize(max_overflow=1)
-    pool.release(pool.acquire(timeout=0.05))  # the new slot
+    pool.release(pool.acquire(timeout=10))  # the new slot: lent at once
     pool.release(held)
     assert pool.get_stats()["max_size"] == 2
 
