@@ -65,6 +65,11 @@ def test_server_restart_under_load(
         restartable_mariadb.resume()
         t_up = time.monotonic()
         time.sleep(1.0)
+        # Calls caught by the crash may still be running: wait for some that began after it.
+        assert wait_until(
+            lambda: len(reads.calls_between(t_up)) + len(writes.calls_between(t_up)) >= THREADS,
+            timeout=30,
+        ), "no calls after the restart"
     finally:
         hung = reads.stop() + writes.stop()
         if not restartable_mariadb.running:
