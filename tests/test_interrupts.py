@@ -447,6 +447,7 @@ def _borrow_elsewhere(pool: ConnectionPool) -> str | None:
     return None if outcome == ["ok"] else outcome[0]
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("mode", ["shared", "shared-lifo", "persistent"])
 @pytest.mark.parametrize(("fn", "line"), list(_dbutils_injection_points()))
 def test_fault_inside_dbutils_leaves_the_pool_usable(
@@ -534,6 +535,7 @@ class FirstFaultDriver(FakeDriver):
 
 
 # A signal handler's exception inside a finalizer is printed and dropped by Python.
+@pytest.mark.exhaustive
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("first", ["check", "listener"])
