@@ -406,6 +406,34 @@ def test_dispose_wakes_waiting_threads_at_once(
     assert all(isinstance(outcome, PoolClosed) for outcome in outcomes)
 
 
+def test_resize_wakes_a_waiting_thread_at_once(
+    new_pool: Any, pool_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above: with the periodic wake-up stretched to ten minutes, only resize()
+    # itself can tell the waiter in time that there is a slot for it now. (One
+    # waiter: in shared mode a second one would wait for the background connect's
+    # next round, which the periodic wake-up starts.)
+    monkeypatch.setattr(wait_slice_module(), "_WAIT_SLICE", 600.0)
+    pool = new_pool(mode=pool_mode, size=1, max_overflow=0, timeout=300)
+    held = pool.acquire()
+    served = threading.Event()
+
+    def wait() -> None:
+        with pool.connection():
+            served.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    try:
+        assert wait_until(lambda: pool.get_stats()["waiting"] == 1, timeout=5)
+        pool.resize(size=2)
+        assert served.wait(5), "the waiter is still asleep"
+    finally:
+        pool.release(held)
+        waiter.join(10)
+    assert pool.get_stats()["timeouts"] == 0
+
+
 def test_a_waiting_thread_goes_before_a_newcomer(new_pool: Any) -> None:
     pool = new_pool(size=1, max_overflow=0, timeout=10)
     held = pool.acquire()
