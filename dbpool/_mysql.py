@@ -339,6 +339,7 @@ class PyMySQLDriver(_MySQLDriver):
             # set_character_set() or show_warnings() of the borrower) leave it set: the
             # connection is then closed at return, never lent out of step.
             dbpool_in_flight = False
+            dbpool_error: Any = None  # the error code of the last failed statement
 
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
@@ -483,6 +484,18 @@ class PyMySQLDriver(_MySQLDriver):
         # The first packet of an unbuffered result carries no status: a SELECT ... FOR
         # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
         return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
+
+    def settled(self, raw: Any) -> bool:
+        # Driver.settled's questions asked inline: this runs at every return.
+        result = raw._result
+        return (
+            raw._sock is not None
+            and not raw.dbpool_in_flight
+            and raw.dbpool_error is None
+            and not (raw.server_status or 0) & _SERVER_STATUS_IN_TRANS
+            and (result is None or not (result.unbuffered_active or result.has_next))
+            and not _autocommit_switched(raw)
+        )
 
     def discard_pending(self, raw: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds

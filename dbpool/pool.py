@@ -345,6 +345,10 @@ class ConnectionPool:
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
+        # Whether a connection given back clean may wait for its thread (see _park): not
+        # when every return does I/O (a session reset) or notes the thread's last write.
+        self._parking = not self._reset_session and not self._causal
+        self._lifo = options.order == "lifo"
         self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
@@ -383,6 +387,10 @@ class ConnectionPool:
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
+        # Connections given back clean, each kept for the thread that gave it back, by
+        # that thread's key (see _park); the key lives in a thread-local.
+        self._parked: dict[object, tuple[Any, _Handle]] = {}
+        self._thread_key = threading.local()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
@@ -585,6 +593,8 @@ class ConnectionPool:
             return None
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
+        elif not failed and self._park(token, handle, conn):
+            return handle
         self._checkin(
             token,
             handle,
@@ -654,6 +664,9 @@ class ConnectionPool:
         if handle is None:
             return
         with self._lock:
+            entry = self._parked.pop(self._my_key(), None)
+            if entry is not None:
+                self._unpark(entry)
             if handle.lent:
                 handle.close_on_release = True
                 return
@@ -669,6 +682,7 @@ class ConnectionPool:
             self._replicas.close_all()
         with self._lock:
             self._epoch += 1
+            self._unpark_all()
             raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
             self._stats.closed += len(raws)
             self._store.close_idle()
@@ -764,6 +778,7 @@ class ConnectionPool:
             self.size = options.size
             self.max_size = options.max_size
             self._store.resize(self.size)
+            self._unpark_all()
             evicted = self._store.evict(lambda handle: True, keep=self.size)
             self._forget(evicted)
             self._cond.notify_all()  # grown: waiters may take the new slots
@@ -816,8 +831,9 @@ class ConnectionPool:
             handles = list(self._handles.live)
             in_use = sum(h.borrowers() for h in handles)
             waiting = len(self._waiters)
+            parked = {id(entry[1]) for entry in self._parked.values()}
         open_count = sum(1 for h in handles if h.raw is not None)
-        idle = sum(1 for h in handles if h.raw is not None and not h.lent)
+        idle = sum(1 for h in handles if h.raw is not None and (not h.lent or id(h) in parked))
         stats.update(
             name=self.name,
             total_connections=open_count,
@@ -828,7 +844,7 @@ class ConnectionPool:
             size=self.size,
             min_idle=self.min_idle,
             mode=self.mode,
-            hosts=self._host_figures(handles),
+            hosts=self._host_figures(handles, parked),
         )
         if self._replicas is not None:
             replica_stats = self._replicas.get_stats()
@@ -836,7 +852,7 @@ class ConnectionPool:
             stats["replicas"] = replica_stats
         return stats
 
-    def _host_figures(self, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
+    def _host_figures(self, handles: list[_Handle], parked: set[int]) -> dict[str, dict[str, Any]]:
         """``get_stats()["hosts"]``: each host's connections and deny state."""
         if self._hosts is None:
             return {}
@@ -847,7 +863,7 @@ class ConnectionPool:
             host = handle.host
             if handle.raw is not None and host is not None and host.key in figures:
                 figures[host.key]["open"] += 1
-                if handle.lent:
+                if handle.lent and id(handle) not in parked:
                     figures[host.key]["in_use"] += 1
         return figures
 
@@ -929,6 +945,22 @@ class ConnectionPool:
         persistent mode only), and whether it was abandoned: its last return was cut
         short, so its connection is in an unknown state and must be closed.
         """
+        if self._parked:  # read without the lock: a stale answer only costs the long way
+            key = self._my_key()
+            with self._lock:  # critical section: claim the connection this thread gave back
+                entry = self._parked.pop(key, None)
+                if entry is not None:
+                    if self._closed:
+                        self._unpark(entry)
+                        raise PoolClosed(f"pool {self._label} is closed")
+                    # The lease is conn's from here: acquire() gives it back on any error.
+                    lease = conn._lease
+                    lease.append(entry)
+                    handle = entry[1]
+                    handle.owners.append(lease)
+                    self._stats.acquired += 1
+                    self._stats.requests += 1
+                    return handle, False, False
         store = self._store
         # Once in line (in _waiters from its first wait until it leaves), a thread may take
         # whatever frees up. The marker is referenced only from this frame: should the
@@ -940,6 +972,8 @@ class ConnectionPool:
                 with self._lock:  # critical section: decide only (take, wait or give up)
                     if self._closed:
                         raise PoolClosed(f"pool {self._label} is closed")
+                    if self._parked and not self._binds_threads:
+                        self._unpark_all()  # kept for their threads, but free for anyone
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters. With
                     # no idle one, a new one only when it need not wait for one to come back.
@@ -1077,7 +1111,7 @@ class ConnectionPool:
                     # it is kept for that thread (an empty handle is dropped, which frees
                     # its slot for the waiter to open one).
                     keep = handle.raw is not None and not handle.lent
-                    if keep and not self._waiting and self._store.full():
+                    if keep and not self._waiting and self._kept_enough():
                         keep = False
                         self._stats.closed_overflow += 1
                     self._store.put(token, handle, keep)
@@ -1092,6 +1126,98 @@ class ConnectionPool:
                 self._close_dropped()
             if self._closed and not any(h.lent for h in list(self._handles.live)):
                 self._finalizer()  # the last connection lent before dispose() is back
+
+    # -- the thread's own connection ---------------------------------------
+    #
+    # A thread that gives back a clean connection and takes one again soon after, the
+    # pattern of a request loop, gets the same connection back without DBUtils' round
+    # trip (HikariCP's ConcurrentBag keeps a thread-local list for this). At its return
+    # a connection that needs nothing (no reset, no close, nobody waiting, the pool not
+    # over size) is "parked": it stays taken from the store and marked lent, with no
+    # borrower, in ``_parked`` under its thread's key. That thread's next checkout
+    # claims it there. Every other party that wants idle connections first moves the
+    # parked ones back into the store (``_unpark_all``): a thread that finds no
+    # connection of its own (shared mode), close_all(), resize() and the max_idle
+    # eviction. All of these, the park and the claim take ``_parked`` entries under the
+    # pool's lock, so an entry is had by one party only; and since a parked handle stays
+    # marked lent, no code that looks for idle handles takes it unawares. A park or a
+    # claim cut short by an exception loses the entry like any checkout cut short: the
+    # handle is still marked lent with no borrower, so it is closed, never lent as it is.
+    # In persistent mode an entry holds no DBUtils token: the thread-local DBUtils keeps
+    # is what drops the handle when its thread ends (then _close_dropped forgets the entry).
+
+    def _my_key(self) -> object:
+        """The calling thread's key in ``_parked``: an object of its own, never reused."""
+        local = self._thread_key
+        try:
+            return local.key  # type: ignore[no-any-return]
+        except AttributeError:
+            key = local.key = _Waiter()
+            return key
+
+    def _park(self, token: Any, handle: _Handle, conn: PooledConnection) -> bool:
+        """Keep a clean connection given back for its thread; False: _checkin must put it back.
+
+        Decided without I/O: anything to reset, close or note at the return takes the
+        long way, as do returns while threads wait (the connection is theirs).
+        """
+        raw = handle.raw
+        if (
+            raw is None
+            or not self._parking
+            or handle.close_on_release
+            or handle.discard
+            or self._listeners["checkin"]
+            or handle.borrowers()
+            or not self._driver.settled(raw)
+        ):
+            return False
+        now = monotonic()
+        if self._stale_reason(handle, now) is not None or (
+            self._max_usage and handle.uses >= self._max_usage
+        ):
+            return False
+        key = self._my_key()
+        waited = conn._waited
+        used = now - conn._since
+        with self._lock:  # critical section: park it, or leave it to _checkin
+            parked = self._parked
+            if self._waiting or self._closed or self._kept_enough():
+                return False
+            if key in parked:
+                # The thread gave back two: it keeps the one its next checkout should get,
+                # in the pool's order (LIFO: the one given back last), the other goes back.
+                if not self._lifo:
+                    return False
+                self._unpark(parked.pop(key))
+            if self._tallies:
+                self._fold_tallies()
+            handle.returned = self._last_return = now
+            self._stats.released += 1
+            self._stats.returned(waited, used)
+            # No token in persistent mode: DBUtils' thread-local alone must hold it.
+            parked[key] = (None if self._binds_threads else token, handle)
+        if self._stats.listeners:
+            self._stats.tell_returned(waited, used)
+        return True
+
+    def _unpark(self, entry: tuple[Any, _Handle]) -> None:
+        """Put a parked connection back into the store, idle; called with the lock held."""
+        token, handle = entry
+        handle.lent = False
+        self._store.put(token, handle)
+        if self._waiting:
+            self._cond.notify()
+
+    def _unpark_all(self) -> None:
+        """Put every parked connection back into the store; called with the lock held."""
+        parked = self._parked
+        while parked:
+            self._unpark(parked.popitem()[1])
+
+    def _kept_enough(self) -> bool:
+        """Whether ``size`` connections wait idle already (shared mode); lock held."""
+        return not self._binds_threads and self._store.idle + len(self._parked) >= self.size
 
     # -- growth: a waiter takes whichever comes first, a returned connection or a new one --
     #
@@ -1649,6 +1775,10 @@ class ConnectionPool:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
                 self._handles.live.discard(handle)
+            parked = self._parked
+            if parked:  # a persistent thread ended with its connection parked
+                for key in [k for k, entry in parked.items() if entry[1].dropped]:
+                    del parked[key]
             self._stats.closed += len(raws)
             if self._waiters:
                 self._cond.notify(len(dead))
@@ -1769,7 +1899,8 @@ class ConnectionPool:
 
     def _idle_count(self) -> int:
         """Connections any caller could take now; called with the lock held."""
-        return self._store.idle + len(self._handles.spares)
+        parked = 0 if self._binds_threads else len(self._parked)
+        return self._store.idle + len(self._handles.spares) + parked
 
     def _wants_more_idle(self) -> bool:
         """Whether min_idle wants another connection and there is room for it (lock held)."""
@@ -1786,6 +1917,7 @@ class ConnectionPool:
             return handle.returned <= cutoff
 
         with self._lock:  # critical section: pick and detach, no I/O
+            self._unpark_all()
             evicted = self._store.evict(stale, keep=self.min_idle)
             keep = max(self.min_idle - self._store.idle, 0)
             spares = self._handles.spares
@@ -1832,6 +1964,7 @@ class ConnectionPool:
                 # ones: take them out, so that their slots take connections opened now.
                 self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
                 idle = sum(1 for h in live if not h.lent and h.raw is not None)
+                idle += len(self._parked)
             wanted = self.min_idle - idle - self._maintainer.opening
             room = self.max_size - len(self._handles.live)
             handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
