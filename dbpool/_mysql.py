@@ -105,6 +105,15 @@ _IPPROTO_TCP = socket.IPPROTO_TCP
 _raw_family = _socket.socket.family.__get__
 
 
+def _reads_tcp_info(sock: Any) -> bool:
+    """Whether ``sock`` is a TCP socket whose TCP_INFO this system can read."""
+    try:
+        family = _raw_family(sock)
+    except TypeError:  # not a socket.socket
+        return False
+    return _TCP_INFO is not None and family in _TCP_FAMILIES
+
+
 def _probe_socket(sock: Any) -> bool:
     """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
     if sock is None:
@@ -340,6 +349,7 @@ class PyMySQLDriver(_MySQLDriver):
             # connection is then closed at return, never lent out of step.
             dbpool_in_flight = False
             dbpool_error: Any = None  # the error code of the last failed statement
+            dbpool_tcp = False  # over TCP where TCP_INFO can be read (see probe())
 
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
@@ -348,6 +358,7 @@ class PyMySQLDriver(_MySQLDriver):
                 finally:
                     self.dbpool_deadline = None
                 self.dbpool_in_flight = False  # the connect read every reply it asked for
+                self.dbpool_tcp = _reads_tcp_info(self._sock)
 
             def _arm(self, deadline: float) -> None:
                 # PyMySQL sets the socket's timeout from these when they change.
@@ -453,7 +464,15 @@ class PyMySQLDriver(_MySQLDriver):
         return raw._sock
 
     def probe(self, raw: Any) -> bool | None:
-        return _probe_socket(raw._sock)  # called at every checkout: no _socket() call
+        # Called at every checkout: the TCP_INFO look inline, for a connection known to
+        # be over TCP since its connect (a socket keeps its family).
+        sock = raw._sock
+        if raw.dbpool_tcp and sock is not None:
+            try:
+                return bool(sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
+            except OSError:
+                return False
+        return _probe_socket(sock)
 
     def is_closed(self, raw: Any) -> bool:
         # PyMySQL drops its socket on close() and after any failed read or write.
@@ -486,15 +505,18 @@ class PyMySQLDriver(_MySQLDriver):
         return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
 
     def settled(self, raw: Any) -> bool:
-        # Driver.settled's questions asked inline: this runs at every return.
+        # Driver.settled's questions asked inline (is_closed, command_in_flight,
+        # statement_error, needs_reset): this runs at every return.
+        status = raw.server_status or 0
+        wanted = raw.dbpool_autocommit
         result = raw._result
         return (
             raw._sock is not None
             and not raw.dbpool_in_flight
             and raw.dbpool_error is None
-            and not (raw.server_status or 0) & _SERVER_STATUS_IN_TRANS
+            and not status & _SERVER_STATUS_IN_TRANS
+            and (wanted is None or bool(status & _SERVER_STATUS_AUTOCOMMIT) == bool(wanted))
             and (result is None or not (result.unbuffered_active or result.has_next))
-            and not _autocommit_switched(raw)
         )
 
     def discard_pending(self, raw: Any, seconds: float) -> None:

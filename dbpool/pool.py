@@ -101,6 +101,13 @@ class _Waiter:
     __slots__ = ("__weakref__",)
 
 
+class _ThreadKey(threading.local):
+    """A thread's key in a pool's ``_parked``: each thread gets an object of its own."""
+
+    def __init__(self) -> None:
+        self.key = _Waiter()
+
+
 class _BlockExit:
     """The exit of one `with pool` statement: it gives back that block's connection."""
 
@@ -304,6 +311,7 @@ class ConnectionPool:
         options = settings.pool
         self._driver = driver
         self._probe = self._driver.probe  # bound once: called at every checkout
+        self._settled = self._driver.settled  # and at every return
         self._driver.check(self.settings.params)
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
@@ -387,10 +395,18 @@ class ConnectionPool:
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
+        self._recent_waits = self._stats.wait_recorder()
         # Connections given back clean, each kept for the thread that gave it back, by
         # that thread's key (see _park); the key lives in a thread-local.
         self._parked: dict[object, tuple[Any, _Handle]] = {}
-        self._thread_key = threading.local()
+        self._thread_key = _ThreadKey()
+        # One item per claim of a parked connection, made without the lock: counted in
+        # the stats (acquired, requests) at the next critical section (_fold_claims).
+        self._claims: deque[None] = deque()
+        # The threads whose parked connection another thread took (shared mode): more
+        # threads are at work than connections open, so the next of them to miss its own
+        # starts a connect in the background (see _checkout).
+        self._robbed: weakref.WeakSet[object] = weakref.WeakSet()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
@@ -499,11 +515,21 @@ class ConnectionPool:
             # The common case, decided with no I/O but a look at the socket: a current
             # connection seen alive moments ago, or one lent to this very thread already.
             now = monotonic()
+            raw = handle.raw
+            # _is_current() and _seen_alive(), spelled out: this runs at every checkout.
             if not (
                 nested
                 or (
-                    self._is_current(handle, now)
-                    and (not self._pre_ping or self._seen_alive(handle, now))
+                    raw is not None
+                    and self._stale_reason(handle, now) is None
+                    and (
+                        not self._pre_ping
+                        or (
+                            now - handle.returned < self._ping_interval
+                            and (self._max_lag is None or not self._host_check_due(handle, now))
+                            and self._probe(raw) is True
+                        )
+                    )
                 )
             ):
                 self._make_ready(handle, start + timeout, max_retries)
@@ -522,8 +548,8 @@ class ConnectionPool:
             except BaseException:
                 self._give_back(conn, failed=False)  # given back as it is, then raised
                 raise
-        conn._waited = now - start
-        self._stats.record_wait(conn._waited)  # needs no lock (see PoolStats)
+        conn._waited = waited = now - start
+        self._recent_waits(waited)  # PoolStats.record_wait: needs no lock (see PoolStats)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
@@ -546,7 +572,7 @@ class ConnectionPool:
         """
         if conn is None:
             return
-        if self._is_readonly(conn):
+        if self._replicas is not None and self._is_readonly(conn):
             assert self._replicas is not None
             self._replicas.release(conn, discard)
             return
@@ -827,11 +853,13 @@ class ConnectionPool:
             self._report_leaks()
         with self._lock:
             self._fold_tallies()
+            self._fold_claims()
             stats = self._stats.snapshot()
             handles = list(self._handles.live)
             in_use = sum(h.borrowers() for h in handles)
             waiting = len(self._waiters)
-            parked = {id(entry[1]) for entry in self._parked.values()}
+            # list() first: a claim may pop an entry at any moment (see _checkout).
+            parked = {id(entry[1]) for entry in list(self._parked.values())}
         open_count = sum(1 for h in handles if h.raw is not None)
         idle = sum(1 for h in handles if h.raw is not None and (not h.lent or id(h) in parked))
         stats.update(
@@ -945,22 +973,21 @@ class ConnectionPool:
         persistent mode only), and whether it was abandoned: its last return was cut
         short, so its connection is in an unknown state and must be closed.
         """
-        if self._parked:  # read without the lock: a stale answer only costs the long way
-            key = self._my_key()
-            with self._lock:  # critical section: claim the connection this thread gave back
-                entry = self._parked.pop(key, None)
-                if entry is not None:
-                    if self._closed:
-                        self._unpark(entry)
-                        raise PoolClosed(f"pool {self._label} is closed")
-                    # The lease is conn's from here: acquire() gives it back on any error.
-                    lease = conn._lease
-                    lease.append(entry)
-                    handle = entry[1]
-                    handle.owners.append(lease)
-                    self._stats.acquired += 1
-                    self._stats.requests += 1
-                    return handle, False, False
+        if self._parked:
+            # The claim of the connection this thread gave back, without the lock: dict.pop
+            # is one step under the GIL, so of this thread and one moving parked connections
+            # back to the store (which pops them under the lock) only one gets the entry.
+            entry = self._parked.pop(self._thread_key.key, None)  # key: see _my_key()
+            if entry is not None:
+                # The lease is conn's from here: acquire() gives it back on any error.
+                lease = conn._lease
+                lease.append(entry)
+                handle = entry[1]
+                handle.owners.append(lease)
+                self._claims.append(None)  # counted at the next critical section
+                if self._closed:
+                    raise PoolClosed(f"pool {self._label} is closed")
+                return handle, False, False
         store = self._store
         # Once in line (in _waiters from its first wait until it leaves), a thread may take
         # whatever frees up. The marker is referenced only from this frame: should the
@@ -972,20 +999,36 @@ class ConnectionPool:
                 with self._lock:  # critical section: decide only (take, wait or give up)
                     if self._closed:
                         raise PoolClosed(f"pool {self._label} is closed")
-                    if self._parked and not self._binds_threads:
-                        self._unpark_all()  # kept for their threads, but free for anyone
                     # Waiting threads go first: a newcomer takes a connection only when there
                     # is one for every waiter too, or a busy pool starves its waiters. With
                     # no idle one, a new one only when it need not wait for one to come back.
                     handles = self._handles
-                    idle = store.idle + len(handles.spares)
+                    # Connections parked for other threads are free for this one too.
+                    parked = 0 if self._binds_threads else len(self._parked)
+                    idle = store.idle + len(handles.spares) + parked
                     ahead = 0 if waiter or not self._waiting else len(self._waiters)
                     room = self.max_size - len(handles.live)
+                    if self._robbed and waiter is None:
+                        me = self._my_key()
+                        if me in self._robbed:
+                            self._robbed.discard(me)
+                            if room > self._growers and not self._grow_failed:
+                                self._start_grower()  # for whoever needs it first
                     if (
                         store.owns_handle()
                         or idle > ahead
                         or (idle + room > ahead and not self._wait_for_return())
                     ):
+                        if parked and not store.idle and not handles.spares:
+                            # Only parked ones are left: take one (the others stay with
+                            # their threads), and let its thread know (see _robbed). Each
+                            # step is one C call: the owner may claim it in between.
+                            robbed = next(iter(self._parked), None)
+                            entry = self._parked.pop(robbed, None)
+                            if entry is None:  # claimed by its thread meanwhile: decide again
+                                continue
+                            self._robbed.add(robbed)
+                            self._unpark(entry)  # into the store, for store.take() below
                         if waiter is not None:
                             self._waiters.discard(waiter)
                             waiter = None
@@ -1095,6 +1138,8 @@ class ConnectionPool:
             with self._lock:  # critical section
                 if self._tallies:
                     self._fold_tallies()
+                if self._claims:
+                    self._fold_claims()
                 if failed:
                     self._stats.acquired -= 1
                 else:
@@ -1138,22 +1183,18 @@ class ConnectionPool:
     # claims it there. Every other party that wants idle connections first moves the
     # parked ones back into the store (``_unpark_all``): a thread that finds no
     # connection of its own (shared mode), close_all(), resize() and the max_idle
-    # eviction. All of these, the park and the claim take ``_parked`` entries under the
-    # pool's lock, so an entry is had by one party only; and since a parked handle stays
-    # marked lent, no code that looks for idle handles takes it unawares. A park or a
-    # claim cut short by an exception loses the entry like any checkout cut short: the
-    # handle is still marked lent with no borrower, so it is closed, never lent as it is.
+    # eviction. The owner's claim is a dict.pop without the lock; everyone else takes
+    # entries under the lock, by pop or popitem too: each is one step under the GIL, so
+    # an entry is had by one party only. Since a parked handle stays marked lent, no code
+    # that looks for idle handles takes it unawares. A park or a claim cut short by an
+    # exception loses the entry like any checkout cut short: the handle is still marked
+    # lent with no borrower, so it is closed, never lent as it is.
     # In persistent mode an entry holds no DBUtils token: the thread-local DBUtils keeps
     # is what drops the handle when its thread ends (then _close_dropped forgets the entry).
 
     def _my_key(self) -> object:
         """The calling thread's key in ``_parked``: an object of its own, never reused."""
-        local = self._thread_key
-        try:
-            return local.key  # type: ignore[no-any-return]
-        except AttributeError:
-            key = local.key = _Waiter()
-            return key
+        return self._thread_key.key
 
     def _park(self, token: Any, handle: _Handle, conn: PooledConnection) -> bool:
         """Keep a clean connection given back for its thread; False: _checkin must put it back.
@@ -1162,14 +1203,17 @@ class ConnectionPool:
         long way, as do returns while threads wait (the connection is theirs).
         """
         raw = handle.raw
+        owners = handle.owners
         if (
             raw is None
             or not self._parking
             or handle.close_on_release
             or handle.discard
             or self._listeners["checkin"]
-            or handle.borrowers()
-            or not self._driver.settled(raw)
+            # Lent once, by conn alone (whose lease is empty now); else see borrowers().
+            or len(owners) != 1
+            or owners[0] is not conn._lease
+            or not self._settled(raw)
         ):
             return False
         now = monotonic()
@@ -1177,7 +1221,7 @@ class ConnectionPool:
             self._max_usage and handle.uses >= self._max_usage
         ):
             return False
-        key = self._my_key()
+        key = self._thread_key.key  # _my_key()
         waited = conn._waited
         used = now - conn._since
         with self._lock:  # critical section: park it, or leave it to _checkin
@@ -1192,6 +1236,9 @@ class ConnectionPool:
                 self._unpark(parked.pop(key))
             if self._tallies:
                 self._fold_tallies()
+            if self._claims:
+                self._fold_claims()
+            owners.clear()
             handle.returned = self._last_return = now
             self._stats.released += 1
             self._stats.returned(waited, used)
@@ -1213,7 +1260,11 @@ class ConnectionPool:
         """Put every parked connection back into the store; called with the lock held."""
         parked = self._parked
         while parked:
-            self._unpark(parked.popitem()[1])
+            try:
+                _, entry = parked.popitem()
+            except KeyError:  # its thread claimed the last one meanwhile (no lock there)
+                return
+            self._unpark(entry)
 
     def _kept_enough(self) -> bool:
         """Whether ``size`` connections wait idle already (shared mode); lock held."""
@@ -1259,20 +1310,36 @@ class ConnectionPool:
             raise
 
     def _grow(self) -> None:
-        """Open connections, one at a time, while threads wait and none is idle."""
+        """Open connections, one at a time, while threads wait and none is idle.
+
+        The first is opened even when the thread that asked for it was served by a
+        returning connection meanwhile: threads that keep running into each other
+        (more at work than connections open) then end up with one connection each.
+        """
         store = self._store
+        first = True
         try:
             while True:
                 with self._lock:  # critical section: decide, and take an empty slot
                     if (
                         self._closed
-                        or not self._waiters
-                        or store.idle  # the line takes those first
-                        or self._handles.spares
                         or len(self._handles.live) >= self.max_size
+                        or not (
+                            first
+                            or (
+                                self._waiters
+                                and not store.idle  # the line takes those first
+                                and not self._handles.spares
+                            )
+                        )
                     ):
                         return
-                    token, handle = store.take()  # a new, empty handle
+                    first = False
+                    if store.idle or self._handles.spares:
+                        # The store would lend an idle one: open a spare instead.
+                        token, handle = None, self._handles.reserve()
+                    else:
+                        token, handle = store.take()  # a new, empty handle
                     handle.lent = True  # not idle while it is filled: close_all() leaves it
                     self._filling += 1
                 failed = False
@@ -1290,12 +1357,20 @@ class ConnectionPool:
                     handle.lent = False
                     closed = self._closed
                     # Kept only open: an empty handle is dropped, which frees its slot.
-                    store.put(token, handle, handle.raw is not None and not closed)
+                    keep = handle.raw is not None and not closed
+                    if token is not None:
+                        store.put(token, handle, keep)
+                    elif keep:
+                        self._handles.spares.append(handle)
+                    else:
+                        self._handles.live.discard(handle)
                     if failed:
                         self._grow_failed = True  # waiters connect themselves, and see why
                         self._cond.notify_all()
                     else:
                         self._cond.notify()
+                if token is None and not keep and handle.raw is not None:
+                    self._retire(handle, "closed")  # a spare opened while the pool closed
                 if self._handles.dropped:
                     self._close_dropped()
                 if closed:
@@ -1755,6 +1830,15 @@ class ConnectionPool:
             name = tallies.popleft()
             setattr(stats, name, getattr(stats, name) + 1)
 
+    def _fold_claims(self) -> None:
+        """Count the claims of parked connections made since; called with the lock held."""
+        claims = self._claims
+        count = len(claims)  # those appended meanwhile wait for the next call
+        for _ in range(count):
+            claims.pop()
+        self._stats.acquired += count
+        self._stats.requests += count
+
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:
         raw, handle.raw = handle.raw, None
@@ -1777,8 +1861,9 @@ class ConnectionPool:
                 self._handles.live.discard(handle)
             parked = self._parked
             if parked:  # a persistent thread ended with its connection parked
-                for key in [k for k, entry in parked.items() if entry[1].dropped]:
-                    del parked[key]
+                for key, entry in list(parked.items()):  # list(): see _checkout's claim
+                    if entry[1].dropped:
+                        parked.pop(key, None)
             self._stats.closed += len(raws)
             if self._waiters:
                 self._cond.notify(len(dead))
