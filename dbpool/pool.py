@@ -509,19 +509,40 @@ class ConnectionPool:
         # `conn`, whatever is raised (a failed connect, an exception from a signal
         # handler) gives the slot back through _give_back().
         try:
-            handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
-            if abandoned:
-                self._retire(handle, "broken")
+            # The connection this thread gave back, if it is still parked (see _park): the
+            # claim is a dict.pop without the lock, one step under the GIL, so of this
+            # thread and one moving parked connections back to the store (under the
+            # lock) only one gets the entry.
+            entry = self._parked.pop(self._thread_key.key, None) if self._parked else None
+            if entry is not None:
+                # The lease is conn's from here: the except below gives it back.
+                lease = conn._lease
+                lease.append(entry)
+                handle = entry[1]
+                handle.owners.append(lease)
+                self._claims.append(None)  # counted at the next critical section
+                if self._closed:
+                    raise PoolClosed(f"pool {self._label} is closed")
+                nested = False
+            else:
+                handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
+                if abandoned:
+                    self._retire(handle, "broken")
             # The common case, decided with no I/O but a look at the socket: a current
             # connection seen alive moments ago, or one lent to this very thread already.
             now = monotonic()
             raw = handle.raw
-            # _is_current() and _seen_alive(), spelled out: this runs at every checkout.
+            host = handle.host
+            # _is_current() (with _stale_reason()) and _seen_alive(), spelled out: this
+            # runs at every checkout.
             if not (
                 nested
                 or (
                     raw is not None
-                    and self._stale_reason(handle, now) is None
+                    and not self._closed
+                    and handle.epoch == self._epoch
+                    and now < handle.expires
+                    and (host is None or handle.created > host.stale_before)
                     and (
                         not self._pre_ping
                         or (
@@ -973,21 +994,6 @@ class ConnectionPool:
         persistent mode only), and whether it was abandoned: its last return was cut
         short, so its connection is in an unknown state and must be closed.
         """
-        if self._parked:
-            # The claim of the connection this thread gave back, without the lock: dict.pop
-            # is one step under the GIL, so of this thread and one moving parked connections
-            # back to the store (which pops them under the lock) only one gets the entry.
-            entry = self._parked.pop(self._thread_key.key, None)  # key: see _my_key()
-            if entry is not None:
-                # The lease is conn's from here: acquire() gives it back on any error.
-                lease = conn._lease
-                lease.append(entry)
-                handle = entry[1]
-                handle.owners.append(lease)
-                self._claims.append(None)  # counted at the next critical section
-                if self._closed:
-                    raise PoolClosed(f"pool {self._label} is closed")
-                return handle, False, False
         store = self._store
         # Once in line (in _waiters from its first wait until it leaves), a thread may take
         # whatever frees up. The marker is referenced only from this frame: should the
@@ -1183,7 +1189,7 @@ class ConnectionPool:
     # claims it there. Every other party that wants idle connections first moves the
     # parked ones back into the store (``_unpark_all``): a thread that finds no
     # connection of its own (shared mode), close_all(), resize() and the max_idle
-    # eviction. The owner's claim is a dict.pop without the lock; everyone else takes
+    # eviction. The owner's claim (in acquire()) is a dict.pop without the lock; everyone else takes
     # entries under the lock, by pop or popitem too: each is one step under the GIL, so
     # an entry is had by one party only. Since a parked handle stays marked lent, no code
     # that looks for idle handles takes it unawares. A park or a claim cut short by an
@@ -1217,8 +1223,14 @@ class ConnectionPool:
         ):
             return False
         now = monotonic()
-        if self._stale_reason(handle, now) is not None or (
-            self._max_usage and handle.uses >= self._max_usage
+        host = handle.host
+        if (
+            # _stale_reason() spelled out (this runs at every return), and max_usage.
+            self._closed
+            or handle.epoch != self._epoch
+            or now >= handle.expires
+            or (host is not None and handle.created <= host.stale_before)
+            or (self._max_usage and handle.uses >= self._max_usage)
         ):
             return False
         key = self._thread_key.key  # _my_key()
@@ -1236,12 +1248,16 @@ class ConnectionPool:
                 self._unpark(parked.pop(key))
             if self._tallies:
                 self._fold_tallies()
-            if self._claims:
-                self._fold_claims()
+            stats = self._stats
+            claims = self._claims
+            while claims:  # _fold_claims() inline: mostly the one claim of this connection
+                claims.pop()
+                stats.acquired += 1
+                stats.requests += 1
             owners.clear()
             handle.returned = self._last_return = now
-            self._stats.released += 1
-            self._stats.returned(waited, used)
+            stats.released += 1
+            stats.returned(waited, used)
             # No token in persistent mode: DBUtils' thread-local alone must hold it.
             parked[key] = (None if self._binds_threads else token, handle)
         if self._stats.listeners:
