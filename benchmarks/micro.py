@@ -98,43 +98,58 @@ class Context:
     params: Mapping[str, Any] = field(default_factory=dict)  # live PyMySQL connect arguments
 
 
-def _dbpool(mode: str, ctx: Context) -> Pool:
+def _close(conn: Any) -> None:
+    conn.close()
+
+
+def _dbpool(mode: str, ctx: Context, *, live: bool = False) -> Pool:
+    """dbpool in ``mode``, validation on, ``reset="rollback"``: over FakeDriver, or live."""
     from dbpool import make_pool
 
+    where: dict[str, Any] = (
+        {"config_name": ctx.live_name, **ctx.params}
+        if live
+        else {"config_name": ctx.fake_name, "driver": FakeDriver()}
+    )
     pool = make_pool(
         mode,
-        driver=FakeDriver(),
         config=ctx.config,
-        config_name=ctx.fake_name,
         size=10,
         max_overflow=5,
         pre_ping=True,
         reset="rollback",
+        **where,
     )
-    return pool.acquire, lambda conn: conn.close(), pool.dispose
+    return pool.acquire, _close, pool.dispose
 
 
-def _pooled_db(ctx: Context) -> Pool:
+def _pooled_db_of(module: Any, *, ping: int, reset: bool, **params: Any) -> Pool:
+    """DBUtils' PooledDB with dbpool's bounds (10 cached, 15 in all), blocking."""
     from dbutils.pooled_db import PooledDB
 
     db = PooledDB(
-        FakeModule,
+        module,
         mincached=0,
         maxcached=10,
         maxshared=0,
         maxconnections=15,
         blocking=True,
-        ping=1,
-        reset=True,
+        ping=ping,
+        reset=reset,
+        **params,
     )
-    return db.connection, lambda conn: conn.close(), db.close
+    return db.connection, _close, db.close
+
+
+def _pooled_db(ctx: Context) -> Pool:
+    return _pooled_db_of(FakeModule, ping=1, reset=True)
 
 
 def _persistent_db(ctx: Context) -> Pool:
     from dbutils.persistent_db import PersistentDB
 
     db = PersistentDB(FakeModule, ping=1, closeable=False)
-    return db.connection, lambda conn: conn.close(), lambda: None
+    return db.connection, _close, lambda: None
 
 
 def _queue_pool(pre_ping: bool) -> Callable[[Context], Pool]:
@@ -160,43 +175,15 @@ def _queue_pool(pre_ping: bool) -> Callable[[Context], Pool]:
             pre_ping=pre_ping,
             **kwargs,
         )
-        return pool.connect, lambda conn: conn.close(), pool.dispose
+        return pool.connect, _close, pool.dispose
 
     return build
 
 
-def _dbpool_live(mode: str, ctx: Context) -> Pool:
-    from dbpool import make_pool
-
-    pool = make_pool(
-        mode,
-        config=ctx.config,
-        config_name=ctx.live_name,
-        size=10,
-        max_overflow=5,
-        pre_ping=True,
-        reset="rollback",
-        **ctx.params,
-    )
-    return pool.acquire, lambda conn: conn.close(), pool.dispose
-
-
 def _pooled_db_live(ctx: Context) -> Pool:
     import pymysql
-    from dbutils.pooled_db import PooledDB
 
-    db = PooledDB(
-        pymysql,
-        mincached=0,
-        maxcached=10,
-        maxshared=0,
-        maxconnections=15,
-        blocking=True,
-        ping=0,
-        reset=False,
-        **ctx.params,
-    )
-    return db.connection, lambda conn: conn.close(), db.close
+    return _pooled_db_of(pymysql, ping=0, reset=False, **ctx.params)
 
 
 def _persistent_db_live(ctx: Context) -> Pool:
@@ -205,7 +192,7 @@ def _persistent_db_live(ctx: Context) -> Pool:
 
     # threading.local, as dbpool uses: DBUtils' default pure-Python local is slower.
     db = PersistentDB(pymysql, ping=0, closeable=False, threadlocal=threading.local, **ctx.params)
-    return db.connection, lambda conn: conn.close(), lambda: None
+    return db.connection, _close, lambda: None
 
 
 def _tcp_info(ctx: Context) -> Pool:
@@ -228,8 +215,8 @@ def _tcp_info(ctx: Context) -> Pool:
 
 # The checkouts with a live connection, which the targets are about.
 LIVE: dict[str, tuple[str, Callable[[Context], Pool]]] = {
-    "dbpool-shared": ("dbpool shared", lambda ctx: _dbpool_live("shared", ctx)),
-    "dbpool-persistent": ("dbpool persistent", lambda ctx: _dbpool_live("persistent", ctx)),
+    "dbpool-shared": ("dbpool shared", lambda ctx: _dbpool("shared", ctx, live=True)),
+    "dbpool-persistent": ("dbpool persistent", lambda ctx: _dbpool("persistent", ctx, live=True)),
     "dbutils-pooleddb": ("DBUtils PooledDB cycle (ping=0, reset=False)", _pooled_db_live),
     "dbutils-persistentdb": (
         "DBUtils PersistentDB cycle (ping=0, threading.local)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,40 @@ def _lo_hi(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     return (min(vals), max(vals)) if vals else (None, None)
 
 
+def _spread(values: list[float | None], name: str) -> dict[str, float | None]:
+    """``name``: the median of ``values``; ``name_min``, ``name_max``: their range."""
+    lo, hi = _lo_hi(values)
+    return {name: _median(values), f"{name}_min": lo, f"{name}_max": hi}
+
+
+def _errors(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds' errors summed, and the first message any of them gave."""
+    messages = (r.get("first_error") or r.get("error") for r in group)
+    return {
+        "errors": sum(r.get("errors") or 0 for r in group),
+        "first_error": next((m for m in messages if m), None),
+    }
+
+
+def _by_approach(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run["approach"]].append(run)
+    return groups
+
+
+def _rank(approach: str) -> int:
+    """An approach's place in the tables: the order of benchmarks/approaches.py."""
+    return _APPROACH_RANK.get(approach, 99)
+
+
+_APPROACH_RANK = {key: i for i, key in enumerate(APPROACH_CLASSES)}
+
+
+def _in_approach_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: _rank(r["approach"]))
+
+
 def _label(key: str, data: dict[str, Any]) -> str:
     approaches = data["settings"]["approaches"]
     if key in approaches:
@@ -84,7 +118,7 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (latency, workload, threads, approach), group in groups.items():
         throughputs = [c.get("throughput") for c in group]
-        ratios = []
+        ratios: list[float | None] = []
         ahead = []
         cpu_ratios = []
         for c in group:
@@ -98,8 +132,6 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             others = [p.get("throughput") or 0.0 for k, p in peers.items() if _is_other_pool(k)]
             if others and max(others) > 0 and c.get("throughput") is not None:
                 ahead.append(c["throughput"] / max(others))
-        lo, hi = _lo_hi(throughputs)
-        rlo, rhi = _lo_hi(ratios)
         per_request = {
             name: _median(c.get("per_request", {}).get(name) for c in group)
             for name in (group[0].get("per_request") or {})
@@ -111,12 +143,8 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "threads": threads,
                 "approach": approach,
                 "rounds": len(group),
-                "throughput": _median(throughputs),
-                "throughput_min": lo,
-                "throughput_max": hi,
-                "ratio": _median(ratios),
-                "ratio_min": rlo,
-                "ratio_max": rhi,
+                **_spread(throughputs, "throughput"),
+                **_spread(ratios, "ratio"),
                 "vs_best_other_pool": _median(ahead),
                 "cpu_ratio": _median(cpu_ratios),
                 "wait_p50_ms": _median(c.get("wait_p50_ms") for c in group),
@@ -131,61 +159,64 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
                 "per_request": per_request,
                 "requests": sum(c.get("requests") or 0 for c in group),
-                "errors": sum(c.get("errors") or 0 for c in group),
-                "first_error": next(
-                    (
-                        c.get("first_error") or c.get("error")
-                        for c in group
-                        if c.get("first_error") or c.get("error")
-                    ),
-                    None,
-                ),
+                **_errors(group),
             }
         )
-    order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
-    rows.sort(
-        key=lambda r: (r["latency_ms"], r["workload"], r["threads"], order.get(r["approach"], 99))
-    )
+    rows.sort(key=lambda r: (r["latency_ms"], r["workload"], r["threads"], _rank(r["approach"])))
     return rows
 
 
-def aggregate_storm(storms: list[dict[str, Any]], connect_ms: float | None) -> list[dict[str, Any]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in storms:
-        groups[s["approach"]].append(s)
+def _against_connect(
+    runs: list[dict[str, Any]],
+    key: str,
+    connect_ms: float | None,
+    more: Callable[[list[dict[str, Any]]], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One row per approach of a burst timed in ``key`` (ms): its spread over the rounds,
+    how many single connects' time the median is, ``more`` of the group, the errors."""
     rows = []
-    for approach, group in groups.items():
-        times = [s.get("storm_ms") for s in group]
-        lo, hi = _lo_hi(times)
-        median = _median(times)
+    for approach, group in _by_approach(runs).items():
+        times = _spread([r.get(key) for r in group], key)
+        median = times[key]
         rows.append(
             {
                 "approach": approach,
                 "rounds": len(group),
                 "threads": group[0]["threads"],
-                "storm_ms": median,
-                "storm_ms_min": lo,
-                "storm_ms_max": hi,
-                "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
-                "first_ms": _median(s.get("first_ms") for s in group),
-                "errors": sum(s.get("errors") or 0 for s in group),
-                "first_error": next(
-                    (s["first_error"] for s in group if s.get("first_error")), None
-                ),
+                **times,
+                "vs_connect": median / connect_ms if median is not None and connect_ms else None,
+                **more(group),
+                **_errors(group),
             }
         )
-    order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
-    rows.sort(key=lambda r: order.get(r["approach"], 99))
-    return rows
+    return _in_approach_order(rows)
 
 
-def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate_storm(storms: list[dict[str, Any]], connect_ms: float | None) -> list[dict[str, Any]]:
+    return _against_connect(
+        storms,
+        "storm_ms",
+        connect_ms,
+        lambda group: {"first_ms": _median(s.get("first_ms") for s in group)},
+    )
+
+
+def _micro_rounds(
+    micros: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, int], list[dict[str, Any]]], dict[tuple[int, int], dict[str, float]]]:
+    """The measurements by (approach, threads); and each round's CPU ns per operation,
+    by (threads, round) and approach."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     by_round: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
     for m in micros:
         groups[(m["approach"], m["threads"])].append(m)
         if m.get("cpu_ns_per_op") is not None:
             by_round[(m["threads"], m["round"])][m["approach"]] = m["cpu_ns_per_op"]
+    return groups, by_round
+
+
+def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups, by_round = _micro_rounds(micros)
     rows = []
     for (approach, threads), group in groups.items():
         values = [m.get("cpu_ns_per_op") for m in group]
@@ -207,10 +238,7 @@ def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ns_max": hi,
                 "reference": ref,
                 "vs_reference": _median(ratios),
-                "errors": sum(m.get("errors") or 0 for m in group),
-                "first_error": next(
-                    (m["first_error"] for m in group if m.get("first_error")), None
-                ),
+                **_errors(group),
             }
         )
     rows.sort(
@@ -224,47 +252,17 @@ def aggregate_micro(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def aggregate_spike(spikes: list[dict[str, Any]], connect_ms: float | None) -> list[dict[str, Any]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in spikes:
-        groups[s["approach"]].append(s)
-    rows = []
-    for approach, group in groups.items():
-        times = [s.get("burst_ms") for s in group]
-        opened = [s.get("opened") for s in group]
-        median = _median(times)
-        lo, hi = _lo_hi(times)
-        olo, ohi = _lo_hi(opened)
-        rows.append(
-            {
-                "approach": approach,
-                "rounds": len(group),
-                "threads": group[0]["threads"],
-                "burst_ms": median,
-                "burst_ms_min": lo,
-                "burst_ms_max": hi,
-                "vs_connect": (median / connect_ms) if median is not None and connect_ms else None,
-                "opened": _median(opened),
-                "opened_min": olo,
-                "opened_max": ohi,
-                "errors": sum(s.get("errors") or 0 for s in group),
-                "first_error": next(
-                    (s["first_error"] for s in group if s.get("first_error")), None
-                ),
-            }
-        )
-    order = {key: i for i, key in enumerate(APPROACH_CLASSES)}
-    rows.sort(key=lambda r: order.get(r["approach"], 99))
-    return rows
+    return _against_connect(
+        spikes,
+        "burst_ms",
+        connect_ms,
+        lambda group: _spread([s.get("opened") for s in group], "opened"),
+    )
 
 
 def aggregate_micro_live(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Live checkout + return: medians, and dbpool's ratio to its DBUtils reference per round."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    by_round: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
-    for m in micros:
-        groups[(m["approach"], m["threads"])].append(m)
-        if m.get("cpu_ns_per_op") is not None:
-            by_round[(m["threads"], m["round"])][m["approach"]] = m["cpu_ns_per_op"]
+    groups, by_round = _micro_rounds(micros)
     rows = []
     for (approach, threads), group in groups.items():
         values = [m.get("ns_per_op") for m in group]
@@ -288,10 +286,7 @@ def aggregate_micro_live(micros: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "reference": list(refs) or None,
                 "goal": goal,
                 "vs_reference": _median(ratios),
-                "errors": sum(m.get("errors") or 0 for m in group),
-                "first_error": next(
-                    (m["first_error"] for m in group if m.get("first_error")), None
-                ),
+                **_errors(group),
             }
         )
     order = {

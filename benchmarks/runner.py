@@ -6,10 +6,11 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from dbpool.advisor.runner import measure
 
 from .approaches import Approach, Target
 from .monitor import COUNTERS, WANTED, Monitor
@@ -42,74 +43,6 @@ def server_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-@dataclass
-class _State:
-    recording: bool = False
-    stop: bool = False
-
-
-@dataclass
-class _Worker:
-    latencies: list[float] = field(default_factory=list)
-    waits: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_error: str | None = None
-
-
-def _work(
-    approach: Approach,
-    request: Any,
-    state: _State,
-    worker: _Worker,
-    seed: int,
-    start: threading.Barrier,
-) -> None:
-    rng = random.Random(seed)
-    clock = time.perf_counter
-    latencies, waits = worker.latencies, worker.waits
-    checkout, checkin = approach.checkout, approach.checkin
-    try:
-        start.wait()
-        while not state.stop:
-            recording = state.recording
-            t0 = clock()
-            try:
-                token, conn = checkout()
-            except Exception as exc:
-                if recording:
-                    worker.errors += 1
-                    worker.first_error = worker.first_error or repr(exc)
-                time.sleep(0.001)  # a failing checkout must not spin the CPU
-                continue
-            t1 = clock()
-            try:
-                request(conn, rng)
-            except Exception as exc:
-                if recording:
-                    worker.errors += 1
-                    worker.first_error = worker.first_error or repr(exc)
-            finally:
-                try:
-                    checkin(token)
-                except Exception as exc:
-                    if recording:
-                        worker.errors += 1
-                        worker.first_error = worker.first_error or repr(exc)
-            t2 = clock()
-            if recording:
-                latencies.append(t2 - t0)
-                waits.append(t1 - t0)
-    except Exception as exc:  # the barrier broke, or the approach failed outright
-        worker.errors += 1
-        worker.first_error = worker.first_error or repr(exc)
-    finally:
-        try:
-            approach.thread_end()
-        except Exception as exc:
-            worker.errors += 1
-            worker.first_error = worker.first_error or repr(exc)
-
-
 def _percentile_ms(values: np.ndarray, q: float) -> float | None:
     if values.size == 0:
         return None
@@ -140,9 +73,6 @@ def run_cell(
     baseline = monitor.settle(None)
     monitor.mark()
     before = monitor.status()
-    state = _State()
-    workers = [_Worker() for _ in range(threads)]
-    start = threading.Barrier(threads + 1)
     request = workload.make(rows, slow)
     result: dict[str, Any] = {
         "approach": approach_cls.key,
@@ -150,6 +80,14 @@ def run_cell(
         "threads": threads,
         "latency_ms": latency * 1000.0,
     }
+
+    def at_start() -> tuple[dict[str, Any], float | None]:
+        return monitor.status(), server_cpu(server_pid)
+
+    def at_end() -> tuple[dict[str, Any], float | None]:
+        cpu = server_cpu(server_pid)
+        return monitor.status(), cpu
+
     with round_trip_delay(latency):
         t_build = time.perf_counter()
         try:
@@ -158,40 +96,20 @@ def run_cell(
             result.update(error=f"cannot build: {exc!r}", requests=0, errors=1)
             return result
         result["build_s"] = time.perf_counter() - t_build
-        run = _work if profiler is None else profiler.wrap(_work)
-        pool_threads = [
-            threading.Thread(
-                target=run,
-                args=(approach, request, state, w, seed + i, start),
-                name=f"bench-{i}",
-                daemon=True,
-            )
-            for i, w in enumerate(workers)
-        ]
         try:
-            for thread in pool_threads:
-                thread.start()
-            start.wait()
-            time.sleep(warmup)
-            window_start = monitor.status()
-            server_a = server_cpu(server_pid)
-            cpu_a = time.process_time()
-            state.recording = True
-            t_a = time.perf_counter()
-            time.sleep(duration)
-            state.recording = False
-            t_b = time.perf_counter()
-            cpu_b = time.process_time()
-            server_b = server_cpu(server_pid)
-            window_end = monitor.status()
+            window = measure(
+                approach,
+                request,
+                threads=threads,
+                warmup=warmup,
+                duration=duration,
+                seed=seed,
+                at_start=at_start,
+                at_end=at_end,
+                wrap=None if profiler is None else profiler.wrap,
+                join_timeout=JOIN_TIMEOUT,
+            )
         finally:
-            state.stop = True
-            if start.n_waiting and not start.broken:
-                start.abort()
-            deadline = time.monotonic() + JOIN_TIMEOUT
-            for thread in pool_threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            stuck = sum(thread.is_alive() for thread in pool_threads)
             try:
                 approach.close()
             except Exception as exc:
@@ -199,28 +117,24 @@ def run_cell(
     after = monitor.status()
     monitor.settle(baseline)
 
-    latencies = np.fromiter((x for w in workers for x in w.latencies), dtype=float)
-    waits = np.fromiter((x for w in workers for x in w.waits), dtype=float)
-    requests = int(latencies.size)
-    window = t_b - t_a
+    latencies = np.array(window.latencies, dtype=float)
+    waits = np.array(window.waits, dtype=float)
+    requests = window.requests
+    (window_start, server_a), (window_end, server_b) = window.at_start, window.at_end
     start_status, end_status = window_start["status"], window_end["status"]
     delta = {key: end_status.get(key, 0) - start_status.get(key, 0) for key in WANTED}
     # The monitor's queries after the first snapshot, the second one included.
     own_queries = window_end["queries"] - window_start["queries"]
     delta["Questions"] -= own_queries
     delta["Com_show_status"] -= own_queries
-    errors = sum(w.errors for w in workers) + stuck
-    first_error = next((w.first_error for w in workers if w.first_error), None)
-    if stuck:
-        first_error = f"{stuck} worker threads did not stop; " + (first_error or "")
     per_request = {
         key: (delta[key] / requests if requests else None) for key in ("Questions", *COUNTERS)
     }
     commands = delta["Questions"] + delta["Com_admin_commands"]
     result.update(
         requests=requests,
-        window_s=window,
-        throughput=requests / window if window > 0 else 0.0,
+        window_s=window.seconds,
+        throughput=window.throughput,
         p50_ms=_percentile_ms(latencies, 50),
         p90_ms=_percentile_ms(latencies, 90),
         p99_ms=_percentile_ms(latencies, 99),
@@ -230,15 +144,15 @@ def run_cell(
         opened_window=delta["Connections"],
         opened_total=after["status"]["Connections"] - before["status"]["Connections"],
         commands_per_request=(commands / requests) if requests else None,
-        client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
+        client_cpu_us=window.cpu_us_per_request,
         server_cpu_us=(
             (server_b - server_a) / requests * 1e6
             if requests and server_a is not None and server_b is not None
             else None
         ),
         per_request=per_request,
-        errors=errors,
-        first_error=first_error,
+        errors=window.errors,
+        first_error=window.first_error,
     )
     return result
 

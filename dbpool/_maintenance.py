@@ -9,7 +9,7 @@ drain, ``wait()``) or until the next idle connection may have aged out. It holds
 the pool through a weak reference only, so a pool dropped without ``dispose()``
 is still collected, and the thread ends soon after.
 Connects of one top-up run in parallel, each on its slot reserved under the
-pool's lock and opened outside it (see ``ConnectionPool._fill_plan``).
+pool's lock and opened outside it (see ``fill_plan`` below).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._handles import _Handle
     from .pool import ConnectionPool
 
 log = logging.getLogger("dbpool")
@@ -35,7 +37,7 @@ _EVICT_MAX = 30.0
 
 
 class Maintainer:
-    """Runs ``ConnectionPool._maintain`` on a thread of its own, when woken or due."""
+    """Runs ``maintain`` (below) on a thread of its own, when woken or due."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = weakref.ref(pool)
@@ -76,7 +78,7 @@ class Maintainer:
             if pool is None:
                 return
             try:
-                failed = pool._maintain()
+                failed = maintain(pool)
             except Exception:  # never let the thread die: the next wake tries again
                 log.exception("the maintenance of %s failed", pool.name)
                 failed = True
@@ -92,3 +94,148 @@ class Maintainer:
             del pool  # sleep without keeping the pool alive
             self._event.wait(pause)
             self._event.clear()
+
+
+# -- the rounds, run on the Maintainer's thread (and the checkout's look at min_idle) --
+
+
+def idle_count(pool: ConnectionPool) -> int:
+    """Connections any caller could take now; called with the lock held."""
+    parked = 0 if pool._binds_threads else len(pool._parked)  # see ConnectionPool._park
+    return pool._store.idle + len(pool._handles.spares) + parked
+
+
+def wants_more_idle(pool: ConnectionPool) -> bool:
+    """Whether min_idle wants another connection and there is room for it (lock held)."""
+    opening = pool._maintainer.opening
+    return idle_count(pool) + opening < pool.min_idle and len(pool._handles.live) < pool.max_size
+
+
+def evict_idle(pool: ConnectionPool) -> None:
+    """Close idle connections unused for max_idle seconds, keeping min_idle of them."""
+    cutoff = monotonic() - pool._max_idle
+
+    def stale(handle: _Handle) -> bool:
+        return handle.returned <= cutoff
+
+    with pool._lock:  # critical section: pick and detach, no I/O
+        pool._unpark_all()  # parked connections age like any idle one
+        evicted = pool._store.evict(stale, keep=pool.min_idle)
+        keep = max(pool.min_idle - pool._store.idle, 0)
+        spares = pool._handles.spares
+        # Spares are in the order made: the oldest first.
+        while len(spares) > keep and stale(spares[0]):
+            evicted.append(spares.popleft())
+        forget(pool, evicted)
+        raws = []
+        if pool.mode == "persistent":
+            # A thread's own idle connection is closed; its slot stays with the thread.
+            raws = [
+                pool._take_raw(h)
+                for h in pool._handles.live
+                if not h.lent and h.raw is not None and h not in spares and stale(h)
+            ]
+        if pool._waiters and evicted:
+            pool._cond.notify(len(evicted))
+    close_evicted(pool, evicted, "idle")
+    for raw in raws:
+        pool._tallies.append("closed")  # before the close's I/O, as _retire counts
+        pool._tallies.append("closed_idle")
+        pool._close_raw(raw)
+
+
+def forget(pool: ConnectionPool, handles: list[_Handle]) -> None:
+    """Drop handles taken from the store or the spares; called with the lock held."""
+    for handle in handles:
+        pool._handles.live.discard(handle)
+
+
+def close_evicted(pool: ConnectionPool, handles: list[_Handle], reason: str) -> None:
+    """Close the connections of handles taken out of the pool (no lock held)."""
+    for handle in handles:
+        if handle.raw is not None:
+            pool._retire(handle, reason)
+
+
+def fill_plan(pool: ConnectionPool) -> tuple[list[_Handle], int]:
+    """Reserve the slots of the connections min_idle still wants (under the lock)."""
+    with pool._lock:  # critical section: count and reserve, no I/O
+        if pool._closed:
+            return [], 0
+        live = pool._handles.live
+        if pool.mode == "persistent":
+            idle = len(pool._handles.spares)  # a thread's own connection is not for others
+        else:
+            # Handles whose connection was closed at return wait empty among the idle
+            # ones: take them out, so that their slots take connections opened now.
+            forget(pool, pool._store.evict(lambda handle: handle.raw is None, keep=0))
+            idle = sum(1 for h in live if not h.lent and h.raw is not None)
+            idle += len(pool._parked)  # idle, though marked lent (see ConnectionPool._park)
+        wanted = pool.min_idle - idle - pool._maintainer.opening
+        room = pool.max_size - len(pool._handles.live)
+        handles = [pool._handles.reserve() for _ in range(max(min(wanted, room), 0))]
+        pool._maintainer.opening += len(handles)
+        if handles:
+            pool._maintainer.started += 1
+        return handles, pool._maintainer.started
+
+
+def fill(pool: ConnectionPool, handle: _Handle) -> BaseException | None:
+    """Open one connection ahead of demand on a reserved slot (no lock held)."""
+    error: BaseException | None = None
+    try:
+        pool._open(handle, monotonic() + pool.timeout)
+    except Exception as exc:  # a listener's error too: the slot must be given back
+        error = exc
+    with pool._lock:  # critical section: hand the connection over, or the slot back
+        pool._maintainer.opening -= 1
+        kept = handle.raw is not None and not pool._closed
+        if kept:
+            pool._handles.spares.append(handle)
+        else:
+            pool._handles.live.discard(handle)
+        pool._cond.notify_all()  # a waiter may take it; wait() may be done
+    if not kept and handle.raw is not None:  # the pool was disposed meanwhile
+        pool._retire(handle, "closed")
+    return error
+
+
+def maintain(pool: ConnectionPool) -> bool:
+    """One round of the maintenance thread; whether a connect failed."""
+    if pool._max_idle:
+        evict_idle(pool)
+    if not pool.min_idle:
+        return False
+    handles, round_number = fill_plan(pool)
+    if not handles:
+        return False
+    errors: list[BaseException | None] = [None] * len(handles)
+
+    def fill_slot(index: int) -> None:
+        errors[index] = fill(pool, handles[index])
+
+    # In parallel: a cold start costs one connect, not min_idle of them.
+    helpers = [
+        threading.Thread(target=fill_slot, args=(i,), name="dbpool-connect", daemon=True)
+        for i in range(1, len(handles))
+    ]
+    for helper in helpers:
+        helper.start()
+    fill_slot(0)
+    for helper in helpers:
+        helper.join()
+    error = next((e for e in errors if e is not None), None)
+    with pool._lock:
+        first = error is not None and pool._maintainer.error is None
+        pool._maintainer.error = error
+        pool._maintainer.error_round = round_number
+        pool._cond.notify_all()
+    if error is not None and not pool._closed:
+        # A warning when the trouble starts; the retries that follow are logged at debug.
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "could not open the min_idle connections of %s (retrying): %s",
+            pool._label,
+            error,
+        )
+    return error is not None

@@ -1,7 +1,16 @@
-"""The connection pool: one interface, two DBUtils strategies (shared and persistent)."""
+"""The connection pool: its state, checkout and return, over two DBUtils strategies.
+
+One interface for both modes (shared, on PooledDB; persistent, on PersistentDB), whose
+handles and stores are in _handles.py. The rest of the pool lives beside this module:
+what an application asks of a running pool besides borrowing (close, drain, dispose,
+wait, resize, listeners, figures, check) in _controls.py; which servers connections
+may use (host checks, replica and causal reads) in _routing.py; leak watching in
+_leaks.py; the min_idle and max_idle upkeep in _maintenance.py.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -12,14 +21,18 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from time import monotonic, sleep
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, ParamSpec, overload
 
+from . import _controls, _leaks, _maintenance, _routing
+from ._controls import EVENTS
 from ._handles import _Handle, _HandleFactory, _Store, make_store
+from ._leaks import STACK_DEPTH as _LEAK_STACK_DEPTH
 from ._maintenance import Maintainer
-from .config import MODES, Settings, load_settings, scrub_secrets
+from ._routing import HOST_UNUSABLE as _HOST_UNUSABLE
+from ._routing import MIN_PING_TIMEOUT as _MIN_PING_TIMEOUT
+from .config import Settings, load_settings, scrub_secrets
 from .connection import PooledConnection
 from .drivers import Driver, connect_parameters, get_driver
 from .errors import (
@@ -32,15 +45,12 @@ from .errors import (
     ValidationError,
 )
 from .hosts import (
-    Address,
     HostList,
     HostsFailed,
     HostState,
     error_verdict,
-    galera_not_ready,
-    replica_lag_problem,
-    server_read_only,
 )
+from .stats import RETIRE_COUNTERS as _RETIRE_COUNTERS
 from .stats import PoolStats
 
 __all__ = ["ConnectionPool", "PooledConnection", "get_global_pool", "make_pool"]
@@ -60,39 +70,11 @@ _log_answers: dict[int, bool] = getattr(log, "_cache", {})
 _WAIT_SLICE = 0.05
 # Connections opened together should not all expire in the same second.
 _RECYCLE_JITTER = 0.05
-# Frames of the acquiring stack kept for a leak warning.
-_LEAK_STACK_DEPTH = 12
 # Pause between two failed connects, so a refusing server is not hammered.
 _CONNECT_BACKOFF = 0.05
-# The least time a validation ping gets, even when the acquire deadline is closer.
-_MIN_PING_TIMEOUT = 0.05
 # Growth while connections are lent (shared mode, see _should_grow): more than one
 # connection is opened at once only after this long without any connection coming back.
 _GROW_QUIET = 0.05
-# Longest pause between two looks for connections held past leak_threshold.
-_LEAK_SCAN_INTERVAL = 1.0
-# The counter each retire reason adds to, besides "closed".
-_RETIRE_COUNTERS = {
-    "recycled": "recycled",
-    "overflow": "closed_overflow",
-    "broken": "closed_broken",
-    "discarded": "closed_broken",
-    "idle": "closed_idle",
-    "usage": "closed_usage",
-    "lost": "closed_broken",
-    "read_only": "closed_read_only",
-    "not_ready": "closed_not_ready",
-    "lagging": "closed_lagging",
-    "stale": "closed_stale",
-}
-# Retire reasons that say the server itself can no longer do its job: its host is denied.
-_HOST_UNUSABLE = {
-    "read_only": "the server is read-only",
-    "not_ready": "the Galera node is not ready",
-    "lagging": "the replica lags",
-}
-#: The events of add_listener(), named as SQLAlchemy's pool events.
-EVENTS: tuple[str, ...] = ("connect", "checkout", "checkin", "close")
 
 
 class _Waiter:
@@ -699,289 +681,36 @@ class ConnectionPool:
                     return blocks.pop(i)[1]
         raise PoolError(f"pool.__exit__() without a matching pool.__enter__() on {self._label}")
 
-    def close_thread_connection(self) -> None:
-        """Persistent mode: close the calling thread's connection and free its slot.
-
-        If the thread is still using it, it is closed when given back.
-        Does nothing in shared mode, where connections are not bound to threads.
-        """
-        if self._replicas is not None:
-            self._replicas.close_thread_connection()
-        handle = self._store.thread_handle()
-        if handle is None:
-            return
-        with self._lock:
-            entry = self._parked.pop(self._my_key(), None)
-            if entry is not None:
-                self._unpark(entry)
-            if handle.lent:
-                handle.close_on_release = True
-                return
-        self._store.forget_thread()
-        self._close_dropped()
-
-    def close_all(self) -> None:
-        """Close every idle connection now, and every lent one when it comes back.
-
-        The pool stays usable and opens new connections as needed.
-        """
-        if self._replicas is not None:
-            self._replicas.close_all()
-        with self._lock:
-            self._epoch += 1
-            self._unpark_all()
-            raws = [self._take_raw(h) for h in self._handles.live if not h.lent and h.raw]
-            self._stats.closed += len(raws)
-            self._store.close_idle()
-            spares = self._handles.spares
-            while spares:
-                self._handles.live.discard(spares.pop())
-            if self._waiters:
-                self._cond.notify_all()
-        for raw in raws:
-            self._close_raw(raw)
-        self._close_dropped()
-        log.debug("closed %d idle connections of %s", len(raws), self._label)
-
-    def drain(self) -> None:
-        """Replace every connection: close_all(), then open min_idle new ones in the background.
-
-        Lent connections are closed when given back. For a server switch-over or
-        rotated credentials: no connection made before the call is lent again.
-        """
-        self.close_all()
-        for pool in (self, self._replicas):
-            if pool is not None and pool.min_idle:
-                pool._maintainer.wake()
-
-    def dispose(self) -> None:
-        """Close the pool for good: waiters and later calls get PoolClosed."""
-        if self._replicas is not None:
-            self._replicas.dispose()
-        with self._lock:
-            self._closed = True
-            self._cond.notify_all()
-        self._maintainer.stop()
-        self.close_all()
-        if not any(h.lent for h in list(self._handles.live)):
-            self._finalizer()  # nothing lent out: let the driver go too
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until ``min_idle`` connections are open, at most ``timeout`` seconds (None: ever).
-
-        Raises the ConnectError of a failed connect at once (a refused login, an
-        unreachable server), PoolTimeout when they are not open in time, and
-        PoolClosed once the pool is disposed. With ``min_idle=0`` it returns at once.
-        """
-        deadline = None if timeout is None else monotonic() + _checked_timeout(timeout)
-        with self._cond:
-            # Only a warm-up round that starts from now on reports its error: the wake below
-            # starts one at once, even while the thread pauses after earlier failures.
-            first_round = self._maintainer.started + 1
-        self._maintainer.wake()
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise PoolClosed(f"pool {self._label} is closed")
-                error = self._maintainer.error
-                if self._maintainer.error_round < first_round:
-                    error = None  # from a round begun before this call
-                if isinstance(error, PoolError):
-                    raise type(error)(str(error)) from error
-                if error is not None:
-                    raise ConnectError(self._connect_failure(error, None)) from error
-                # Connections made since the last close_all() or drain() only.
-                epoch = self._epoch
-                live = self._handles.live
-                opened = sum(1 for h in live if h.raw is not None and h.epoch == epoch)
-                if opened >= self.min_idle:
-                    return
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise PoolTimeout(
-                        f"pool {self._label} opened {opened} of its {self.min_idle} min_idle "
-                        f"connections within {timeout:.1f}s"
-                    )
-                self._cond.wait(_WAIT_SLICE if remaining is None else min(remaining, _WAIT_SLICE))
-
-    def resize(self, size: int | None = None, max_overflow: int | None = None) -> None:
-        """Change ``size`` and ``max_overflow`` while the pool runs.
-
-        Growing lets waiting callers take the new slots at once; shrinking closes idle
-        connections beyond the new ``size`` now, and lent ones above the new bound
-        when they come back. Waiters keep their deadlines. Bad values raise ConfigError.
-        """
-        changes: dict[str, Any] = {}
-        if size is not None:
-            changes["size"] = size
-        if max_overflow is not None:
-            changes["max_overflow"] = max_overflow
-        try:
-            options = replace(self.settings.pool, **changes)  # checked as at construction
-        except ConfigError as exc:
-            raise ConfigError(f"resize(): {exc}") from None
-        with self._lock:  # critical section: in-memory state only
-            self.settings = replace(self.settings, pool=options)
-            self.size = options.size
-            self.max_size = options.max_size
-            self._store.resize(self.size)
-            self._unpark_all()
-            evicted = self._store.evict(lambda handle: True, keep=self.size)
-            self._forget(evicted)
-            self._cond.notify_all()  # grown: waiters may take the new slots
-        self._close_evicted(evicted, "overflow")
-        log.debug("resized %s to size %d, max %d", self._label, self.size, self.max_size)
-        if self._replicas is not None:
-            self._replicas.resize(size, max_overflow)  # the same options, other hosts
-
-    def add_listener(self, event: str, fn: Callable[[Any], object]) -> None:
-        """Call ``fn(driver_connection)`` on ``event``, outside the pool's lock.
-
-        Events: "connect" (a new connection, after its session set-up), "checkout"
-        (lent by acquire()), "checkin" (given back, after its reset; not for one
-        being closed), "close" (closed by the pool). What a "connect" or
-        "checkout" listener raises goes up to the acquire() caller, the connection
-        closed ("connect", counted as a connect failure) or given back
-        ("checkout"); what a "checkin" or "close" listener raises is logged and
-        ignored, since giving back and closing cannot fail.
-        """
-        if event not in EVENTS:
-            valid = ", ".join(repr(e) for e in EVENTS)
-            raise ValueError(f"unknown pool event {event!r}; valid events: {valid}")
-        if not callable(fn):
-            raise TypeError(f"a listener must be callable (got {type(fn).__name__})")
-        with self._lock:
-            self._listeners[event] = (*self._listeners[event], fn)
-        if self._replicas is not None:
-            self._replicas.add_listener(event, fn)
-
-    def remove_listener(self, event: str, fn: Callable[[Any], object]) -> None:
-        """Stop calling ``fn`` on ``event``; a listener not added raises ValueError."""
-        with self._lock:
-            listeners = list(self._listeners.get(event, ()))
-            listeners.remove(fn)
-            self._listeners[event] = tuple(listeners)
-        if self._replicas is not None:
-            self._replicas.remove_listener(event, fn)
-
-    def get_stats(self) -> dict[str, Any]:
-        """Counters and current figures; see the README for each key."""
-        if self._collected:
-            self._reclaim_collected()
-        if self._handles.dropped:
-            self._close_dropped()  # connections of threads that ended since the last call
-        if self._leak_threshold is not None:
-            self._report_leaks()
-        with self._lock:
-            self._fold_tallies()
-            self._fold_claims()
-            stats = self._stats.snapshot()
-            handles = list(self._handles.live)
-            in_use = sum(h.borrowers() for h in handles)
-            waiting = len(self._waiters)
-            # list() first: a claim may pop an entry at any moment (see _checkout).
-            parked = {id(entry[1]) for entry in list(self._parked.values())}
-        open_count = sum(1 for h in handles if h.raw is not None)
-        idle = sum(1 for h in handles if h.raw is not None and (not h.lent or id(h) in parked))
-        stats.update(
-            name=self.name,
-            total_connections=open_count,
-            pool_size=idle,
-            max_size=self.max_size,
-            in_use=in_use,
-            waiting=waiting,
-            size=self.size,
-            min_idle=self.min_idle,
-            mode=self.mode,
-            hosts=self._host_figures(handles, parked),
-        )
-        if self._replicas is not None:
-            replica_stats = self._replicas.get_stats()
-            stats["hosts"].update(replica_stats.pop("hosts"))
-            stats["replicas"] = replica_stats
-        return stats
-
-    def _host_figures(self, handles: list[_Handle], parked: set[int]) -> dict[str, dict[str, Any]]:
-        """``get_stats()["hosts"]``: each host's connections and deny state."""
-        if self._hosts is None:
-            return {}
-        figures: dict[str, dict[str, Any]] = {}
-        for key, values in self._hosts.figures().items():
-            figures[key] = {"role": values.pop("role"), "open": 0, "in_use": 0, **values}
-        for handle in handles:
-            host = handle.host
-            if handle.raw is not None and host is not None and host.key in figures:
-                figures[host.key]["open"] += 1
-                if handle.lent and id(handle) not in parked:
-                    figures[host.key]["in_use"] += 1
-        return figures
-
-    def check(self, timeout: float = 5.0) -> dict[str, Any]:
-        """One round trip to the server on an idle (or new) connection; never raises for it.
-
-        Returns ``ok``, ``latency_s`` (the round trip, None when it failed),
-        ``error`` (None, or what went wrong), ``in_use`` and ``waiting`` (after
-        the check), and the ``name``, ``host``, ``port`` and ``database`` checked
-        (with a host list, the host of the connection used, or the first one).
-        Takes at most about ``timeout`` seconds, connecting included.
-        """
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not (0 < timeout < _INF)
-        ):
-            raise ValueError(
-                f"check(): timeout must be a positive number of seconds (got {timeout!r})"
-            )
-        deadline = monotonic() + timeout
-        latency: float | None = None
-        error: str | None = None
-        params = self._params
-        host, port = params.get("host"), params.get("port")
-        if self.settings.driver == "sqlite":
-            host = params.get("path")
-        elif self._hosts is not None and self.settings.hosts:
-            first = self.settings.hosts[0]
-            host, port = first.host, first.port
-        try:
-            # One retry: a connection the server dropped is replaced rather than reported.
-            conn = self.acquire(timeout=timeout, max_retries=1)
-        except Exception as exc:  # a down server, a full pool, a closed pool: all are answers
-            error = self._scrub(exc) or type(exc).__name__
-        else:
-            handle = conn._lease[0][1]
-            if handle.host is not None:
-                host, port = handle.host.address.host, handle.host.address.port
-            try:
-                limit = max(deadline - monotonic(), _MIN_PING_TIMEOUT)
-                started = monotonic()
-                with self._driver.bounded(conn._raw, limit):
-                    self._driver.ping(conn._raw)
-                latency = monotonic() - started
-            except Exception as exc:
-                error = f"the server did not answer: {self._scrub(exc) or type(exc).__name__}"
-                self._retire(handle, "broken")
-            finally:
-                self.release(conn)
-        with self._lock:
-            in_use = sum(h.borrowers() for h in self._handles.live)
-            waiting = len(self._waiters)
-        return {
-            "ok": error is None,
-            "latency_s": latency,
-            "error": error,
-            "in_use": in_use,
-            "waiting": waiting,
-            "name": self.name,
-            "host": host,
-            "port": port,
-            "database": params.get("database"),
-        }
-
     def __repr__(self) -> str:
         return (
             f"<ConnectionPool {self.mode} {self._label} size={self.size} max_size={self.max_size}>"
         )
+
+    # -- the rest of the pool, each concept in its module ---------------------
+
+    # Controls of a running pool (_controls.py).
+    close_thread_connection = _controls.close_thread_connection
+    close_all = _controls.close_all
+    drain = _controls.drain
+    dispose = _controls.dispose
+    wait = _controls.wait
+    resize = _controls.resize
+    add_listener = _controls.add_listener
+    remove_listener = _controls.remove_listener
+    get_stats = _controls.get_stats
+    check = _controls.check
+    # Which servers connections may use: host checks, replicas, causal reads (_routing.py).
+    _check = _routing.check_connection
+    _vet = _routing.vet
+    _host_check_due = _routing.host_check_due
+    _connect_to = _routing.connect_to
+    _caught_up = _routing.caught_up
+    _note_last_write = _routing.note_last_write
+    # Leak watching (_leaks.py).
+    _report_leaks = _leaks.report_leaks
+    _reclaim_collected = _leaks.reclaim_collected
+    # min_idle upkeep, looked at by checkout (_maintenance.py).
+    _wants_more_idle = _maintenance.wants_more_idle
 
     # -- the critical sections ---------------------------------------------
 
@@ -1442,15 +1171,6 @@ class ConnectionPool:
             and self._probe(handle.raw) is True
         )
 
-    def _host_check_due(self, handle: _Handle, now: float) -> bool:
-        """Whether the replica of this connection is due for its lag check (unclaimed)."""
-        host = handle.host
-        return (
-            self._max_lag is not None
-            and host is not None
-            and now - host.checked_at >= self._ping_interval
-        )
-
     def _retire_reason(self, handle: _Handle, failed: bool, now: float) -> str | None:
         """Why a connection given back must be closed rather than kept, or None."""
         if failed or self._driver.command_in_flight(handle.raw):
@@ -1541,47 +1261,6 @@ class ConnectionPool:
                 raise ValidationError(
                     f"no valid connection from {self._label} after {failures} attempts"
                 )
-
-    def _check(self, handle: _Handle, deadline: float) -> tuple[str, str | None] | None:
-        """Check a connection: a socket look when it was used moments ago, else a ping.
-
-        None when it may be lent, else why not: (retire reason, what was seen). The
-        real ping asks a Galera node whether it is ready (``galera_check``) and a
-        replica how far it lags (``replica_max_lag``, once per ``ping_interval`` per
-        host). It waits at most ``ping_timeout``, and no longer than the acquire
-        deadline allows (but long enough for a healthy server to answer).
-        """
-        raw = handle.raw
-        now = monotonic()
-        if self._seen_alive(handle, now):
-            return None
-        if self._probe(raw) is False:
-            return "broken", None  # closed by the server: no ping can help
-        host = handle.host
-        lag_due = (
-            self._max_lag is not None
-            and host is not None
-            and self._hosts is not None
-            and self._hosts.due_for_check(host, self._ping_interval)
-        )
-        limit = max(min(self._ping_timeout, deadline - now), _MIN_PING_TIMEOUT)
-        try:
-            with self._driver.bounded(raw, limit):
-                if self._galera_check:
-                    why = galera_not_ready(raw)
-                    if why is not None:
-                        return "not_ready", why
-                else:
-                    self._driver.ping(raw)
-                if lag_due and self._max_lag is not None:
-                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
-                    if why is not None:
-                        return "lagging", why
-        except Exception:
-            if error_verdict(self._driver.statement_error(raw)) == "not_ready":
-                return "not_ready", None
-            return "broken", None
-        return None
 
     def _open(self, handle: _Handle, deadline: float) -> None:
         """Connect, set the session up, tell the "connect" listeners; fill the handle."""
@@ -1715,105 +1394,6 @@ class ConnectionPool:
             self._tallies.append("connect_failures")
             self._retire(handle, "broken")
 
-    def _vet(self, raw: Any, host: HostState, deadline: float) -> str | None:
-        """Why a new connection's server cannot do this pool's job, or None; closes it if so.
-
-        Galera nodes must be ready (``galera_check``), one of several primaries must
-        take writes, a replica must not lag (``replica_max_lag``; asked once per
-        ``ping_interval`` per host, and again whenever the host is denied).
-        """
-        hosts = self._hosts
-        assert hosts is not None
-        lag_due = self._max_lag is not None and (
-            hosts.is_denied(host) or hosts.due_for_check(host, self._ping_interval)
-        )
-        why: str | None = None
-        reason = ""
-        limit = max(min(self._ping_timeout, deadline - monotonic()), _MIN_PING_TIMEOUT)
-        try:
-            with self._driver.bounded(raw, limit):
-                if self._galera_check:
-                    why, reason = galera_not_ready(raw), "not_ready"
-                if why is None and self._needs_writable and server_read_only(raw):
-                    why, reason = "read_only is ON", "read_only"
-                if why is None and lag_due and self._max_lag is not None:
-                    why = replica_lag_problem(raw, self._max_lag, self._driver.errors)
-                    reason = "lagging"
-        except BaseException:
-            self._driver.close(raw)
-            raise
-        if why is None:
-            return None
-        self._driver.close(raw)
-        self._tallies.extend(("created", "closed", _RETIRE_COUNTERS[reason]))
-        log.debug(
-            "closed a new connection of %s to %s (%s): %s", self._label, host.key, reason, why
-        )
-        return why
-
-    # -- causal reads ---------------------------------------------------------
-    #
-    # A primary connection given back tells its session's last GTID (@@last_gtid,
-    # MariaDB), kept per thread. The thread's next replica connection waits for that
-    # GTID (MASTER_GTID_WAIT) within the acquire deadline before it is lent; one that
-    # does not catch up in time is given back and the read goes to a primary.
-
-    def _note_last_write(self, raw: Any) -> None:
-        """Keep, for the calling thread, the GTID of the last write of this session."""
-        try:
-            with self._driver.bounded(raw, self._ping_timeout):
-                self._driver.discard_pending(raw, self._ping_timeout)  # a result left unread
-                cur = raw.cursor()
-                try:
-                    cur.execute("SELECT @@last_gtid")
-                    rows = cur.fetchall()
-                finally:
-                    cur.close()
-        except self._driver_errors as exc:
-            log.debug(
-                "causal_reads: cannot read @@last_gtid from %s (MariaDB only): %s", self._label, exc
-            )
-            return
-        gtid = str(rows[0][0] or "") if rows else ""
-        if gtid and gtid != getattr(self._last_write, "gtid", None):
-            self._last_write.gtid = gtid
-            self._last_write.seen = {}  # replicas known to have applied it: none yet
-
-    def _caught_up(self, reader: PooledConnection, deadline: float) -> bool:
-        """Whether the replica of ``reader`` applied the thread's last write by ``deadline``."""
-        gtid = getattr(self._last_write, "gtid", None)
-        if gtid is None:
-            return True
-        raw = reader.dbapi_connection
-        key = reader._lease[-1][1].host if reader._lease else None
-        seen: dict[Any, str] = self._last_write.seen
-        if key is not None and seen.get(key) == gtid:
-            return True
-        seconds = max(0.0, deadline - monotonic())
-        try:
-            with self._driver.bounded(raw, seconds + self._ping_timeout):
-                cur = raw.cursor()
-                try:
-                    cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid, seconds))
-                    rows = cur.fetchall()
-                finally:
-                    cur.close()
-        except self._driver_errors as exc:
-            log.debug("causal_reads: MASTER_GTID_WAIT failed on %s: %s", self._label, exc)
-            rows = []
-        done = bool(rows) and rows[0][0] == 0
-        with self._lock:
-            self._stats.causal_waits += 1
-            if not done:
-                self._stats.causal_timeouts += 1
-        if done and key is not None:
-            seen[key] = gtid
-        return done
-
-    def _connect_to(self, address: Address, seconds: float, params: dict[str, Any]) -> Any:
-        params = address.apply(params) if self._aim else params
-        return self._driver.connect(params, timeout=seconds)
-
     def _retire(self, handle: _Handle, reason: str, why: str | None = None) -> None:
         """Close a handle's connection; the handle itself stays to be refilled or dropped.
 
@@ -1828,12 +1408,14 @@ class ConnectionPool:
             self._hosts.unusable(host, why)
         handle.raw = None
         handle.expires = float("inf")
+        # Counted before the close's I/O: from here on the connection is not open.
         if raw is not None:
-            self._close_raw(raw)
             self._tallies.append("closed")
         counter = _RETIRE_COUNTERS.get(reason)
         if counter is not None:
             self._tallies.append(counter)
+        if raw is not None:
+            self._close_raw(raw)
         if host is None:
             log.debug("closed a connection of %s (%s)", self._label, reason)
         else:
@@ -1900,68 +1482,6 @@ class ConnectionPool:
         cause = self._driver.explain(exc)
         return f"{cause}: {text}" if cause else text
 
-    def _reclaim_collected(self) -> None:
-        """Close the connections garbage-collected without release, and free their slots.
-
-        What such a connection was doing is unknown (a half-read result, an open
-        transaction), so it is closed rather than reused.
-        """
-        collected = self._collected
-        while collected:
-            try:
-                token, handle, since, origin = collected.popleft()
-            except IndexError:
-                break
-            if handle.factory is not self._handles:
-                continue  # lent before os.fork(): the parent's business
-            with self._lock:  # critical section: decide and detach under the lock
-                raw = None
-                if not handle.borrowers():  # else the owning thread uses it again right now
-                    raw, handle.raw = handle.raw, None
-                    handle.expires = float("inf")
-                    handle.lent = False
-                    self._store.put(token, handle, keep=False)
-                self._stats.reclaimed += 1
-                if raw is not None:
-                    self._stats.closed += 1
-                if self._waiters:
-                    self._cond.notify()
-            if raw is not None:
-                self._close_raw(raw)
-            held = monotonic() - since
-            if origin is None:
-                origin = "(set leak_threshold to record where connections are acquired)\n"
-            log.warning(
-                "a connection of %s was garbage-collected after %.1fs without being "
-                "given back; its slot is reclaimed and it is closed; it was acquired "
-                "at:\n%s",
-                self._label,
-                held,
-                origin,
-            )
-
-    def _report_leaks(self) -> None:
-        """Warn, once each, about connections held past ``leak_threshold`` and not back yet."""
-        threshold = self._leak_threshold
-        now = monotonic()
-        if threshold is None or now < self._next_leak_scan:
-            return
-        self._next_leak_scan = now + min(threshold, _LEAK_SCAN_INTERVAL)
-        with self._lock:  # critical section: in-memory scan only
-            late = [c for c in self._lent if not c._reported and now - c._since > threshold]
-            for conn in late:
-                conn._reported = True
-            self._stats.leaks_reported += len(late)
-        for conn in late:
-            log.warning(
-                "a connection of %s has been held for %.1fs and is not back yet "
-                "(leak_threshold %.1fs); it was acquired at:\n%s",
-                self._label,
-                now - conn._since,
-                threshold,
-                conn._origin,
-            )
-
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the password blanked, should a driver ever echo it."""
         params = self._params
@@ -1995,143 +1515,6 @@ class ConnectionPool:
         if self._listeners["close"]:
             self._notify("close", raw)
         self._driver.close(raw)
-
-    # -- maintenance (min_idle, max_idle), called by the Maintainer's thread ---
-
-    def _idle_count(self) -> int:
-        """Connections any caller could take now; called with the lock held."""
-        parked = 0 if self._binds_threads else len(self._parked)
-        return self._store.idle + len(self._handles.spares) + parked
-
-    def _wants_more_idle(self) -> bool:
-        """Whether min_idle wants another connection and there is room for it (lock held)."""
-        opening = self._maintainer.opening
-        return (
-            self._idle_count() + opening < self.min_idle and len(self._handles.live) < self.max_size
-        )
-
-    def _evict_idle(self) -> None:
-        """Close idle connections unused for max_idle seconds, keeping min_idle of them."""
-        cutoff = monotonic() - self._max_idle
-
-        def stale(handle: _Handle) -> bool:
-            return handle.returned <= cutoff
-
-        with self._lock:  # critical section: pick and detach, no I/O
-            self._unpark_all()
-            evicted = self._store.evict(stale, keep=self.min_idle)
-            keep = max(self.min_idle - self._store.idle, 0)
-            spares = self._handles.spares
-            # Spares are in the order made: the oldest first.
-            while len(spares) > keep and stale(spares[0]):
-                evicted.append(spares.popleft())
-            self._forget(evicted)
-            raws = []
-            if self.mode == "persistent":
-                # A thread's own idle connection is closed; its slot stays with the thread.
-                raws = [
-                    self._take_raw(h)
-                    for h in self._handles.live
-                    if not h.lent and h.raw is not None and h not in spares and stale(h)
-                ]
-            if self._waiters and evicted:
-                self._cond.notify(len(evicted))
-        self._close_evicted(evicted, "idle")
-        for raw in raws:
-            self._close_raw(raw)
-            self._tallies.append("closed")
-            self._tallies.append("closed_idle")
-
-    def _forget(self, handles: list[_Handle]) -> None:
-        """Drop handles taken from the store or the spares; called with the lock held."""
-        for handle in handles:
-            self._handles.live.discard(handle)
-
-    def _close_evicted(self, handles: list[_Handle], reason: str) -> None:
-        for handle in handles:
-            if handle.raw is not None:
-                self._retire(handle, reason)
-
-    def _fill_plan(self) -> tuple[list[_Handle], int]:
-        """Reserve the slots of the connections min_idle still wants (under the lock)."""
-        with self._lock:  # critical section: count and reserve, no I/O
-            if self._closed:
-                return [], 0
-            live = self._handles.live
-            if self.mode == "persistent":
-                idle = len(self._handles.spares)  # a thread's own connection is not for others
-            else:
-                # Handles whose connection was closed at return wait empty among the idle
-                # ones: take them out, so that their slots take connections opened now.
-                self._forget(self._store.evict(lambda handle: handle.raw is None, keep=0))
-                idle = sum(1 for h in live if not h.lent and h.raw is not None)
-                idle += len(self._parked)
-            wanted = self.min_idle - idle - self._maintainer.opening
-            room = self.max_size - len(self._handles.live)
-            handles = [self._handles.reserve() for _ in range(max(min(wanted, room), 0))]
-            self._maintainer.opening += len(handles)
-            if handles:
-                self._maintainer.started += 1
-            return handles, self._maintainer.started
-
-    def _fill(self, handle: _Handle) -> BaseException | None:
-        """Open one connection ahead of demand on a reserved slot (no lock held)."""
-        error: BaseException | None = None
-        try:
-            self._open(handle, monotonic() + self.timeout)
-        except Exception as exc:  # a listener's error too: the slot must be given back
-            error = exc
-        with self._lock:  # critical section: hand the connection over, or the slot back
-            self._maintainer.opening -= 1
-            kept = handle.raw is not None and not self._closed
-            if kept:
-                self._handles.spares.append(handle)
-            else:
-                self._handles.live.discard(handle)
-            self._cond.notify_all()  # a waiter may take it; wait() may be done
-        if not kept and handle.raw is not None:  # the pool was disposed meanwhile
-            self._retire(handle, "closed")
-        return error
-
-    def _maintain(self) -> bool:
-        """One round of the maintenance thread; whether a connect failed."""
-        if self._max_idle:
-            self._evict_idle()
-        if not self.min_idle:
-            return False
-        handles, round_number = self._fill_plan()
-        if not handles:
-            return False
-        errors: list[BaseException | None] = [None] * len(handles)
-
-        def fill(index: int) -> None:
-            errors[index] = self._fill(handles[index])
-
-        # In parallel: a cold start costs one connect, not min_idle of them.
-        helpers = [
-            threading.Thread(target=fill, args=(i,), name="dbpool-connect", daemon=True)
-            for i in range(1, len(handles))
-        ]
-        for helper in helpers:
-            helper.start()
-        fill(0)
-        for helper in helpers:
-            helper.join()
-        error = next((e for e in errors if e is not None), None)
-        with self._lock:
-            first = error is not None and self._maintainer.error is None
-            self._maintainer.error = error
-            self._maintainer.error_round = round_number
-            self._cond.notify_all()
-        if error is not None and not self._closed:
-            # A warning when the trouble starts; the retries that follow are logged at debug.
-            log.log(
-                logging.WARNING if first else logging.DEBUG,
-                "could not open the min_idle connections of %s (retrying): %s",
-                self._label,
-                error,
-            )
-        return error is not None
 
 
 def _check_retries(max_retries: Any) -> None:
@@ -2223,10 +1606,6 @@ def make_pool(
     Without ``mode``, the config entry's ``pool: mode`` applies, else "shared".
     The other arguments are ConnectionPool's.
     """
-    if mode is not None and mode not in MODES:
-        # Checked again by PoolOptions; here the message speaks of make_pool's argument.
-        valid = ", ".join(repr(m) for m in MODES)
-        raise ConfigError(f"unknown pool mode {mode!r}; valid modes: {valid}")
     return ConnectionPool(
         size,
         config_name,
@@ -2259,25 +1638,39 @@ def make_pool(
     )
 
 
+_P = ParamSpec("_P")
+
+
+def _same_parameters(
+    model: Callable[_P, ConnectionPool],
+) -> Callable[[Callable[..., ConnectionPool]], Callable[_P, ConnectionPool]]:
+    """Give the decorated function the parameters of ``model``, for help() and type checkers.
+
+    For a function that passes its arguments on to ``model``, unchanged: the parameters
+    are then written once, where they take effect.
+    """
+
+    def derive(fn: Callable[..., ConnectionPool]) -> Callable[_P, ConnectionPool]:
+        signature = inspect.signature(model).replace(return_annotation=ConnectionPool.__name__)
+        fn.__signature__ = signature  # type: ignore[attr-defined]
+        return fn
+
+    return derive
+
+
 _global_pool: ConnectionPool | None = None
 _global_lock = threading.Lock()
 
 
-def get_global_pool(
-    size: int | None = None,
-    config_name: str = "primary",
-    timeout: float | None = None,
-    max_overflow: int | None = None,
-    recycle: float | None = None,
-    driver: str | None = None,
-) -> ConnectionPool:
+@_same_parameters(ConnectionPool)
+def get_global_pool(*args: Any, **options: Any) -> ConnectionPool:
     """The process-wide pool, made by the first call; later calls return it whatever they pass.
 
     Once that pool is disposed of, the next call makes a new one from its own arguments.
 
-    Options left out come from the config entry, then from the defaults
-    (size 10, timeout 30, max_overflow 5, recycle 3600; driver pymysql, or the
-    embedded SQLite database when there is no config file at all).
+    It takes ConnectionPool's arguments. Options left out come from the config entry,
+    then from the defaults (size 10, timeout 30, max_overflow 5, recycle 3600; driver
+    pymysql, or the embedded SQLite database when there is no config file at all).
     """
     global _global_pool
     pool = _global_pool
@@ -2285,12 +1678,5 @@ def get_global_pool(
         with _global_lock:
             pool = _global_pool
             if pool is None or pool._closed:
-                pool = _global_pool = ConnectionPool(
-                    size=size,
-                    config_name=config_name,
-                    timeout=timeout,
-                    max_overflow=max_overflow,
-                    recycle=recycle,
-                    driver=driver,
-                )
+                pool = _global_pool = ConnectionPool(*args, **options)
     return pool

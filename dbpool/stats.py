@@ -30,6 +30,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# The counter each reason for closing a connection adds to, besides "closed".
+RETIRE_COUNTERS = {
+    "recycled": "recycled",
+    "overflow": "closed_overflow",
+    "broken": "closed_broken",
+    "discarded": "closed_broken",
+    "idle": "closed_idle",
+    "usage": "closed_usage",
+    "lost": "closed_broken",
+    "read_only": "closed_read_only",
+    "not_ready": "closed_not_ready",
+    "lagging": "closed_lagging",
+    "stale": "closed_stale",
+}
 # Recent acquisitions kept for the percentile; enough for a stable p99, small enough to sort.
 _WAIT_SAMPLES = 2048
 

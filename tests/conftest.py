@@ -28,7 +28,15 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 # The cluster tier's topologies (replication pair, Galera, HAProxy) are in tests/fix_cluster.py.
-pytest_plugins = ["tests.fix_mariadb", "tests.fix_proxy", "tests.fix_backend", "tests.fix_cluster"]
+pytest_plugins = [
+    "tests.fix_mariadb",
+    "tests.fix_proxy",
+    "tests.fix_backend",
+    "tests.fix_cluster",
+    "tests.fix_appserver",
+    "tests.faultkit",
+    "tests.loadgen",
+]
 
 # The variables dbpool reads: the config file, and DBPOOL_<NAME>_PASSWORD/_USER/_HOST/
 # _PORT/_DATABASE/_URL.

@@ -1,9 +1,13 @@
-"""What the fault tests share: server-side counts, kills, and a ledger of transactions.
+"""Plugin: what the fault tests share: server-side counts, kills, and a ledger of transactions.
 
 The ledger proves that no statement runs twice: each transaction inserts a row
 with a token of its own and bumps one counter, then commits. Afterwards no
 token may appear twice, the counter must equal the number of rows, and every
 transaction the caller saw commit must be there exactly once.
+
+Fixture: ``ledger``, a Ledger in the session server's test database, its
+tables dropped after the test. The functions (``sessions``, ``session_count``,
+``kill``, ``wait_until``...) are imported where they are used.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# The errors a caller may legitimately see when the server or the network fails.
 import mysql.connector
 import pymysql
+import pytest
 
 from dbpool import PoolError
+from tests.mariadb import MariaDBServer
+from tests.queries import value
+
+# The errors a caller may legitimately see when the server or the network fails.
 
 CLEAR_ERRORS: tuple[type[BaseException], ...] = (
     PoolError,
@@ -52,12 +61,7 @@ def session_count(admin: Any, user: str, expect: int | None = None, timeout: flo
 
 def session_id(conn: Any) -> int:
     """The server's id of the session behind ``conn`` (a pooled or driver connection)."""
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT CONNECTION_ID()")
-        return int(cur.fetchall()[0][0])
-    finally:
-        cur.close()
+    return int(value(conn, "SELECT CONNECTION_ID()"))
 
 
 def session_open(admin: Any, conn_id: int, expect: bool, timeout: float = 5.0) -> bool:
@@ -243,3 +247,13 @@ class Ledger:
             "rows": rows,
             "twice": len(twice),
         }
+
+
+@pytest.fixture
+def ledger(mariadb: MariaDBServer) -> Iterator[Ledger]:
+    """A Ledger in the session server's test database; its tables dropped after the test."""
+    book = Ledger(mariadb.admin_connect, mariadb.database)
+    try:
+        yield book
+    finally:
+        book.drop()

@@ -56,10 +56,10 @@ from tests.mariadb import (
     START_TIMEOUT,
     MariaDBError,
     MariaDBServer,
-    _free_port,
     _running,
     _running_lock,
     find_binaries,
+    free_port,
 )
 
 GALERA_LIBS = (
@@ -87,7 +87,7 @@ def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports."""
     ports: list[int] = []
     while len(ports) < count:
-        port = _free_port()
+        port = free_port()
         if port not in ports:
             ports.append(port)
     return ports
@@ -371,7 +371,7 @@ class GaleraNode(MariaDBServer):
         self.password = password
         self.provider = provider
         self.gcomm_port, self.ist_port, self.sst_port = free_ports(3)
-        self.port = _free_port()
+        self.port = free_port()
         self._fixed_port = True
         self.cluster_address = ""
         self.bootstrap = False
@@ -709,7 +709,7 @@ listen mariadb
         self._base = Path(tempfile.mkdtemp(prefix=f"dbpool-haproxy-{os.getpid()}-", dir="/tmp"))
         try:
             for attempt in range(3):
-                self.port = _free_port()
+                self.port = free_port()
                 config = self._base / "haproxy.cfg"
                 config.write_text(self._config())
                 cmd = [self.binary, "-db", "-f", str(config)]

@@ -2,7 +2,8 @@
 
 Fixtures: ``mariadb`` (the server, started on first use), ``restartable_mariadb``
 (the same, for tests that stop and start it: skipped on an external server),
-``mysql_params`` and ``admin``. Every test that uses ``mariadb``, directly or
+``mysql_params``, ``admin``, and ``mysql_config`` (writes a dbpool config file
+whose ``primary`` entry is the server). Every test that uses ``mariadb``, directly or
 through another fixture, gets the ``mysql`` marker, so ``-m "not mysql"`` runs
 the fast tier.
 
@@ -14,11 +15,13 @@ use instead (see tests/mariadb.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
+import yaml
 
 from tests.mariadb import ENV_EXTERNAL, MariaDBNotInstalled, MariaDBServer, find_binaries
 
@@ -77,3 +80,21 @@ def admin(mariadb: MariaDBServer) -> Iterator[pymysql.connections.Connection]:
     finally:
         if conn.open:
             conn.close()
+
+
+@pytest.fixture
+def mysql_config(mysql_params: dict[str, Any], tmp_path: Path) -> Callable[..., Path]:
+    """Writes ``tmp_path/<name>``, a dbpool config file whose entry ``primary`` is the test
+    server, and returns its path: host, port, user, database, the password unless
+    ``password=False`` (for DBPOOL_PRIMARY_PASSWORD), and the given options (``pool={...}``)."""
+
+    def write(name: str = "config.yaml", *, password: bool = True, **options: Any) -> Path:
+        entry = {key: mysql_params[key] for key in ("host", "port", "user", "database")}
+        if password:
+            entry["password"] = mysql_params["password"]
+        path = tmp_path / name
+        document = {"database": {"primary": {**entry, **options}}}
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    return write

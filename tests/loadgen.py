@@ -1,20 +1,26 @@
-"""A bounded multi-threaded load for fault and soak tests, with per-call records.
+"""Plugin: a bounded multi-threaded load for fault and soak tests, with per-call records.
 
 ::
 
-    load = Load(pool, threads=64, work=select_one).start()
+    load = start_load(pool, 64, select_one)   # the fixture; or Load(...).start()
     ...                         # inject a fault, note times with time.monotonic()
     hung = load.stop()          # threads still running after the join timeout
     load.calls_between(t0, t1)  # the calls that started in that window
+
+Fixture: ``start_load(pool, threads, work, **options)`` starts a Load; every
+load it started is stopped when the test ends, so a failing test leaves no
+worker threads behind.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -140,3 +146,18 @@ def error_kinds(calls: list[Call]) -> dict[str, int]:
             name = type(call.error).__name__
             kinds[name] = kinds.get(name, 0) + 1
     return kinds
+
+
+@pytest.fixture
+def start_load() -> Iterator[Callable[..., Load]]:
+    """Starts a Load (``pool, threads, work`` and Load's options); stops them all at the end."""
+    started: list[Load] = []
+
+    def start(pool: Any, threads: int, work: Callable[[Any], None], **options: Any) -> Load:
+        load = Load(pool, threads, work, **options)
+        started.append(load)
+        return load.start()
+
+    yield start
+    for load in started:
+        load.stop()

@@ -173,7 +173,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free loopback port, preferably outside the kernel's ephemeral range.
 
     A port from the ephemeral range (what binding port 0 gives) can be taken as
@@ -362,7 +362,7 @@ class MariaDBServer:
             self._install(install_db)
             for attempt in range(3):
                 if not self._fixed_port:
-                    self.port = _free_port()
+                    self.port = free_port()
                 try:
                     self._spawn(server_bin)
                     break

@@ -35,8 +35,8 @@ MYSQL = {"host": "127.0.0.1", "port": 1, "user": "u", "password": SECRET}
 # (arguments of make_pool, exception type, words the message must contain); the pool
 # options themselves are in tests/bad_options.py, for every entry point.
 BAD_ARGUMENTS: list[tuple[dict[str, Any], type[BaseException], str]] = [
-    ({"mode": "pooled"}, ValueError, "valid modes: 'shared', 'persistent'"),
-    ({"mode": 3}, ValueError, "unknown pool mode 3"),
+    ({"mode": "pooled"}, ValueError, "mode must be one of 'shared', 'persistent' (got 'pooled')"),
+    ({"mode": 3}, ValueError, "mode must be one of 'shared', 'persistent' (got 3)"),
     ({"driver": "oracle"}, ValueError, "'pymysql', 'mysql-connector', 'sqlite'"),
     ({"driver": 5}, ValueError, "driver"),
     # None leaves an option to the config file or the default.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,11 @@ from dbpool.cli import main
 def test_demo_on_mariadb(
     mysql_params: dict[str, Any],
     admin: pymysql.connections.Connection,
-    tmp_path: Path,
+    mysql_config: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     p = mysql_params
-    config = tmp_path / "app.yaml"
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    host: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    password: {p['password']}\n"
-        f"    database: {p['database']}\n"
-        "    pool: {size: 2, max_overflow: 1}\n"
-    )
+    config = mysql_config("app.yaml", pool={"size": 2, "max_overflow": 1})
     database = p["database"]
     with admin.cursor() as cur:  # a table of the user's, named as the old demo's
         cur.execute(f"CREATE TABLE IF NOT EXISTS {database}.dbpool_demo (worker TEXT, n INT)")

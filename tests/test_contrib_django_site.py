@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.fix_appserver import EXAMPLES, AppServers, app_env
+
 pytest.importorskip("django")
 pytest.importorskip("gunicorn")
 
-SITE = Path(__file__).resolve().parent.parent / "examples" / "django_site"
-ROOT = SITE.parent.parent
+SITE = EXAMPLES / "django_site"
 READY_TIMEOUT = 60.0
 POOL_SIZE, POOL_OVERFLOW = 4, 2
 THREADS = 16  # gunicorn --threads: more threads than connections
@@ -30,16 +25,8 @@ NOTES_PER_OWNER = 8
 CONCURRENCY = 32
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def site_env(mysql_params: dict[str, Any]) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SITE), str(ROOT)]),
+    variables = {
         "DJANGO_SETTINGS_MODULE": "site_config.settings",
         "SITE_DB_HOST": mysql_params["host"],
         "SITE_DB_PORT": str(mysql_params["port"]),
@@ -49,52 +36,7 @@ def site_env(mysql_params: dict[str, Any]) -> dict[str, str]:
         "SITE_POOL_SIZE": str(POOL_SIZE),
         "SITE_POOL_MAX_OVERFLOW": str(POOL_OVERFLOW),
     }
-
-
-@contextlib.contextmanager
-def running_site(env: dict[str, str], log: Path) -> Iterator[str]:
-    """gunicorn serving the site; yields its base URL once it answers; always stopped by pid."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--chdir",
-        str(SITE),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        str(THREADS),
-        "--log-level",
-        "warning",
-        "site_config.wsgi:application",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, cwd=SITE, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/stats/", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the site did not answer within {READY_TIMEOUT}s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    return app_env(variables, path=[SITE])
 
 
 def _threads_connected(admin: Any) -> int:
@@ -139,7 +81,7 @@ async def _load(base: str) -> list[str]:
 
 
 def test_gunicorn_threads_stay_within_the_pool(
-    mysql_params: dict[str, Any], admin: Any, tmp_path: Path
+    mysql_params: dict[str, Any], admin: Any, app_servers: AppServers
 ) -> None:
     env = site_env(mysql_params)
     with admin.cursor() as cur:
@@ -163,7 +105,15 @@ def test_gunicorn_threads_stay_within_the_pool(
         while not done.wait(0.02):
             peak[0] = max(peak[0], _threads_connected(admin))
 
-    with running_site(env, tmp_path / "gunicorn.log") as base:
+    with app_servers.gunicorn(
+        "site_config.wsgi:application",
+        chdir=SITE,
+        env=env,
+        threads=THREADS,
+        ready="/stats/",
+        timeout=READY_TIMEOUT,
+    ) as site:
+        base = site.url
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:

@@ -18,23 +18,10 @@ import pytest
 
 from dbpool import ConnectError
 from tests.faultkit import wait_until
+from tests.queries import run, value
 
 INIT_COMMAND = "SET time_zone = '+05:00', SESSION wait_timeout = 1234"
 SQL_MODE = "ANSI_QUOTES,NO_ENGINE_SUBSTITUTION"
-
-
-def run(conn: Any, sql: str, args: Any = None) -> list[Any]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, args)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
-
-
-def value(conn: Any, sql: str) -> Any:
-    result = run(conn, sql)[0][0]
-    return result.decode() if isinstance(result, bytes | bytearray) else result
 
 
 @pytest.fixture

@@ -3,79 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pymysql
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 30.0
+from tests.fix_appserver import EXAMPLES, AppServers
+
 MAX_SIZE = 6  # the app's pool: size 4 + max_overflow 2
 CONCURRENCY = 40
 
 NAMES = ["plain", "O'Brien", "'; DROP TABLE users; --", "100%% sure", "naïve 🙂", 'say "hi"']
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_app(env: dict[str, str], log: Path) -> Iterator[str]:
-    """Start the example under uvicorn; yield its base URL once it answers; always stop it."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(ROOT / "examples"),
-        "fastapi_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/stats", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within {READY_TIMEOUT}s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def load(base: str) -> dict[str, Any]:
@@ -154,33 +95,20 @@ def test_fastapi_example_over_http(
     mode: str,
     mysql_params: dict[str, Any],
     admin: pymysql.connections.Connection,
-    tmp_path: Path,
+    app_servers: AppServers,
+    dbpool_app_env: Callable[..., dict[str, str]],
 ) -> None:
     table = f"users_{uuid.uuid4().hex[:8]}"
     p = mysql_params
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    ip: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    db: {p['database']}\n"
-        f"    driver: {driver}\n"
-        f"    pool: {{mode: {mode}, size: 4, max_overflow: 2, timeout: 20}}\n"
+    env = dbpool_app_env(
+        {"APP_USERS_TABLE": table},
+        driver=driver,
+        pool={"mode": mode, "size": 4, "max_overflow": 2, "timeout": 20},
     )
-    env = {
-        **os.environ,
-        "DBPOOL_CONFIG": str(config),
-        "DBPOOL_PRIMARY_PASSWORD": p["password"],
-        "APP_USERS_TABLE": table,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    log = tmp_path / "app.log"
     try:
-        with running_app(env, log) as base:
-            result = asyncio.run(load(base))
-        assert "Traceback" not in log.read_text()
+        with app_servers.uvicorn("fastapi_app:app", app_dir=EXAMPLES, env=env) as app:
+            result = asyncio.run(load(app.url))
+        assert "Traceback" not in app.output()
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {p['database']}.{table}")
@@ -195,4 +123,4 @@ def test_fastapi_example_over_http(
     assert final["in_use"] == 0
     assert final["total_connections"] <= MAX_SIZE
     assert final["acquired"] == final["released"] >= 200
-    assert p["password"] not in log.read_text()
+    assert p["password"] not in app.output()

@@ -3,72 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pymysql
 import pytest
 
-from tests.test_examples_fastapi import free_port
+from tests.fix_appserver import ROOT, AppServers
 
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 30.0
 CONCURRENCY = 40  # anyio's thread pool: 40 threads, against pools of 3 connections
 REQUESTS = 240
 SETTLE_TIMEOUT = 10.0  # for the last dependency exits, run after their responses
-
-
-@contextlib.contextmanager
-def running(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(ROOT / "tests"),
-        "fastapi_threads_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/stats", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within {READY_TIMEOUT}s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def load(base: str) -> tuple[list[tuple[str, int, httpx.Response]], dict[str, Any]]:
@@ -109,7 +57,11 @@ async def settled_stats(client: httpx.AsyncClient) -> dict[str, Any]:
 
 @pytest.mark.parametrize("driver", ["pymysql", "mysql-connector"])
 def test_sync_generator_dependencies_under_uvicorn(
-    driver: str, mysql_params: dict[str, Any], admin: pymysql.connections.Connection, tmp_path: Path
+    driver: str,
+    mysql_params: dict[str, Any],
+    admin: pymysql.connections.Connection,
+    app_servers: AppServers,
+    dbpool_app_env: Callable[..., dict[str, str]],
 ) -> None:
     table = f"{mysql_params['database']}.deps_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
@@ -117,30 +69,15 @@ def test_sync_generator_dependencies_under_uvicorn(
             f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, "
             "name VARCHAR(50) NOT NULL) ENGINE=InnoDB"
         )
-    p = mysql_params
-    config = tmp_path / "config.yaml"
     # Shared mode: persistent mode binds a connection to each of anyio's 40 threads.
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    ip: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    db: {p['database']}\n"
-        f"    driver: {driver}\n"
-        "    pool: {mode: shared, size: 2, max_overflow: 1, timeout: 10}\n"
+    env = dbpool_app_env(
+        {"APP_TABLE": table},
+        driver=driver,
+        pool={"mode": "shared", "size": 2, "max_overflow": 1, "timeout": 10},
     )
-    env = {
-        **os.environ,
-        "DBPOOL_CONFIG": str(config),
-        "DBPOOL_PRIMARY_PASSWORD": p["password"],
-        "APP_TABLE": table,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    log = tmp_path / "app.log"
     try:
-        with running(env, log) as base:
-            answers, final = asyncio.run(load(base))
+        with app_servers.uvicorn("fastapi_threads_app:app", app_dir=ROOT / "tests", env=env) as app:
+            answers, final = asyncio.run(load(app.url))
         with admin.cursor() as cur:
             cur.execute(f"SELECT name FROM {table}")
             rows = sorted(row[0] for row in cur.fetchall())
@@ -148,10 +85,11 @@ def test_sync_generator_dependencies_under_uvicorn(
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
 
+    log = app.output()
     failed = [
         (kind, n, r.status_code, r.text[:200]) for kind, n, r in answers if r.status_code != 200
     ]
-    assert not failed, f"{len(failed)} failed, first: {failed[:3]}\n{log.read_text()[-3000:]}"
+    assert not failed, f"{len(failed)} failed, first: {failed[:3]}\n{log[-3000:]}"
     assert all(r.json() == {"n": n} for _, n, r in answers)
     tx_numbers = [n for kind, n, _ in answers if kind == "tx"]
     assert rows == sorted([f"{n} before" for n in tx_numbers] + [f"{n} after" for n in tx_numbers])
@@ -162,4 +100,4 @@ def test_sync_generator_dependencies_under_uvicorn(
         assert stats["acquired"] == stats["released"], (name, stats)
         assert stats["total_connections"] <= stats["max_size"] == 3
     assert final["pool"]["acquired"] == REQUESTS // 2
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in log

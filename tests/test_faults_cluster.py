@@ -24,6 +24,7 @@ from dbpool import ConnectError, ObjDataThreadSafe, make_pool
 from tests.faultkit import CLEAR_ERRORS, Ledger, session_count, wait_until
 from tests.fix_cluster import GaleraCluster, HAProxy, ReplicationPair, query, wait_for
 from tests.loadgen import Call, Load, error_kinds, select_one
+from tests.queries import value
 
 pytestmark = pytest.mark.faults
 
@@ -143,12 +144,7 @@ def unclear(calls: list[Call]) -> list[BaseException]:
 
 def server_id(pool: Any, *, readonly: bool = False) -> int:
     with pool.connection(readonly=readonly) as conn:
-        cur = conn.cursor()
-        try:
-            cur.execute("SELECT @@server_id")
-            return int(cur.fetchall()[0][0])
-        finally:
-            cur.close()
+        return int(value(conn, "SELECT @@server_id"))
 
 
 def enough_calls(load: Load, since: float, count: int = 200, timeout: float = 30.0) -> None:

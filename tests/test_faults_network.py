@@ -16,7 +16,6 @@ from dbpool.drivers import get_driver
 from tests.faultkit import CLEAR_ERRORS, Ledger, wait_until
 from tests.fix_proxy import TCPProxy
 from tests.loadgen import Load, error_kinds, select_one
-from tests.mariadb import MariaDBServer
 
 pytestmark = pytest.mark.faults
 
@@ -155,21 +154,17 @@ def test_delay_beyond_the_read_timeout_fails_in_bounded_time(
 
 
 def test_reset(
-    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str, mariadb: MariaDBServer
+    proxied_pool: Any, proxy: TCPProxy, pool_mode: str, mysql_driver: str, ledger: Ledger
 ) -> None:
     pool = proxied_pool()
-    ledger = Ledger(mariadb.admin_connect, mariadb.database)
-    try:
-        writes = Load(pool, 2, ledger.transaction)
-        result = run_fault(pool, proxy.reset, heal=proxy.heal, fault=1.0, extra=writes)
-        figures = report(
-            f"reset/{pool_mode}/{mysql_driver}",
-            result,
-            pool,
-            **{f"txn_{k}": v for k, v in ledger.check().items()},
-        )
-    finally:
-        ledger.drop()
+    writes = Load(pool, 2, ledger.transaction)
+    result = run_fault(pool, proxy.reset, heal=proxy.heal, fault=1.0, extra=writes)
+    figures = report(
+        f"reset/{pool_mode}/{mysql_driver}",
+        result,
+        pool,
+        **{f"txn_{k}": v for k, v in ledger.check().items()},
+    )
     assert figures["errors_during"] > 0
 
 

@@ -6,7 +6,7 @@ Each test prints one line of figures (see with ``pytest -s``) and asserts on the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pymysql
@@ -19,18 +19,13 @@ from tests.mariadb import MariaDBServer
 
 pytestmark = pytest.mark.faults
 
+StartLoad = Callable[..., Load]  # the start_load fixture
+
 THREADS = 64
 POOL_TIMEOUT = 2.0
 # The longest a call may take while the server is down: the acquire deadline
 # (connects included), plus the failing statement, plus scheduling on a busy machine.
 CALL_BOUND = POOL_TIMEOUT + 3.0
-
-
-@pytest.fixture
-def ledger(mariadb: MariaDBServer) -> Iterator[Ledger]:
-    book = Ledger(mariadb.admin_connect, mariadb.database)
-    yield book
-    book.drop()
 
 
 def pool_for_threads(mysql_pool: Any, pool_mode: str, threads: int, **options: Any) -> Any:
@@ -47,13 +42,12 @@ def test_server_restart_under_load(
     restartable_mariadb: MariaDBServer,
     mysql_params: dict[str, Any],
     ledger: Ledger,
+    start_load: StartLoad,
 ) -> None:
     pool = pool_for_threads(mysql_pool, pool_mode, THREADS)
     user = mysql_params["user"]
-    reads = Load(pool, THREADS - 4, select_one)
-    writes = Load(pool, 4, ledger.transaction)
-    reads.start()
-    writes.start()
+    reads = start_load(pool, THREADS - 4, select_one)
+    writes = start_load(pool, 4, ledger.transaction)
     try:
         time.sleep(0.5)
         t_down = time.monotonic()
@@ -123,13 +117,18 @@ def test_server_down_fails_fast_with_a_clear_error(
 
 
 def test_every_pooled_connection_killed_mid_load(
-    mysql_pool: Any, pool_mode: str, mysql_driver: str, admin: Any, mysql_params: dict[str, Any]
+    mysql_pool: Any,
+    pool_mode: str,
+    mysql_driver: str,
+    admin: Any,
+    mysql_params: dict[str, Any],
+    start_load: StartLoad,
 ) -> None:
     """Kills land while the connections sit in the pool: validation must catch them all."""
     threads = 16
     pool = pool_for_threads(mysql_pool, pool_mode, threads)
     user = mysql_params["user"]
-    load = Load(pool, threads, select_one).start()
+    load = start_load(pool, threads, select_one)
     killed = 0
     try:
         for _ in range(5):
@@ -165,11 +164,12 @@ def test_kills_inside_transactions_surface_and_nothing_runs_twice(
     admin: Any,
     mysql_params: dict[str, Any],
     ledger: Ledger,
+    start_load: StartLoad,
 ) -> None:
     threads = 8
     pool = pool_for_threads(mysql_pool, pool_mode, threads)
     user = mysql_params["user"]
-    load = Load(pool, threads, ledger.transaction).start()
+    load = start_load(pool, threads, ledger.transaction)
     rounds = 0
     try:
         time.sleep(0.2)

@@ -14,18 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.faultkit import sessions
+from tests.faultkit import session_id, sessions
 
 pytestmark = pytest.mark.faults
-
-
-def connection_id(conn: Any) -> int:
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT CONNECTION_ID()")
-        return int(cur.fetchall()[0][0])
-    finally:
-        cur.close()
 
 
 def test_os_fork_child_gets_its_own_connections(
@@ -33,9 +24,9 @@ def test_os_fork_child_gets_its_own_connections(
 ) -> None:
     pool = mysql_pool(size=2, max_overflow=1)
     lent = pool.acquire() if pool_mode == "shared" else None  # lent across the fork
-    lent_id = connection_id(lent) if lent is not None else None
+    lent_id = session_id(lent) if lent is not None else None
     with pool as conn:
-        idle_id = connection_id(conn)  # stays idle in the pool (or with this thread)
+        idle_id = session_id(conn)  # stays idle in the pool (or with this thread)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report through the pipe, never return into pytest
@@ -45,7 +36,7 @@ def test_os_fork_child_gets_its_own_connections(
             ids = []
             for _ in range(3):
                 with pool as conn:
-                    ids.append(connection_id(conn))
+                    ids.append(session_id(conn))
             if lent is not None:
                 pool.release(lent)  # lent by the parent: must be left alone
             stats = pool.get_stats()
@@ -70,8 +61,8 @@ def test_os_fork_child_gets_its_own_connections(
 
     alive = set(sessions(admin, mysql_params["user"]))
     with pool as conn:
-        idle_after = connection_id(conn)
-    lent_after = connection_id(lent) if lent is not None else None
+        idle_after = session_id(conn)
+    lent_after = session_id(lent) if lent is not None else None
     if lent is not None:
         pool.release(lent)
     stats = pool.get_stats()
@@ -95,7 +86,7 @@ _inherited_pool: Any = None
 
 def _child_work(_: int) -> tuple[int, int]:
     with _inherited_pool as conn:
-        return os.getpid(), connection_id(conn)
+        return os.getpid(), session_id(conn)
 
 
 def test_multiprocessing_fork_workers(
@@ -104,7 +95,7 @@ def test_multiprocessing_fork_workers(
     global _inherited_pool
     pool = _inherited_pool = mysql_pool(size=2)
     with pool as conn:
-        parent_id = connection_id(conn)
+        parent_id = session_id(conn)
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(2) as workers:
@@ -113,7 +104,7 @@ def test_multiprocessing_fork_workers(
         _inherited_pool = None
     alive = set(sessions(admin, mysql_params["user"]))
     with pool as conn:
-        parent_after = connection_id(conn)
+        parent_after = session_id(conn)
     child_ids = {conn_id for _, conn_id in results}
     print(
         f"\nmultiprocessing-fork/{pool_mode}/{mysql_driver}: parent_id={parent_id} "

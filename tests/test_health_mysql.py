@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import uuid
@@ -14,8 +13,8 @@ import pymysql
 import pytest
 
 from dbpool.cli import main
+from tests.fix_appserver import EXAMPLES, AppServers, app_env
 from tests.fix_proxy import TCPProxy
-from tests.test_examples_fastapi import ROOT, running_app
 
 
 @pytest.fixture
@@ -143,17 +142,14 @@ def test_healthz_follows_the_server(
     proxy: TCPProxy,
     tmp_path: Path,
     admin: pymysql.connections.Connection,
+    app_servers: AppServers,
 ) -> None:
     table = f"users_{uuid.uuid4().hex[:8]}"
     config = write_config(tmp_path / "config.yaml", mysql_params, port=proxy.port)
-    env = {
-        **os.environ,
-        "DBPOOL_CONFIG": str(config),
-        "APP_USERS_TABLE": table,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = app_env({"DBPOOL_CONFIG": str(config), "APP_USERS_TABLE": table})
     try:
-        with running_app(env, tmp_path / "app.log") as base:
+        with app_servers.uvicorn("fastapi_app:app", app_dir=EXAMPLES, env=env) as app:
+            base = app.url
             up = httpx.get(f"{base}/healthz", timeout=30)
             assert up.status_code == 200, up.text
             assert up.json()["ok"] is True and up.json()["name"] == "primary"

@@ -16,6 +16,7 @@ import pytest
 
 from dbpool import ConnectError, ObjDataThreadSafe
 from tests.mariadb import MariaDBServer
+from tests.queries import value
 
 TABLE = "hosts_ledger"
 
@@ -62,12 +63,7 @@ def hosts_params(first: MariaDBServer, second: MariaDBServer) -> dict[str, Any]:
 
 
 def port_of(conn: Any) -> int:
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT @@port")
-        return int(cur.fetchall()[0][0])
-    finally:
-        cur.close()
+    return int(value(conn, "SELECT @@port"))
 
 
 def write(conn: Any, row: int) -> None:

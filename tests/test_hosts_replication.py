@@ -95,6 +95,9 @@ def test_causal_reads_see_the_threads_own_write_on_the_replica(
 def test_without_causal_reads_the_replica_may_be_behind(
     pair: ReplicationPair, pair_pool: Any
 ) -> None:
+    # MASTER_DELAY compares whole seconds of the event's timestamp: a one-second
+    # delay may hold a transaction back for almost nothing. Five leave at least four.
+    pair.set_delay(5)
     pool = pair_pool(timeout=10)
     insert(pool, 2)
     assert read_back(pool, 2) == (pair.replica.server_id, 0)

@@ -18,23 +18,10 @@ import pytest
 
 from tests.fix_proxy import TCPProxy
 from tests.mariadb import MariaDBServer
+from tests.queries import run, value
 
 POLICIES = ("rollback", "session")
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
-
-
-def run(conn: Any, sql: str) -> list[Any]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
-
-
-def value(conn: Any, sql: str) -> Any:
-    result = run(conn, sql)[0][0]
-    return result.decode() if isinstance(result, bytes | bytearray) else result
 
 
 def temp_table_exists(conn: Any) -> bool:

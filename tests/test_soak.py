@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,7 +33,12 @@ def rss_bytes() -> int:
 
 
 def test_soak(
-    mysql_pool: Any, admin: Any, pool_mode: str, mysql_driver: str, mysql_params: dict[str, Any]
+    mysql_pool: Any,
+    admin: Any,
+    pool_mode: str,
+    mysql_driver: str,
+    mysql_params: dict[str, Any],
+    start_load: Callable[..., Load],
 ) -> None:
     seconds = float(os.environ.get("DBPOOL_SOAK_SECONDS", "180")) / RUNS
     if pool_mode == "persistent":
@@ -41,7 +47,7 @@ def test_soak(
         # Overflow connections are closed at return by design; the soak checks the steady
         # state of a pool sized for its load.
         pool = mysql_pool(size=16, max_overflow=4, timeout=10.0)
-    load = Load(pool, THREADS, select_one, keep_calls=False).start()
+    load = start_load(pool, THREADS, select_one, keep_calls=False)
     samples: list[tuple[float, int, int, int]] = []  # (time, pool conns, server sessions, rss)
     start = time.monotonic()
     try:

@@ -13,6 +13,7 @@ import pytest
 from dbpool import ConfigError, ConnectionPool, PoolTimeout, make_pool
 from dbpool.stats import BUCKETS, Histogram
 from tests.fakedb import FakeDriver
+from tests.faultkit import wait_until
 
 MODES = ["shared", "persistent"]
 
@@ -268,3 +269,23 @@ def test_stats_cost_script_measures_the_recording() -> None:
     result = stats_cost.measure(number=2000, repeat=2)
     assert result["with_histograms_ns"] > 0
     assert set(result) == {"with_histograms_ns", "before_ns", "added_ns"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["max_idle", "invalidate"])
+def test_a_connection_counts_as_closed_as_soon_as_it_leaves(
+    new_pool: Any, mode: str, how: str
+) -> None:
+    # Seen from a "close" listener, which runs just before the driver's close: the
+    # connection no longer counts as open, so it must count as closed already.
+    pool = new_pool(mode=mode, size=2, **({"max_idle": 0.05} if how == "max_idle" else {}))
+    seen: list[dict[str, Any]] = []
+    pool.add_listener("close", lambda raw: seen.append(pool.get_stats()))
+    with pool.connection() as conn:
+        if how == "invalidate":
+            conn.invalidate()
+    assert wait_until(lambda: bool(seen))
+    stats = seen[0]
+    assert stats["total_connections"] + stats["closed"] == stats["created"] == 1
+    counter = "closed_idle" if how == "max_idle" else "closed_broken"
+    assert stats[counter] == 1

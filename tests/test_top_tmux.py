@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 import pymysql
 import pytest
 
-from tests.test_examples_fastapi import ROOT, running_app
+from tests.fix_appserver import EXAMPLES, AppServers
 
 DBPOOL = str(Path(sys.executable).with_name("dbpool"))
 SCREEN_TIMEOUT = 60.0
@@ -69,30 +68,19 @@ class Terminal:
 
 @pytest.fixture
 def app(
-    mysql_params: dict[str, Any], admin: pymysql.connections.Connection, tmp_path: Path
+    mysql_params: dict[str, Any],
+    admin: pymysql.connections.Connection,
+    app_servers: AppServers,
+    dbpool_app_env: Callable[..., dict[str, str]],
 ) -> Iterator[str]:
     table = f"users_{uuid.uuid4().hex[:8]}"
     p = mysql_params
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "database:\n"
-        "  primary:\n"
-        f"    host: {p['host']}\n"
-        f"    port: {p['port']}\n"
-        f"    user: {p['user']}\n"
-        f"    database: {p['database']}\n"
-        "    pool: {size: 2, max_overflow: 1, timeout: 20}\n"
+    env = dbpool_app_env(
+        {"APP_USERS_TABLE": table}, pool={"size": 2, "max_overflow": 1, "timeout": 20}
     )
-    env = {
-        **os.environ,
-        "DBPOOL_CONFIG": str(config),
-        "DBPOOL_PRIMARY_PASSWORD": p["password"],
-        "APP_USERS_TABLE": table,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     try:
-        with running_app(env, tmp_path / "app.log") as base:
-            yield base
+        with app_servers.uvicorn("fastapi_app:app", app_dir=EXAMPLES, env=env) as app:
+            yield app.url
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {p['database']}.{table}")

@@ -7,6 +7,8 @@ sleeps meanwhile. Each worker keeps its own lists of latencies and waits, so no
 lock is shared between them beyond the pool's own. The client's CPU time per
 request is the process's CPU time over the window divided by the requests; the
 server's connection count comes from the sampling process (see sampler.py).
+``measure`` is that loop and its window, for any pool behind ``Lender``; the
+repository's benchmarks (benchmarks/runner.py) measure with it too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import make_pool
 from ..config import Settings
@@ -276,6 +278,54 @@ def execute(conn: Any, request: Request, rng: random.Random, read_only: bool) ->
         cur.close()
 
 
+class Lender(Protocol):
+    """What the measuring loop borrows from: a pool under test, behind one small interface."""
+
+    def checkout(self) -> tuple[Any, Any]:
+        """A (token, DB-API connection) pair; the token goes back to ``checkin``."""
+        ...
+
+    def checkin(self, token: Any) -> None: ...
+
+    def thread_end(self) -> None:
+        """Called by each worker thread when it stops."""
+        ...
+
+
+@dataclass
+class Window:
+    """What the workers measured in one window.
+
+    A request counts when it started (its checkout) inside the window and went
+    through checkout, its work and checkin without an error; its latency runs
+    from the checkout call to the end of checkin, its wait to the end of checkout.
+    """
+
+    latencies: list[float]  # seconds, one per request
+    waits: list[float]
+    seconds: float  # the window's wall-clock length
+    cpu_seconds: float  # this process's CPU time (every thread) over the window
+    errors: int  # failed checkouts, requests and checkins; and worker threads that hung
+    first_error: str | None
+    stuck: int  # worker threads still running JOIN_TIMEOUT after the stop
+    at_start: Any = None  # what the ``at_start`` and ``at_end`` readings returned
+    at_end: Any = None
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second of the window."""
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The process's CPU microseconds over the window, per request."""
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else None
+
+
 @dataclass
 class _Flags:
     recording: bool = False
@@ -296,9 +346,9 @@ class _Worker:
 
 
 def _work(
-    contender: Contender,
-    workload: Workload,
-    read_only: bool,
+    lender: Lender,
+    request: Callable[[Any, random.Random], None],
+    think: float,
     flags: _Flags,
     worker: _Worker,
     seed: int,
@@ -306,16 +356,15 @@ def _work(
 ) -> None:
     rng = random.Random(seed)
     clock = time.perf_counter
-    think = workload.think_ms / 1000.0
     latencies, waits = worker.latencies, worker.waits
+    checkout, checkin = lender.checkout, lender.checkin
     try:
         start.wait()
         while not flags.stop:
             recording = flags.recording
-            request = workload.pick(rng)
             t0 = clock()
             try:
-                token, conn = contender.checkout()
+                token, conn = checkout()
             except Exception as exc:
                 if recording:
                     worker.failed(exc)
@@ -324,14 +373,14 @@ def _work(
             t1 = clock()
             ok = True
             try:
-                execute(conn, request, rng, read_only)
+                request(conn, rng)
             except Exception as exc:
                 ok = False
                 if recording:
                     worker.failed(exc)
             finally:
                 try:
-                    contender.checkin(token)
+                    checkin(token)
                 except Exception as exc:
                     ok = False
                     if recording:
@@ -345,9 +394,88 @@ def _work(
         worker.failed(exc)
     finally:
         try:
-            contender.thread_end()
+            lender.thread_end()
         except Exception as exc:
             worker.failed(exc)
+
+
+def measure(
+    lender: Lender,
+    request: Callable[[Any, random.Random], None],
+    *,
+    threads: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+    think: float = 0.0,
+    at_start: Callable[[], Any] | None = None,
+    at_end: Callable[[], Any] | None = None,
+    wrap: Callable[[Callable[..., None]], Callable[..., None]] | None = None,
+    join_timeout: float = JOIN_TIMEOUT,
+) -> Window:
+    """``threads`` workers loop on ``lender``: take a connection, run ``request(conn, rng)``,
+    give it back, think (``think`` seconds, 0.5 to 1.5 times, at random).
+
+    They start together and run ``warmup`` seconds, then a window of ``duration``
+    seconds that they record; this thread only sleeps meanwhile. ``at_start``
+    runs just before the window opens and ``at_end`` just after it closes, outside
+    both clocks (for readings of the server). ``wrap`` wraps each worker's
+    function (a profiler). Each worker gets its own ``random.Random(seed + i)``.
+    The workers are stopped and joined (up to ``join_timeout`` in all) before it
+    returns or raises; the lender is left open.
+    """
+    flags = _Flags()
+    workers = [_Worker() for _ in range(threads)]
+    start = threading.Barrier(threads + 1)
+    run = _work if wrap is None else wrap(_work)
+    pool_threads = [
+        threading.Thread(
+            target=run,
+            name=f"dbpool-bench-{i}",
+            daemon=True,
+            args=(lender, request, think, flags, w, seed + i, start),
+        )
+        for i, w in enumerate(workers)
+    ]
+    try:
+        for thread in pool_threads:
+            thread.start()
+        start.wait()
+        time.sleep(warmup)
+        reading_a = at_start() if at_start is not None else None
+        cpu_a = time.process_time()
+        flags.recording = True
+        t_a = time.perf_counter()
+        time.sleep(duration)
+        flags.recording = False
+        t_b = time.perf_counter()
+        cpu_b = time.process_time()
+        reading_b = at_end() if at_end is not None else None
+    finally:
+        flags.stop = True
+        if start.n_waiting and not start.broken:
+            start.abort()
+        deadline = time.monotonic() + join_timeout
+        for thread in pool_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(thread.is_alive() for thread in pool_threads)
+
+    first_error = next((w.first_error for w in workers if w.first_error), None)
+    if stuck:
+        first_error = f"{stuck} worker threads did not stop in {join_timeout:.0f}s; " + (
+            first_error or ""
+        )
+    return Window(
+        latencies=[x for w in workers for x in w.latencies],
+        waits=[x for w in workers for x in w.waits],
+        seconds=t_b - t_a,
+        cpu_seconds=cpu_b - cpu_a,
+        errors=sum(w.errors for w in workers) + stuck,
+        first_error=first_error,
+        stuck=stuck,
+        at_start=reading_a,
+        at_end=reading_b,
+    )
 
 
 def percentile_ms(values: list[float], q: float) -> float | None:
@@ -387,39 +515,23 @@ def run_cell(
             first_error=f"cannot build the pool: {type(exc).__name__}: {exc}",
         )
         return result
-    flags = _Flags()
-    workers = [_Worker() for _ in range(threads)]
-    start = threading.Barrier(threads + 1)
-    pool_threads = [
-        threading.Thread(
-            target=_work,
-            name=f"dbpool-bench-{i}",
-            daemon=True,
-            args=(contender, workload, target.read_only, flags, w, seed + i, start),
-        )
-        for i, w in enumerate(workers)
-    ]
+    read_only = target.read_only
+
+    def request(conn: Any, rng: random.Random) -> None:
+        execute(conn, workload.pick(rng), rng, read_only)
+
     try:
         _sampled(sampler, lambda s: s.reset())
-        for thread in pool_threads:
-            thread.start()
-        start.wait()
-        time.sleep(warmup)
-        cpu_a = time.process_time()
-        flags.recording = True
-        t_a = time.perf_counter()
-        time.sleep(duration)
-        flags.recording = False
-        t_b = time.perf_counter()
-        cpu_b = time.process_time()
+        window = measure(
+            contender,
+            request,
+            threads=threads,
+            warmup=warmup,
+            duration=duration,
+            seed=seed,
+            think=workload.think_ms / 1000.0,
+        )
     finally:
-        flags.stop = True
-        if start.n_waiting and not start.broken:
-            start.abort()
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        for thread in pool_threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = sum(thread.is_alive() for thread in pool_threads)
         peak = _sampled(sampler, lambda s: s.peak())
         opened = contender.opened()
         try:
@@ -427,33 +539,24 @@ def run_cell(
         except Exception as exc:
             result["close_error"] = f"{type(exc).__name__}: {exc}"
 
-    latencies = [x for w in workers for x in w.latencies]
-    waits = [x for w in workers for x in w.waits]
-    requests = len(latencies)
-    window = t_b - t_a
-    errors = sum(w.errors for w in workers) + stuck
-    first_error = next((w.first_error for w in workers if w.first_error), None)
-    if stuck:
-        first_error = f"{stuck} worker threads did not stop in {JOIN_TIMEOUT:.0f}s; " + (
-            first_error or ""
-        )
-    elif not requests and not errors:
+    first_error = window.first_error
+    if not window.requests and not window.errors:
         first_error = (
-            f"no request started and finished in the {window:.2f}s window "
+            f"no request started and finished in the {window.seconds:.2f}s window "
             "(a statement waiting on a lock, or a window too short?)"
         )
     result.update(
-        requests=requests,
-        errors=errors,
+        requests=window.requests,
+        errors=window.errors,
         first_error=first_error,
-        window_s=window,
-        throughput=requests / window if window > 0 else 0.0,
-        p50_ms=percentile_ms(latencies, 50),
-        p99_ms=percentile_ms(latencies, 99),
-        wait_p99_ms=percentile_ms(waits, 99),
+        window_s=window.seconds,
+        throughput=window.throughput,
+        p50_ms=percentile_ms(window.latencies, 50),
+        p99_ms=percentile_ms(window.latencies, 99),
+        wait_p99_ms=percentile_ms(window.waits, 99),
         server_connections=(None if peak is None or baseline is None else max(0, peak - baseline)),
         opened=opened,
-        client_cpu_us=(cpu_b - cpu_a) / requests * 1e6 if requests else None,
+        client_cpu_us=window.cpu_us_per_request,
     )
     return result
 
