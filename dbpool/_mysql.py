@@ -370,11 +370,14 @@ class PyMySQLDriver(_MySQLDriver):
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
             # so that the connection fails cleanly instead of reading out of step.
+            # These run for every packet: the base class's method is looked up on it at
+            # each call (it may be patched, as the benchmark's latency does), rather
+            # than through super(), which builds an object per call on Python 3.11.
             def _read_bytes(self, num_bytes: int) -> Any:
                 if self.dbpool_deadline is not None:
                     self._arm(self.dbpool_deadline)
                 try:
-                    return super()._read_bytes(num_bytes)
+                    return base._read_bytes(self, num_bytes)
                 except Exception:
                     raise
                 except BaseException:
@@ -385,7 +388,7 @@ class PyMySQLDriver(_MySQLDriver):
                 if self.dbpool_deadline is not None:
                     self._arm(self.dbpool_deadline)
                 try:
-                    super()._write_bytes(data)
+                    base._write_bytes(self, data)
                 except Exception:
                     raise
                 except BaseException:
@@ -405,14 +408,14 @@ class PyMySQLDriver(_MySQLDriver):
             def _execute_command(self, command: int, sql: Any) -> Any:
                 self.dbpool_in_flight = True
                 try:
-                    return super()._execute_command(command, sql)
+                    return base._execute_command(self, command, sql)
                 except pymysql.MySQLError as exc:
                     self.dbpool_error = exc.args[0] if exc.args else None
                     raise
 
             def _read_ok_packet(self) -> Any:
                 try:
-                    ok = super()._read_ok_packet()
+                    ok = base._read_ok_packet(self)
                 except pymysql.MySQLError as exc:
                     if _server_error(exc):
                         self.dbpool_in_flight = False

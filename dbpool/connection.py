@@ -76,7 +76,10 @@ class PooledConnection:
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """A cursor of the driver's connection."""
-        return self._live().cursor(*args, **kwargs)
+        raw = self._raw  # _live() inline: a cursor is made for every statement
+        if raw is None:
+            self._live()  # raises
+        return raw.cursor(*args, **kwargs)
 
     def commit(self) -> None:
         self._live().commit()
