@@ -967,7 +967,12 @@ class ConnectionPool:
         used = now - conn._since
         with self._lock:  # critical section: park it, or leave it to _checkin
             parked = self._parked
-            if self._waiting or self._closed or self._kept_enough():
+            if (
+                self._waiting
+                or self._closed
+                # _kept_enough() inline: size connections idle already (shared mode)
+                or (not self._binds_threads and self._store.idle + len(parked) >= self.size)
+            ):
                 return False
             if key in parked:
                 # The thread gave back two: it keeps the one its next checkout should get,
