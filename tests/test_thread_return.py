@@ -357,3 +357,22 @@ def test_checkin_listener_sees_every_return(pools: list[ConnectionPool], mode: s
         with pool.connection():
             pass
     assert len(seen) == 3
+
+
+def test_thread_whose_parked_connection_was_taken_gets_one_opened_in_the_background(
+    pools: list[ConnectionPool],
+) -> None:
+    """Threads taking turns on fewer connections than threads end up with one each."""
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, "shared", size=4)
+    pool.release(pool.acquire())  # parked for this thread
+    # Another thread takes it (nothing else is idle) and parks it for itself.
+    assert in_thread(lambda: _borrow_raw(pool)) is not None
+    with pool.connection():  # this thread finds its own gone: a connect starts for it
+        pass
+    for _ in range(500):  # bounded: the background connect takes microseconds here
+        if pool.get_stats()["total_connections"] == 2:
+            break
+        threading.Event().wait(0.01)
+    assert pool.get_stats()["total_connections"] == 2
+    assert driver.connects == 2
