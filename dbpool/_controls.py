@@ -217,7 +217,6 @@ def get_stats(pool: ConnectionPool) -> dict[str, Any]:
         report_leaks(pool)
     with pool._lock:
         pool._fold_tallies()
-        pool._fold_claims()
         stats = pool._stats.snapshot()
         handles = list(pool._handles.live)
         in_use = sum(h.borrowers() for h in handles)

@@ -23,10 +23,15 @@ it, which is emptied at the very start of its return. A handle taken while still
 marked lent and with no owner left is one whose last return was cut short: its
 connection is in an unknown state and is closed, never lent as it is. Only
 persistent mode may lend a handle that has owners, to the same thread again.
+The same holds inside DBUtils: PooledDB's lock is one whose acquire and release are
+C calls (``_DBUtilsLock``), so that no exception can fall between taking it and the
+block that gives it back, and put() takes a token's connection out of the token
+before giving it to DBUtils, so that a token dropped later has nothing to give twice.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
 import weakref
 from collections import deque
@@ -140,6 +145,28 @@ class _HandleFactory:
         return handle
 
 
+class _DBUtilsLock(_thread.RLock):  # type: ignore[misc]  # final only in the stubs
+    """PooledDB's lock in place of its Condition: entered and left in C, with no Python frame.
+
+    A signal handler runs only between bytecodes of Python code. Condition's __enter__ and
+    __exit__ are Python functions, so a handler that raises right after the acquire, or
+    right before the release, leaves the lock held and every other thread waiting on it
+    for good; the C methods of an RLock leave no such point. Reentrant, because DBUtils
+    gives a dropped token's connection back (in its ``__del__``) in whatever thread drops
+    it, even one inside the lock already. Nothing ever waits on it: PooledDB waits only
+    for ``maxconnections``, which the pool leaves unbounded, so notifying is a no-op.
+    """
+
+    def notify(self, n: int = 1) -> None:
+        return None
+
+    def notify_all(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        raise RuntimeError("nothing waits on PooledDB's lock in dbpool")
+
+
 _DBUTILS_OPTIONS: dict[str, Any] = {
     "ping": 0,  # validation happens outside DBUtils' lock
     "failures": _NeverRaised,
@@ -213,12 +240,15 @@ class _SharedStore:
         # reset=False: rollback happens in the pool, outside DBUtils' lock.
         # maxcached=0 (no bound): the pool decides under its lock what is kept (see put).
         self._db = PooledDB(factory, maxcached=0, reset=False, **_DBUTILS_OPTIONS)
-        if not isinstance(getattr(self._db, "_idle_cache", None), list):
+        if not isinstance(getattr(self._db, "_idle_cache", None), list) or not isinstance(
+            getattr(self._db, "_lock", None), threading.Condition
+        ):
             # LIFO order, max_idle and resize() work on PooledDB's idle list and lock.
             raise ConfigError(
-                "this DBUtils has no PooledDB._idle_cache, which dbpool's shared mode "
+                "this DBUtils has no PooledDB._idle_cache and _lock, which dbpool's shared mode "
                 "builds on: install a DBUtils release dbpool supports (see its requirements)"
             )
+        self._db._lock = _DBUtilsLock()  # nothing has taken it yet: no connection is made
         self.size = size
         # PooledDB's own list, read rather than counted: DBUtils takes a handle back by
         # itself when a token is garbage-collected (a checkout cut short), uncounted.
@@ -244,18 +274,26 @@ class _SharedStore:
         return token, token._con.dbapi_connection
 
     def put(self, token: Any, handle: _Handle, keep: bool = True) -> None:
+        # Out of the token first, in one statement with no call in it (no signal handler
+        # runs there): the token, should it be dropped later, gives nothing back again.
+        # DBUtils' token.close() clears it only after giving it back, and one cut between
+        # the two would put the handle in the idle list twice, to be lent twice.
+        steady, token._con = token._con, None
+        if steady is None:
+            return
         if keep:
-            token.close()
-            if self._lifo:
-                db = self._db
-                with db._lock:
-                    cache = self._idle_cache
-                    cache.insert(0, cache.pop())
+            # What PooledDB.cache() does with our options (no reset, no bound, nobody to
+            # notify), in one critical section entered and left in C.
+            db = self._db
+            with db._lock:
+                db._connections -= 1
+                if self._lifo:
+                    self._idle_cache.insert(0, steady)  # lent next
+                else:
+                    self._idle_cache.append(steady)
             return
         # Dropped, not cached: only open connections wait in PooledDB's idle list.
-        steady, token._con = token._con, None
-        if steady is not None:
-            steady.close()  # DBUtils closes the handle, which queues it as dropped
+        steady.close()  # DBUtils closes the handle, which queues it as dropped
 
     def thread_handle(self) -> _Handle | None:
         return None

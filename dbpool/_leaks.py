@@ -71,8 +71,7 @@ def reclaim_collected(pool: ConnectionPool) -> None:
                 handle.expires = float("inf")
                 handle.lent = False
                 pool._store.put(token, handle, keep=False)
-            pool._stats.reclaimed += 1
-            if raw is not None:
+            if raw is not None:  # counted in ``reclaimed`` when it was collected
                 pool._stats.closed += 1
             if pool._waiters:
                 pool._cond.notify()

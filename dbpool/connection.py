@@ -57,11 +57,14 @@ class PooledConnection:
         """Hand the slot to the pool to be closed and freed, without a lock or any I/O."""
         lease = getattr(self, "_lease", None)
         if lease:
-            try:
-                token, handle = lease.pop()
-            except IndexError:
-                return
-            self._pool._collected.append((token, handle, self._since, self._origin))
+            # Out of the lease and counted in one step, with no call between (neither a
+            # signal handler nor another thread runs there); the pool closes it later.
+            item = lease[-1]
+            del lease[-1]
+            pool = self._pool
+            if item[1].factory is pool._handles:  # else lent before os.fork()
+                pool._stats.reclaimed += 1
+            pool._collected.append((*item, self._since, self._origin))
 
     def _live(self) -> Any:
         raw = self._raw

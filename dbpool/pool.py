@@ -106,8 +106,14 @@ class _BlockExit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self.conn = self.conn, None
-        self.pool.release(conn if conn is not None else self.pool._end_block())
+        conn = self.conn
+        if conn is None:
+            self.pool.release(self.pool._end_block())
+            return
+        # Kept until release() took it: a release cut at its first instruction leaves it
+        # here, for __del__ to hand to the pool once the statement drops this exit.
+        self.pool.release(conn)
+        self.conn = None
 
     def __del__(self) -> None:
         # Dropped by its `with` statement with the connection still in it: the exit was
@@ -382,9 +388,6 @@ class ConnectionPool:
         # that thread's key (see _park); the key lives in a thread-local.
         self._parked: dict[object, tuple[Any, _Handle]] = {}
         self._thread_key = _ThreadKey()
-        # One item per claim of a parked connection, made without the lock: counted in
-        # the stats (acquired, requests) at the next critical section (_fold_claims).
-        self._claims: deque[None] = deque()
         # The threads whose parked connection another thread took (shared mode): more
         # threads are at work than connections open, so the next of them to miss its own
         # starts a connect in the background (see _checkout).
@@ -497,12 +500,15 @@ class ConnectionPool:
             # lock) only one gets the entry.
             entry = self._parked.pop(self._thread_key.key, None) if self._parked else None
             if entry is not None:
-                # The lease is conn's from here: the except below gives it back.
                 lease = conn._lease
-                lease.append(entry)
                 handle = entry[1]
-                handle.owners.append(lease)
-                self._claims.append(None)  # counted at the next critical section
+                handle.owners.append(lease)  # empty until the append below
+                # The lease is conn's from here, counted in the same step (no call between
+                # the counts and the append, so neither a signal handler nor another
+                # thread runs there): the except below gives it back, and uncounts it.
+                self._stats.requests += 1
+                self._stats.acquired += 1
+                lease.append(entry)
                 if self._closed:
                     raise PoolClosed(f"pool {self._label} is closed")
                 nested = False
@@ -573,19 +579,35 @@ class ConnectionPool:
         ``discard=True`` closes it instead, for a connection the application knows
         is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
-        if conn is None:
+        if conn.__class__ is PooledConnection and conn._pool is self:
+            # The lease leaves `conn` and is counted before any call (see _give_back), so
+            # an exception from a signal handler can cut a release short only at its very
+            # first instruction, before the test above.
+            conn._raw = None
+            lease = conn._lease
+            if not lease:
+                log.debug("ignored a second release of a connection of %s", self._label)
+                return
+            token, handle = lease[-1]
+            del lease[-1]
+            if handle.factory is not self._handles:
+                log.debug("ignored the release of a connection from before os.fork()")
+                return
+            self._stats.released += 1
+            if discard:
+                handle.discard = True  # closed at its last return (persistent mode may nest)
+            if discard or not self._park(token, handle, conn):
+                self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
+        elif conn is None:
             return
-        if self._replicas is not None and self._is_readonly(conn):
+        elif self._is_readonly(conn):
             assert self._replicas is not None
             self._replicas.release(conn, discard)
             return
-        if conn.__class__ is not PooledConnection or conn._pool is not self:
+        else:
             raise PoolError(
                 f"release() got {conn!r}, which is not a connection of pool {self._label}"
             )
-        handle = self._give_back(conn, failed=False, discard=discard)
-        if handle is None:
-            return
         if _log_answers.get(_DEBUG, True) and log.isEnabledFor(_DEBUG):
             log.debug("released a connection to %s", self._label)
         if self._leak_threshold is not None:
@@ -610,16 +632,23 @@ class ConnectionPool:
         Returns the handle, or None when there was nothing to give back.
         """
         conn._raw = None
-        try:
-            # list.pop is atomic, so two racing releases cannot both get the lease.
-            token, handle = conn._lease.pop()
-        except IndexError:
+        lease = conn._lease
+        if not lease:
             if not failed:
                 log.debug("ignored a second release of a connection of %s", self._label)
             return None
+        # The lease leaves `conn` and is counted in one step: from the test above to the
+        # counts there is no call, so neither a signal handler nor another thread runs in
+        # between (two racing releases cannot both get it, nor the lease go uncounted).
+        token, handle = lease[-1]
+        del lease[-1]
         if handle.factory is not self._handles:
             log.debug("ignored the release of a connection from before os.fork()")
             return None
+        if failed:
+            self._stats.acquired -= 1
+        else:
+            self._stats.released += 1
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
         elif not failed and self._park(token, handle, conn):
@@ -770,15 +799,17 @@ class ConnectionPool:
                         token, handle = store.take()
                         if self.min_idle and self._wants_more_idle():
                             self._maintainer.wake()  # a non-blocking set(): the lock is held
-                        # The lease is conn's from here: acquire() gives it back on any error.
-                        lease = conn._lease
-                        lease.append((token, handle))
                         nested = self._binds_threads and handle.lent and handle.borrowers() > 0
                         abandoned = handle.lent and not nested
+                        lease = conn._lease
                         handle.lent = True
-                        handle.owners.append(lease)
-                        self._stats.acquired += 1
+                        handle.owners.append(lease)  # empty until the append below
+                        # The lease is conn's from here, counted in the same step (no call
+                        # between the counts and the append, so no signal handler runs
+                        # there): acquire() gives it back, and uncounts it, on any error.
                         self._stats.requests += 1
+                        self._stats.acquired += 1
+                        lease.append((token, handle))
                         return handle, nested, abandoned
                     remaining = deadline - monotonic()
                     if remaining <= 0:
@@ -873,12 +904,6 @@ class ConnectionPool:
             with self._lock:  # critical section
                 if self._tallies:
                     self._fold_tallies()
-                if self._claims:
-                    self._fold_claims()
-                if failed:
-                    self._stats.acquired -= 1
-                else:
-                    self._stats.released += 1
                 if since is not None:
                     used = (handle.returned if settled else monotonic()) - since
                     self._stats.returned(waited, used)
@@ -982,16 +1007,9 @@ class ConnectionPool:
                 self._unpark(parked.pop(key))
             if self._tallies:
                 self._fold_tallies()
-            stats = self._stats
-            claims = self._claims
-            while claims:  # _fold_claims() inline: mostly the one claim of this connection
-                claims.pop()
-                stats.acquired += 1
-                stats.requests += 1
             owners.clear()
             handle.returned = self._last_return = now
-            stats.released += 1
-            stats.returned(waited, used)
+            self._stats.returned(waited, used)  # "released" is counted as the lease left conn
             # No token in persistent mode: DBUtils' thread-local alone must hold it.
             parked[key] = (None if self._binds_threads else token, handle)
         if self._stats.listeners:
@@ -1432,15 +1450,6 @@ class ConnectionPool:
         while tallies:
             name = tallies.popleft()
             setattr(stats, name, getattr(stats, name) + 1)
-
-    def _fold_claims(self) -> None:
-        """Count the claims of parked connections made since; called with the lock held."""
-        claims = self._claims
-        count = len(claims)  # those appended meanwhile wait for the next call
-        for _ in range(count):
-            claims.pop()
-        self._stats.acquired += count
-        self._stats.requests += count
 
     @staticmethod
     def _take_raw(handle: _Handle) -> Any:

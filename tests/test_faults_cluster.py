@@ -184,6 +184,7 @@ def primary_with_replica(pair: ReplicationPair) -> dict[str, Any]:
 # -- Galera -----------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_galera_node_killed_under_writers(
     galera: GaleraCluster, galera_ledger: Ledger, cluster_pool: Factory, flavour: tuple[str, str]
 ) -> None:
@@ -411,6 +412,7 @@ def test_switchover_moves_writes_to_the_new_primary(
     assert servers[new.address] == stats["total_connections"]
 
 
+@pytest.mark.timing
 @every_flavour
 def test_every_host_down_then_one_back(
     replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str]
@@ -515,6 +517,7 @@ def test_readonly_connections_go_to_the_replica(
     }
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
 def test_replica_down(
     replication: ReplicationPair, cluster_pool: Factory, flavour: tuple[str, str], fallback: bool
@@ -526,7 +529,7 @@ def test_replica_down(
         threads=4,
         timeout=timeout,
         replica_fallback=fallback,
-        host_deny_seconds=1.0,
+        host_deny_seconds=DENY,  # still denied when read back after ten reads on a busy machine
     )
     assert server_id(pool, readonly=True) == replica.server_id
     replica.halt(graceful=False)
@@ -545,7 +548,9 @@ def test_replica_down(
         denied = hosts(pool)[replica.address]["denied"]
     finally:
         replica.resume()
-    back = wait_until(lambda: server_id(pool, readonly=True) == replica.server_id, 15, step=0.2)
+    back = wait_until(
+        lambda: server_id(pool, readonly=True) == replica.server_id, DENY + 15, step=0.2
+    )
     print(
         f"\nreplica-down/{flavour[0]}/{flavour[1]}/fallback={fallback}: "
         f"served_by={sorted(set(served_by))} took={took:.2f}s denied={denied} "
@@ -638,6 +643,7 @@ def test_facade_reads_from_replicas(
 # -- HAProxy ------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_galera_node_killed_behind_haproxy(
     galera_proxy: HAProxy,
     galera: GaleraCluster,

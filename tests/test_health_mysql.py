@@ -53,6 +53,7 @@ def checked(pool: Any, timeout: float) -> dict[str, Any]:
 # -- pool.check() ---------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_check_up(mysql_pool: Any, mysql_params: dict[str, Any]) -> None:
     pool = mysql_pool(name="up")
     result = checked(pool, 5)

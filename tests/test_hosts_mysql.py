@@ -99,12 +99,14 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
         time.sleep(0.02)
 
 
+@pytest.mark.timing
 def test_failover_to_the_next_host_and_back(
     both: tuple[MariaDBServer, ...], mysql_pool: Any, pool_mode: str
 ) -> None:
     spare, main = both
     spare.halt()
-    pool = mysql_pool(**hosts_params(spare, main), host_deny_seconds=0.5, timeout=10)
+    # A deny window a busy machine does not overrun before the stats are read.
+    pool = mysql_pool(**hosts_params(spare, main), host_deny_seconds=3.0, timeout=10)
     started = time.monotonic()
     with pool.connection() as conn:
         assert port_of(conn) == main.port
@@ -128,6 +130,7 @@ def test_failover_to_the_next_host_and_back(
             assert port_of(conn) == spare.port
 
 
+@pytest.mark.timing
 def test_every_host_down_names_each_within_the_timeout(
     both: tuple[MariaDBServer, ...], mysql_pool: Any
 ) -> None:
@@ -135,11 +138,13 @@ def test_every_host_down_names_each_within_the_timeout(
     params = hosts_params(spare, main)
     params["host"] = [params["host"][0], "127.0.0.1:9"]  # the discard port: nobody listens
     spare.halt()
-    pool = mysql_pool(**params, timeout=3)
+    # Both refuse at once: the retries end the acquire, long before the timeout (a deadline
+    # reached first would leave a host "not tried").
+    pool = mysql_pool(**params, timeout=30)
     started = time.monotonic()
     with pytest.raises(ConnectError) as failed:
         pool.acquire()
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 15
     text = str(failed.value)
     assert f"127.0.0.1:{spare.port}: the server cannot be reached" in text
     assert "127.0.0.1:9: the server cannot be reached" in text

@@ -53,9 +53,9 @@ def pair_pool(
     return new
 
 
-def read_back(pool: Any, row: int) -> tuple[int, int]:
+def read_back(pool: Any, row: int, timeout: float | None = None) -> tuple[int, int]:
     """(server_id, rows with id ``row``) read on a readonly connection."""
-    with pool.connection(readonly=True) as conn:
+    with pool.connection(timeout, readonly=True) as conn:
         cur = conn.cursor()
         cur.execute(f"SELECT @@server_id, COUNT(*) FROM {TABLE} WHERE id = %s", (row,))
         server_id, count = cur.fetchall()[0]
@@ -106,10 +106,14 @@ def test_without_causal_reads_the_replica_may_be_behind(
 def test_causal_read_past_the_deadline_goes_to_the_primary(
     pair: ReplicationPair, pair_pool: Any
 ) -> None:
-    pair.set_delay(3)
-    pool = pair_pool(causal_reads=True, timeout=0.5)
+    # Five seconds (at least four, see above): the replica is still behind when the
+    # read's half second is over, even on a busy machine.
+    pair.set_delay(5)
+    # Only the read has the short deadline; the connects and the write have time.
+    pool = pair_pool(causal_reads=True, timeout=10)
+    assert read_back(pool, 3) == (pair.replica.server_id, 0)  # no write yet: no wait
     insert(pool, 3)
-    assert read_back(pool, 3) == (pair.primary.server_id, 1)
+    assert read_back(pool, 3, timeout=0.5) == (pair.primary.server_id, 1)
     assert pool.get_stats()["causal_timeouts"] == 1
 
 

@@ -21,8 +21,12 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from dbutils import steady_db
+from dbutils.persistent_db import PersistentDB
+from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
 
 from dbpool import ConnectionPool, PoolClosed, PooledConnection, PoolError, make_pool
+from dbpool._handles import _Handle, _HandleFactory, _PersistentStore, _SharedStore
 from dbpool.pool import _BlockExit, _WithExit
 from tests.fakedb import FakeConnection, FakeDriver, FakeOperationalError
 
@@ -227,19 +231,24 @@ def _lines(fn: Callable[..., Any]) -> list[int]:
 class LineInjector:
     """Raises ``fault`` when the traced thread reaches line ``line`` of ``code`` (the nth time).
 
+    ``line`` None: when a call of ``code`` returns, after the last call it made (a signal
+    handler runs there too), the nth time.
+
     A ``with`` line is seen again when its block ends, right before the call of
     ``__exit__``: no signal handler can run there (CPython runs them after a call
     or a backward jump), so the injector only raises at its first visit.
     """
 
-    def __init__(self, code: Any, line: int, fault: type[BaseException], nth: int = 1) -> None:
+    def __init__(
+        self, code: Any, line: int | None, fault: type[BaseException], nth: int = 1
+    ) -> None:
         self.code = code
         self.line = line
         self.fault = fault
         self.nth = nth
         self.fired = False
         self.seen: dict[int, bool] = {}
-        source = linecache.getline(code.co_filename, line).strip()
+        source = "" if line is None else linecache.getline(code.co_filename, line).strip()
         self.is_with = source.startswith("with ")
 
     def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
@@ -250,7 +259,12 @@ class LineInjector:
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if self.fired:
             return None
-        if event == "line" and frame.f_lineno == self.line:
+        if self.line is None and event == "return":
+            self.nth -= 1
+            if self.nth == 0:
+                self.fired = True
+                raise self.fault("injected at a return")
+        elif event == "line" and frame.f_lineno == self.line:
             if self.is_with and self.seen.get(id(frame)):
                 return self._local
             self.seen[id(frame)] = True
@@ -345,6 +359,338 @@ def test_fault_at_every_line_of_checkout_and_return(
     check_invariants(pool, driver)
     if not fired and not injector.fired:
         pytest.skip("a line this scenario does not run in this mode")
+
+
+# -- inside DBUtils: the calls the stores make into PooledDB and PersistentDB ---------
+#
+# A signal handler may raise inside DBUtils' own code too, even between the acquire of
+# PooledDB's lock and the block that releases it. Every line of those calls, and every
+# return from them, gets the fault; then another thread must still borrow at once (a
+# lock left held makes it wait for good, and with it every thread behind the pool lock).
+
+
+def _dbutils_functions() -> list[Callable[..., Any]]:
+    return [
+        PooledDB.connection,
+        PooledDB.cache,
+        PooledDB.steady_connection,
+        PooledDedicatedDBConnection.__init__,
+        PooledDedicatedDBConnection.close,
+        PersistentDB.connection,
+        PersistentDB.steady_connection,
+        steady_db.connect,
+        steady_db.SteadyDBConnection.__init__,
+        steady_db.SteadyDBConnection._create,
+        steady_db.SteadyDBConnection._ping_check,
+        steady_db.SteadyDBConnection.threadsafety,
+        steady_db.SteadyDBConnection.close,
+        steady_db.SteadyDBConnection._close,
+        steady_db.SteadyDBConnection._reset,
+        # PooledDB's lock, when it is a Condition
+        threading.Condition.__enter__,
+        threading.Condition.__exit__,
+        threading.Condition.notify,
+        # the stores' side of those calls
+        _SharedStore.take,
+        _SharedStore.put,
+        _PersistentStore.take,
+        _PersistentStore.put,
+        _HandleFactory.connect,
+        _HandleFactory.reserve,
+    ]
+
+
+# As _TRACE_ONLY: the `try` right after PooledDB's `with self._lock` and its `while`
+# loop is a NOP, reached by a forward jump, that CPython leaves out of the with-block's
+# exception range; a trace function raising there skips __exit__, a signal handler
+# cannot run there.
+_TRACE_ONLY_DBUTILS = {
+    ("connection", "try:  # first try to get it from the idle cache"),
+}
+
+
+def _dbutils_injection_points() -> Iterator[Any]:
+    for fn in _dbutils_functions():
+        name = fn.__qualname__
+        for line in [*_lines(fn), None]:  # None: at its return
+            where = "return" if line is None else str(line - fn.__code__.co_firstlineno)
+            marks: list[Any] = []
+            if line is not None:
+                source = linecache.getline(fn.__code__.co_filename, line).strip()
+                if (fn.__name__, source) in _TRACE_ONLY_DBUTILS:
+                    marks.append(pytest.mark.skip(reason="no signal handler runs at this line"))
+            yield pytest.param(fn, line, id=f"{name}:{where}", marks=marks)
+
+
+def _reaches(code: Any, line: int | None, action: Callable[[], object]) -> bool:
+    """Whether ``action`` runs line ``line`` of ``code`` (None: returns from it)."""
+    seen: list[bool] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if (event == "return") if line is None else (event == "line" and frame.f_lineno == line):
+            seen.append(True)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    sys.settrace(tracer)
+    try:
+        action()
+    finally:
+        sys.settrace(None)
+    return bool(seen)
+
+
+def _borrow_elsewhere(pool: ConnectionPool) -> str | None:
+    """Borrow and give back on another thread; what went wrong, or None."""
+    outcome: list[str] = []
+
+    def other() -> None:
+        try:
+            with pool as conn:
+                conn.cursor().execute("SELECT 1")
+            outcome.append("ok")
+        except BaseException as exc:  # reported to the test thread
+            outcome.append(repr(exc))
+
+    worker = threading.Thread(target=other, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():
+        # Let the stuck thread go, so that the pool can be disposed of after the test.
+        lock = getattr(getattr(pool._store, "_db", None), "_lock", None)
+        while lock is not None and lock._is_owned():
+            lock.release()
+        worker.join(5)
+        return "another thread waits for good (DBUtils' lock was left held)"
+    return None if outcome == ["ok"] else outcome[0]
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("mode", ["shared", "shared-lifo", "persistent"])
+@pytest.mark.parametrize(("fn", "line"), list(_dbutils_injection_points()))
+def test_fault_inside_dbutils_leaves_the_pool_usable(
+    pools: list[ConnectionPool], mode: str, fn: Any, line: int | None
+) -> None:
+    driver = FakeDriver()
+    mode, _, order = mode.partition("-")
+    pool = new_pool(pools, driver, mode, ping_interval=0, order=order or "fifo")
+    if not _reaches(fn.__code__, line, lambda: _borrow_cycle(pool, 0)):
+        pytest.skip("a point this mode does not reach")
+    for round_ in range(2):
+        for nth in (1, 2):
+            try:
+                with LineInjector(fn.__code__, line, Injected, nth):
+                    _borrow_cycle(pool, round_)
+            except Injected:
+                pass
+            gc.collect()
+            problem = _borrow_elsewhere(pool)
+            assert problem is None, problem
+    check_invariants(pool, driver)
+
+
+# -- a second fault while the first one's clean-up runs ------------------------------
+
+
+def _cleanup_functions() -> list[Callable[..., Any]]:
+    return [
+        ConnectionPool._give_back,
+        ConnectionPool._checkin,
+        ConnectionPool._retire,
+        ConnectionPool._fold_tallies,
+        _Handle.borrowers,
+        _SharedStore.put,
+        _SharedStore.full,
+        _PersistentStore.put,
+        PooledConnection.__del__,
+        PooledConnection._abandon,
+        ConnectionPool._reclaim_collected,
+    ]
+
+
+# The lines between taking a lease out of its connection and counting it: they follow
+# neither a call nor a backward jump, so no signal handler runs there (that is the point).
+_TRACE_ONLY_CLEANUP = {
+    ("_give_back", "del lease[-1]"),
+    ("_give_back", "if handle.factory is not self._handles:"),
+    ("_give_back", "if failed:"),
+    ("_give_back", "self._stats.acquired -= 1"),
+    ("_give_back", "self._stats.released += 1"),
+    ("_abandon", "del lease[-1]"),
+    ("_abandon", "pool = self._pool"),
+    ("_abandon", "if item[1].factory is pool._handles:  # else lent before os.fork()"),
+    ("_abandon", "pool._stats.reclaimed += 1"),
+}
+
+
+def _cleanup_points() -> Iterator[Any]:
+    for fn in _cleanup_functions():
+        for line in [*_lines(fn), None]:
+            where = "return" if line is None else str(line - fn.__code__.co_firstlineno)
+            marks: list[Any] = []
+            if line is not None:
+                source = linecache.getline(fn.__code__.co_filename, line).strip()
+                if (fn.__name__, source) in _TRACE_ONLY_CLEANUP:
+                    marks.append(pytest.mark.skip(reason="no signal handler runs at this line"))
+            yield pytest.param(fn, line, id=f"{fn.__qualname__}:{where}", marks=marks)
+
+
+def _counted_in_use(pool: ConnectionPool) -> None:
+    stats = pool.get_stats()
+    counted = stats["acquired"] - stats["released"] - stats["reclaimed"]
+    assert counted == stats["in_use"], stats
+
+
+class FirstFaultDriver(FakeDriver):
+    """Its socket check raises ``Injected`` while ``armed``: a checkout cut before lending."""
+
+    armed = False
+
+    def probe(self, raw: Any) -> bool | None:
+        if self.armed:
+            raise Injected("injected in the check before lending")
+        return super().probe(raw)
+
+
+# A signal handler's exception inside a finalizer is printed and dropped by Python.
+@pytest.mark.exhaustive
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("first", ["check", "listener"])
+@pytest.mark.parametrize(("fn", "line"), list(_cleanup_points()))
+def test_second_fault_during_the_clean_up_keeps_the_counts(
+    pools: list[ConnectionPool], mode: str, first: str, fn: Any, line: int | None
+) -> None:
+    # The first fault: in the check before lending (the checkout fails and gives its slot
+    # back), or in a checkout listener (the connection is given back as it is). The
+    # second lands in that clean-up. A trace function that raises is removed, so the
+    # first comes from the driver or the listener, the second from the trace function.
+    driver = FirstFaultDriver()
+    pool = new_pool(pools, driver, mode, ping_interval=0)
+
+    def listener(raw: Any) -> None:
+        if driver.armed:
+            raise Injected("injected in a checkout listener")
+
+    if first == "listener":
+        pool.add_listener("checkout", listener)
+
+    def faulty_checkout() -> None:
+        driver.armed = True
+        try:
+            pool.release(pool.acquire())
+        except Injected:
+            pass
+        finally:
+            driver.armed = False
+        gc.collect()
+        pool.get_stats()
+
+    _borrow_cycle(pool, 0)
+    if not _reaches(fn.__code__, line, faulty_checkout):
+        pytest.skip("a point this clean-up does not reach")
+    fired = 0
+    for round_ in range(2):
+        for nth in (1, 2):
+            _borrow_cycle(pool, round_)  # leaves a connection to check at the next acquire
+            injector = LineInjector(fn.__code__, line, Injected, nth)
+            try:
+                with injector:
+                    faulty_checkout()
+            except Injected:
+                pass
+            fired += injector.fired
+            gc.collect()
+            _counted_in_use(pool)
+    assert fired
+    check_invariants(pool, driver)
+    _counted_in_use(pool)
+
+
+# -- a release cut short while the borrower still holds the connection ----------------
+
+
+def _release_points() -> Iterator[Any]:
+    fn = ConnectionPool.release
+    lines = _lines(fn)
+    first = lines[0]
+    sources = {line: linecache.getline(fn.__code__.co_filename, line).strip() for line in lines}
+    # From the first test to the call of _checkin, release() makes no call of its own (only
+    # a log call, followed by a return): no signal handler runs on those lines.
+    checkin = [line for line in lines if sources[line].startswith("self._checkin(")]
+    for line in lines:
+        source = sources[line]
+        for mode in MODES:
+            marks: list[Any] = []
+            if checkin and first < line < checkin[0]:
+                marks.append(pytest.mark.skip(reason="no signal handler runs at this line"))
+            if line == first and mode == "persistent":
+                # Nothing of release() has run, and in persistent mode the thread's next
+                # acquire is a nested borrow of the same connection for as long as the
+                # borrower holds it: that is all the pool can see.
+                marks.append(
+                    pytest.mark.xfail(
+                        strict=True, reason="an exception at release()'s first instruction"
+                    )
+                )
+            if source.startswith(("log.", "return")):
+                marks.append(pytest.mark.skip(reason="after the lease left the connection"))
+            offset = line - fn.__code__.co_firstlineno
+            yield pytest.param(line, mode, id=f"release:{offset}-{mode}", marks=marks)
+
+
+@pytest.mark.parametrize(("line", "mode"), list(_release_points()))
+def test_release_cut_short_while_the_connection_is_still_held(
+    pools: list[ConnectionPool], line: int, mode: str
+) -> None:
+    # As `conn = pool.acquire()` in a loop whose previous round's release was cut: the
+    # variable still holds the last connection when the next acquire runs.
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, mode, ping_interval=0)
+    conn = pool.acquire()
+    conn.cursor().execute("INSERT INTO t VALUES (1)")  # an open transaction
+    if not _reaches(ConnectionPool.release.__code__, line, lambda: pool.release(pool.acquire())):
+        pytest.skip("a line this release does not run")
+    injector = LineInjector(ConnectionPool.release.__code__, line, Injected)
+    try:
+        with injector:
+            pool.release(conn)
+    except Injected:
+        pass
+    assert injector.fired
+    again = pool.acquire()
+    try:
+        assert not again.dbapi_connection.in_transaction, "inherited an abandoned transaction"
+        again.cursor().execute("SELECT 1")
+    finally:
+        pool.release(again)
+    del conn
+    check_invariants(pool, driver)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_with_block_whose_release_is_cut_at_its_start(
+    pools: list[ConnectionPool], mode: str
+) -> None:
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, mode)
+    first = _lines(ConnectionPool.release)[0]
+    try:
+        with LineInjector(ConnectionPool.release.__code__, first, Injected):  # noqa: SIM117
+            with pool as held:
+                held.cursor().execute("INSERT INTO t VALUES (1)")  # an open transaction
+    except Injected:
+        pass
+    # `held` still refers to the connection, and in persistent mode the same thread's
+    # next borrow would be a nested one: the exit hands it to the pool all the same.
+    with pool as again:
+        assert not again.dbapi_connection.in_transaction, "inherited an abandoned transaction"
+        again.cursor().execute("SELECT 1")
+    with pytest.raises(PoolError):
+        held.cursor()
+    check_invariants(pool, driver)
 
 
 # -- item 15: __getattr__ and half-built connections --------------------------------

@@ -111,7 +111,7 @@ def _close_what_signals_left_open(pool: Any) -> None:
     the cycle collector closes.
     """
     with pool._blocks_lock:
-        left = [block[2] for block in pool._blocks]
+        left = [block[1] for block in pool._blocks]
         pool._blocks.clear()
     for conn in left:
         pool.release(conn)
@@ -119,11 +119,6 @@ def _close_what_signals_left_open(pool: Any) -> None:
 
 
 @pytest.mark.faults
-# Not in the default run: a signal can land inside DBUtils' own critical section (the
-# window between its lock's acquire and the with-block that releases it), leaving
-# PooledDB's lock held; every later checkout then waits on it for good. Seen once in
-# about twenty full runs; run with --run-slow.
-@pytest.mark.slow
 # A connect cut by the signal inside the driver leaves its half-open socket to the
 # garbage collector, which warns; that socket was never the pool's.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -34,12 +34,14 @@ def test_connection_never_returned_is_reported_with_its_stack(
     mysql_driver: str,
     mysql_params: dict[str, Any],
 ) -> None:
-    pool = mysql_pool(leak_threshold=0.2)
+    # Long enough that a busy machine does not hold this thread past it before the first look.
+    threshold = 2.0
+    pool = mysql_pool(leak_threshold=threshold)
     caplog.set_level(logging.WARNING, logger="dbpool")
     held = acquire_somewhere_recognisable(pool)
     try:
         assert pool.get_stats()["leaks_reported"] == 0
-        time.sleep(0.3)
+        time.sleep(threshold + 0.1)
         stats = pool.get_stats()  # the check is lazy: get_stats() and acquire() run it
         pool.get_stats()  # reported once only
         warnings = [r for r in caplog.records if "not back yet" in r.getMessage()]
@@ -119,7 +121,6 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     pool = mysql_pool(size=1, max_overflow=0, timeout=10.0)
     held = pool.acquire()
     outcome: list[BaseException | None] = []
-    started = time.monotonic()
 
     def wait() -> None:
         try:
@@ -132,6 +133,7 @@ def test_waiters_get_pool_closed(mysql_pool: Any, pool_mode: str) -> None:
     for thread in waiters:
         thread.start()
     assert wait_until(lambda: pool.get_stats()["waiting"] == 4, timeout=5.0)
+    started = time.monotonic()  # the time taken to wake them, not to start them
     pool.dispose()
     for thread in waiters:
         thread.join(5.0)
@@ -187,7 +189,9 @@ def test_connection_returned_after_close_is_closed(
 @pytest.mark.parametrize("pool_mode", ["shared"])
 def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str) -> None:
     """Eight busy threads on two connections must not keep a ninth waiting forever."""
-    pool = mysql_pool(size=2, max_overflow=0, timeout=2.0)
+    # A starved thread waits until the timeout; a served one far less. The bound between
+    # the two leaves a busy machine seconds of slack.
+    pool = mysql_pool(size=2, max_overflow=0, timeout=10.0)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -218,4 +222,4 @@ def test_waiters_are_not_starved_by_newcomers(mysql_pool: Any, mysql_driver: str
         f"longest_wait={max(waits) * 1000:.0f}ms errors={len(errors)}"
     )
     assert errors == []
-    assert max(waits) < 2.0
+    assert max(waits) < 5.0

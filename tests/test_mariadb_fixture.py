@@ -71,6 +71,7 @@ def test_user_can_kill_another_users_connection(
         killer.close()
 
 
+@pytest.mark.timing
 def test_restart_keeps_port_and_data(restartable_mariadb: MariaDBServer) -> None:
     params = restartable_mariadb.params()
     conn = pymysql.connect(**params, autocommit=True)

@@ -129,9 +129,10 @@ def test_overflow_connections(backend: Backend) -> None:
 
 
 def test_overflow_limit_reached_times_out(backend: Backend) -> None:
-    pool = backend.pool(size=1, max_overflow=1, timeout=0.2)
+    # The holders connect with the pool's timeout; only the third acquire has 0.2 s.
+    pool = backend.pool(size=1, max_overflow=1, timeout=10)
     with holding(pool, 2), pytest.raises(PoolTimeout) as info:
-        pool.acquire()
+        pool.acquire(timeout=0.2)
     assert isinstance(info.value, queue.Empty)
     assert isinstance(info.value, PoolError)
     assert "Connection pool timeout after 0.2s (2/2 connections in use" in str(info.value)
@@ -179,12 +180,15 @@ def test_young_connection_not_recycled(backend: Backend) -> None:
 
 
 def test_old_connection_recycled(backend: Backend) -> None:
-    pool = backend.pool(recycle=0.2)
+    # Long enough that a busy machine gets the connection back before it is due
+    # (the release and the next acquire each wait on the server).
+    recycle = 2.0
+    pool = backend.pool(recycle=recycle)
     with pool as conn:
         first = conn.dbapi_connection
     with pool as conn:
         assert conn.dbapi_connection is first  # young: reused
-    time.sleep(0.25)  # the connection's age is the state waited for
+    time.sleep(recycle + 0.05)  # the connection's age is the state waited for
     with pool as conn:
         assert conn.dbapi_connection is not first
         backend.select(conn)
@@ -292,11 +296,11 @@ def test_stats_acquire_release_tracking(backend: Backend) -> None:
 
 
 def test_stats_timeout_tracking(backend: Backend) -> None:
-    pool = backend.pool(size=1, max_overflow=0, timeout=0.1)
+    pool = backend.pool(size=1, max_overflow=0, timeout=10)
     with holding(pool, 1):
         for _ in range(2):
             with pytest.raises(PoolTimeout):
-                pool.acquire()
+                pool.acquire(timeout=0.1)
     assert pool.get_stats()["timeouts"] == 2
 
 

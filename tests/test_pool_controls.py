@@ -212,6 +212,7 @@ def test_min_idle_opens_connections_at_start_and_keeps_them_up(
         pool.release(conn)
 
 
+@pytest.mark.timing
 def test_wait_in_constructor_fails_fast_on_refused_login(
     mysql_params: dict[str, Any], mysql_driver: str, pool_mode: str
 ) -> None:
@@ -503,6 +504,7 @@ def test_discard_and_invalidate_close_the_connection(mysql_pool: Any) -> None:
 # -- resize and drain ----------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_resize_lets_waiters_in_and_keeps_their_deadlines(mysql_pool: Any) -> None:
     pool = mysql_pool(size=1, max_overflow=0, timeout=10)
     held = threading.Event()
@@ -588,6 +590,7 @@ def test_url_names_driver_and_server(
     assert user["password"] not in repr(pool) + repr(pool.settings) + pool.name
 
 
+@pytest.mark.timing
 def test_session_set_up_stays_within_the_acquire_deadline(
     pools: list[Any], user: dict[str, Any], mysql_driver: str, pool_mode: str
 ) -> None:

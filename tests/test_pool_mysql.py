@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dbpool import ConnectError, ConnectionPool, PoolTimeout, make_pool
-from tests.faultkit import kill
+from tests.faultkit import kill, session_open
 
 DRIVER_ERRORS = (pymysql.err.Error, mysql.connector.Error)
 PYMYSQL_VERSION = tuple(int(part) for part in pymysql.VERSION[:2])
@@ -96,12 +96,13 @@ def test_killed_connection_replaced_transparently(mysql_pool: Any, admin: Any) -
     assert stats["total_connections"] == 1
 
 
-def test_wait_timeout_expired_connection_replaced(mysql_pool: Any) -> None:
+def test_wait_timeout_expired_connection_replaced(mysql_pool: Any, admin: Any) -> None:
     pool = mysql_pool()
     with pool as conn:
         query(conn, "SET SESSION wait_timeout = 1")
         first = connection_id(conn)
-    time.sleep(2.5)  # the server closes the idle session
+    # The server closes the idle session after a second; a busy server takes longer.
+    assert not session_open(admin, first, expect=False, timeout=30)
     with pool as conn:
         assert connection_id(conn) != first
     assert pool.get_stats()["validation_failures"] == 1
@@ -179,7 +180,9 @@ def test_threads_share_one_pool_object(
 def test_bound_holds_on_the_server(
     mysql_pool: Any, admin: Any, mysql_params: dict[str, Any]
 ) -> None:
-    pool = mysql_pool(size=2, max_overflow=1, timeout=0.3)
+    # The holders' connects must not time out on a busy machine: only the fourth
+    # acquire gets the short timeout.
+    pool = mysql_pool(size=2, max_overflow=1, timeout=10)
     user = mysql_params["user"]
     before = session_ids(admin, user)
     holding = threading.Barrier(4)
@@ -195,8 +198,8 @@ def test_bound_holds_on_the_server(
         thread.start()
     holding.wait(10)
     try:
-        with pytest.raises(PoolTimeout, match=r"\(3/3 connections in use"):
-            pool.acquire()
+        with pytest.raises(PoolTimeout, match=r"after 0.3s \(3/3 connections in use"):
+            pool.acquire(timeout=0.3)
         assert server_connections(admin, user, 3, before) == 3
     finally:
         done.set()

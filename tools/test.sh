@@ -175,8 +175,10 @@ for name, _, version in (pin.partition("==") for pin in pins if pin):
 print("oldest versions:", ", ".join(p for p in pins if p))
 sys.exit(f"not the pinned versions: {', '.join(wrong)}" if wrong else 0)
 PY
+    # The exhaustive line-by-line interrupt cases ran above: they use the fake driver
+    # and DBUtils, whose oldest allowed release is also its newest.
     step "pytest on the oldest versions: the fast tier"
-    "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not mysql"
+    "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not mysql and not exhaustive"
     step "pytest on the oldest versions: the MySQL pool tests"
     "$OLDEST_VENV/bin/python" -m pytest -q -p no:cacheprovider \
         tests/test_pool_contract.py tests/test_pool_mysql.py
