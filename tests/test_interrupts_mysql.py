@@ -133,13 +133,6 @@ def test_random_signals_leave_the_pool_usable(
     style: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if mysql_driver == "mysql-connector" and pool_mode == "shared":
-        # Known gap, seen once in eleven runs of the acquire style: at the end, one lent
-        # connection failed the ping that mysql-connector's cursor() makes ("MySQL
-        # Connection not available"); its cause is not found yet.
-        request.applymarker(
-            pytest.mark.xfail(reason="mysql-connector: rarely a dead connection lent at the end")
-        )
     mode = pool_mode
     assert threading.current_thread() is threading.main_thread()
     table = f"`{mysql_params['database']}`.`signals_{mysql_driver.replace('-', '_')}_{mode}`"
