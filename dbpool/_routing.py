@@ -197,13 +197,8 @@ def caught_up(pool: ConnectionPool, reader: PooledConnection, deadline: float) -
     return done
 
 
-def host_figures(
-    pool: ConnectionPool, handles: list[_Handle], parked: set[int]
-) -> dict[str, dict[str, Any]]:
-    """``get_stats()["hosts"]``: each host's connections and deny state.
-
-    ``parked``: the ids of the handles parked for their threads, idle though marked lent.
-    """
+def host_figures(pool: ConnectionPool, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
+    """``get_stats()["hosts"]``: each host's connections and deny state."""
     if pool._hosts is None:
         return {}
     figures: dict[str, dict[str, Any]] = {}
@@ -213,6 +208,6 @@ def host_figures(
         host = handle.host
         if handle.raw is not None and host is not None and host.key in figures:
             figures[host.key]["open"] += 1
-            if handle.lent and id(handle) not in parked:
+            if handle.lent:
                 figures[host.key]["in_use"] += 1
     return figures
