@@ -44,6 +44,9 @@ def close_thread_connection(pool: ConnectionPool) -> None:
     if handle is None:
         return
     with pool._lock:
+        entry = pool._parked.pop(pool._my_key(), None)
+        if entry is not None:
+            pool._unpark(entry)  # not lent any more: closed below
         if handle.lent:
             handle.close_on_release = True
             return
@@ -60,6 +63,7 @@ def close_all(pool: ConnectionPool) -> None:
         pool._replicas.close_all()
     with pool._lock:
         pool._epoch += 1
+        pool._unpark_all()  # parked connections are idle ones
         raws = [pool._take_raw(h) for h in pool._handles.live if not h.lent and h.raw]
         pool._stats.closed += len(raws)
         pool._store.close_idle()
@@ -161,6 +165,7 @@ def resize(pool: ConnectionPool, size: int | None = None, max_overflow: int | No
         pool.size = options.size
         pool.max_size = options.max_size
         pool._store.resize(pool.size)
+        pool._unpark_all()
         evicted = pool._store.evict(lambda handle: True, keep=pool.size)
         forget(pool, evicted)
         pool._cond.notify_all()  # grown: waiters may take the new slots
@@ -216,8 +221,11 @@ def get_stats(pool: ConnectionPool) -> dict[str, Any]:
         handles = list(pool._handles.live)
         in_use = sum(h.borrowers() for h in handles)
         waiting = len(pool._waiters)
+        # Parked connections (see ConnectionPool._park) are idle. list() first: a claim
+        # may pop one at any moment, without the lock.
+        parked = {id(entry[1]) for entry in list(pool._parked.values())}
     open_count = sum(1 for h in handles if h.raw is not None)
-    idle = sum(1 for h in handles if h.raw is not None and not h.lent)
+    idle = sum(1 for h in handles if h.raw is not None and (not h.lent or id(h) in parked))
     stats.update(
         name=pool.name,
         total_connections=open_count,
@@ -228,7 +236,7 @@ def get_stats(pool: ConnectionPool) -> dict[str, Any]:
         size=pool.size,
         min_idle=pool.min_idle,
         mode=pool.mode,
-        hosts=host_figures(pool, handles),
+        hosts=host_figures(pool, handles, parked),
     )
     if pool._replicas is not None:
         replica_stats = pool._replicas.get_stats()

@@ -101,7 +101,8 @@ class Maintainer:
 
 def idle_count(pool: ConnectionPool) -> int:
     """Connections any caller could take now; called with the lock held."""
-    return pool._store.idle + len(pool._handles.spares)
+    parked = 0 if pool._binds_threads else len(pool._parked)  # see ConnectionPool._park
+    return pool._store.idle + len(pool._handles.spares) + parked
 
 
 def wants_more_idle(pool: ConnectionPool) -> bool:
@@ -118,6 +119,7 @@ def evict_idle(pool: ConnectionPool) -> None:
         return handle.returned <= cutoff
 
     with pool._lock:  # critical section: pick and detach, no I/O
+        pool._unpark_all()  # parked connections age like any idle one
         evicted = pool._store.evict(stale, keep=pool.min_idle)
         keep = max(pool.min_idle - pool._store.idle, 0)
         spares = pool._handles.spares
@@ -168,6 +170,7 @@ def fill_plan(pool: ConnectionPool) -> tuple[list[_Handle], int]:
             # ones: take them out, so that their slots take connections opened now.
             forget(pool, pool._store.evict(lambda handle: handle.raw is None, keep=0))
             idle = sum(1 for h in live if not h.lent and h.raw is not None)
+            idle += len(pool._parked)  # idle, though marked lent (see ConnectionPool._park)
         wanted = pool.min_idle - idle - pool._maintainer.opening
         room = pool.max_size - len(pool._handles.live)
         handles = [pool._handles.reserve() for _ in range(max(min(wanted, room), 0))]

@@ -105,6 +105,15 @@ _IPPROTO_TCP = socket.IPPROTO_TCP
 _raw_family = _socket.socket.family.__get__
 
 
+def _reads_tcp_info(sock: Any) -> bool:
+    """Whether ``sock`` is a TCP socket whose TCP_INFO this system can read."""
+    try:
+        family = _raw_family(sock)
+    except TypeError:  # not a socket.socket
+        return False
+    return _TCP_INFO is not None and family in _TCP_FAMILIES
+
+
 def _probe_socket(sock: Any) -> bool:
     """Whether an idle MySQL socket looks usable: open, and nothing unasked to read."""
     if sock is None:
@@ -339,6 +348,8 @@ class PyMySQLDriver(_MySQLDriver):
             # set_character_set() or show_warnings() of the borrower) leave it set: the
             # connection is then closed at return, never lent out of step.
             dbpool_in_flight = False
+            dbpool_error: Any = None  # the error code of the last failed statement
+            dbpool_tcp = False  # over TCP where TCP_INFO can be read (see probe())
 
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
@@ -347,6 +358,7 @@ class PyMySQLDriver(_MySQLDriver):
                 finally:
                     self.dbpool_deadline = None
                 self.dbpool_in_flight = False  # the connect read every reply it asked for
+                self.dbpool_tcp = _reads_tcp_info(self._sock)
 
             def _arm(self, deadline: float) -> None:
                 # PyMySQL sets the socket's timeout from these when they change.
@@ -358,11 +370,14 @@ class PyMySQLDriver(_MySQLDriver):
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
             # so that the connection fails cleanly instead of reading out of step.
+            # These run for every packet: the base class's method is looked up on it at
+            # each call (it may be patched, as the benchmark's latency does), rather
+            # than through super(), which builds an object per call on Python 3.11.
             def _read_bytes(self, num_bytes: int) -> Any:
                 if self.dbpool_deadline is not None:
                     self._arm(self.dbpool_deadline)
                 try:
-                    return super()._read_bytes(num_bytes)
+                    return base._read_bytes(self, num_bytes)
                 except Exception:
                     raise
                 except BaseException:
@@ -373,7 +388,7 @@ class PyMySQLDriver(_MySQLDriver):
                 if self.dbpool_deadline is not None:
                     self._arm(self.dbpool_deadline)
                 try:
-                    super()._write_bytes(data)
+                    base._write_bytes(self, data)
                 except Exception:
                     raise
                 except BaseException:
@@ -393,14 +408,14 @@ class PyMySQLDriver(_MySQLDriver):
             def _execute_command(self, command: int, sql: Any) -> Any:
                 self.dbpool_in_flight = True
                 try:
-                    return super()._execute_command(command, sql)
+                    return base._execute_command(self, command, sql)
                 except pymysql.MySQLError as exc:
                     self.dbpool_error = exc.args[0] if exc.args else None
                     raise
 
             def _read_ok_packet(self) -> Any:
                 try:
-                    ok = super()._read_ok_packet()
+                    ok = base._read_ok_packet(self)
                 except pymysql.MySQLError as exc:
                     if _server_error(exc):
                         self.dbpool_in_flight = False
@@ -452,7 +467,15 @@ class PyMySQLDriver(_MySQLDriver):
         return raw._sock
 
     def probe(self, raw: Any) -> bool | None:
-        return _probe_socket(raw._sock)  # called at every checkout: no _socket() call
+        # Called at every checkout: the TCP_INFO look inline, for a connection known to
+        # be over TCP since its connect (a socket keeps its family).
+        sock = raw._sock
+        if raw.dbpool_tcp and sock is not None:
+            try:
+                return bool(sock.getsockopt(_IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED)
+            except OSError:
+                return False
+        return _probe_socket(sock)
 
     def is_closed(self, raw: Any) -> bool:
         # PyMySQL drops its socket on close() and after any failed read or write.
@@ -483,6 +506,21 @@ class PyMySQLDriver(_MySQLDriver):
         # The first packet of an unbuffered result carries no status: a SELECT ... FOR
         # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
         return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
+
+    def settled(self, raw: Any) -> bool:
+        # Driver.settled's questions asked inline (is_closed, command_in_flight,
+        # statement_error, needs_reset): this runs at every return.
+        status = raw.server_status or 0
+        wanted = raw.dbpool_autocommit
+        result = raw._result
+        return (
+            raw._sock is not None
+            and not raw.dbpool_in_flight
+            and raw.dbpool_error is None
+            and not status & _SERVER_STATUS_IN_TRANS
+            and (wanted is None or bool(status & _SERVER_STATUS_AUTOCOMMIT) == bool(wanted))
+            and (result is None or not (result.unbuffered_active or result.has_next))
+        )
 
     def discard_pending(self, raw: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds

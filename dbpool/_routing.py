@@ -197,8 +197,13 @@ def caught_up(pool: ConnectionPool, reader: PooledConnection, deadline: float) -
     return done
 
 
-def host_figures(pool: ConnectionPool, handles: list[_Handle]) -> dict[str, dict[str, Any]]:
-    """``get_stats()["hosts"]``: each host's connections and deny state."""
+def host_figures(
+    pool: ConnectionPool, handles: list[_Handle], parked: set[int]
+) -> dict[str, dict[str, Any]]:
+    """``get_stats()["hosts"]``: each host's connections and deny state.
+
+    ``parked``: the ids of the handles parked for their threads, idle though marked lent.
+    """
     if pool._hosts is None:
         return {}
     figures: dict[str, dict[str, Any]] = {}
@@ -208,6 +213,6 @@ def host_figures(pool: ConnectionPool, handles: list[_Handle]) -> dict[str, dict
         host = handle.host
         if handle.raw is not None and host is not None and host.key in figures:
             figures[host.key]["open"] += 1
-            if handle.lent:
+            if handle.lent and id(handle) not in parked:
                 figures[host.key]["in_use"] += 1
     return figures

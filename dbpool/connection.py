@@ -45,7 +45,13 @@ class PooledConnection:
         # Dropped without close(): hand the slot to the pool, which closes the driver
         # connection on its next call. A finalizer may run in any thread, even one
         # holding the pool's lock, so it only appends to a deque (atomic, no lock).
-        self._abandon()
+        # Given back, as almost every one is, its lease is empty: nothing more to do.
+        try:
+            lease = self._lease
+        except AttributeError:  # half built
+            return
+        if lease:
+            self._abandon()
 
     def _abandon(self) -> None:
         """Hand the slot to the pool to be closed and freed, without a lock or any I/O."""
@@ -73,7 +79,10 @@ class PooledConnection:
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """A cursor of the driver's connection."""
-        return self._live().cursor(*args, **kwargs)
+        raw = self._raw  # _live() inline: a cursor is made for every statement
+        if raw is None:
+            self._live()  # raises
+        return raw.cursor(*args, **kwargs)
 
     def commit(self) -> None:
         self._live().commit()

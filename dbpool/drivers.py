@@ -109,6 +109,20 @@ class Driver:
         """
         return False
 
+    def settled(self, raw: Any) -> bool:
+        """Whether a connection given back may be kept as it is, answered without I/O.
+
+        True when it is open, no reply is left half read, no statement failed on it,
+        and nothing needs a reset (see ``needs_reset``). The pool then keeps it with no
+        further look; otherwise it decides at length what the connection needs.
+        """
+        return not (
+            self.command_in_flight(raw)
+            or self.statement_error(raw) is not None
+            or self.is_closed(raw)
+            or self.needs_reset(raw)
+        )
+
     def statement_error(self, raw: Any) -> Any:
         """The error code of the last statement that failed on ``raw``, or None.
 

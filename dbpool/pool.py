@@ -83,6 +83,13 @@ class _Waiter:
     __slots__ = ("__weakref__",)
 
 
+class _ThreadKey(threading.local):
+    """A thread's key in a pool's ``_parked``: each thread gets an object of its own."""
+
+    def __init__(self) -> None:
+        self.key = _Waiter()
+
+
 class _BlockExit:
     """The exit of one `with pool` statement: it gives back that block's connection."""
 
@@ -292,6 +299,7 @@ class ConnectionPool:
         options = settings.pool
         self._driver = driver
         self._probe = self._driver.probe  # bound once: called at every checkout
+        self._settled = self._driver.settled  # and at every return
         self._driver.check(self.settings.params)
         self._needs_reset = self._driver.needs_reset
         # What a failed connect, ping or reset raises: the driver's errors and the OS's.
@@ -333,6 +341,10 @@ class ConnectionPool:
         self._pre_ping = options.pre_ping
         self._ping_interval = options.ping_interval
         self._reset_session = options.reset == "session"
+        # Whether a connection given back clean may wait for its thread (see _park): not
+        # when every return does I/O (a session reset) or notes the thread's last write.
+        self._parking = not self._reset_session and not self._causal
+        self._lifo = options.order == "lifo"
         self._ping_timeout = options.ping_timeout
         self._leak_threshold = options.leak_threshold
         self._next_leak_scan = 0.0
@@ -371,6 +383,15 @@ class ConnectionPool:
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
+        self._recent_waits = self._stats.wait_recorder()
+        # Connections given back clean, each kept for the thread that gave it back, by
+        # that thread's key (see _park); the key lives in a thread-local.
+        self._parked: dict[object, tuple[Any, _Handle]] = {}
+        self._thread_key = _ThreadKey()
+        # The threads whose parked connection another thread took (shared mode): more
+        # threads are at work than connections open, so the next of them to miss its own
+        # starts a connect in the background (see _checkout).
+        self._robbed: weakref.WeakSet[object] = weakref.WeakSet()
         # Counter bumps of the I/O paths (connect, close, failed validation), queued without
         # a lock and added to the stats in the next critical section (see _fold_tallies).
         self._tallies: deque[str] = deque()
@@ -473,17 +494,51 @@ class ConnectionPool:
         # `conn`, whatever is raised (a failed connect, an exception from a signal
         # handler) gives the slot back through _give_back().
         try:
-            handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
-            if abandoned:
-                self._retire(handle, "broken")
+            # The connection this thread gave back, if it is still parked (see _park): the
+            # claim is a dict.pop without the lock, one step under the GIL, so of this
+            # thread and one moving parked connections back to the store (under the
+            # lock) only one gets the entry.
+            entry = self._parked.pop(self._thread_key.key, None) if self._parked else None
+            if entry is not None:
+                lease = conn._lease
+                handle = entry[1]
+                handle.owners.append(lease)  # empty until the append below
+                # The lease is conn's from here, counted in the same step (no call between
+                # the counts and the append, so neither a signal handler nor another
+                # thread runs there): the except below gives it back, and uncounts it.
+                self._stats.requests += 1
+                self._stats.acquired += 1
+                lease.append(entry)
+                if self._closed:
+                    raise PoolClosed(f"pool {self._label} is closed")
+                nested = False
+            else:
+                handle, nested, abandoned = self._checkout(conn, start + timeout, timeout)
+                if abandoned:
+                    self._retire(handle, "broken")
             # The common case, decided with no I/O but a look at the socket: a current
             # connection seen alive moments ago, or one lent to this very thread already.
             now = monotonic()
+            raw = handle.raw
+            host = handle.host
+            # _is_current() (with _stale_reason()) and _seen_alive(), spelled out: this
+            # runs at every checkout.
             if not (
                 nested
                 or (
-                    self._is_current(handle, now)
-                    and (not self._pre_ping or self._seen_alive(handle, now))
+                    raw is not None
+                    and not self._closed
+                    and handle.epoch == self._epoch
+                    and now < handle.expires
+                    and (host is None or handle.created > host.stale_before)
+                    and (
+                        not self._pre_ping
+                        or (
+                            now - handle.returned < self._ping_interval
+                            and (self._max_lag is None or not self._host_check_due(handle, now))
+                            and self._probe(raw) is True
+                        )
+                    )
                 )
             ):
                 self._make_ready(handle, start + timeout, max_retries)
@@ -502,8 +557,8 @@ class ConnectionPool:
             except BaseException:
                 self._give_back(conn, failed=False)  # given back as it is, then raised
                 raise
-        conn._waited = now - start
-        self._stats.record_wait(conn._waited)  # needs no lock (see PoolStats)
+        conn._waited = waited = now - start
+        self._recent_waits(waited)  # PoolStats.record_wait: needs no lock (see PoolStats)
         if self._leak_threshold is not None:
             with self._lock:
                 self._lent.add(conn)
@@ -541,7 +596,8 @@ class ConnectionPool:
             self._stats.released += 1
             if discard:
                 handle.discard = True  # closed at its last return (persistent mode may nest)
-            self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
+            if discard or not self._park(token, handle, conn):
+                self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
         elif conn is None:
             return
         elif self._is_readonly(conn):
@@ -595,6 +651,8 @@ class ConnectionPool:
             self._stats.released += 1
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
+        elif not failed and self._park(token, handle, conn):
+            return handle
         self._checkin(
             token,
             handle,
@@ -709,14 +767,32 @@ class ConnectionPool:
                     # is one for every waiter too, or a busy pool starves its waiters. With
                     # no idle one, a new one only when it need not wait for one to come back.
                     handles = self._handles
-                    idle = store.idle + len(handles.spares)
+                    # Connections parked for other threads are free for this one too.
+                    parked = 0 if self._binds_threads else len(self._parked)
+                    idle = store.idle + len(handles.spares) + parked
                     ahead = 0 if waiter or not self._waiting else len(self._waiters)
                     room = self.max_size - len(handles.live)
+                    if self._robbed and waiter is None:
+                        me = self._my_key()
+                        if me in self._robbed:
+                            self._robbed.discard(me)
+                            if room > self._growers and not self._grow_failed:
+                                self._start_grower()  # for whoever needs it first
                     if (
                         store.owns_handle()
                         or idle > ahead
                         or (idle + room > ahead and not self._wait_for_return())
                     ):
+                        if parked and not store.idle and not handles.spares:
+                            # Only parked ones are left: take one (the others stay with
+                            # their threads), and let its thread know (see _robbed). Each
+                            # step is one C call: the owner may claim it in between.
+                            robbed = next(iter(self._parked), None)
+                            entry = self._parked.pop(robbed, None)
+                            if entry is None:  # claimed by its thread meanwhile: decide again
+                                continue
+                            self._robbed.add(robbed)
+                            self._unpark(entry)  # into the store, for store.take() below
                         if waiter is not None:
                             self._waiters.discard(waiter)
                             waiter = None
@@ -840,7 +916,7 @@ class ConnectionPool:
                     # it is kept for that thread (an empty handle is dropped, which frees
                     # its slot for the waiter to open one).
                     keep = handle.raw is not None and not handle.lent
-                    if keep and not self._waiting and self._store.full():
+                    if keep and not self._waiting and self._kept_enough():
                         keep = False
                         self._stats.closed_overflow += 1
                     self._store.put(token, handle, keep)
@@ -855,6 +931,112 @@ class ConnectionPool:
                 self._close_dropped()
             if self._closed and not any(h.lent for h in list(self._handles.live)):
                 self._finalizer()  # the last connection lent before dispose() is back
+
+    # -- the thread's own connection ---------------------------------------
+    #
+    # A thread that gives back a clean connection and takes one again soon after, the
+    # pattern of a request loop, gets the same connection back without DBUtils' round
+    # trip (HikariCP's ConcurrentBag keeps a thread-local list for this). At its return
+    # a connection that needs nothing (no reset, no close, nobody waiting, the pool not
+    # over size) is "parked": it stays taken from the store and marked lent, with no
+    # borrower, in ``_parked`` under its thread's key. That thread's next checkout
+    # claims it there. Every other party that wants idle connections first moves the
+    # parked ones back into the store (``_unpark_all``): a thread that finds no
+    # connection of its own (shared mode), close_all(), resize() and the max_idle
+    # eviction. The owner's claim (in acquire()) is a dict.pop without the lock; everyone else takes
+    # entries under the lock, by pop or popitem too: each is one step under the GIL, so
+    # an entry is had by one party only. Since a parked handle stays marked lent, no code
+    # that looks for idle handles takes it unawares. A park or a claim cut short by an
+    # exception loses the entry like any checkout cut short: the handle is still marked
+    # lent with no borrower, so it is closed, never lent as it is.
+    # In persistent mode an entry holds no DBUtils token: the thread-local DBUtils keeps
+    # is what drops the handle when its thread ends (then _close_dropped forgets the entry).
+
+    def _my_key(self) -> object:
+        """The calling thread's key in ``_parked``: an object of its own, never reused."""
+        return self._thread_key.key
+
+    def _park(self, token: Any, handle: _Handle, conn: PooledConnection) -> bool:
+        """Keep a clean connection given back for its thread; False: _checkin must put it back.
+
+        Decided without I/O: anything to reset, close or note at the return takes the
+        long way, as do returns while threads wait (the connection is theirs).
+        """
+        raw = handle.raw
+        owners = handle.owners
+        if (
+            raw is None
+            or not self._parking
+            or handle.close_on_release
+            or handle.discard
+            or self._listeners["checkin"]
+            # Lent once, by conn alone (whose lease is empty now); else see borrowers().
+            or len(owners) != 1
+            or owners[0] is not conn._lease
+            or not self._settled(raw)
+        ):
+            return False
+        now = monotonic()
+        host = handle.host
+        if (
+            # _stale_reason() spelled out (this runs at every return), and max_usage.
+            self._closed
+            or handle.epoch != self._epoch
+            or now >= handle.expires
+            or (host is not None and handle.created <= host.stale_before)
+            or (self._max_usage and handle.uses >= self._max_usage)
+        ):
+            return False
+        key = self._thread_key.key  # _my_key()
+        waited = conn._waited
+        used = now - conn._since
+        with self._lock:  # critical section: park it, or leave it to _checkin
+            parked = self._parked
+            if (
+                self._waiting
+                or self._closed
+                # _kept_enough() inline: size connections idle already (shared mode)
+                or (not self._binds_threads and self._store.idle + len(parked) >= self.size)
+            ):
+                return False
+            if key in parked:
+                # The thread gave back two: it keeps the one its next checkout should get,
+                # in the pool's order (LIFO: the one given back last), the other goes back.
+                if not self._lifo:
+                    return False
+                self._unpark(parked.pop(key))
+            if self._tallies:
+                self._fold_tallies()
+            owners.clear()
+            handle.returned = self._last_return = now
+            self._stats.returned(waited, used)  # "released" is counted as the lease left conn
+            # No token in persistent mode: DBUtils' thread-local alone must hold it.
+            parked[key] = (None if self._binds_threads else token, handle)
+        if self._stats.listeners:
+            self._stats.tell_returned(waited, used)
+        return True
+
+    def _unpark(self, entry: tuple[Any, _Handle]) -> None:
+        """Put a parked connection back into the store, idle; called with the lock held."""
+        token, handle = entry
+        handle.lent = False
+        self._store.put(token, handle)
+        if self._waiting:
+            self._cond.notify()
+
+    def _unpark_all(self) -> None:
+        """Put every parked connection back into the store; called with the lock held."""
+        parked = self._parked
+        while parked:
+            try:
+                _, entry = parked.popitem()
+            except KeyError:  # its thread claimed the last one meanwhile (no lock there)
+                return
+            self._unpark(entry)
+
+    def _kept_enough(self) -> bool:
+        """Whether ``size`` connections wait idle already (shared mode); lock held."""
+        return not self._binds_threads and self._store.idle + len(self._parked) >= self.size
 
     # -- growth: a waiter takes whichever comes first, a returned connection or a new one --
     #
@@ -896,20 +1078,36 @@ class ConnectionPool:
             raise
 
     def _grow(self) -> None:
-        """Open connections, one at a time, while threads wait and none is idle."""
+        """Open connections, one at a time, while threads wait and none is idle.
+
+        The first is opened even when the thread that asked for it was served by a
+        returning connection meanwhile: threads that keep running into each other
+        (more at work than connections open) then end up with one connection each.
+        """
         store = self._store
+        first = True
         try:
             while True:
                 with self._lock:  # critical section: decide, and take an empty slot
                     if (
                         self._closed
-                        or not self._waiters
-                        or store.idle  # the line takes those first
-                        or self._handles.spares
                         or len(self._handles.live) >= self.max_size
+                        or not (
+                            first
+                            or (
+                                self._waiters
+                                and not store.idle  # the line takes those first
+                                and not self._handles.spares
+                            )
+                        )
                     ):
                         return
-                    token, handle = store.take()  # a new, empty handle
+                    first = False
+                    if store.idle or self._handles.spares:
+                        # The store would lend an idle one: open a spare instead.
+                        token, handle = None, self._handles.reserve()
+                    else:
+                        token, handle = store.take()  # a new, empty handle
                     handle.lent = True  # not idle while it is filled: close_all() leaves it
                     self._filling += 1
                 failed = False
@@ -927,12 +1125,20 @@ class ConnectionPool:
                     handle.lent = False
                     closed = self._closed
                     # Kept only open: an empty handle is dropped, which frees its slot.
-                    store.put(token, handle, handle.raw is not None and not closed)
+                    keep = handle.raw is not None and not closed
+                    if token is not None:
+                        store.put(token, handle, keep)
+                    elif keep:
+                        self._handles.spares.append(handle)
+                    else:
+                        self._handles.live.discard(handle)
                     if failed:
                         self._grow_failed = True  # waiters connect themselves, and see why
                         self._cond.notify_all()
                     else:
                         self._cond.notify()
+                if token is None and not keep and handle.raw is not None:
+                    self._retire(handle, "closed")  # a spare opened while the pool closed
                 if self._handles.dropped:
                     self._close_dropped()
                 if closed:
@@ -1265,6 +1471,11 @@ class ConnectionPool:
             raws = [raw for raw in map(self._take_raw, dead) if raw is not None]
             for handle in dead:
                 self._handles.live.discard(handle)
+            parked = self._parked
+            if parked:  # a persistent thread ended with its connection parked
+                for key, entry in list(parked.items()):  # list(): see _checkout's claim
+                    if entry[1].dropped:
+                        parked.pop(key, None)
             self._stats.closed += len(raws)
             if self._waiters:
                 self._cond.notify(len(dead))

@@ -161,6 +161,10 @@ class PoolStats(Counters):
         """
         self._recent.append(seconds)
 
+    def wait_recorder(self) -> Callable[[float], None]:
+        """``record_wait`` as one C call (the deque's own append), for the checkout path."""
+        return self._recent.append
+
     def record_connect(self, seconds: float) -> None:
         """Note the time one successful connect took."""
         self._connects.append(seconds)
@@ -177,7 +181,7 @@ class PoolStats(Counters):
         histogram.counts[0 if waited <= _FIRST else bisect_left(BUCKETS, waited)] += 1
         histogram.sum += waited
         histogram = self.use_time
-        histogram.counts[bisect_left(BUCKETS, used)] += 1
+        histogram.counts[0 if used <= _FIRST else bisect_left(BUCKETS, used)] += 1
         histogram.sum += used
         if self._connects:
             self.absorb()

@@ -210,6 +210,9 @@ def _functions() -> list[Callable[..., Any]]:
         ConnectionPool.acquire,
         ConnectionPool._checkout,
         ConnectionPool._checkin,
+        ConnectionPool._give_back,
+        ConnectionPool._park,  # a clean return kept for its thread
+        ConnectionPool._unpark,  # a parked one taken by another thread
         ConnectionPool.release,
         ConnectionPool.__enter__,
         _WithExit.__get__,  # the `with` statement looks up its exit
@@ -299,6 +302,23 @@ def _injection_points() -> Iterator[Any]:
 
 
 def _borrow_cycle(pool: ConnectionPool, round_: int) -> None:
+    with pool as conn:
+        conn.cursor().execute("SELECT 1")  # given back clean: parked for this thread
+    with pool.connection() as conn:
+        conn.cursor().execute("SELECT 1")  # claimed again, and parked again
+    if pool.mode == "shared":
+        # Another thread takes the parked one (the pool has two connections at most).
+        def other() -> None:
+            try:
+                with pool.connection(timeout=0.5) as a, pool.connection(timeout=0.5) as b:
+                    a.cursor().execute("SELECT 1")
+                    b.cursor().execute("SELECT 1")
+            except PoolError:
+                pass  # a slot lost to an earlier fault comes back only with the garbage
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(5)
     with pool as conn:
         conn.cursor().execute(f"INSERT INTO t VALUES ({round_})")  # an open transaction
     conn2 = pool.acquire()
