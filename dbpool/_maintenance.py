@@ -144,6 +144,62 @@ def evict_idle(pool: ConnectionPool) -> None:
         pool._close_raw(raw)
 
 
+def retire_stale(pool: ConnectionPool) -> None:
+    """Close the idle connections to a server found unable to do its job, at once.
+
+    A host found read-only, not ready or lagging makes the connections opened to it
+    before stale (HostList.unusable); checkout retires such a connection when it comes
+    to take it. But a thread that keeps claiming the connection it gave back (see
+    ConnectionPool._park) never comes to the other idle ones, which would hold
+    sessions on the denied server until ``max_idle``. Called after a host may have
+    been found unusable, without the lock; a no-op unless some host was.
+    """
+    hosts = pool._hosts
+    if hosts is None:
+        return
+    mark = max(state.stale_before for state in hosts.states)
+    if mark <= pool._stale_swept:
+        return
+    # Read and set without the lock: two threads that both see a new mark both sweep,
+    # and a sweep that finds nothing does nothing.
+    pool._stale_swept = mark
+
+    def stale(handle: _Handle) -> bool:
+        host = handle.host
+        return host is not None and handle.created <= host.stale_before
+
+    with pool._lock:  # critical section: pick and detach, no I/O
+        parked = pool._parked
+        # list(): the owners claim entries without the lock; only they remove one
+        # meanwhile (parking needs the lock), so a pop that finds the key got the entry.
+        for key, entry in list(parked.items()):
+            if stale(entry[1]) and parked.pop(key, None) is not None:
+                pool._unpark(entry)
+        evicted = pool._store.evict(stale, keep=0)
+        spares = pool._handles.spares
+        kept = [handle for handle in spares if not stale(handle)]
+        if len(kept) != len(spares):
+            evicted.extend(handle for handle in spares if stale(handle))
+            spares.clear()
+            spares.extend(kept)
+        forget(pool, evicted)
+        raws = []
+        if pool.mode == "persistent":
+            # A thread's own idle connection is closed; its slot stays with the thread.
+            raws = [
+                pool._take_raw(h)
+                for h in pool._handles.live
+                if not h.lent and h.raw is not None and stale(h)
+            ]
+        if pool._waiters and evicted:
+            pool._cond.notify(len(evicted))
+    close_evicted(pool, evicted, "stale")
+    for raw in raws:
+        pool._tallies.append("closed")  # before the close's I/O, as _retire counts
+        pool._tallies.append("closed_stale")
+        pool._close_raw(raw)
+
+
 def forget(pool: ConnectionPool, handles: list[_Handle]) -> None:
     """Drop handles taken from the store or the spares; called with the lock held."""
     for handle in handles:
