@@ -17,8 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .stats import RETIRE_COUNTERS
 
 if TYPE_CHECKING:
     from ._handles import _Handle
@@ -126,22 +129,8 @@ def evict_idle(pool: ConnectionPool) -> None:
         # Spares are in the order made: the oldest first.
         while len(spares) > keep and stale(spares[0]):
             evicted.append(spares.popleft())
-        forget(pool, evicted)
-        raws = []
-        if pool.mode == "persistent":
-            # A thread's own idle connection is closed; its slot stays with the thread.
-            raws = [
-                pool._take_raw(h)
-                for h in pool._handles.live
-                if not h.lent and h.raw is not None and h not in spares and stale(h)
-            ]
-        if pool._waiters and evicted:
-            pool._cond.notify(len(evicted))
-    close_evicted(pool, evicted, "idle")
-    for raw in raws:
-        pool._tallies.append("closed")  # before the close's I/O, as _retire counts
-        pool._tallies.append("closed_idle")
-        pool._close_raw(raw)
+        raws = detach(pool, evicted, stale)
+    close_detached(pool, evicted, raws, "idle")
 
 
 def retire_stale(pool: ConnectionPool) -> None:
@@ -177,26 +166,44 @@ def retire_stale(pool: ConnectionPool) -> None:
                 pool._unpark(entry)
         evicted = pool._store.evict(stale, keep=0)
         spares = pool._handles.spares
-        kept = [handle for handle in spares if not stale(handle)]
-        if len(kept) != len(spares):
-            evicted.extend(handle for handle in spares if stale(handle))
-            spares.clear()
-            spares.extend(kept)
-        forget(pool, evicted)
-        raws = []
-        if pool.mode == "persistent":
-            # A thread's own idle connection is closed; its slot stays with the thread.
-            raws = [
-                pool._take_raw(h)
-                for h in pool._handles.live
-                if not h.lent and h.raw is not None and stale(h)
-            ]
-        if pool._waiters and evicted:
-            pool._cond.notify(len(evicted))
-    close_evicted(pool, evicted, "stale")
+        evicted.extend(handle for handle in spares if stale(handle))
+        for handle in evicted:
+            if handle in spares:
+                spares.remove(handle)
+        raws = detach(pool, evicted, stale)
+    close_detached(pool, evicted, raws, "stale")
+
+
+def detach(
+    pool: ConnectionPool, evicted: list[_Handle], stale: Callable[[_Handle], bool]
+) -> list[Any]:
+    """Forget the handles taken out, and take the stale connections threads keep (lock held).
+
+    In persistent mode a thread's own idle connection is closed too; its slot stays
+    with the thread. Returns those connections, for close_detached().
+    """
+    forget(pool, evicted)
+    raws = []
+    if pool.mode == "persistent":
+        spares = pool._handles.spares
+        raws = [
+            pool._take_raw(h)
+            for h in pool._handles.live
+            if not h.lent and h.raw is not None and h not in spares and stale(h)
+        ]
+    if pool._waiters and evicted:
+        pool._cond.notify(len(evicted))
+    return raws
+
+
+def close_detached(
+    pool: ConnectionPool, evicted: list[_Handle], raws: list[Any], reason: str
+) -> None:
+    """Close what detach() left: the handles taken out, and the threads' connections."""
+    close_evicted(pool, evicted, reason)
     for raw in raws:
         pool._tallies.append("closed")  # before the close's I/O, as _retire counts
-        pool._tallies.append("closed_stale")
+        pool._tallies.append(RETIRE_COUNTERS[reason])
         pool._close_raw(raw)
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dbpool import Driver
+from dbpool import ConnectionPool, Driver, make_pool
 
 
 class FakeError(Exception):
@@ -213,3 +213,12 @@ class FakeDriver(Driver):
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return "fake://"
+
+
+def small_pool(pools: list[ConnectionPool], driver: FakeDriver, mode: str, **options: Any) -> Any:
+    """A pool of at most two connections over ``driver``, disposed of with ``pools``."""
+    options.setdefault("size", 2)
+    options.setdefault("max_overflow", 0)
+    pool = make_pool(mode=mode, driver=driver, **options)
+    pools.append(pool)
+    return pool

@@ -25,7 +25,7 @@ from dbutils import steady_db
 from dbutils.persistent_db import PersistentDB
 from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
 
-from dbpool import ConnectionPool, PoolClosed, PooledConnection, PoolError, make_pool
+from dbpool import ConnectionPool, PoolClosed, PooledConnection, PoolError
 from dbpool._handles import (
     _DBUtilsLock,
     _Handle,
@@ -34,7 +34,7 @@ from dbpool._handles import (
     _SharedStore,
 )
 from dbpool.pool import _BlockExit, _WithExit
-from tests.fakedb import FakeConnection, FakeDriver, FakeOperationalError
+from tests.fakedb import FakeConnection, FakeDriver, FakeOperationalError, small_pool
 
 MODES = ["shared", "persistent"]
 FAULTS = [KeyboardInterrupt, SystemExit, RuntimeError]
@@ -90,12 +90,7 @@ class RollbackFaultDriver(FakeDriver):
 
 
 def new_pool(pools: list[ConnectionPool], driver: FakeDriver, mode: str, **options: Any) -> Any:
-    options.setdefault("size", 2)
-    options.setdefault("max_overflow", 0)
-    options.setdefault("timeout", 0.5)
-    pool = make_pool(mode=mode, driver=driver, **options)
-    pools.append(pool)
-    return pool
+    return small_pool(pools, driver, mode, **{"timeout": 0.5, **options})
 
 
 def check_invariants(pool: ConnectionPool, driver: FakeDriver) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dbpool import ConnectionPool, PoolClosed, PoolTimeout, make_pool
-from tests.fakedb import FakeConnection, FakeDriver
+from dbpool import ConnectionPool, PoolClosed, PoolTimeout
+from tests.fakedb import FakeConnection, FakeDriver, small_pool
 
 MODES = ["shared", "persistent"]
 
@@ -27,12 +27,7 @@ def _no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def new_pool(pools: list[ConnectionPool], driver: FakeDriver, mode: str, **options: Any) -> Any:
-    options.setdefault("size", 2)
-    options.setdefault("max_overflow", 0)
-    options.setdefault("timeout", 2.0)
-    pool = make_pool(mode=mode, driver=driver, **options)
-    pools.append(pool)
-    return pool
+    return small_pool(pools, driver, mode, **{"timeout": 2.0, **options})
 
 
 def in_thread(fn: Any) -> Any:
