@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,34 +89,26 @@ def _thread_counts(text: str) -> list[int]:
     return counts
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (got {text!r})") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= 3600 (got {text!r})")
-    return value
+def _ranged(
+    convert: Callable[[str], float], expected: str, within: Callable[[float], bool], bound: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then check it is ``within`` its range."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected} (got {text!r})") from None
+        if not within(value):
+            raise argparse.ArgumentTypeError(f"expected {bound} (got {text!r})")
+        return value
+
+    return parse
 
 
-def _warmup(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (got {text!r})") from None
-    if not 0 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"expected 0 <= seconds <= 600 (got {text!r})")
-    return value
-
-
-def _rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (got {text!r})") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected 1 to 100 rounds (got {text!r})")
-    return value
+_seconds = _ranged(float, "seconds", lambda v: 0 < v <= 3600, "0 < seconds <= 3600")
+_warmup = _ranged(float, "seconds", lambda v: 0 <= v <= 600, "0 <= seconds <= 600")
+_rounds = _ranged(int, "a whole number", lambda v: 1 <= v <= 100, "1 to 100 rounds")
 
 
 def _names(text: str) -> list[str]:
