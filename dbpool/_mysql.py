@@ -217,6 +217,8 @@ def _use_kernel_timeouts(raw: Any) -> None:
     sock, seconds = raw._sock, raw._read_timeout
     if type(sock) is not socket.socket or seconds is None or seconds != raw._write_timeout:
         return  # TLS, or no bound, or two bounds: the socket keeps its Python timeout
+    if not hasattr(raw, "_current_timeout"):
+        return  # an older PyMySQL, which sets the timeout before every packet
     value = _timeval(seconds)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
