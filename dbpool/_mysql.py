@@ -435,10 +435,15 @@ class PyMySQLDriver(_MySQLDriver):
 
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
+                if dbpool_deadline is not None:
+                    # Only the connect's reads are armed: an instance attribute, dropped
+                    # once connected, so that no statement pays for it.
+                    self._read_bytes = self._armed_read_bytes
                 try:
                     super().__init__(**kwargs)  # connects
                 finally:
                     self.dbpool_deadline = None
+                    self.__dict__.pop("_read_bytes", None)
                 self.dbpool_in_flight = False  # the connect read every reply it asked for
                 self.dbpool_tcp = _reads_tcp_info(self._sock)
 
@@ -451,20 +456,26 @@ class PyMySQLDriver(_MySQLDriver):
 
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
-            # so that the connection fails cleanly instead of reading out of step.
+            # so that the connection fails cleanly instead of reading out of step. The
+            # guard is around a whole packet (a header and a body: two reads, and the
+            # moment between them), once per packet rather than once per read.
             # These run for every packet: the base class's method is looked up on it at
             # each call (it may be patched, as the benchmark's latency does), rather
             # than through super(), which builds an object per call on Python 3.11.
-            def _read_bytes(self, num_bytes: int) -> Any:
-                if self.dbpool_deadline is not None:
-                    self._arm(self.dbpool_deadline)
+            def _read_packet(self, packet_type: Any = pymysql.connections.MysqlPacket) -> Any:
                 try:
-                    return base._read_bytes(self, num_bytes)
+                    return base._read_packet(self, packet_type)
                 except Exception:
                     raise
                 except BaseException:
                     self._force_close()
                     raise
+
+            def _armed_read_bytes(self, num_bytes: int) -> Any:
+                # The reads of a connect: each waits only the time left until its deadline.
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
+                return base._read_bytes(self, num_bytes)
 
             def _write_bytes(self, data: bytes) -> None:
                 if self.dbpool_deadline is not None:

@@ -395,3 +395,35 @@ def test_pymysql_reads_block_under_kernel_timeouts_and_still_time_out(
         assert late.value.args[0] == 2013 and "timed out" in str(late.value)
         assert raw._sock is None  # closed: the late reply can never be read
     assert query(pool.acquire(), "SELECT 2") == [(2,)]
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises, like a KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("mysql_driver", ["pymysql"])
+def test_pymysql_packet_cut_between_its_header_and_body_closes_the_connection(
+    mysql_pool: Any, mysql_driver: str
+) -> None:
+    pool = mysql_pool(size=1, max_overflow=0)
+    with pool as conn:
+        raw = conn.dbapi_connection
+        reads = []
+        real = raw._read_bytes
+
+        def read(num_bytes: int) -> Any:
+            reads.append(num_bytes)
+            if len(reads) == 2:  # the body of the first packet of the reply
+                raise Interrupted("a signal between a packet's header and its body")
+            return real(num_bytes)
+
+        raw._read_bytes = read
+        with pytest.raises(Interrupted):
+            query(conn, "SELECT 1")
+        del raw._read_bytes
+        assert raw._sock is None  # never read out of step by this borrower either
+        with pytest.raises(pymysql.err.InterfaceError):
+            query(conn, "SELECT 2")
+    assert pool.get_stats()["closed_broken"] == 1
+    with pool as conn:
+        assert query(conn, "SELECT 3") == [(3,)]
