@@ -183,9 +183,11 @@ class _TimeoutBound:
 # statement thus costs two more system calls and, with threads, two more hand-offs of
 # the GIL than on a blocking socket. The same bound is kept by the kernel instead: on a
 # blocking socket, SO_RCVTIMEO and SO_SNDTIMEO make a recv() or send() that waits longer
-# fail with EAGAIN, each call bounded as a Python timeout bounds it. So a connection whose
-# read and write timeouts are one value gets them as kernel timeouts on a blocking socket
-# (plain sockets only: a TLS socket keeps its Python timeout), its reader turns the
+# fail with EAGAIN, each call bounded as a Python timeout bounds it (except that a call
+# restarted after a signal handler ran waits anew, where Python counts the time left).
+# So a connection whose read and write timeouts are one value gets them as kernel
+# timeouts on a blocking socket (plain sockets only: a TLS socket keeps its Python
+# timeout), its reader turns the
 # kernel's EAGAIN into the TimeoutError a Python timeout raises (PyMySQL then closes the
 # connection the same way, "Lost connection ... (timed out)"), and PyMySQL is told its
 # timeout is set, so it leaves the socket's mode alone. A lower bound for a while
