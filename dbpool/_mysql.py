@@ -187,12 +187,11 @@ class _TimeoutBound:
 # restarted after a signal handler ran waits anew, where Python counts the time left).
 # So a connection whose read and write timeouts are one value gets them as kernel
 # timeouts on a blocking socket (plain sockets only: a TLS socket keeps its Python
-# timeout), its reader turns the
-# kernel's EAGAIN into the TimeoutError a Python timeout raises (PyMySQL then closes the
-# connection the same way, "Lost connection ... (timed out)"), and PyMySQL is told its
-# timeout is set, so it leaves the socket's mode alone. A lower bound for a while
-# (bounded()) still goes through PyMySQL: it gives the socket that Python timeout, and
-# the socket goes back to blocking once the bound is lifted.
+# timeout), its reader turns the kernel's EAGAIN into the TimeoutError a Python timeout
+# raises (PyMySQL then closes the connection the same way, "Lost connection ... (timed
+# out)"), and PyMySQL is told its timeout is set, so it leaves the socket's mode alone.
+# A lower bound for a while (bounded()) still goes through PyMySQL: it gives the socket
+# that Python timeout, and the socket goes back to blocking once the bound is lifted.
 
 
 class _KernelTimedReader(socket.SocketIO):
