@@ -11,6 +11,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -173,6 +174,86 @@ class _TimeoutBound:
     def __exit__(self, *exc: object) -> None:
         for name, value in zip(self._names, self._saved, strict=True):
             setattr(self._raw, name, value)
+
+
+# -- PyMySQL: blocking sockets under the kernel's timeouts ------------------------------
+#
+# A socket given a Python timeout is non-blocking: every recv() and send() on it is
+# preceded by a poll(), and each of the two calls gives up the GIL and takes it back. A
+# statement thus costs two more system calls and, with threads, two more hand-offs of
+# the GIL than on a blocking socket. The same bound is kept by the kernel instead: on a
+# blocking socket, SO_RCVTIMEO and SO_SNDTIMEO make a recv() or send() that waits longer
+# fail with EAGAIN, each call bounded as a Python timeout bounds it (except that a call
+# restarted after a signal handler ran waits anew, where Python counts the time left).
+# So a connection whose read and write timeouts are one value gets them as kernel
+# timeouts on a blocking socket (plain sockets only: a TLS socket keeps its Python
+# timeout), its reader turns the kernel's EAGAIN into the TimeoutError a Python timeout
+# raises (PyMySQL then closes the connection the same way, "Lost connection ... (timed
+# out)"), and PyMySQL is told its timeout is set, so it leaves the socket's mode alone.
+# A lower bound for a while (bounded()) still goes through PyMySQL: it gives the socket
+# that Python timeout, and the socket goes back to blocking once the bound is lifted.
+
+
+class _KernelTimedReader(socket.SocketIO):
+    """The reader of a blocking socket under SO_RCVTIMEO (see above)."""
+
+    def readinto(self, b: Any) -> int | None:
+        try:
+            return self._sock.recv_into(b)  # type: ignore[attr-defined,no-any-return]
+        except BlockingIOError:
+            # EAGAIN on a blocking socket: SO_RCVTIMEO ran out. (socket.SocketIO would
+            # return None, which PyMySQL cannot take.)
+            raise TimeoutError("timed out") from None
+
+
+def _timeval(seconds: float) -> bytes:
+    """``seconds`` as a struct timeval, at least a microsecond (zero would mean no bound)."""
+    whole = int(seconds)
+    micro = max(round((seconds - whole) * 1_000_000), 0 if whole else 1)
+    return struct.pack("@ll", whole, micro)
+
+
+def _use_kernel_timeouts(raw: Any) -> None:
+    """Put a PyMySQL connection's plain socket in blocking mode under kernel timeouts."""
+    sock, seconds = raw._sock, raw._read_timeout
+    if type(sock) is not socket.socket or seconds is None or seconds != raw._write_timeout:
+        return  # TLS, or no bound, or two bounds: the socket keeps its Python timeout
+    if not hasattr(raw, "_current_timeout"):
+        return  # an older PyMySQL, which sets the timeout before every packet
+    value = _timeval(seconds)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:
+        return  # a system without them: the Python timeout stays
+    # The reader first: a blocking read must never meet socket.SocketIO's None. Cut
+    # anywhere before the last step, the socket keeps its Python timeout (only slower).
+    raw._rfile.raw.__class__ = _KernelTimedReader
+    raw.dbpool_kernel_sock = sock
+    _block(raw)
+
+
+def _block(raw: Any) -> None:
+    """Back to a blocking socket, the kernel's timeouts bounding it (see above)."""
+    raw._sock.settimeout(None)
+    # What PyMySQL compares its read and write timeouts with before each packet.
+    raw._current_timeout = raw._read_timeout
+
+
+class _PyMySQLBound(_TimeoutBound):
+    """A lower bound for a while, after which a socket under kernel timeouts blocks again."""
+
+    __slots__ = ()
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        raw = self._raw
+        if (
+            # Still the socket set up so (a reconnect of PyMySQL's own makes another).
+            raw._sock is raw.dbpool_kernel_sock is not None
+            and raw._current_timeout != raw._read_timeout  # PyMySQL applied the bound
+        ):
+            _block(raw)
 
 
 # The least a read or write of a connect past its deadline waits: the driver's own
@@ -350,13 +431,20 @@ class PyMySQLDriver(_MySQLDriver):
             dbpool_in_flight = False
             dbpool_error: Any = None  # the error code of the last failed statement
             dbpool_tcp = False  # over TCP where TCP_INFO can be read (see probe())
+            # The socket given kernel timeouts, blocking (see _use_kernel_timeouts).
+            dbpool_kernel_sock: Any = None
 
             def __init__(self, *, dbpool_deadline: float | None = None, **kwargs: Any) -> None:
                 self.dbpool_deadline = dbpool_deadline
+                if dbpool_deadline is not None:
+                    # Only the connect's reads are armed: an instance attribute, dropped
+                    # once connected, so that no statement pays for it.
+                    self._read_bytes = self._armed_read_bytes
                 try:
                     super().__init__(**kwargs)  # connects
                 finally:
                     self.dbpool_deadline = None
+                    self.__dict__.pop("_read_bytes", None)
                 self.dbpool_in_flight = False  # the connect read every reply it asked for
                 self.dbpool_tcp = _reads_tcp_info(self._sock)
 
@@ -369,20 +457,26 @@ class PyMySQLDriver(_MySQLDriver):
 
             # A read or write cut midway by an exception from a signal handler leaves a
             # packet half read or half sent: close, as PyMySQL does on a socket error,
-            # so that the connection fails cleanly instead of reading out of step.
+            # so that the connection fails cleanly instead of reading out of step. The
+            # guard is around a whole packet (a header and a body: two reads, and the
+            # moment between them), once per packet rather than once per read.
             # These run for every packet: the base class's method is looked up on it at
             # each call (it may be patched, as the benchmark's latency does), rather
             # than through super(), which builds an object per call on Python 3.11.
-            def _read_bytes(self, num_bytes: int) -> Any:
-                if self.dbpool_deadline is not None:
-                    self._arm(self.dbpool_deadline)
+            def _read_packet(self, packet_type: Any = pymysql.connections.MysqlPacket) -> Any:
                 try:
-                    return base._read_bytes(self, num_bytes)
+                    return base._read_packet(self, packet_type)
                 except Exception:
                     raise
                 except BaseException:
                     self._force_close()
                     raise
+
+            def _armed_read_bytes(self, num_bytes: int) -> Any:
+                # The reads of a connect: each waits only the time left until its deadline.
+                if self.dbpool_deadline is not None:
+                    self._arm(self.dbpool_deadline)
+                return base._read_bytes(self, num_bytes)
 
             def _write_bytes(self, data: bytes) -> None:
                 if self.dbpool_deadline is not None:
@@ -460,8 +554,12 @@ class PyMySQLDriver(_MySQLDriver):
         deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
         raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
         raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
+        _use_kernel_timeouts(raw)
         raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
         return raw
+
+    def bounded(self, raw: Any, seconds: float) -> _Bound:
+        return _PyMySQLBound(raw, seconds, self._timeout_attributes)
 
     def _socket(self, raw: Any) -> Any:
         return raw._sock

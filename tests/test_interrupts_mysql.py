@@ -30,7 +30,7 @@ def _interrupt_next_read(raw: Any, driver: str) -> None:
     As a signal that lands after a statement was sent and before its reply is read:
     the reply stays on the wire and the socket stays open.
     """
-    target, name = (raw, "_read_bytes") if driver == "pymysql" else (raw._socket, "recv")
+    target, name = (raw, "_read_packet") if driver == "pymysql" else (raw._socket, "recv")
     own = name in vars(target)
     real = getattr(target, name)
 

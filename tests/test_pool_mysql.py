@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -343,3 +345,85 @@ def test_a_failed_statement_leaves_no_lock_behind(
         cur.execute(f"UPDATE {table} SET n = n + 1 WHERE id = 1")
         cur.execute(f"SELECT n FROM {table} WHERE id = 1")
         assert cur.fetchone()[0] == 1
+
+
+# -- PyMySQL: every wait bounded by the kernel's socket timeouts ----------------------
+
+
+def _kernel_timeout(sock: Any, option: int) -> float:
+    """A socket's SO_RCVTIMEO or SO_SNDTIMEO, in seconds (0: none)."""
+    sec, usec = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, _TIMEVAL))
+    return float(sec + usec / 1_000_000)
+
+
+_TIMEVAL = struct.calcsize("@ll")
+# PyMySQL releases that leave a socket's timeout alone between packets (older ones set
+# it before each read and write, which keeps the socket non-blocking).
+KEEPS_SOCKET_MODE = (
+    "_current_timeout" in pymysql.connections.Connection._read_packet.__code__.co_names
+)
+
+
+@pytest.mark.parametrize("mysql_driver", ["pymysql"])
+def test_pymysql_reads_block_under_kernel_timeouts_and_still_time_out(
+    mysql_pool: Any, mysql_driver: str
+) -> None:
+    pool = mysql_pool(size=1, max_overflow=0, read_timeout=1.5, write_timeout=1.5)
+    with pool as conn:
+        raw = conn.dbapi_connection
+        assert query(conn, "SELECT 1") == [(1,)]
+        sock = raw._sock
+        if KEEPS_SOCKET_MODE:
+            # A blocking socket: one recv() or send() per call, no poll() before it; the
+            # kernel bounds each wait instead.
+            assert sock.gettimeout() is None
+            assert _kernel_timeout(sock, socket.SO_RCVTIMEO) == 1.5
+            assert _kernel_timeout(sock, socket.SO_SNDTIMEO) == 1.5
+        # A lower bound for a while (as the pool's pings use) holds, and goes away after.
+        with pool._driver.bounded(raw, 0.5), pytest.raises(pymysql.err.OperationalError) as lower:
+            query(conn, "SELECT SLEEP(3)")
+        assert lower.value.args[0] == 2013
+    with pool as conn:
+        raw = conn.dbapi_connection
+        with pool._driver.bounded(raw, 5.0):
+            assert query(conn, "SELECT SLEEP(0.1)") == [(0,)]
+        assert raw._sock.gettimeout() == (None if KEEPS_SOCKET_MODE else 1.5)
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as late:
+            query(conn, "SELECT SLEEP(10)")
+        assert time.monotonic() - started < 8.0  # the read timeout, not the statement, ended it
+        assert late.value.args[0] == 2013 and "timed out" in str(late.value)
+        assert raw._sock is None  # closed: the late reply can never be read
+    assert query(pool.acquire(), "SELECT 2") == [(2,)]
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises, like a KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("mysql_driver", ["pymysql"])
+def test_pymysql_packet_cut_between_its_header_and_body_closes_the_connection(
+    mysql_pool: Any, mysql_driver: str
+) -> None:
+    pool = mysql_pool(size=1, max_overflow=0)
+    with pool as conn:
+        raw = conn.dbapi_connection
+        reads = []
+        real = raw._read_bytes
+
+        def read(num_bytes: int) -> Any:
+            reads.append(num_bytes)
+            if len(reads) == 2:  # the body of the first packet of the reply
+                raise Interrupted("a signal between a packet's header and its body")
+            return real(num_bytes)
+
+        raw._read_bytes = read
+        with pytest.raises(Interrupted):
+            query(conn, "SELECT 1")
+        del raw._read_bytes
+        assert raw._sock is None  # never read out of step by this borrower either
+        with pytest.raises(pymysql.err.InterfaceError):
+            query(conn, "SELECT 2")
+    assert pool.get_stats()["closed_broken"] == 1
+    with pool as conn:
+        assert query(conn, "SELECT 3") == [(3,)]
