@@ -31,13 +31,9 @@ from typing import Any
 
 from dbpool import make_pool
 
+from .micro import FakeDriver, FakeModule
+
 SIZE, OVERFLOW = 10, 5
-
-
-def _fake_driver() -> Any:
-    from tests.fakedb import FakeDriver  # the test suite's driver with no I/O
-
-    return FakeDriver()
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -103,7 +99,7 @@ def run(
 
 def dbpool_shared(threads: int, seconds: float, seed: int) -> dict[str, float]:
     pool = make_pool(
-        mode="shared", driver=_fake_driver(), size=SIZE, max_overflow=OVERFLOW, timeout=30
+        mode="shared", driver=FakeDriver(), size=SIZE, max_overflow=OVERFLOW, timeout=30
     )
     try:
         return run(pool.acquire, pool.release, threads, seconds, seed)
@@ -116,10 +112,7 @@ def queuepool(threads: int, seconds: float, seed: int) -> dict[str, float] | Non
         from sqlalchemy.pool import QueuePool
     except ImportError:
         return None
-    driver = _fake_driver()
-    pool = QueuePool(
-        lambda: driver.connect({}, None), pool_size=SIZE, max_overflow=OVERFLOW, timeout=30
-    )
+    pool = QueuePool(FakeModule.connect, pool_size=SIZE, max_overflow=OVERFLOW, timeout=30)
     try:
         return run(pool.connect, lambda conn: conn.close(), threads, seconds, seed)
     finally:
