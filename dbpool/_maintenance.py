@@ -25,6 +25,7 @@ from .stats import RETIRE_COUNTERS
 
 if TYPE_CHECKING:
     from ._handles import _Handle
+    from .hosts import HostState
     from .pool import ConnectionPool
 
 log = logging.getLogger("dbpool")
@@ -133,29 +134,31 @@ def evict_idle(pool: ConnectionPool) -> None:
     close_detached(pool, evicted, raws, "idle")
 
 
-def retire_stale(pool: ConnectionPool) -> None:
-    """Close the idle connections to a server found unable to do its job, at once.
+def stale_sweeper(pool: ConnectionPool) -> Callable[[HostState], None]:
+    """``HostList.on_unusable`` for ``pool``: retire_stale(), holding the pool weakly."""
+    ref = weakref.ref(pool)
+
+    def sweep(host: HostState) -> None:
+        owner = ref()
+        if owner is not None:
+            retire_stale(owner, host)
+
+    return sweep
+
+
+def retire_stale(pool: ConnectionPool, host: HostState) -> None:
+    """Close the idle connections to a server just found unable to do its job, at once.
 
     A host found read-only, not ready or lagging makes the connections opened to it
     before stale (HostList.unusable); checkout retires such a connection when it comes
     to take it. But a thread that keeps claiming the connection it gave back (see
     ConnectionPool._park) never comes to the other idle ones, which would hold
-    sessions on the denied server until ``max_idle``. Called after a host may have
-    been found unusable, without the lock; a no-op unless some host was.
+    sessions on the denied server until ``max_idle``. Called by the host list, without
+    the pool's lock (a statement's error at return, a new connection vetted out).
     """
-    hosts = pool._hosts
-    if hosts is None:
-        return
-    mark = max(state.stale_before for state in hosts.states)
-    if mark <= pool._stale_swept:
-        return
-    # Read and set without the lock: two threads that both see a new mark both sweep,
-    # and a sweep that finds nothing does nothing.
-    pool._stale_swept = mark
 
     def stale(handle: _Handle) -> bool:
-        host = handle.host
-        return host is not None and handle.created <= host.stale_before
+        return handle.host is host and handle.created <= host.stale_before
 
     with pool._lock:  # critical section: pick and detach, no I/O
         parked = pool._parked
@@ -166,10 +169,9 @@ def retire_stale(pool: ConnectionPool) -> None:
                 pool._unpark(entry)
         evicted = pool._store.evict(stale, keep=0)
         spares = pool._handles.spares
-        evicted.extend(handle for handle in spares if stale(handle))
-        for handle in evicted:
-            if handle in spares:
-                spares.remove(handle)
+        for handle in [handle for handle in spares if stale(handle)]:
+            spares.remove(handle)
+            evicted.append(handle)
         raws = detach(pool, evicted, stale)
     close_detached(pool, evicted, raws, "stale")
 

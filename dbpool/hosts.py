@@ -253,6 +253,9 @@ class HostList:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self.states: tuple[HostState, ...] = tuple(HostState(a, role) for a in addresses)
+        #: Called (outside this list's lock) with a host each time it is found unusable,
+        #: after the connections opened to it before were made stale.
+        self.on_unusable: Callable[[HostState], None] | None = None
         if not self.states:
             raise ValueError("a host list needs at least one host")
 
@@ -404,6 +407,8 @@ class HostList:
             state.stale_before = self._clock()
         if newly:
             self._log_deny(state, why)
+        if self.on_unusable is not None:
+            self.on_unusable(state)
 
     def _deny(self, state: HostState, why: str) -> bool:
         # Under self._lock. True when the host was not denied already.

@@ -325,6 +325,8 @@ class ConnectionPool:
                 owner=name,
                 give_up_when_denied=role == "replica" and options.replica_fallback,
             )
+            # A host found unusable: its idle connections are closed at once.
+            self._hosts.on_unusable = _maintenance.stale_sweeper(self)
         # A lone primary gets the parameters exactly as given; list members get theirs aimed.
         self._aim = role == "replica" or len(addresses) > 1
         self._galera_check = options.galera_check
@@ -387,8 +389,6 @@ class ConnectionPool:
         # Connections given back clean, each kept for the thread that gave it back, by
         # that thread's key (see _park); the key lives in a thread-local.
         self._parked: dict[object, tuple[Any, _Handle]] = {}
-        # The latest HostState.stale_before whose idle connections were closed.
-        self._stale_swept = float("-inf")
         self._thread_key = _ThreadKey()
         # The threads whose parked connection another thread took (shared mode): more
         # threads are at work than connections open, so the next of them to miss its own
@@ -742,7 +742,6 @@ class ConnectionPool:
     _reclaim_collected = _leaks.reclaim_collected
     # min_idle upkeep, looked at by checkout (_maintenance.py).
     _wants_more_idle = _maintenance.wants_more_idle
-    _retire_stale = _maintenance.retire_stale
 
     # -- the critical sections ---------------------------------------------
 
@@ -1311,7 +1310,6 @@ class ConnectionPool:
                     else None,
                 )
         except HostsFailed as exc:
-            self._retire_stale()  # a server that answered may have been found unusable
             self._tallies.extend(["connect_failures"] * exc.tried)
             if not exc.retryable:
                 raise ConnectError(self._connect_failure(exc, None)) from _cause(exc)
@@ -1327,8 +1325,6 @@ class ConnectionPool:
                 f"the {self.settings.driver} driver rejected the connection parameters "
                 f"of pool {self._label}: {self._scrub(exc)}"
             ) from exc
-        if self._hosts is not None:
-            self._retire_stale()  # one server may have been found unusable before another
         try:
             if self._init_sql or self._configure:
                 self._set_up(raw, deadline)
@@ -1449,8 +1445,6 @@ class ConnectionPool:
             log.debug("closed a connection of %s (%s)", self._label, reason)
         else:
             log.debug("closed a connection of %s to %s (%s)", self._label, host.key, reason)
-        if reason in _HOST_UNUSABLE:
-            self._retire_stale()
 
     def _fold_tallies(self) -> None:
         """Add the queued counter bumps to the stats; called with the lock held."""
