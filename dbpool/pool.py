@@ -1019,12 +1019,16 @@ class ConnectionPool:
         return True
 
     def _unpark(self, entry: tuple[Any, _Handle]) -> None:
-        """Put a parked connection back into the store, idle; called with the lock held."""
+        """Put a parked connection back into the store, idle; called with the lock held.
+
+        Nobody waits for it: in shared mode nothing is parked while a thread waits
+        (_park refuses then, and a thread takes a parked connection rather than wait),
+        and in persistent mode a waiter wants a slot, which a thread's own connection
+        never frees.
+        """
         token, handle = entry
         handle.lent = False
         self._store.put(token, handle)
-        if self._waiting:
-            self._cond.notify()
 
     def _unpark_all(self) -> None:
         """Put every parked connection back into the store; called with the lock held."""
