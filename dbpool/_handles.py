@@ -186,6 +186,11 @@ class _Store(Protocol):
         """What a timeout message adds to explain where the connections are."""
         ...
 
+    @property
+    def idle_list(self) -> list[Any] | None:
+        """The list of idle handles any thread may take (its len() is ``idle``); None if none."""
+        ...
+
     def owns_handle(self) -> bool:
         """Whether the calling thread has a handle of its own, to take without a free slot."""
         ...
@@ -253,6 +258,7 @@ class _SharedStore:
         # PooledDB's own list, read rather than counted: DBUtils takes a handle back by
         # itself when a token is garbage-collected (a checkout cut short), uncounted.
         self._idle_cache: list[Any] = self._db._idle_cache
+        self.idle_list = self._idle_cache  # for a look without the lock (ConnectionPool._park)
         # PooledDB lends from the front of its idle list and appends at the back (FIFO);
         # LIFO moves each handle given back to the front, so it is lent next.
         self._lifo = lifo
@@ -331,6 +337,7 @@ class _PersistentStore:
     """
 
     idle = 0  # a thread's kept connection is not free for another thread
+    idle_list = None
     timeout_hint = (
         ": in persistent mode each connection stays with its "
         "thread until the thread ends or calls close_thread_connection()"

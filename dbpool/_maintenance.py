@@ -162,8 +162,9 @@ def retire_stale(pool: ConnectionPool, host: HostState) -> None:
 
     with pool._lock:  # critical section: pick and detach, no I/O
         parked = pool._parked
-        # list(): the owners claim entries without the lock; only they remove one
-        # meanwhile (parking needs the lock), so a pop that finds the key got the entry.
+        # list(): the owners claim and park entries without the lock. A pop that finds
+        # the key may get a connection parked again since the list was made: back to
+        # the store it goes too, stale or not, which is harmless (it stays idle).
         for key, entry in list(parked.items()):
             if stale(entry[1]) and parked.pop(key, None) is not None:
                 pool._unpark(entry)

@@ -431,6 +431,10 @@ class PyMySQLDriver(_MySQLDriver):
             dbpool_in_flight = False
             dbpool_error: Any = None  # the error code of the last failed statement
             dbpool_tcp = False  # over TCP where TCP_INFO can be read (see probe())
+            # The server status bits a clean return shows (see settled()): no open
+            # transaction and, once dbpool_autocommit is known, the pool's autocommit.
+            dbpool_status_mask = _SERVER_STATUS_IN_TRANS
+            dbpool_status_clean = 0
             # The socket given kernel timeouts, blocking (see _use_kernel_timeouts).
             dbpool_kernel_sock: Any = None
 
@@ -555,7 +559,10 @@ class PyMySQLDriver(_MySQLDriver):
         raw = self._connection_class(dbpool_deadline=deadline, **kwargs)
         raw._read_timeout, raw._write_timeout = read_timeout, write_timeout
         _use_kernel_timeouts(raw)
-        raw.dbpool_autocommit = raw.autocommit_mode  # what a session reset goes back to
+        raw.dbpool_autocommit = wanted = raw.autocommit_mode  # what a session reset goes back to
+        if wanted is not None:
+            raw.dbpool_status_mask = _SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT
+            raw.dbpool_status_clean = _SERVER_STATUS_AUTOCOMMIT if wanted else 0
         return raw
 
     def bounded(self, raw: Any, seconds: float) -> _Bound:
@@ -607,16 +614,14 @@ class PyMySQLDriver(_MySQLDriver):
 
     def settled(self, raw: Any) -> bool:
         # Driver.settled's questions asked inline (is_closed, command_in_flight,
-        # statement_error, needs_reset): this runs at every return.
-        status = raw.server_status or 0
-        wanted = raw.dbpool_autocommit
+        # statement_error, needs_reset): this runs at every return. The status test is
+        # in_transaction() and _autocommit_switched() in one (masks set at connect).
         result = raw._result
         return (
             raw._sock is not None
             and not raw.dbpool_in_flight
             and raw.dbpool_error is None
-            and not status & _SERVER_STATUS_IN_TRANS
-            and (wanted is None or bool(status & _SERVER_STATUS_AUTOCOMMIT) == bool(wanted))
+            and (raw.server_status or 0) & raw.dbpool_status_mask == raw.dbpool_status_clean
             and (result is None or not (result.unbuffered_active or result.has_next))
         )
 

@@ -68,6 +68,9 @@ _log_answers: dict[int, bool] = getattr(log, "_cache", {})
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
 _WAIT_SLICE = 0.05
+# Returns queued for the histograms by threads that keep their connection (see _park)
+# before one of them takes the lock to count them.
+_RETURNS_BATCH = 256
 # Connections opened together should not all expire in the same second.
 _RECYCLE_JITTER = 0.05
 # Pause between two failed connects, so a refusing server is not hammered.
@@ -382,10 +385,12 @@ class ConnectionPool:
         self._handles = _HandleFactory()
         lifo = self.settings.pool.order == "lifo"
         self._store: _Store = make_store(self.mode, self._handles, self.size, lifo)
+        self._idle_list = self._store.idle_list
         # causal_reads: each thread's last write (GTID) and the replicas that applied it.
         self._last_write = threading.local()
         self._stats = PoolStats(getattr(self, "_stats", None))  # listeners carry over
         self._recent_waits = self._stats.wait_recorder()
+        self._queued_returns = self._stats.queued_returns
         # Connections given back clean, each kept for the thread that gave it back, by
         # that thread's key (see _park); the key lives in a thread-local.
         self._parked: dict[object, tuple[Any, _Handle]] = {}
@@ -581,7 +586,9 @@ class ConnectionPool:
         ``discard=True`` closes it instead, for a connection the application knows
         is bad; its slot is freed. ``release(None)`` and releasing twice do nothing.
         """
-        if conn.__class__ is PooledConnection and conn._pool is self:
+        # type(), not conn.__class__: PooledConnection has a __getattr__, which makes
+        # every attribute read of it slower, so this path reads each at most once.
+        if type(conn) is PooledConnection and conn._pool is self:
             # The lease leaves `conn` and is counted before any call (see _give_back), so
             # an exception from a signal handler can cut a release short only at its very
             # first instruction, before the test above.
@@ -596,10 +603,11 @@ class ConnectionPool:
                 log.debug("ignored the release of a connection from before os.fork()")
                 return
             self._stats.released += 1
+            since, waited = conn._since, conn._waited
             if discard:
                 handle.discard = True  # closed at its last return (persistent mode may nest)
-            if discard or not self._park(token, handle, conn):
-                self._checkin(token, handle, failed=False, since=conn._since, waited=conn._waited)
+            if discard or not self._park(token, handle, lease, since, waited):
+                self._checkin(token, handle, failed=False, since=since, waited=waited)
         elif conn is None:
             return
         elif self._is_readonly(conn):
@@ -653,7 +661,7 @@ class ConnectionPool:
             self._stats.released += 1
         if discard:
             handle.discard = True  # closed at its last return (persistent mode may nest)
-        elif not failed and self._park(token, handle, conn):
+        elif not failed and self._park(token, handle, lease, conn._since, conn._waited):
             return handle
         self._checkin(
             token,
@@ -828,6 +836,10 @@ class ConnectionPool:
                         waiter = _Waiter()
                         self._waiters.add(waiter)
                         since = monotonic()
+                        if self._parked and not self._binds_threads:
+                            # Parked without the lock after the look above, by a thread
+                            # that did not see this one waiting yet (see _park): decide again.
+                            continue
                     if room > self._growers and self._should_grow(since):
                         self._start_grower()
                     self._cond.wait(min(remaining, _WAIT_SLICE))
@@ -945,9 +957,10 @@ class ConnectionPool:
     # claims it there. Every other party that wants idle connections first moves the
     # parked ones back into the store (``_unpark_all``): a thread that finds no
     # connection of its own (shared mode), close_all(), resize() and the max_idle
-    # eviction. The owner's claim (in acquire()) is a dict.pop without the lock; everyone else takes
-    # entries under the lock, by pop or popitem too: each is one step under the GIL, so
-    # an entry is had by one party only. Since a parked handle stays marked lent, no code
+    # eviction. The owner parks (in _park) and claims (in acquire()) without the lock, by
+    # a dict store and a dict.pop; everyone else takes entries under the lock, by pop or
+    # popitem too: each is one step under the GIL, so an entry is had by one party only,
+    # and only its owner adds one under its key. Since a parked handle stays marked lent, no code
     # that looks for idle handles takes it unawares. A park or a claim cut short by an
     # exception loses the entry like any checkout cut short: the handle is still marked
     # lent with no borrower, so it is closed, never lent as it is.
@@ -958,9 +971,12 @@ class ConnectionPool:
         """The calling thread's key in ``_parked``: an object of its own, never reused."""
         return self._thread_key.key
 
-    def _park(self, token: Any, handle: _Handle, conn: PooledConnection) -> bool:
+    def _park(
+        self, token: Any, handle: _Handle, lease: list[Any], since: float, waited: float
+    ) -> bool:
         """Keep a clean connection given back for its thread; False: _checkin must put it back.
 
+        ``lease``, ``since``, ``waited``: those of the PooledConnection given back.
         Decided without I/O: anything to reset, close or note at the return takes the
         long way, as do returns while threads wait (the connection is theirs).
         """
@@ -974,46 +990,72 @@ class ConnectionPool:
             or self._listeners["checkin"]
             # Lent once, by conn alone (whose lease is empty now); else see borrowers().
             or len(owners) != 1
-            or owners[0] is not conn._lease
+            or owners[0] is not lease
             or not self._settled(raw)
         ):
             return False
         now = monotonic()
         host = handle.host
+        parked = self._parked
+        key = self._thread_key.key  # _my_key()
         if (
             # _stale_reason() spelled out (this runs at every return), and max_usage.
-            self._closed
-            or handle.epoch != self._epoch
+            handle.epoch != self._epoch
             or now >= handle.expires
             or (host is not None and handle.created <= host.stale_before)
             or (self._max_usage and handle.uses >= self._max_usage)
+            # Read without the lock; see below for a thread that starts waiting, or a
+            # dispose(), right after this look.
+            or self._waiting
+            or self._closed
+            # _kept_enough() inline: size connections idle already (shared mode). A stale
+            # read here keeps at most one connection per returning thread beyond size,
+            # closed as overflow at a later return.
+            or (self._idle_list is not None and len(self._idle_list) + len(parked) >= self.size)
         ):
             return False
-        key = self._thread_key.key  # _my_key()
-        waited = conn._waited
-        used = now - conn._since
-        with self._lock:  # critical section: park it, or leave it to _checkin
-            parked = self._parked
-            if (
-                self._waiting
-                or self._closed
-                # _kept_enough() inline: size connections idle already (shared mode)
-                or (not self._binds_threads and self._store.idle + len(parked) >= self.size)
-            ):
-                return False
-            if key in parked:
-                # The thread gave back two: it keeps the one its next checkout should get,
-                # in the pool's order (LIFO: the one given back last), the other goes back.
-                if not self._lifo:
+        if key in parked:
+            return self._park_second(key, token, handle, now, now - since, waited)
+        # Parked without the lock: only this thread adds an entry under its key, and
+        # every other party takes entries by a pop, one step under the GIL.
+        owners.clear()
+        handle.returned = self._last_return = now
+        parked[key] = (None if self._binds_threads else token, handle)
+        # A thread that started waiting, or a dispose() that moved the parked connections
+        # away, between the look above and the entry: each of them writes its mark (in
+        # _waiters, _closed) before it looks at _parked, and this thread wrote its entry
+        # before it looks at the marks, so one of the two sees the other. Seen here: the
+        # connection takes the long way, unless another party took it meanwhile.
+        if self._waiting or self._closed:
+            with self._lock:
+                if parked.pop(key, None) is not None:
                     return False
-                self._unpark(parked.pop(key))
-            if self._tallies:
-                self._fold_tallies()
-            owners.clear()
+        used = now - since
+        queued = self._queued_returns  # into the histograms at the next absorb()
+        queued.append((waited, used))
+        if len(queued) >= _RETURNS_BATCH:
+            with self._lock:
+                self._stats.absorb()
+        if self._stats.listeners:
+            self._stats.tell_returned(waited, used)
+        return True
+
+    def _park_second(
+        self, key: object, token: Any, handle: _Handle, now: float, used: float, waited: float
+    ) -> bool:
+        """_park for a thread that has a connection parked already (it held two)."""
+        with self._lock:
+            # It keeps the one its next checkout should get, in the pool's order (LIFO:
+            # the one given back last); the other goes back to the store.
+            if not self._lifo or self._waiting or self._closed:
+                return False
+            entry = self._parked.pop(key, None)
+            if entry is not None:
+                self._unpark(entry)
+            handle.owners.clear()
             handle.returned = self._last_return = now
-            self._stats.returned(waited, used)  # "released" is counted as the lease left conn
-            # No token in persistent mode: DBUtils' thread-local alone must hold it.
-            parked[key] = (None if self._binds_threads else token, handle)
+            self._stats.returned(waited, used)
+            self._parked[key] = (None if self._binds_threads else token, handle)
         if self._stats.listeners:
             self._stats.tell_returned(waited, used)
         return True
@@ -1021,10 +1063,10 @@ class ConnectionPool:
     def _unpark(self, entry: tuple[Any, _Handle]) -> None:
         """Put a parked connection back into the store, idle; called with the lock held.
 
-        Nobody waits for it: in shared mode nothing is parked while a thread waits
-        (_park refuses then, and a thread takes a parked connection rather than wait),
-        and in persistent mode a waiter wants a slot, which a thread's own connection
-        never frees.
+        Nobody waits for it: in shared mode a thread takes a parked connection rather
+        than wait, and _park takes back one parked as a thread began to wait; in
+        persistent mode a waiter wants a slot, which a thread's own connection never
+        frees.
         """
         token, handle = entry
         handle.lent = False

@@ -15,7 +15,9 @@ lent it (carried by the connection), two increments and no other work. A
 connect time is known outside any critical section, so ``record_connect`` only
 appends it to a deque, which is atomic and safe from any thread without a
 lock; the next return, or ``get_stats()``, moves it into its buckets
-(``absorb``).
+(``absorb``). A return that takes no lock (a thread keeping the connection it
+gave back, see ``ConnectionPool._park``) queues its two figures the same way
+(``queued_returns``).
 
 Listeners (the OpenTelemetry exporter of ``dbpool.metrics``) get each figure as
 it is recorded, in the recording thread and outside every lock.
@@ -138,6 +140,7 @@ class PoolStats(Counters):
         "_recent",
         "connect_time",
         "listeners",
+        "queued_returns",
         "use_time",
         "wait_time",
     )
@@ -150,6 +153,8 @@ class PoolStats(Counters):
         self.use_time = Histogram()
         self.listeners: tuple[Listener, ...] = () if previous is None else previous.listeners
         self._connects: deque[float] = deque()  # recorded, not yet in the histogram
+        # (waited, used) of returns made without the lock, appended by the pool, the same
+        self.queued_returns: deque[tuple[float, float]] = deque()
         self._recent: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
     # record_wait and record_connect need no lock (see the module docstring).
@@ -183,7 +188,7 @@ class PoolStats(Counters):
         histogram = self.use_time
         histogram.counts[0 if used <= _FIRST else bisect_left(BUCKETS, used)] += 1
         histogram.sum += used
-        if self._connects:
+        if self._connects or self.queued_returns:
             self.absorb()
 
     def tell_returned(self, waited: float, used: float) -> None:
@@ -193,13 +198,22 @@ class PoolStats(Counters):
             listener("use", used)
 
     def absorb(self) -> None:
-        """Move the connect times recorded since the last call into their histogram.
+        """Move the connect times and returns queued since the last call into their histograms.
 
         The caller holds the pool's lock: the histograms are written nowhere else.
         """
         connects = self._connects
         while connects:
             self.connect_time.record(connects.popleft())
+        returns = self.queued_returns
+        if returns:
+            waits, uses = self.wait_time, self.use_time
+            while returns:
+                waited, used = returns.popleft()  # absorb alone takes them, lock held
+                waits.counts[0 if waited <= _FIRST else bisect_left(BUCKETS, waited)] += 1
+                waits.sum += waited
+                uses.counts[0 if used <= _FIRST else bisect_left(BUCKETS, used)] += 1
+                uses.sum += used
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, histograms and wait figures as a plain dict (caller holds the lock).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -162,6 +163,92 @@ def test_a_waiting_thread_gets_the_connection_given_back(pools: list[ConnectionP
     pool.release(conn)  # not parked: a thread waits for it
     waiter.join(5)
     assert got == [raw]
+
+
+class _PausingParked(dict):  # type: ignore[type-arg]
+    """A pool's ``_parked`` that runs ``pause`` once, at _park's look for the thread's key.
+
+    That look comes after _park's checks (nobody waiting, the pool open) and before the
+    entry goes in, without the lock: what ``pause`` does lands between the two.
+    """
+
+    def __init__(self, pause: Any) -> None:
+        super().__init__()
+        self.pause = pause
+
+    def __contains__(self, key: object) -> bool:
+        pause, self.pause = self.pause, None
+        if pause is not None:
+            pause()
+        return super().__contains__(key)
+
+
+def test_a_thread_that_starts_waiting_while_a_connection_is_parked_gets_it(
+    pools: list[ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter is woken: it does not sleep until its wait ends and find it then."""
+    monkeypatch.setattr("dbpool.pool._WAIT_SLICE", 60.0)
+    pool = new_pool(pools, FakeDriver(), "shared", size=1, timeout=1.0)
+    woken: list[bool] = []  # what each Condition.wait returned: False when it timed out
+    wait = pool._cond.wait
+    monkeypatch.setattr(pool._cond, "wait", lambda timeout: woken.append(wait(timeout)))
+    conn = pool.acquire()
+    raw = conn.dbapi_connection
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(_borrow_raw(pool)))
+
+    def start_waiting() -> None:
+        waiter.start()
+        while not pool._waiting and waiter.is_alive():  # bounded by the waiter's timeout
+            threading.Event().wait(0.001)
+        with pool._lock:  # the waiter holds it until its wait begins
+            pass
+
+    pool._parked = _PausingParked(start_waiting)
+    pool.release(conn)
+    waiter.join(10)
+    assert got == [raw]
+    assert woken == [True]
+
+
+def test_a_connection_parked_as_a_thread_decides_to_wait_goes_to_that_thread(
+    pools: list[ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parked after the waiter's look at the idle ones, before it is counted as waiting."""
+    monkeypatch.setattr("dbpool.pool._WAIT_SLICE", 60.0)
+    pool = new_pool(pools, FakeDriver(), "shared", size=1, timeout=1.0)
+    woken: list[bool] = []
+    wait = pool._cond.wait
+    monkeypatch.setattr(pool._cond, "wait", lambda timeout: woken.append(wait(timeout)))
+    held: list[Any] = []
+    in_thread(lambda: held.append(pool.acquire()))
+    raw = held[0].dbapi_connection
+
+    class ParkFirst(weakref.WeakSet):  # type: ignore[type-arg]
+        def add(self, item: Any) -> None:
+            if held:  # once: give the connection back from its thread, parked there
+                in_thread(lambda: pool.release(held.pop()))
+            super().add(item)
+
+    pool._waiters = ParkFirst()
+    pool._waiting = pool._waiters.data  # type: ignore[attr-defined]
+    assert _borrow_raw(pool) is raw
+    assert not woken  # it never had to wait
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dispose_while_a_connection_is_being_parked_closes_it(
+    pools: list[ConnectionPool], mode: str
+) -> None:
+    driver = FakeDriver()
+    pool = new_pool(pools, driver, mode)
+    conn = pool.acquire()
+    raw = conn.dbapi_connection
+    pool._parked = _PausingParked(pool.dispose)
+    pool.release(conn)
+    assert raw.closed
+    assert not driver.open
+    assert not pool._parked
 
 
 @pytest.mark.parametrize("threads", [2, 6])
