@@ -1,7 +1,8 @@
 """How fair waits are with more threads than connections: ``python -m benchmarks.fairness``.
 
 The overload table of the full run gives, for 16 and 64 threads on 10 + 5
-connections, the wait in the checkout call, median and p99. Those figures mix
+connections, the wait in the checkout call, median and p99, and the requests
+each thread got served. The wait figures mix
 two things: how the pool orders its waiters, and when connections come back.
 This separates them. Every "query" is a sleep of 2 to 4 ms (the GIL is free
 while it runs, and no server's scheduling takes part), over a driver that does

@@ -140,6 +140,11 @@ def run_cell(
         p99_ms=_percentile_ms(latencies, 99),
         wait_p50_ms=_percentile_ms(waits, 50),
         wait_p99_ms=_percentile_ms(waits, 99),
+        # Requests served per thread: a thread starved while others are served shows
+        # here, where a percentile over requests cannot see it (it has no requests).
+        served_min=min(window.served, default=None),
+        served_median=float(np.median(window.served)) if window.served else None,
+        served_max=max(window.served, default=None),
         peak_connections=max(0, after["peak"] - baseline),
         opened_window=delta["Connections"],
         opened_total=after["status"]["Connections"] - before["status"]["Connections"],

@@ -57,6 +57,10 @@ def test_every_approach_runs_without_errors(quick_run: tuple[Path, dict[str, Any
         assert 0 < cell["p50_ms"] <= cell["p99_ms"], where
         assert cell["commands_per_request"] >= 0.9, where  # at least the query itself
         assert cell["peak_connections"] >= 1, where
+        # Requests served per thread: the least- and the most-served thread bracket the mean.
+        mean = cell["requests"] / cell["threads"]
+        assert cell["served_min"] <= cell["served_median"] <= cell["served_max"], where
+        assert cell["served_min"] <= mean <= cell["served_max"], where
 
 
 def test_server_commands_are_counted_per_request(

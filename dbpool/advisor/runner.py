@@ -310,6 +310,7 @@ class Window:
     stuck: int  # worker threads still running JOIN_TIMEOUT after the stop
     at_start: Any = None  # what the ``at_start`` and ``at_end`` readings returned
     at_end: Any = None
+    served: list[int] = field(default_factory=list)  # the requests of each worker thread
 
     @property
     def requests(self) -> int:
@@ -475,6 +476,7 @@ def measure(
         stuck=stuck,
         at_start=reading_a,
         at_end=reading_b,
+        served=[len(w.latencies) for w in workers],
     )
 
 
