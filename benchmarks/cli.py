@@ -25,8 +25,8 @@ import pymysql
 import yaml
 
 from . import approaches as approaches_mod
+from . import attribution, report
 from . import micro as micro_mod
-from . import report
 from . import workloads as workloads_mod
 from .approaches import Target
 from .machine import Pinning
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     pinning: Pinning | None = None
     spikes: list[dict[str, Any]] = []
     live_micros: list[dict[str, Any]] = []
+    attributed: dict[str, Any] | None = None
     with (
         tempfile.TemporaryDirectory(prefix="dbpool-bench-") as tmp,
         _server(args) as (params, admin, server_pid, monitor_params),
@@ -393,10 +394,12 @@ def main(argv: list[str] | None = None) -> int:
                     storms,
                     spikes,
                 )
+                ctx = micro_mod.Context(config=config_path, params=target.pymysql_params())
+                if "micro" not in args.skip:
+                    attributed = attribution.attribute(target, ctx, args.rows)
             finally:
                 workloads_mod.drop_table(admin, params["database"])
             if "micro" not in args.skip:
-                ctx = micro_mod.Context(config=config_path, params=target.pymysql_params())
                 parts = [(True, list(micro_mod.LIVE)), (False, list(micro_mod.MICRO))]
                 total = args.micro_rounds * 2 * sum(len(keys) for _, keys in parts)
                 with _progress(total, "micro") as bar:
@@ -464,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         "spike": spikes,
         "micro": micros,
         "micro_live": live_micros,
+        "attribution": attributed,
     }
     paths = report.write(
         data, args.out, plots=not args.no_plots, markdown_file=not args.write_results

@@ -115,6 +115,23 @@ def test_storm_spike_and_micro_ran(quick_run: tuple[Path, dict[str, Any], str]) 
         assert 0 <= spike["opened"] <= spike["threads"], spike["approach"]
 
 
+def test_bytecodes_are_attributed(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = quick_run
+    attributed = data["attribution"]
+    requests, cycles = attributed["requests"], attributed["cycles"]
+    dedicated = requests["dedicated"]
+    assert dedicated["packages"].get("dbpool", 0) == 0
+    for key in ("dbpool-shared", "dbpool-persistent"):
+        # The same PyMySQL work and the pool's own on top; its checkout and return
+        # are among the pool's busiest functions.
+        assert requests[key]["packages"]["dbpool"] > 0, key
+        assert requests[key]["packages"]["pymysql"] > 0.8 * dedicated["packages"]["pymysql"]
+        names = [name for name, _ in cycles[key]["top"]]
+        assert "ConnectionPool.acquire" in names and "ConnectionPool.release" in names, key
+    for key, cycle in cycles.items():
+        assert cycle["total"] == sum(cycle["packages"].values()) > 0, key
+
+
 def test_report_files(
     quick_run: tuple[Path, dict[str, Any], str], mysql_params: dict[str, Any]
 ) -> None:
@@ -131,6 +148,7 @@ def test_report_files(
         "## Spike",
         "## Checkout + return, live PyMySQL connection",
         "## Checkout + return, no I/O",
+        "## Where the client's time goes",
         "## Every cell",
     ):
         assert heading in md
