@@ -552,8 +552,9 @@ class ConnectionPool:
                 if self._closed:
                     raise PoolClosed(f"pool {self._label} was closed while connecting")
                 now = monotonic()
+                raw = handle.raw
             conn._since = now
-            conn._raw = handle.raw
+            conn._raw = raw
         except BaseException:
             self._give_back(conn, failed=True)
             raise
