@@ -73,6 +73,17 @@ def test_thread_gets_back_the_connection_it_gave_back(
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_every_return_reaches_the_histograms(pools: list[ConnectionPool], mode: str) -> None:
+    """Parked returns are counted in batches, without the lock; none is lost or doubled."""
+    pool = new_pool(pools, FakeDriver(), mode)
+    for n in (100, 700):  # under one batch, then over two
+        while pool.get_stats()["released"] < n:
+            pool.release(pool.acquire())
+        stats = pool.get_stats()
+        assert stats["wait_time"]["count"] == stats["use_time"]["count"] == n
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_claim_is_counted_while_the_connection_is_in_use(
     pools: list[ConnectionPool], mode: str
 ) -> None:
