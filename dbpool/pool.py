@@ -68,8 +68,8 @@ _log_answers: dict[int, bool] = getattr(log, "_cache", {})
 # Longest single sleep of a waiter, so that slots freed outside any call
 # (a thread that ended while holding a persistent connection) are noticed.
 _WAIT_SLICE = 0.05
-# Returns queued for the histograms by threads that keep their connection (see _park)
-# before one of them takes the lock to count them.
+# Returns queued for the histograms by threads that keep their connection (see _park):
+# when this many wait, the thread that queued the last one takes the lock to count them.
 _RETURNS_BATCH = 256
 # Connections opened together should not all expire in the same second.
 _RECYCLE_JITTER = 0.05
@@ -1035,7 +1035,9 @@ class ConnectionPool:
         queued = self._queued_returns  # into the histograms at the next absorb()
         queued.append((waited, used))
         if len(queued) >= _RETURNS_BATCH:
-            with self._lock:
+            with self._lock:  # critical section: the counters and histograms
+                if self._tallies:
+                    self._fold_tallies()
                 self._stats.absorb()
         if self._stats.listeners:
             self._stats.tell_returned(waited, used)
