@@ -570,7 +570,7 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
                 share = m["cpu_ns_per_op"] / 1000.0 / dedicated_us
                 costs.append(
                     f"{m['cpu_ns_per_op'] / 1000.0:.1f} µs in {_label(key, data)} mode "
-                    f"({share:.1%} of it)"
+                    f"({share:.1%} of a point select's)"
                 )
         text = (
             "**Why the client CPU and throughput targets are missed.** A point select over "
@@ -596,13 +596,25 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
                 'time goes").'
             )
         text += (
-            " Without a query to share the fixed cost, the client is the bound at 0 ms "
-            "added latency, so throughput follows the CPU ratio. Beyond 4 threads, shared "
-            "mode has 15 connections for 16 or 64 threads: requests wait for a connection "
-            "(a condition wait, and a wake-up through the kernel), which a dedicated "
-            "connection per thread never does.\n"
+            " With no added latency the client's core is the bound, so throughput follows "
+            "the CPU ratio."
         )
-        out.append(text)
+        settings = data["settings"]
+        bound = settings["size"] + settings["overflow"]
+        waits = [
+            f"{_ms(r['wait_p50_ms'])} ms at {n} threads"
+            for n in settings["threads"]
+            if n > bound
+            and (r := index.get((0.0, "point", n, "dbpool-shared"))) is not None
+            and r["wait_p50_ms"] is not None
+        ]
+        if waits:
+            text += (
+                f" With more threads than shared mode's {bound} connections, most requests "
+                f"wait for one (median wait {', '.join(waits)}): a condition wait and a "
+                "wake-up through the kernel, which a dedicated connection per thread never has."
+            )
+        out.append(text + "\n")
     if "micro" in missed and cycles:
         parts = []
         for key in (*DBPOOL_KEYS, "dbutils-pooleddb", "dbutils-persistentdb"):
