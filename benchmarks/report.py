@@ -548,6 +548,50 @@ def targets_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _connections(key: str, threads: int, settings: dict[str, Any]) -> int:
+    """The most connections approach ``key`` could hold in a cell of ``threads`` threads."""
+    bound = settings["size"] + settings["overflow"]
+    cls = APPROACH_CLASSES.get(key)
+    return max(bound, threads) if cls is not None and cls.thread_affine else bound
+
+
+def _behind_why(
+    t: dict[str, Any],
+    index: dict[tuple[float, str, int, str], dict[str, Any]],
+    data: dict[str, Any],
+) -> str:
+    """One cell where dbpool is behind: who is ahead, with how many connections, and the spread."""
+    settings = data["settings"]
+    where = (t["latency_ms"], t["workload"], t["threads"])
+    others = [
+        r
+        for key in settings["approaches"]
+        if _is_other_pool(key) and (r := index.get((*where, key))) and r["throughput"]
+    ]
+    mine = index.get((*where, t["approach"]))
+    cell = (
+        f"{_label(t['approach'], data)}, {t['workload']}, {t['latency_ms']:g} ms, "
+        f"{t['threads']} threads:"
+    )
+    if not others or mine is None or t["value"] is None:
+        return f"{cell} no figure (see the cell's errors)"
+    cell += f" {t['value']:.2f}x"
+    best = max(others, key=lambda r: r["throughput"])
+    theirs = _connections(best["approach"], t["threads"], settings)
+    ours = _connections(t["approach"], t["threads"], settings)
+    text = f"{cell} of {_label(best['approach'], data)}"
+    if theirs > ours:
+        return (
+            f"{text}, which held up to {theirs} connections to dbpool's {ours}: the "
+            "server ran more statements at once"
+        )
+    return (
+        f"{text}, both up to {ours} connections; their rounds ranged "
+        f"{_num(mine['throughput_min'])}-{_num(mine['throughput_max'])} and "
+        f"{_num(best['throughput_min'])}-{_num(best['throughput_max'])} req/s"
+    )
+
+
 def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
     """Why the CPU, checkout + return and overload-wait targets missed are missed, from
     this run's own figures: the cycle's CPU, the bytecode counts, the waits."""
@@ -615,6 +659,15 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
                 "wake-up through the kernel, which a dedicated connection per thread never has."
             )
         out.append(text + "\n")
+    behind = [t for t in ts if t["kind"] == "ahead" and not t["met"]]
+    if behind:
+        lines = [_behind_why(t, index, data) for t in behind]
+        out.append(
+            "**Why dbpool is behind another pool in some cells.** The best other pool of "
+            "each such cell, and the connections each could hold there:\n\n"
+            + "\n".join(f"- {line}" for line in lines)
+            + "\n"
+        )
     if "micro" in missed and cycles:
         parts = []
         for key in (*DBPOOL_KEYS, "dbutils-pooleddb", "dbutils-persistentdb"):
