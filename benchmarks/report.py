@@ -159,6 +159,7 @@ def aggregate(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "opened_total": _median(c.get("opened_total") for c in group),
                 "commands_per_request": _median(c.get("commands_per_request") for c in group),
                 "client_cpu_us": _median(c.get("client_cpu_us") for c in group),
+                "client_switches": _median(c.get("client_switches") for c in group),
                 "server_cpu_us": _median(c.get("server_cpu_us") for c in group),
                 "per_request": per_request,
                 "requests": sum(c.get("requests") or 0 for c in group),
@@ -656,8 +657,23 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
             text += (
                 f" With more threads than shared mode's {bound} connections, most requests "
                 f"wait for one (median wait {', '.join(waits)}): a condition wait and a "
-                "wake-up through the kernel, which a dedicated connection per thread never has."
+                "wake-up through the kernel, which a dedicated connection per thread never has"
             )
+            switches = [
+                f"{mine['client_switches']:.2f} against {theirs['client_switches']:.2f} at {n}"
+                for n in settings["threads"]
+                if n > bound
+                and (mine := index.get((0.0, "point", n, "dbpool-shared")))
+                and (theirs := index.get((0.0, "point", n, CEILING)))
+                and mine.get("client_switches") is not None
+                and theirs.get("client_switches") is not None
+            ]
+            if switches:
+                text += (
+                    " (context switches per request, the dedicated connection's second: "
+                    f"{', '.join(switches)} threads)"
+                )
+            text += "."
         out.append(text + "\n")
     behind = [t for t in ts if t["kind"] == "ahead" and not t["met"]]
     if behind:

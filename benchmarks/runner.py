@@ -150,6 +150,7 @@ def run_cell(
         opened_total=after["status"]["Connections"] - before["status"]["Connections"],
         commands_per_request=(commands / requests) if requests else None,
         client_cpu_us=window.cpu_us_per_request,
+        client_switches=window.switches_per_request,
         server_cpu_us=(
             (server_b - server_a) / requests * 1e6
             if requests and server_a is not None and server_b is not None

@@ -61,6 +61,8 @@ def test_every_approach_runs_without_errors(quick_run: tuple[Path, dict[str, Any
         mean = cell["requests"] / cell["threads"]
         assert cell["served_min"] <= cell["served_median"] <= cell["served_max"], where
         assert cell["served_min"] <= mean <= cell["served_max"], where
+        if cell["latency_ms"]:  # every request waits in recv() for its reply: one switch at least
+            assert cell["client_switches"] >= 0.9, where
 
 
 def test_server_commands_are_counted_per_request(

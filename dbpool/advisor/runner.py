@@ -25,6 +25,20 @@ from ..config import Settings
 from .sampler import SamplerError, ServerSampler
 from .workload import Request, Workload
 
+try:
+    import resource
+except ImportError:  # not on Windows: no context switch counts there
+    resource = None  # type: ignore[assignment]
+
+
+def _context_switches() -> int | None:
+    """The process's context switches so far, voluntary and forced; None where unknown."""
+    if resource is None:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 JOIN_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 1.0
 # Pause after a failed checkout, so a refusing server or a timing-out pool is not spun on.
@@ -311,6 +325,18 @@ class Window:
     at_start: Any = None  # what the ``at_start`` and ``at_end`` readings returned
     at_end: Any = None
     served: list[int] = field(default_factory=list)  # the requests of each worker thread
+    switches: int | None = None  # the process's context switches over the window
+
+    @property
+    def switches_per_request(self) -> float | None:
+        """Context switches per request, over every thread of the process.
+
+        A thread that blocks (on I/O, or waiting for a connection) gives up the CPU,
+        and each switch costs kernel time.
+        """
+        if self.switches is None or not self.requests:
+            return None
+        return self.switches / self.requests
 
     @property
     def requests(self) -> int:
@@ -445,12 +471,14 @@ def measure(
         time.sleep(warmup)
         reading_a = at_start() if at_start is not None else None
         cpu_a = time.process_time()
+        switches_a = _context_switches()
         flags.recording = True
         t_a = time.perf_counter()
         time.sleep(duration)
         flags.recording = False
         t_b = time.perf_counter()
         cpu_b = time.process_time()
+        switches_b = _context_switches()
         reading_b = at_end() if at_end is not None else None
     finally:
         flags.stop = True
@@ -477,6 +505,7 @@ def measure(
         at_start=reading_a,
         at_end=reading_b,
         served=[len(w.latencies) for w in workers],
+        switches=None if switches_a is None or switches_b is None else switches_b - switches_a,
     )
 
 
