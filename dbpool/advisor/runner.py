@@ -27,7 +27,7 @@ from .workload import Request, Workload
 
 try:
     import resource
-except ImportError:  # not on Windows: no context switch counts there
+except ImportError:  # Windows has no resource module, so no context switch counts
     resource = None  # type: ignore[assignment]
 
 
