@@ -79,7 +79,8 @@ def _summary(counts: Counter[tuple[str, str]], own: str | None) -> dict[str, Any
     return {"total": sum(counts.values()), "packages": dict(packages), "top": top}
 
 
-def _own_package(key: str) -> str | None:
+def own_package(key: str) -> str | None:
+    """The package of a pool approach's own code ("dbpool-shared": dbpool); None for none."""
     if key.startswith("dbpool"):
         return "dbpool"
     if key.startswith("dbutils"):
@@ -108,7 +109,7 @@ def attribute(target: Target, ctx: Context, rows: int) -> dict[str, Any]:
         try:
             for _ in range(_WARMUP):
                 one()
-            requests[key] = _summary(count(one), _own_package(key))
+            requests[key] = _summary(count(one), own_package(key))
         finally:
             approach.close()
     cycles: dict[str, Any] = {}
@@ -121,7 +122,7 @@ def attribute(target: Target, ctx: Context, rows: int) -> dict[str, Any]:
         try:
             for _ in range(_WARMUP):
                 cycle()
-            cycles[key] = _summary(count(cycle), _own_package(key))
+            cycles[key] = _summary(count(cycle), own_package(key))
         finally:
             dispose()
     return {

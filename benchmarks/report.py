@@ -11,6 +11,7 @@ from typing import Any
 
 from .approaches import BY_KEY as APPROACH_CLASSES
 from .approaches import CEILING, DBPOOL_KEYS
+from .attribution import own_package
 from .machine import describe as machine_info
 from .micro import LIVE_REFERENCE
 from .micro import REFERENCE as MICRO_REFERENCE
@@ -601,9 +602,41 @@ def _behind_why(
     )
 
 
+def _why_waiting(data: dict[str, Any], index: dict[tuple[Any, ...], dict[str, Any]]) -> str:
+    """Shared mode's waits beyond its connections, in the CPU targets' explanation."""
+    settings = data["settings"]
+    bound = settings["size"] + settings["overflow"]
+    waits, switches = [], []
+    for n in settings["threads"]:
+        mine = index.get((0.0, "point", n, "dbpool-shared"))
+        if n <= bound or mine is None or mine["wait_p50_ms"] is None:
+            continue
+        waits.append(f"{_ms(mine['wait_p50_ms'])} ms at {n} threads")
+        theirs = index.get((0.0, "point", n, CEILING)) or {}
+        if mine.get("client_switches") is not None and theirs.get("client_switches") is not None:
+            switches.append(
+                f"{mine['client_switches']:.2f} against {theirs['client_switches']:.2f} at {n}"
+            )
+    if not waits:
+        return ""
+    text = (
+        f" With more threads than shared mode's {bound} connections, most requests "
+        f"wait for one (median wait {', '.join(waits)}): a condition wait and a "
+        "wake-up through the kernel, which a dedicated connection per thread never has"
+    )
+    if switches:
+        text += (
+            " (context switches per request, the dedicated connection's second: "
+            f"{', '.join(switches)} threads)"
+        )
+    return text + "."
+
+
 def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
-    """Why the CPU, checkout + return and overload-wait targets missed are missed, from
-    this run's own figures: the cycle's CPU, the bytecode counts, the waits."""
+    """Why each missed CPU, throughput, checkout and wait target is missed, in figures.
+
+    The figures are the run's own: the cycle's CPU, the bytecode counts, the waits.
+    """
     missed = {t["kind"] for t in ts if not t["met"]}
     attributed = data.get("attribution") or {}
     requests, cycles = attributed.get("requests", {}), attributed.get("cycles", {})
@@ -640,7 +673,7 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
                 added = r["total"] - base["total"]
                 counted.append(
                     f"{_label(key, data)} {r['total']:,} (+{added / base['total']:.0%}, "
-                    f"{c['packages'].get('dbpool', 0):,} of them in checkout + return)"
+                    f"{c['packages'].get(own_package(key), 0):,} of them in checkout + return)"
                 )
         if base and counted:
             text += (
@@ -652,37 +685,7 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
             " With no added latency the client's core is the bound, so throughput follows "
             "the CPU ratio."
         )
-        settings = data["settings"]
-        bound = settings["size"] + settings["overflow"]
-        waits = [
-            f"{_ms(r['wait_p50_ms'])} ms at {n} threads"
-            for n in settings["threads"]
-            if n > bound
-            and (r := index.get((0.0, "point", n, "dbpool-shared"))) is not None
-            and r["wait_p50_ms"] is not None
-        ]
-        if waits:
-            text += (
-                f" With more threads than shared mode's {bound} connections, most requests "
-                f"wait for one (median wait {', '.join(waits)}): a condition wait and a "
-                "wake-up through the kernel, which a dedicated connection per thread never has"
-            )
-            switches = [
-                f"{mine['client_switches']:.2f} against {theirs['client_switches']:.2f} at {n}"
-                for n in settings["threads"]
-                if n > bound
-                and (mine := index.get((0.0, "point", n, "dbpool-shared")))
-                and (theirs := index.get((0.0, "point", n, CEILING)))
-                and mine.get("client_switches") is not None
-                and theirs.get("client_switches") is not None
-            ]
-            if switches:
-                text += (
-                    " (context switches per request, the dedicated connection's second: "
-                    f"{', '.join(switches)} threads)"
-                )
-            text += "."
-        out.append(text + "\n")
+        out.append(text + _why_waiting(data, index) + "\n")
     behind = [t for t in ts if t["kind"] == "ahead" and not t["met"]]
     if behind:
         lines = [_behind_why(t, index, data) for t in behind]
@@ -697,7 +700,7 @@ def _why_missed(data: dict[str, Any], ts: list[dict[str, Any]]) -> list[str]:
         for key in (*DBPOOL_KEYS, "dbutils-pooleddb", "dbutils-persistentdb"):
             c = cycles.get(key)
             if c:
-                own = c["packages"].get(key.partition("-")[0], 0)
+                own = c["packages"].get(own_package(key), 0)
                 busiest = ", ".join(f"{name} {n}" for name, n in c["top"][:5])
                 parts.append(f"{key} {own:,} ({busiest})")
         out.append(
@@ -1044,7 +1047,7 @@ def _attribution_tables(add: Any, data: dict[str, Any]) -> None:
     add("| checkout + return | bytecodes, the pool's own | with the loop | busiest functions |")
     add("|---|---|---|---|")
     for key, c in attributed["cycles"].items():
-        own = c["packages"].get(key.partition("-")[0], 0)
+        own = c["packages"].get(own_package(key), 0)
         busiest = ", ".join(f"`{name}` {n}" for name, n in c["top"])
         add(f"| {key} | {own:,} | {c['total']:,} | {busiest} |")
     add("")

@@ -257,15 +257,15 @@ class _SharedStore:
         self.size = size
         # PooledDB's own list, read rather than counted: DBUtils takes a handle back by
         # itself when a token is garbage-collected (a checkout cut short), uncounted.
-        self._idle_cache: list[Any] = self._db._idle_cache
-        self.idle_list = self._idle_cache  # for a look without the lock (ConnectionPool._park)
+        # Also read without the lock, for its length (ConnectionPool._park).
+        self.idle_list: list[Any] = self._db._idle_cache
         # PooledDB lends from the front of its idle list and appends at the back (FIFO);
         # LIFO moves each handle given back to the front, so it is lent next.
         self._lifo = lifo
 
     @property
     def idle(self) -> int:
-        return len(self._idle_cache)
+        return len(self.idle_list)
 
     def owns_handle(self) -> bool:
         return False
@@ -294,9 +294,9 @@ class _SharedStore:
             with db._lock:
                 db._connections -= 1
                 if self._lifo:
-                    self._idle_cache.insert(0, steady)  # lent next
+                    self.idle_list.insert(0, steady)  # lent next
                 else:
-                    self._idle_cache.append(steady)
+                    self.idle_list.append(steady)
             return
         # Dropped, not cached: only open connections wait in PooledDB's idle list.
         steady.close()  # DBUtils closes the handle, which queues it as dropped

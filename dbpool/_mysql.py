@@ -610,12 +610,12 @@ class PyMySQLDriver(_MySQLDriver):
     def needs_reset(self, raw: Any) -> bool:
         # The first packet of an unbuffered result carries no status: a SELECT ... FOR
         # UPDATE read partly may hold a transaction and its locks that nothing reports yet.
-        return self.in_transaction(raw) or _pending(raw._result) or _autocommit_switched(raw)
+        return not _status_clean(raw) or _pending(raw._result)
 
     def settled(self, raw: Any) -> bool:
         # Driver.settled's questions asked inline (is_closed, command_in_flight,
         # statement_error, needs_reset): this runs at every return. The status test is
-        # in_transaction() and _autocommit_switched() in one (masks set at connect).
+        # _status_clean(), inline.
         result = raw._result
         return (
             raw._sock is not None
@@ -687,6 +687,11 @@ def _server_error(exc: BaseException) -> bool:
 def _pending(result: Any) -> bool:
     """Whether a PyMySQL result still has rows, or result sets after it, on the wire."""
     return result is not None and bool(result.unbuffered_active or result.has_next)
+
+
+def _status_clean(raw: Any) -> bool:
+    """No open transaction, and the pool's autocommit if it has one (masks set at connect)."""
+    return bool((raw.server_status or 0) & raw.dbpool_status_mask == raw.dbpool_status_clean)
 
 
 def _autocommit_switched(raw: Any) -> bool:

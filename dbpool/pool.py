@@ -1016,7 +1016,16 @@ class ConnectionPool:
         ):
             return False
         if key in parked:
-            return self._park_second(key, token, handle, now, now - since, waited)
+            # The thread gave back two: it keeps the one its next checkout should get, in
+            # the pool's order (LIFO: the one given back last); the other goes back.
+            if not self._lifo:
+                return False
+            with self._lock:  # critical section: the other one back to the store
+                if self._waiting or self._closed:
+                    return False
+                entry = parked.pop(key, None)
+                if entry is not None:
+                    self._unpark(entry)
         # Parked without the lock: only this thread adds an entry under its key, and
         # every other party takes entries by a pop, one step under the GIL.
         owners.clear()
@@ -1039,26 +1048,6 @@ class ConnectionPool:
                 if self._tallies:
                     self._fold_tallies()
                 self._stats.absorb()
-        if self._stats.listeners:
-            self._stats.tell_returned(waited, used)
-        return True
-
-    def _park_second(
-        self, key: object, token: Any, handle: _Handle, now: float, used: float, waited: float
-    ) -> bool:
-        """_park for a thread that has a connection parked already (it held two)."""
-        with self._lock:
-            # It keeps the one its next checkout should get, in the pool's order (LIFO:
-            # the one given back last); the other goes back to the store.
-            if not self._lifo or self._waiting or self._closed:
-                return False
-            entry = self._parked.pop(key, None)
-            if entry is not None:
-                self._unpark(entry)
-            handle.owners.clear()
-            handle.returned = self._last_return = now
-            self._stats.returned(waited, used)
-            self._parked[key] = (None if self._binds_threads else token, handle)
         if self._stats.listeners:
             self._stats.tell_returned(waited, used)
         return True

@@ -90,8 +90,9 @@ class Histogram:
         self.sum = 0.0
 
     def record(self, seconds: float) -> None:
-        # bisect_left: a figure equal to a bound belongs to that bound's bucket (le).
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        # bisect_left: a figure equal to a bound belongs to that bound's bucket (le). Most
+        # waits of a warm pool fall in the first bucket, found without a search.
+        self.counts[0 if seconds <= _FIRST else bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
 
     def snapshot(self) -> dict[str, Any]:
@@ -153,7 +154,7 @@ class PoolStats(Counters):
         self.use_time = Histogram()
         self.listeners: tuple[Listener, ...] = () if previous is None else previous.listeners
         self._connects: deque[float] = deque()  # recorded, not yet in the histogram
-        # (waited, used) of returns made without the lock, appended by the pool, the same
+        # (waited, used) of returns made without the lock, not yet in the histograms
         self.queued_returns: deque[tuple[float, float]] = deque()
         self._recent: deque[float] = deque(maxlen=_WAIT_SAMPLES)
 
@@ -179,15 +180,10 @@ class PoolStats(Counters):
     def returned(self, waited: float, used: float) -> None:
         """Count a returned connection's wait and use time (the caller holds the pool's lock).
 
-        This runs at every return, so the buckets are counted inline; most waits
-        of a warm pool fall in the first bucket, found without a search.
+        A return that takes no lock queues them in ``queued_returns`` instead.
         """
-        histogram = self.wait_time
-        histogram.counts[0 if waited <= _FIRST else bisect_left(BUCKETS, waited)] += 1
-        histogram.sum += waited
-        histogram = self.use_time
-        histogram.counts[0 if used <= _FIRST else bisect_left(BUCKETS, used)] += 1
-        histogram.sum += used
+        self.wait_time.record(waited)
+        self.use_time.record(used)
         if self._connects or self.queued_returns:
             self.absorb()
 
@@ -206,14 +202,10 @@ class PoolStats(Counters):
         while connects:
             self.connect_time.record(connects.popleft())
         returns = self.queued_returns
-        if returns:
-            waits, uses = self.wait_time, self.use_time
-            while returns:
-                waited, used = returns.popleft()  # absorb alone takes them, lock held
-                waits.counts[0 if waited <= _FIRST else bisect_left(BUCKETS, waited)] += 1
-                waits.sum += waited
-                uses.counts[0 if used <= _FIRST else bisect_left(BUCKETS, used)] += 1
-                uses.sum += used
+        while returns:
+            waited, used = returns.popleft()  # absorb alone takes them, lock held
+            self.wait_time.record(waited)
+            self.use_time.record(used)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, histograms and wait figures as a plain dict (caller holds the lock).
